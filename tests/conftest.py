@@ -1,0 +1,88 @@
+"""Shared fixtures. The developer's `.env` and keys never reach the tests."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from voiceforge.config import Settings, get_settings
+
+_KEEP = {"FORGE_CACHE_DIR", "FORGE_TEST_POSTGRES_URL"}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """Drop every Forge/OpenAI/Twilio variable and `.env`; point data at a temp folder."""
+    names = {name.upper() for name in Settings.model_fields} | {"PHONE_NUMBER_FROM"}
+    for name in list(os.environ):
+        if name.upper() in names and name.upper() not in _KEEP:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
+    monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path_factory.getbasetemp() / "forge-data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _piper(text: str) -> tuple[bytes, int]:
+    from voiceforge.providers.local import PiperTTS, load_piper
+
+    voice = load_piper()  # synchronous, so async tests can call it too
+    return b"".join(c.audio_int16_bytes for c in voice.synthesize(text)), PiperTTS.sample_rate
+
+
+@pytest.fixture(scope="session")
+def speak():
+    """speak(text) -> (PCM16, sample rate): real speech from Piper, cached per text."""
+    return _piper
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation, for WER."""
+    return re.findall(r"[a-z0-9']+", text.lower().replace("-", " "))
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level Levenshtein distance / reference length."""
+    ref, hyp = words(reference), words(hypothesis)
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)] / max(1, len(ref))
+
+
+def sqlite_url(folder: Path) -> str:
+    """A SQLite URL in ``folder``."""
+    return f"sqlite:///{folder / 'forge.db'}"
+
+
+def postgres_url() -> str | None:
+    """FORGE_TEST_POSTGRES_URL (CI sets it after starting PostgreSQL), or None."""
+    return os.environ.get("FORGE_TEST_POSTGRES_URL") or None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path):
+    """A migrated, empty Database on SQLite and on PostgreSQL (when FORGE_TEST_POSTGRES_URL is set)."""
+    from voiceforge.store.db import Database
+
+    if request.param == "sqlite":
+        db = Database(sqlite_url(tmp_path))
+    else:
+        url = postgres_url()
+        if not url:
+            pytest.skip("PostgreSQL not available: set FORGE_TEST_POSTGRES_URL (CI does)")
+        db = Database(url)
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    db.migrate()
+    yield db
+    db.engine.dispose()

@@ -1,0 +1,126 @@
+"""The OpenAI providers through the official openai SDK against a local OpenAI-wire server."""
+
+import pytest
+
+from tests.conftest import wer
+from voiceforge.config import load_settings
+from voiceforge.engine import Engine
+from voiceforge.providers import ProviderStatusError, ToolCall, build_llm, build_stt, build_tts
+from voiceforge.providers.openai_ import OpenAILLM, OpenAISTT, OpenAITTS
+from voiceforge.tools import build_registry
+
+pytestmark = pytest.mark.integration
+
+
+def keyed(url, **extra):
+    return load_settings(openai_api_key="sk-test-not-real", openai_base_url=url, **extra)
+
+
+async def test_transcription_request_is_multipart_wav(oai, speak):
+    server, url = oai
+    stt = build_stt(keyed(url, openai_stt_model="gpt-4o-mini-transcribe"), prompt_words=["Hanuman"])
+    assert isinstance(stt, OpenAISTT)
+    pcm, rate = speak("Please cancel appointment number four.")
+    transcript = await stt.transcribe(pcm, rate)
+    assert wer("Please cancel appointment number four.", transcript.text) <= 0.2
+    req = server.requests[-1]
+    assert req["path"] == "/v1/audio/transcriptions"
+    assert req["headers"]["authorization"] == "Bearer sk-test-not-real"
+    assert req["headers"]["content-type"].startswith("multipart/form-data")
+    assert req["form"]["model"] == "gpt-4o-mini-transcribe"
+    assert req["form"]["prompt"] == "Vocabulary: Hanuman."
+    assert req["filename"] == "utterance.wav" and req["content_type"] == "audio/wav"
+    assert req["bytes"] == len(pcm) + 44  # PCM16 in a 44-byte WAV header
+
+
+async def test_chat_stream_joins_tool_call_fragments(oai):
+    server, url = oai
+    llm = build_llm(keyed(url, openai_llm_model="gpt-4o-mini"))
+    assert isinstance(llm, OpenAILLM)
+    server.chat_script.append({"tool_calls": [("lookup_customer", {"name": "Alice Johnson", "zip_code": "12345"}),
+                                              ("list_appointments", {"customer_id": 3})]})
+    registry = build_registry()
+    tools = registry.select(["lookup_customer", "list_appointments"])
+    items = [x async for x in llm.stream([{"role": "user", "content": "hi"}], tools)]
+    assert items == [
+        ToolCall(id="call_0", name="lookup_customer", arguments={"name": "Alice Johnson", "zip_code": "12345"}),
+        ToolCall(id="call_1", name="list_appointments", arguments={"customer_id": 3}),
+    ]
+    body = server.requests[-1]["json"]
+    assert body["model"] == "gpt-4o-mini" and body["stream"] is True
+    assert [t["function"]["name"] for t in body["tools"]] == ["list_appointments", "lookup_customer"]
+    lookup = next(t for t in body["tools"] if t["function"]["name"] == "lookup_customer")
+    assert lookup["type"] == "function"
+    assert lookup["function"]["parameters"]["properties"]["customer_id"]["type"] == "integer"
+
+
+async def test_speech_request_asks_for_pcm_and_streams_whole_samples(oai):
+    server, url = oai
+    tts = build_tts(keyed(url, openai_tts_model="gpt-4o-mini-tts"), voice="coral")
+    assert isinstance(tts, OpenAITTS) and tts.sample_rate == 24000
+    chunks = [c async for c in tts.stream("Your order has shipped.")]
+    assert len(chunks) > 1 and all(len(c) % 2 == 0 for c in chunks)
+    assert sum(map(len, chunks)) / 2 / 24000 > 0.8  # about 1.5 s of speech
+    assert server.requests[-1]["json"] == {"input": "Your order has shipped.", "model": "gpt-4o-mini-tts",
+                                           "voice": "coral", "response_format": "pcm"}
+
+
+async def test_retryable_status_is_retried_once_then_translated(oai):
+    server, url = oai
+    llm = build_llm(keyed(url))
+    server.fail_next[:] = [503]
+    server.chat_script.append({"text": "Hello again."})
+    assert "".join([x async for x in llm.stream([{"role": "user", "content": "hi"}])]) == "Hello again."
+    server.fail_next[:] = [429, 429]
+    with pytest.raises(ProviderStatusError) as info:
+        _ = [x async for x in llm.stream([{"role": "user", "content": "hi"}])]
+    assert info.value.status == 429 and info.value.retryable
+    server.fail_next[:] = [401]
+    with pytest.raises(ProviderStatusError) as info:
+        _ = [x async for x in llm.stream([{"role": "user", "content": "hi"}])]
+    assert not info.value.retryable
+    assert [r.get("failed") for r in server.requests if "failed" in r] == [503, 429, 429, 401]
+
+
+async def test_agent_loop_runs_tools_with_openai_llm(oai, tmp_path):
+    server, url = oai
+    settings = keyed(url, database_url=f"sqlite:///{tmp_path / 'f.db'}", stt_provider="whisper", tts_provider="piper")
+    engine = Engine(settings)
+    from voiceforge.store import mockdata
+
+    mockdata.generate(engine.db, 10)
+    server.chat_script += [{"tool_calls": [("get_order_history", {"customer_id": 2})]}, {"text": "You have orders."}]
+    session = engine.session("customer_service")
+    result = await session.text_turn("What did I order? I'm customer 2.")
+    assert result.reply == "You have orders."
+    assert result.tool_calls[0]["name"] == "get_order_history" and result.tool_calls[0]["result"]["customer_id"] == 2
+    second = server.requests[-1]["json"]["messages"]
+    assert second[0]["role"] == "system" and "Ava" in second[0]["content"]
+    assert second[-2]["tool_calls"][0]["function"]["name"] == "get_order_history"
+    assert second[-1]["role"] == "tool" and second[-1]["tool_call_id"] == "call_0"
+    assert '"orders"' in second[-1]["content"]
+
+
+async def test_llm_outage_gives_a_spoken_apology_and_a_stored_error(oai, tmp_path):
+    server, url = oai
+    settings = keyed(url, database_url=f"sqlite:///{tmp_path / 'f.db'}", tts_provider="piper")
+    engine = Engine(settings)
+    server.fail_next[:] = [500, 500]
+    result = await engine.session().text_turn("hello", speak=True)
+    assert result.error == "openai-llm: HTTP 500"
+    assert result.reply.startswith("Sorry") and result.audio and len(result.audio) > 20000
+    from voiceforge.store.models import Turn
+
+    with engine.db.sessions() as s:
+        assert s.get(Turn, result.turn_id).error == "openai-llm: HTTP 500"
+
+
+def test_azure_settings_build_an_azure_client():
+    import openai
+
+    from voiceforge.providers.openai_ import make_client
+
+    settings = load_settings(use_azure=True, azure_openai_endpoint="https://example-resource.openai.azure.com",
+                             azure_openai_api_key="k", azure_openai_deployment="gpt4o-dep")
+    assert isinstance(make_client(settings), openai.AsyncAzureOpenAI)
+    assert build_llm(settings).model == "gpt4o-dep"

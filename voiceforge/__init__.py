@@ -1,0 +1,7 @@
+"""Forge's core: audio, providers, agent, tools, telephony and storage.
+
+The core imports neither Streamlit nor FastAPI; the app (``app.py``, ``pages/``) and the
+sidecar (``server/``) are thin layers over it.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,160 @@
+"""The tool-calling loop: LLM → tool calls → results → LLM, with a step limit and fillers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from voiceforge.agent.memory import ConversationMemory
+from voiceforge.agent.persona import Persona
+from voiceforge.providers.base import LLM, ProviderError, ToolCall
+from voiceforge.tools.registry import ToolContext, ToolRegistry, ToolResult
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, I'm having trouble answering right now. Please try again in a moment."
+STEP_LIMIT_REPLY = "Sorry, that took too many steps. Could you ask in a simpler way?"
+
+
+@dataclass
+class TextDelta:
+    """A piece of the assistant's reply text, as streamed."""
+
+    text: str
+
+
+@dataclass
+class Filler:
+    """A filler sentence to speak while a slow tool runs (not part of the LLM's reply)."""
+
+    text: str
+
+
+@dataclass
+class ToolStarted:
+    """The LLM asked for a tool call; it is now running."""
+
+    call: ToolCall
+
+
+@dataclass
+class ToolFinished:
+    """A tool call finished (``result.error`` set when it failed)."""
+
+    call: ToolCall
+    result: ToolResult
+
+
+@dataclass
+class TurnDone:
+    """The turn ended: the full reply, any provider error, and whether end_call ran."""
+
+    reply: str
+    error: str | None = None
+    ended: bool = False
+
+
+AgentEvent = TextDelta | Filler | ToolStarted | ToolFinished | TurnDone
+
+
+class Agent:
+    """One persona's agent over one conversation.
+
+    Args:
+        llm: the LLM provider.
+        registry: the tool registry (the persona's ``tools`` select from it).
+        persona: the persona (system prompt, tools).
+        ctx: the tool context for this conversation.
+        channel: "chat", "voice", "phone", ... (phone adds the reply-length rule).
+        max_steps: LLM calls allowed per turn (each tool round is one step).
+        filler_after_ms: a tool still running after this long gets a filler sentence.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        registry: ToolRegistry,
+        persona: Persona,
+        ctx: ToolContext,
+        channel: str = "chat",
+        memory: ConversationMemory | None = None,
+        max_steps: int = 4,
+        filler_after_ms: int = 600,
+    ) -> None:
+        self.llm, self.registry, self.persona, self.ctx = llm, registry, persona, ctx
+        self.channel = channel
+        self.memory = memory or ConversationMemory()
+        self.max_steps = max_steps
+        self.filler_after_s = filler_after_ms / 1000
+
+    @property
+    def tools(self):  # noqa: ANN201
+        """The tools this persona may call."""
+        return self.registry.select(self.persona.tools)
+
+    async def respond(self, user_text: str) -> AsyncIterator[AgentEvent]:
+        """Run one turn for ``user_text``; yields events, ending with exactly one TurnDone.
+
+        A ProviderError from the LLM ends the turn with a spoken apology and the error in
+        ``TurnDone.error``; it is never raised.
+        """
+        self.memory.add_user(user_text)
+        tools = self.tools
+        reply_parts: list[str] = []
+        ended = False
+        for _step in range(self.max_steps):
+            text, calls = "", []
+            try:
+                async for item in self.llm.stream(self.memory.messages(self.persona.prompt_for(self.channel)), tools):
+                    if isinstance(item, ToolCall):
+                        calls.append(item)
+                    else:
+                        text += item
+                        yield TextDelta(item)
+            except ProviderError as exc:
+                log.warning("LLM failed: %s", exc)
+                apology = (" " if reply_parts or text else "") + APOLOGY
+                yield TextDelta(apology)
+                reply = "".join(reply_parts) + text + apology
+                self.memory.add_assistant(reply.strip())
+                yield TurnDone(reply=reply.strip(), error=str(exc))
+                return
+            reply_parts.append(text)
+            if not calls:
+                self.memory.add_assistant(text)
+                yield TurnDone(reply="".join(reply_parts).strip(), ended=ended)
+                return
+            self.memory.add_assistant(text, calls)
+            for call in calls:
+                yield ToolStarted(call)
+                result = None
+                async for event in self._run_tool(call):
+                    if isinstance(event, ToolResult):
+                        result = event
+                    else:
+                        yield event
+                assert result is not None
+                self.memory.add_tool_result(call.id, result.for_llm())
+                yield ToolFinished(call, result)
+                if call.name == "end_call" and result.ok:
+                    ended = True
+        yield TextDelta(STEP_LIMIT_REPLY)
+        self.memory.add_assistant(STEP_LIMIT_REPLY)
+        yield TurnDone(reply=("".join(reply_parts) + " " + STEP_LIMIT_REPLY).strip(), ended=ended)
+
+    async def _run_tool(self, call: ToolCall) -> AsyncIterator[Filler | ToolResult]:
+        allowed = {t.name for t in self.tools}
+        if call.name not in allowed:
+            yield ToolResult(name=call.name, arguments=call.arguments, error=f"the tool {call.name!r} is not available")
+            return
+        task = asyncio.create_task(self.registry.execute(call.name, call.arguments, self.ctx))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.filler_after_s)
+            if not done:
+                tool = self.registry.get(call.name)
+                yield Filler(tool.filler if tool else "One moment.")
+            yield await task
+        finally:
+            task.cancel()  # a no-op once done; stops the tool when the turn is abandoned (barge-in)

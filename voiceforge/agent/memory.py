@@ -1,0 +1,68 @@
+"""Conversation memory: recent turns verbatim, older turns folded into a short summary."""
+
+from __future__ import annotations
+
+from voiceforge.providers.base import Message, ToolCall
+
+
+class ConversationMemory:
+    """The chat history an agent sends to its LLM.
+
+    The last ``max_turns`` user turns (with their assistant replies and tool messages) are
+    kept verbatim; older turns are summarized into one line each in the system message, cut
+    only at user-message boundaries so a tool call is never separated from its result.
+    """
+
+    def __init__(self, max_turns: int = 8, summary_chars: int = 1200) -> None:
+        self.max_turns = max_turns
+        self.summary_chars = summary_chars
+        self._messages: list[Message] = []
+        self.summary_lines: list[str] = []
+
+    def add_user(self, text: str) -> None:
+        """Append the user's utterance and fold turns beyond ``max_turns`` into the summary."""
+        self._messages.append({"role": "user", "content": text})
+        users = [i for i, m in enumerate(self._messages) if m["role"] == "user"]
+        while len(users) > self.max_turns:
+            cut = users[1]
+            self._fold(self._messages[:cut])
+            del self._messages[:cut]
+            users = [i for i, m in enumerate(self._messages) if m["role"] == "user"]
+
+    def add_assistant(self, text: str, tool_calls: list[ToolCall] | None = None) -> None:
+        """Append an assistant message (text and/or tool calls)."""
+        message: Message = {"role": "assistant", "content": text or None}
+        if tool_calls:
+            message["tool_calls"] = [c.to_message() for c in tool_calls]
+        self._messages.append(message)
+
+    def add_tool_result(self, call_id: str, content: str) -> None:
+        """Append a tool message answering ``call_id``."""
+        self._messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+
+    def messages(self, system_prompt: str) -> list[Message]:
+        """The system message (with any summary) followed by the recent messages."""
+        system = system_prompt
+        if self.summary_lines:
+            summary = " ".join(self.summary_lines)[-self.summary_chars :]
+            system += "\n\nEarlier in this conversation: " + summary
+        return [{"role": "system", "content": system}, *self._messages]
+
+    def _fold(self, messages: list[Message]) -> None:
+        user = next((m["content"] for m in messages if m["role"] == "user"), "")
+        replies = [m["content"] for m in messages if m["role"] == "assistant" and m.get("content")]
+        tools = [tc["function"]["name"] for m in messages for tc in m.get("tool_calls") or ()]
+        line = f"The user said: {_clip(user)}."
+        if tools:
+            line += f" Tools used: {', '.join(tools)}."
+        if replies:
+            line += f" You answered: {_clip(replies[-1])}."
+        self.summary_lines.append(line)
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    text = " ".join(str(text).split()).rstrip(".")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,172 @@
+"""Voice activity: a webrtcvad confidence source and a hysteresis turn detector.
+
+The detector is pure (scripted confidences in, events out) so it is unit-tested without a
+model; :class:`UtteranceSegmenter` joins the two over real PCM16 frames.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+import webrtcvad
+
+
+class VadState(enum.Enum):
+    """Hysteresis states: QUIET → STARTING → SPEAKING → STOPPING → QUIET."""
+
+    QUIET = "quiet"
+    STARTING = "starting"
+    SPEAKING = "speaking"
+    STOPPING = "stopping"
+
+
+class TurnEvent(enum.Enum):
+    """What the detector reports: speech start (barge-in) and speech end (an utterance)."""
+
+    SPEECH_START = "speech_start"
+    SPEECH_END = "speech_end"
+
+
+class WebRtcVad:
+    """webrtcvad as a confidence source: 1.0 for a speech frame, 0.0 otherwise.
+
+    Args:
+        sample_rate: 8000, 16000, 32000 or 48000 Hz (webrtcvad's rates).
+        aggressiveness: 0 (least) to 3 (most aggressive at calling audio non-speech).
+
+    Raises:
+        ValueError: an unsupported rate, or a frame that is not 10, 20 or 30 ms.
+    """
+
+    def __init__(self, sample_rate: int = 16000, aggressiveness: int = 2) -> None:
+        if sample_rate not in (8000, 16000, 32000, 48000):
+            raise ValueError(f"webrtcvad supports 8/16/32/48 kHz, not {sample_rate} Hz")
+        self.sample_rate = sample_rate
+        self._vad = webrtcvad.Vad(aggressiveness)
+
+    def confidence(self, frame: bytes) -> float:
+        """Speech confidence of one PCM16 frame of 10, 20 or 30 ms."""
+        ms = len(frame) // 2 * 1000 // self.sample_rate
+        if ms not in (10, 20, 30) or len(frame) % 2:
+            raise ValueError(f"webrtcvad frames are 10, 20 or 30 ms; got {len(frame)} bytes")
+        return 1.0 if self._vad.is_speech(frame, self.sample_rate) else 0.0
+
+
+@dataclass
+class TurnDetector:
+    """Hysteresis over per-frame speech confidence.
+
+    Speech starts after ``start_ms`` of consecutive frames at or above ``threshold`` and ends
+    after ``stop_ms`` of frames below it (endpointing), or when an utterance reaches
+    ``max_utterance_ms``. Times are summed frame durations, not wall clock.
+    """
+
+    threshold: float = 0.5
+    start_ms: int = 60
+    stop_ms: int = 600
+    max_utterance_ms: int = 30_000
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to QUIET with no history."""
+        self.state = VadState.QUIET
+        self._run_ms = 0  # consecutive ms in the current candidate transition
+        self.utterance_ms = 0
+        self.end_reason: str | None = None
+
+    def process(self, confidence: float, frame_ms: int = 20) -> TurnEvent | None:
+        """Feed one frame's confidence; return an event when the state machine emits one."""
+        speech = confidence >= self.threshold
+        state = self.state
+        if state in (VadState.SPEAKING, VadState.STOPPING):
+            self.utterance_ms += frame_ms
+        if state is VadState.QUIET:
+            if speech:
+                self.state, self._run_ms = VadState.STARTING, frame_ms
+                if self._run_ms >= self.start_ms:
+                    return self._start()
+        elif state is VadState.STARTING:
+            if not speech:
+                self.state, self._run_ms = VadState.QUIET, 0
+            else:
+                self._run_ms += frame_ms
+                if self._run_ms >= self.start_ms:
+                    return self._start()
+        elif state is VadState.SPEAKING:
+            if not speech:
+                self.state, self._run_ms = VadState.STOPPING, frame_ms
+                if self._run_ms >= self.stop_ms:
+                    return self._end("silence")
+        elif state is VadState.STOPPING:
+            if speech:
+                self.state, self._run_ms = VadState.SPEAKING, 0
+            else:
+                self._run_ms += frame_ms
+                if self._run_ms >= self.stop_ms:
+                    return self._end("silence")
+        if self.state in (VadState.SPEAKING, VadState.STOPPING) and (
+            self.utterance_ms >= self.max_utterance_ms
+        ):
+            return self._end("max_length")
+        return None
+
+    def _start(self) -> TurnEvent:
+        self.state, self._run_ms = VadState.SPEAKING, 0
+        self.utterance_ms = self.start_ms
+        self.end_reason = None
+        return TurnEvent.SPEECH_START
+
+    def _end(self, reason: str) -> TurnEvent:
+        self.state, self._run_ms = VadState.QUIET, 0
+        self.end_reason = reason
+        return TurnEvent.SPEECH_END
+
+
+class UtteranceSegmenter:
+    """Cut a PCM16 stream into utterances with VAD + turn detection.
+
+    Feed exact frames (``frame_ms`` of PCM16 at ``sample_rate``); ``push`` returns
+    ``(event, utterance)`` pairs, where ``utterance`` is the PCM16 of a finished utterance
+    (with ``preroll_ms`` of audio before the detected start) on SPEECH_END, else None.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        frame_ms: int = 20,
+        detector: TurnDetector | None = None,
+        vad: WebRtcVad | None = None,
+        preroll_ms: int = 200,
+    ) -> None:
+        self.sample_rate, self.frame_ms = sample_rate, frame_ms
+        self.detector = detector or TurnDetector()
+        self.vad = vad or WebRtcVad(sample_rate)
+        self._preroll: deque[bytes] = deque(maxlen=max(1, preroll_ms // frame_ms))
+        self._speech = bytearray()
+
+    def push(self, frame: bytes) -> tuple[TurnEvent, bytes | None] | None:
+        """Process one frame; return (event, utterance-or-None) when an event fires."""
+        event = self.detector.process(self.vad.confidence(frame), self.frame_ms)
+        if self.detector.state in (VadState.SPEAKING, VadState.STOPPING) or event:
+            if event is TurnEvent.SPEECH_START:
+                self._speech = bytearray(b"".join(self._preroll))
+            self._speech += frame
+        else:
+            self._preroll.append(frame)
+        if event is TurnEvent.SPEECH_END:
+            utterance = bytes(self._speech)
+            self._speech = bytearray()
+            self._preroll.clear()
+            return event, utterance
+        if event is TurnEvent.SPEECH_START:
+            return event, None
+        return None
+
+    @property
+    def speaking(self) -> bool:
+        """True between SPEECH_START and SPEECH_END."""
+        return self.detector.state in (VadState.SPEAKING, VadState.STOPPING)

@@ -1,0 +1,200 @@
+"""The `forge` command.
+
+    forge --prompts "Hello|Where is my order"     chained text turns
+    forge say TEXT -o out.wav                     text to speech
+    forge transcribe in.wav                       speech to text
+    forge talk in.wav -o reply.wav                one spoken turn: transcript, reply, audio, timings
+    forge db init|seed|reset|export               the database
+    forge call-sim caller.wav [...]               a simulated Twilio call on loopback
+    forge serve                                   the sidecar API
+
+``--json`` prints one JSON object per turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from voiceforge.audio.codecs import AudioFormatError, unwrap_wav, wrap_wav
+from voiceforge.config import ConfigError, get_settings
+
+
+def _print_turn(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, default=str), flush=True)
+        return
+    if result.get("transcript"):
+        print(f"you   > {result['transcript']}")
+    for call in result.get("tool_calls", []):
+        outcome = f"error: {call['error']}" if call.get("error") else json.dumps(call.get("result"), default=str)[:300]
+        print(f"tool  > {call['name']}({json.dumps(call['arguments'])}) -> {outcome}")
+    print(f"agent > {result.get('reply', '')}")
+    timings = result.get("timings_ms") or {}
+    if timings:
+        print("        " + "  ".join(f"{k}={v:.0f}ms" for k, v in timings.items()))
+    if result.get("error"):
+        print(f"error > {result['error']}")
+    if result.get("audio_path"):
+        print(f"audio > {result['audio_path']}")
+    print(flush=True)
+
+
+def _engine():  # noqa: ANN202
+    from voiceforge.engine import Engine
+
+    engine = Engine()
+    if engine.db.is_empty():
+        from voiceforge.store import mockdata
+
+        mockdata.generate(engine.db, engine.settings.forge_mock_customers)
+    return engine
+
+
+async def _prompts(args: argparse.Namespace) -> int:
+    engine = _engine()
+    session = engine.session(args.persona, channel="cli")
+    for text in [p.strip() for p in args.prompts.split("|") if p.strip()]:
+        result = await session.text_turn(text)
+        _print_turn(result.to_json(), args.json)
+        if result.ended:
+            break
+    return 0
+
+
+async def _say(args: argparse.Namespace) -> int:
+    from voiceforge.engine import Engine
+
+    engine = Engine()
+    pcm, rate = await engine.synthesize(args.text)
+    Path(args.output).write_bytes(wrap_wav(pcm, rate))
+    out = {"text": args.text, "audio_path": str(args.output), "sample_rate": rate,
+           "duration_ms": round(len(pcm) / 2 / rate * 1000)}
+    print(json.dumps(out) if args.json else f"wrote {args.output} ({out['duration_ms']} ms at {rate} Hz)")
+    return 0
+
+
+async def _transcribe(args: argparse.Namespace) -> int:
+    from voiceforge.engine import Engine
+
+    pcm, rate = unwrap_wav(Path(args.input).read_bytes())
+    transcript = await Engine().stt.transcribe(pcm, rate)
+    out = {"transcript": transcript.text, "timings_ms": {"stt_ms": round(transcript.elapsed_ms, 1)},
+           "audio_ms": round(transcript.audio_ms)}
+    print(json.dumps(out) if args.json else transcript.text)
+    return 0
+
+
+async def _talk(args: argparse.Namespace) -> int:
+    wav = Path(args.input).read_bytes()
+    unwrap_wav(wav)  # reject bad input before anything is loaded or stored
+    engine = _engine()
+    load_ms = await asyncio.to_thread(engine.warm_up)
+    session = engine.session(args.persona, channel="voice")
+    result = await session.wav_turn(wav, speak=True)
+    result.timings_ms["model_load_ms"] = round(load_ms, 1)
+    if args.output and result.audio:
+        Path(args.output).write_bytes(result.reply_wav())
+        result.audio_path = str(args.output)
+    _print_turn(result.to_json(), args.json)
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from voiceforge.store import mockdata
+    from voiceforge.store.db import get_database
+
+    settings = get_settings()
+    db = get_database(settings.database_url_resolved)
+    if args.action == "reset":
+        db.reset()
+    if args.action in ("seed", "reset") or (args.action == "init" and db.is_empty()):
+        counts = mockdata.generate(db, args.customers or settings.forge_mock_customers, seed=args.seed)
+        print(f"{db.describe()}: seeded {counts}")
+    elif args.action == "init":
+        print(f"{db.describe()}: migrated, data kept")
+    if args.action == "export":
+        print(mockdata.export_json(db, settings.forge_data_dir / "exports"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `forge`."""
+    parser = argparse.ArgumentParser(prog="forge", description="Forge, the voice-agent workbench.")
+    parser.add_argument("--prompts", help='text turns separated by "|", e.g. "Hello|Where is my order"')
+    parser.add_argument("--persona", default=None, help="persona id (see prompts/)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per turn")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        p.add_argument("--persona", default=argparse.SUPPRESS)
+
+    p = sub.add_parser("say", help="text to speech")
+    p.add_argument("text")
+    p.add_argument("-o", "--output", default="say.wav")
+    common(p)
+    p = sub.add_parser("transcribe", help="speech to text")
+    p.add_argument("input")
+    common(p)
+    p = sub.add_parser("talk", help="one spoken turn: WAV in, reply WAV out")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", default=None)
+    common(p)
+    p = sub.add_parser("db", help="database: init (migrate, seed if empty), seed, reset, export")
+    p.add_argument("action", choices=["init", "seed", "reset", "export"])
+    p.add_argument("--customers", type=int, default=None)
+    p.add_argument("--seed", type=int, default=7)
+    p = sub.add_parser("call-sim", help="simulate a Twilio call on loopback")
+    p.add_argument("wavs", nargs="+")
+    p.add_argument("--url", default=None, help="a running sidecar (default: start one on a free port)")
+    p.add_argument("--barge-in-ms", type=int, default=None)
+    p.add_argument("--save-audio", default=None)
+    common(p)
+    p = sub.add_parser("serve", help="run the sidecar API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `forge` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "say":
+            return asyncio.run(_say(args))
+        if args.command == "transcribe":
+            return asyncio.run(_transcribe(args))
+        if args.command == "talk":
+            return asyncio.run(_talk(args))
+        if args.command == "db":
+            return _db(args)
+        if args.command == "call-sim":
+            from voiceforge.telephony.simulator import run_cli
+
+            return asyncio.run(run_cli(args))
+        if args.command == "serve":
+            import uvicorn
+
+            uvicorn.run("server.main:create_app", factory=True, host=args.host, port=args.port)
+            return 0
+        if args.prompts:
+            return asyncio.run(_prompts(args))
+    except (AudioFormatError, ConfigError, FileNotFoundError) as exc:
+        print(f"forge: {exc}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

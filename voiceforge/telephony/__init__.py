@@ -1,0 +1,1 @@
+"""Twilio: REST calls and SMS, TwiML, the media-stream codec, signature checks, numbers."""

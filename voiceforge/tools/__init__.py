@@ -1,0 +1,17 @@
+"""Tools the agent can call: the registry and the built-in tools."""
+
+from voiceforge.tools.registry import Fault, Tool, ToolContext, ToolError, ToolRegistry, ToolResult
+
+
+def build_registry(default_delay_ms: int = 0) -> ToolRegistry:
+    """A registry with every built-in tool registered."""
+    from voiceforge.tools import business, calls, sql
+
+    registry = ToolRegistry(default_delay_ms=default_delay_ms)
+    sql.register(registry)  # before business: "how many orders ..." is a query, not a lookup
+    business.register(registry)
+    calls.register(registry)
+    return registry
+
+
+__all__ = ["Fault", "Tool", "ToolContext", "ToolError", "ToolRegistry", "ToolResult", "build_registry"]

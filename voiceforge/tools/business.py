@@ -1,0 +1,340 @@
+"""Customer-service tools over the mock database: customers, orders, appointments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from voiceforge.store.models import Appointment, Customer, Order
+from voiceforge.tools import spoken
+from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
+
+ASK_CUSTOMER = "Sure. Could you tell me your name or your customer number?"
+
+
+def _customer_dict(c: Customer, verified: bool) -> dict[str, Any]:
+    out = {"customer_id": c.id, "name": c.name, "tier": c.tier, "verified": verified}
+    if verified:
+        out.update(phone=c.phone, email=c.email)
+    return out
+
+
+def _find_by_name(session, name: str) -> list[Customer]:  # noqa: ANN001
+    """Exact (case-insensitive) match first, then the closest spelling with a clear lead.
+
+    Speech recognizers mishear first names ("Lord Garcia" for "Laura Garcia"), so a fuzzy
+    match is accepted when it scores at least 0.7 and leads the runner-up by 0.05.
+    """
+    wanted = " ".join(name.strip().lower().split())
+    exact = session.scalars(select(Customer).where(Customer.name.ilike(wanted))).all()
+    if exact:
+        return list(exact)
+    people = session.scalars(select(Customer)).all()
+    parts = wanted.split()
+    if len(parts) == 1:
+        return [c for c in people if parts[0] in c.name.lower().split()]
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, wanted, c.name.lower()).ratio(), c) for c in people),
+        key=lambda sc: -sc[0],
+    )
+    if not scored or scored[0][0] < 0.7:
+        return []
+    if len(scored) == 1 or scored[0][0] - scored[1][0] >= 0.05:
+        return [scored[0][1]]
+    return [c for score, c in scored[:3] if score >= 0.7]
+
+
+def lookup_customer(
+    ctx: ToolContext,
+    name: str | None = None,
+    phone: str | None = None,
+    customer_id: int | None = None,
+    zip_code: str | None = None,
+) -> dict[str, Any]:
+    """Find a customer by name, phone number or customer id, and verify them by ZIP code.
+
+    Phone and email are returned only once the caller is verified (ZIP code matches, or they
+    were looked up by their own phone number).
+
+    Args:
+        name: the customer's full name, as spoken.
+        phone: the phone number in E.164 form, like +15550000001.
+        customer_id: the numeric customer id.
+        zip_code: the ZIP code the caller gives to verify their identity.
+    """
+    if not (name or phone or customer_id):
+        raise ToolError("give a name, phone number or customer id to look up")
+    with ctx.db.sessions() as s:
+        if customer_id:
+            found = [c for c in [s.get(Customer, customer_id)] if c]
+        elif phone:
+            digits = "".join(ch for ch in phone if ch.isdigit())
+            found = list(s.scalars(select(Customer).where(or_(Customer.phone == phone, Customer.phone == "+" + digits))))
+        else:
+            found = _find_by_name(s, name or "")
+        if not found:
+            raise ToolError("no customer matches that; please check the spelling or number")
+        if len(found) > 1:
+            return {"matches": [{"customer_id": c.id, "name": c.name} for c in found[:5]],
+                    "summary": f"I found {len(found)} customers with that name. Which one are you?"}
+        c = found[0]
+        if zip_code and zip_code.strip() != c.zip_code:
+            raise ToolError("that ZIP code does not match our records, so I cannot verify the account")
+        verified = bool(zip_code) or bool(phone)
+        ctx.state["customer_id"] = c.id
+        out = _customer_dict(c, verified)
+        out["summary"] = f"I found {c.name}, customer number {c.id}, a {c.tier} member."
+        return out
+
+
+def get_order_history(ctx: ToolContext, customer_id: int, limit: int = 5) -> dict[str, Any]:
+    """List a customer's most recent orders with item, total, status and date.
+
+    Args:
+        customer_id: the numeric customer id (from lookup_customer).
+        limit: how many recent orders to return, 1 to 20.
+    """
+    limit = max(1, min(limit, 20))
+    with ctx.db.sessions() as s:
+        customer = s.get(Customer, customer_id)
+        if customer is None:
+            raise ToolError(f"there is no customer number {customer_id}")
+        orders = s.scalars(
+            select(Order).where(Order.customer_id == customer_id).order_by(Order.placed_at.desc()).limit(limit)
+        ).all()
+        rows = [
+            {"order_id": o.id, "item": o.item, "total": f"${o.total_cents / 100:.2f}", "status": o.status,
+             "placed_on": o.placed_at.date().isoformat()}
+            for o in orders
+        ]
+    ctx.state["customer_id"] = customer_id
+    if not rows:
+        summary = f"{customer.name} has no orders yet."
+    else:
+        latest = rows[0]
+        summary = (
+            f"{customer.name} has {len(rows)} recent order{'s' if len(rows) != 1 else ''}. "
+            f"The latest is the {latest['item']}, order {latest['order_id']}, which is {latest['status']}."
+        )
+    return {"customer_id": customer_id, "name": customer.name, "orders": rows, "summary": summary}
+
+
+def _appointment_dict(a: Appointment) -> dict[str, Any]:
+    return {"appointment_id": a.id, "service": a.service, "starts_at": a.starts_at.strftime("%Y-%m-%dT%H:%M"),
+            "duration_min": a.duration_min, "status": a.status}
+
+
+def _say_when(iso: str) -> str:
+    when = dt.datetime.fromisoformat(iso)
+    return when.strftime("%A, %B ") + str(when.day) + when.strftime(" at %-I:%M %p").replace(":00 ", " ")
+
+
+def list_appointments(ctx: ToolContext, customer_id: int) -> dict[str, Any]:
+    """List a customer's scheduled appointments, soonest first.
+
+    Args:
+        customer_id: the numeric customer id (from lookup_customer).
+    """
+    with ctx.db.sessions() as s:
+        customer = s.get(Customer, customer_id)
+        if customer is None:
+            raise ToolError(f"there is no customer number {customer_id}")
+        rows = [
+            _appointment_dict(a)
+            for a in s.scalars(
+                select(Appointment)
+                .where(Appointment.customer_id == customer_id, Appointment.status == "scheduled")
+                .order_by(Appointment.starts_at)
+            )
+        ]
+    ctx.state["customer_id"] = customer_id
+    if not rows:
+        summary = f"{customer.name} has no upcoming appointments."
+    else:
+        first = rows[0]
+        summary = (
+            f"{customer.name} has {len(rows)} upcoming appointment{'s' if len(rows) != 1 else ''}. "
+            f"The next is a {first['service']} on {_say_when(first['starts_at'])}, appointment {first['appointment_id']}."
+        )
+    return {"customer_id": customer_id, "appointments": rows, "summary": summary}
+
+
+def _parse_start(starts_at: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(starts_at)
+    except ValueError:
+        raise ToolError("starts_at must be a date and time like 2026-12-03T10:00") from None
+    when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    if when < dt.datetime.now(dt.UTC):
+        raise ToolError("that time is in the past; please pick a future date")
+    return when
+
+
+def _check_free(s, when: dt.datetime, minutes: int, skip_id: int | None = None) -> None:  # noqa: ANN001
+    rows = s.scalars(select(Appointment).where(Appointment.status == "scheduled")).all()
+    for a in rows:
+        start = a.starts_at if a.starts_at.tzinfo else a.starts_at.replace(tzinfo=dt.UTC)
+        if a.id != skip_id and start < when + dt.timedelta(minutes=minutes) and when < start + dt.timedelta(minutes=a.duration_min):
+            raise ToolError("that slot is already taken; please choose another time")
+
+
+def schedule_appointment(
+    ctx: ToolContext, customer_id: int, service: str, starts_at: str, duration_min: int = 30
+) -> dict[str, Any]:
+    """Book a new appointment for a customer.
+
+    Args:
+        customer_id: the numeric customer id (from lookup_customer).
+        service: what the appointment is for: consultation, cleaning, checkup, repair or installation.
+        starts_at: the start as ISO 8601 local time, like 2026-12-03T10:00.
+        duration_min: the length in minutes, 15 to 180.
+    """
+    when = _parse_start(starts_at)
+    if not 15 <= duration_min <= 180:
+        raise ToolError("duration_min must be between 15 and 180")
+    with ctx.db.session() as s:
+        customer = s.get(Customer, customer_id)
+        if customer is None:
+            raise ToolError(f"there is no customer number {customer_id}")
+        _check_free(s, when, duration_min)
+        a = Appointment(customer_id=customer_id, service=service.lower(), starts_at=when, duration_min=duration_min)
+        s.add(a)
+        s.flush()
+        out = _appointment_dict(a)
+    ctx.state["customer_id"] = customer_id
+    out["summary"] = f"You're booked for a {out['service']} on {_say_when(out['starts_at'])}. It's appointment {out['appointment_id']}."
+    return out
+
+
+def reschedule_appointment(ctx: ToolContext, appointment_id: int, starts_at: str) -> dict[str, Any]:
+    """Move an existing appointment to a new start time.
+
+    Args:
+        appointment_id: the numeric appointment id.
+        starts_at: the new start as ISO 8601 local time, like 2026-12-03T14:30.
+    """
+    when = _parse_start(starts_at)
+    with ctx.db.session() as s:
+        a = s.get(Appointment, appointment_id)
+        if a is None or a.status != "scheduled":
+            raise ToolError(f"there is no scheduled appointment number {appointment_id}")
+        _check_free(s, when, a.duration_min, skip_id=a.id)
+        a.starts_at = when
+        s.flush()
+        out = _appointment_dict(a)
+    out["summary"] = f"Done. Appointment {appointment_id} is now on {_say_when(out['starts_at'])}."
+    return out
+
+
+def cancel_appointment(ctx: ToolContext, appointment_id: int) -> dict[str, Any]:
+    """Cancel a scheduled appointment.
+
+    Args:
+        appointment_id: the numeric appointment id.
+    """
+    with ctx.db.session() as s:
+        a = s.get(Appointment, appointment_id)
+        if a is None or a.status != "scheduled":
+            raise ToolError(f"there is no scheduled appointment number {appointment_id}")
+        a.status = "cancelled"
+        out = _appointment_dict(a)
+    out["summary"] = f"Appointment {appointment_id}, the {out['service']}, is cancelled."
+    return out
+
+
+# --- offline-brain extractors ---------------------------------------------------------------
+def _extract_lookup(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
+    ref = spoken.customer_ref(utterance, {})
+    if not ref:
+        return ASK_CUSTOMER
+    zip_match = re.search(r"\bzip(?:\s*code)?\s*(?:is\s*)?(\d[\d\s]{3,8}\d)", utterance, re.I)
+    if zip_match:
+        ref["zip_code"] = zip_match.group(1).replace(" ", "")
+    return ref
+
+
+def _needs_customer(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
+    ref = spoken.customer_ref(utterance, known)
+    if not ref:
+        return ASK_CUSTOMER
+    return ref  # {"customer_id"} is final; {"name"}/{"phone"} first goes through lookup_customer
+
+
+def _extract_schedule(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
+    ref = _needs_customer(utterance, known)
+    if isinstance(ref, str):
+        return ref
+    when = spoken.when_in(utterance)
+    if when is None:
+        return "Sure. What day and time would you like?"
+    return {**ref, "service": spoken.service_in(utterance) or "consultation", "starts_at": when}
+
+
+def _extract_appointment_id(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
+    aid = spoken.number_after(utterance, "appointment", "booking", "reservation")
+    if aid is None:
+        return "Which appointment number is it?"
+    return {"appointment_id": aid}
+
+
+def _extract_reschedule(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
+    ref = _extract_appointment_id(utterance, known)
+    if isinstance(ref, str):
+        return ref
+    when = spoken.when_in(utterance.split("appointment", 1)[-1])
+    if when is None:
+        return "Sure. What new day and time would you like?"
+    return {**ref, "starts_at": when}
+
+
+def register(registry: ToolRegistry) -> None:
+    """Add the customer, order and appointment tools to ``registry``.
+
+    Order matters to the offline brain, which takes the first tool whose triggers match:
+    specific intents come before the broad lookup.
+    """
+    registry.add(
+        get_order_history,
+        triggers=[r"\border(s)?\b.*\b(history|status|where|latest|recent|last)",
+                  r"\b(where|status)\b.*\border", r"\b(orders?|purchases?)\b.*\bfor\b", r"\bmy orders?\b"],
+        extract=_needs_customer,
+        filler="Let me pull up those orders.",
+        tags=("orders",),
+    )
+    registry.add(
+        reschedule_appointment,
+        triggers=[r"\b(reschedule|move|change|push)\b.*\b(appointment|booking)"],
+        extract=_extract_reschedule,
+        tags=("appointments",),
+    )
+    registry.add(
+        cancel_appointment,
+        triggers=[r"\bcancel\b.*\b(appointment|booking|reservation)"],
+        extract=_extract_appointment_id,
+        tags=("appointments",),
+    )
+    registry.add(
+        schedule_appointment,
+        triggers=[r"\b(schedule|book|make|set up)\b.*\b(appointment|consultation|cleaning|checkup|check-up|repair|installation)"],
+        extract=_extract_schedule,
+        filler="Let me check the calendar.",
+        tags=("appointments",),
+    )
+    registry.add(
+        list_appointments,
+        triggers=[r"\bappointments?\b"],
+        extract=_needs_customer,
+        tags=("appointments",),
+    )
+    registry.add(
+        lookup_customer,
+        triggers=[r"\b(look ?up|find|pull up|search for)\b.*\b(customer|account|client|record)",
+                  r"\b(my name is|this is|i am|i'm)\b.*\b(zip|customer|account)", r"\bmy name is\b",
+                  r"\b(look ?up|find|pull up)\s+(customer|account|client)?\s*\w+"],
+        extract=_extract_lookup,
+        tags=("customers",),
+    )

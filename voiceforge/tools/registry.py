@@ -1,0 +1,307 @@
+"""The tool registry: plain typed functions become LLM tools with a derived JSON schema.
+
+A tool is a function whose first parameter is a :class:`ToolContext` and whose other
+parameters have type hints; its docstring's first paragraph is the description and its
+``Args:`` section describes each parameter. Raise :class:`ToolError` with a message the LLM
+may see; any other exception becomes a generic failure and is logged.
+
+For the offline brain a tool also carries trigger patterns and an argument extractor that
+reads arguments out of an utterance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin
+
+log = logging.getLogger(__name__)
+
+
+class ToolError(Exception):
+    """A tool failure whose message is shown to the LLM (and the user): keep it plain."""
+
+
+@dataclass
+class ToolContext:
+    """What a tool may use: the database, settings, the conversation and call controls.
+
+    Attributes:
+        db: the :class:`voiceforge.store.db.Database`.
+        settings: the :class:`voiceforge.config.Settings`.
+        conversation_id: the conversation the call belongs to, if stored.
+        state: per-conversation scratch (e.g. the verified customer id), kept between turns.
+        on_end_call: called by end_call to hang up (phone) or close the session.
+        services: optional clients keyed by name ("twilio", "telegram").
+    """
+
+    db: Any
+    settings: Any
+    conversation_id: int | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    on_end_call: Callable[[str], Any] | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+Extractor = Callable[[str, dict[str, Any]], "dict[str, Any] | str | None"]
+"""Offline-brain argument extractor: (utterance, conversation state) → arguments, or a
+question to ask back (str), or None when the utterance is not for this tool."""
+
+
+@dataclass
+class Tool:
+    """A registered tool: name, description, parameter schema, the function, brain hints."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    func: Callable[..., Any]
+    triggers: list[re.Pattern[str]] = field(default_factory=list)
+    extract: Extractor | None = None
+    phrase: Callable[[Any], str] | None = None
+    filler: str = "One moment while I check that."
+    tags: tuple[str, ...] = ()
+
+    def openai_schema(self) -> dict[str, Any]:
+        """The Chat Completions `tools` entry: {"type": "function", "function": {...}}."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+    def matches(self, utterance: str) -> bool:
+        """True when any trigger pattern matches the utterance (case-insensitive)."""
+        return any(p.search(utterance) for p in self.triggers)
+
+
+@dataclass
+class Fault:
+    """Injected behaviour for one tool: extra delay (ms) and/or a failure message."""
+
+    delay_ms: int = 0
+    fail: str | None = None
+
+
+@dataclass
+class ToolResult:
+    """What running a tool produced: the result or an error, and how long it took (ms)."""
+
+    name: str
+    arguments: dict[str, Any]
+    result: Any = None
+    error: str | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the tool returned without error."""
+        return self.error is None
+
+    def for_llm(self) -> str:
+        """The tool message content the LLM sees (JSON)."""
+        import json
+
+        payload = {"error": self.error} if self.error else {"result": self.result}
+        return json.dumps(payload, default=str)
+
+
+_PY_TO_JSON = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _json_type(hint: Any) -> dict[str, Any]:
+    origin = get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in get_args(hint) if a is not type(None)]
+        return _json_type(members[0]) if len(members) == 1 else {"anyOf": [_json_type(m) for m in members]}
+    if origin is Literal:
+        values = list(get_args(hint))
+        return {"type": _PY_TO_JSON[type(values[0])], "enum": values}
+    if origin in (list, tuple, set):
+        args = get_args(hint)
+        return {"type": "array", "items": _json_type(args[0]) if args else {}}
+    if origin is dict or hint is dict:
+        return {"type": "object"}
+    if hint in _PY_TO_JSON:
+        return {"type": _PY_TO_JSON[hint]}
+    raise TypeError(f"unsupported tool parameter type: {hint!r}")
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """Google-style docstring → (description, {param: description})."""
+    doc = inspect.cleandoc(doc or "")
+    description = doc.split("\n\n")[0].replace("\n", " ").strip()
+    params: dict[str, str] = {}
+    match = re.search(r"^Args:\n((?:[ \t]+.*\n?)+)", doc, re.M)
+    if match:
+        current = None
+        for line in match.group(1).splitlines():
+            m = re.match(r"\s+(\w+)(?: \([^)]*\))?:\s*(.*)", line)
+            if m and len(line) - len(line.lstrip()) <= 4:
+                current = m.group(1)
+                params[current] = m.group(2).strip()
+            elif current:
+                params[current] += " " + line.strip()
+    return description, params
+
+
+def schema_for(func: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
+    """Derive (description, JSON schema of parameters) from type hints and the docstring.
+
+    The first parameter (the ToolContext) is skipped; parameters without defaults are required.
+
+    Raises:
+        TypeError: a parameter lacks a type hint or has an unsupported type.
+    """
+    description, docs = _parse_docstring(func.__doc__ or "")
+    hints = typing.get_type_hints(func)
+    params = list(inspect.signature(func).parameters.values())[1:]
+    properties: dict[str, Any] = {}
+    required = []
+    for p in params:
+        if p.name not in hints:
+            raise TypeError(f"{func.__name__}: parameter {p.name!r} needs a type hint")
+        prop = _json_type(hints[p.name])
+        if p.name in docs:
+            prop["description"] = docs[p.name]
+        if p.default is inspect.Parameter.empty:
+            required.append(p.name)
+        properties[p.name] = prop
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
+    schema["additionalProperties"] = False
+    return description, schema
+
+
+class ToolRegistry:
+    """Tools by name, with per-tool injected faults and a default artificial delay (ms)."""
+
+    def __init__(self, default_delay_ms: int = 0) -> None:
+        self._tools: dict[str, Tool] = {}
+        self.faults: dict[str, Fault] = {}
+        self.default_delay_ms = default_delay_ms
+
+    def register(self, tool: Tool) -> Tool:
+        """Add or replace a tool."""
+        self._tools[tool.name] = tool
+        return tool
+
+    def add(
+        self,
+        func: Callable[..., Any],
+        *,
+        triggers: list[str] = (),  # type: ignore[assignment]
+        extract: Extractor | None = None,
+        phrase: Callable[[Any], str] | None = None,
+        filler: str | None = None,
+        tags: tuple[str, ...] = (),
+    ) -> Tool:
+        """Register a function as a tool, deriving its schema (see :func:`schema_for`)."""
+        description, parameters = schema_for(func)
+        tool = Tool(
+            name=func.__name__,
+            description=description,
+            parameters=parameters,
+            func=func,
+            triggers=[re.compile(t, re.I) for t in triggers],
+            extract=extract,
+            phrase=phrase,
+            tags=tags,
+        )
+        if filler:
+            tool.filler = filler
+        return self.register(tool)
+
+    def get(self, name: str) -> Tool | None:
+        """The tool called ``name``, or None."""
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        """Registered tool names, in registration order."""
+        return list(self._tools)
+
+    def select(self, names: list[str] | None) -> list[Tool]:
+        """The tools named (unknown names ignored), or all when ``names`` is None or ["*"].
+
+        Registration order is kept whatever the order of ``names``: the offline brain takes
+        the first tool whose triggers match.
+        """
+        if names is None or names == ["*"]:
+            return list(self._tools.values())
+        wanted = set(names)
+        return [t for n, t in self._tools.items() if n in wanted]
+
+    def set_fault(self, name: str, delay_ms: int = 0, fail: str | None = None) -> None:
+        """Inject a delay (ms) and/or a failure message into one tool; zeros clear it."""
+        if delay_ms or fail:
+            self.faults[name] = Fault(delay_ms=delay_ms, fail=fail)
+        else:
+            self.faults.pop(name, None)
+
+    async def execute(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        """Run a tool with validated arguments; never raises for tool failures.
+
+        Returns:
+            A ToolResult with ``result`` or ``error`` (the ToolError message, or a generic
+            message for unexpected exceptions, which are logged with the tool name only).
+        """
+        start = time.perf_counter()
+        result = ToolResult(name=name, arguments=dict(arguments))
+        tool = self._tools.get(name)
+        try:
+            if tool is None:
+                raise ToolError(f"there is no tool called {name!r}")
+            kwargs = _validate(tool, arguments)
+            fault = self.faults.get(name, Fault())
+            delay = fault.delay_ms or self.default_delay_ms
+            if delay:
+                await asyncio.sleep(delay / 1000)
+            if fault.fail:
+                raise ToolError(fault.fail)
+            if inspect.iscoroutinefunction(tool.func):
+                result.result = await tool.func(ctx, **kwargs)
+            else:
+                result.result = await asyncio.to_thread(tool.func, ctx, **kwargs)
+        except ToolError as exc:
+            result.error = str(exc)
+        except Exception:
+            log.exception("tool %s failed", name)
+            result.error = f"the {name} tool failed unexpectedly"
+        result.duration_ms = (time.perf_counter() - start) * 1000
+        return result
+
+
+def _validate(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Check arguments against the tool's schema; coerce numeric strings the LLM sent."""
+    props = tool.parameters["properties"]
+    unknown = set(arguments) - set(props)
+    if unknown:
+        raise ToolError(f"unknown argument(s) for {tool.name}: {', '.join(sorted(unknown))}")
+    missing = [p for p in tool.parameters["required"] if arguments.get(p) in (None, "")]
+    if missing:
+        raise ToolError(f"{tool.name} needs: {', '.join(missing)}")
+    out = {}
+    for key, value in arguments.items():
+        kind = props[key].get("type")
+        try:
+            if value is None:
+                pass
+            elif kind == "integer" and not isinstance(value, bool):
+                value = int(value)
+            elif kind == "number":
+                value = float(value)
+            elif kind == "string":
+                value = str(value)
+            elif kind == "boolean" and isinstance(value, str):
+                value = value.lower() in ("true", "1", "yes")
+        except (TypeError, ValueError):
+            raise ToolError(f"{key} must be a {kind}") from None
+        if "enum" in props[key] and value not in props[key]["enum"]:
+            raise ToolError(f"{key} must be one of {props[key]['enum']}")
+        out[key] = value
+    return out

@@ -1,0 +1,172 @@
+"""Reading arguments out of spoken utterances: numbers, names, dates, customer references.
+
+Used by the offline brain's extractors; a real LLM fills arguments itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+_UNITS = {
+    "zero": 0, "oh": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
+    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_NUMBER_WORDS = "|".join(sorted([*_UNITS, *_TENS], key=len, reverse=True))
+_NUMBER = rf"(\d+|(?:{_NUMBER_WORDS})(?:[\s-](?:{_NUMBER_WORDS}))?)"
+
+
+def spoken_int(text: str) -> int | None:
+    """"12", "twelve", "forty-two", "forty two" → int; anything else → None."""
+    text = text.strip().lower()
+    if text.isdigit():
+        return int(text)
+    parts = re.split(r"[\s-]+", text)
+    if len(parts) == 1 and parts[0] in _UNITS:
+        return _UNITS[parts[0]]
+    if len(parts) == 1 and parts[0] in _TENS:
+        return _TENS[parts[0]]
+    if len(parts) == 2 and parts[0] in _TENS and parts[1] in _UNITS and _UNITS[parts[1]] < 10:
+        return _TENS[parts[0]] + _UNITS[parts[1]]
+    return None
+
+
+def number_after(utterance: str, *keywords: str) -> int | None:
+    """The number spoken after any of ``keywords`` ("customer 12", "appointment number seven")."""
+    for word in keywords:
+        m = re.search(rf"\b{word}\s+(?:number\s+|id\s+|no\.?\s+|#\s*)?{_NUMBER}\b", utterance, re.I)
+        if m:
+            value = spoken_int(m.group(1))
+            if value is not None:
+                return value
+    return None
+
+
+def phone_in(utterance: str) -> str | None:
+    """A phone number of 7 or more digits (spaces, dashes and dots allowed) as ``+digits``."""
+    m = re.search(r"(\+?\d[\d\s().-]{6,}\d)", utterance)
+    if not m:
+        return None
+    digits = re.sub(r"\D", "", m.group(1))
+    if len(digits) < 7:
+        return None
+    return "+" + (digits if len(digits) > 10 else "1" + digits if len(digits) == 10 else digits)
+
+
+_NAME_CUES = r"(?:for|named|name is|i am|i'm|this is|customer|about|of|called|look ?up|find|pull up)"
+_STOP = {
+    "my", "the", "a", "an", "me", "please", "order", "orders", "history", "appointment", "appointments",
+    "customer", "account", "number", "id", "today", "tomorrow", "next", "on", "at", "and", "to", "is",
+    "with", "in", "thanks", "thank", "you", "details", "record", "records", "profile", "info", "information",
+    "for", "of", "about", "named", "called", "up", "find", "look", "lookup", "pull", "can", "could", "please",
+    "zip", "code", "status", "what", "where", "when", "i", "am", "this", "name", "it", "client", "was",
+}
+
+
+def name_in(utterance: str) -> str | None:
+    """A person's name spoken after a cue ("for Alice Johnson", "my name is Brian Smith").
+
+    Returns up to three words after the last cue that are not stop words, or None.
+    """
+    best = None
+    # A lookahead lets candidates overlap: "look up the orders for Alice Johnson" yields both.
+    for m in re.finditer(rf"\b{_NAME_CUES}\s+(?=((?:[A-Za-z'-]+\s*){{1,4}}))", utterance, re.I):
+        words = []
+        for word in re.findall(r"[A-Za-z'-]+", m.group(1)):
+            if word.lower() in _STOP:
+                if words:
+                    break
+                continue
+            words.append(word)
+            if len(words) == 3:
+                break
+        if words:
+            best = " ".join(w.capitalize() if w.islower() else w for w in words)
+    return best
+
+
+_SERVICES = ["consultation", "cleaning", "checkup", "check-up", "repair", "installation"]
+
+
+def service_in(utterance: str) -> str | None:
+    """The appointment service named in the utterance (normalized), or None."""
+    for service in _SERVICES:
+        if re.search(rf"\b{service}\b", utterance, re.I):
+            return service.replace("-", "")
+    return None
+
+
+def when_in(utterance: str, now: dt.datetime | None = None) -> str | None:
+    """A date and time spoken in the utterance, as ISO 8601 ``YYYY-MM-DDTHH:MM`` (or None).
+
+    Understands "tomorrow", weekdays ("next Monday"), month-day dates ("December 3rd") and times
+    ("10 am", "2:30 pm", "at 3"); a date without a time gets 09:00. Uses dateutil's fuzzy parser.
+    """
+    from dateutil import parser as dateparser
+
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    text = utterance.lower()
+    base = now.replace(hour=9, minute=0, second=0, microsecond=0)
+    date = None
+    if "day after tomorrow" in text:
+        date = base + dt.timedelta(days=2)
+    elif "tomorrow" in text:
+        date = base + dt.timedelta(days=1)
+    else:
+        days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+        for i, day in enumerate(days):
+            if day in text:
+                ahead = (i - now.weekday()) % 7 or 7
+                date = base + dt.timedelta(days=ahead)
+                break
+    time_match = re.search(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?\s*m\b\.?", text) or re.search(
+        r"\bat\s+(\d{1,2})(?::(\d{2}))?\b(?!\s*(?:st|nd|rd|th))", text
+    )
+    month_match = re.search(
+        r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?\b", text
+    )
+    if date is None and month_match:
+        try:
+            date = dateparser.parse(f"{month_match.group(1)} {month_match.group(2)}", default=base)
+        except (ValueError, OverflowError):
+            date = None
+        if date is not None and date < base:
+            date = date.replace(year=date.year + 1)
+    if date is None and not time_match:
+        return None
+    date = date or base + dt.timedelta(days=1)
+    if time_match:
+        hour = int(time_match.group(1))
+        minute = int(time_match.group(2) or 0)
+        meridiem = time_match.group(3) if time_match.lastindex and time_match.lastindex >= 3 else None
+        if meridiem == "p" and hour < 12:
+            hour += 12
+        elif meridiem == "a" and hour == 12:
+            hour = 0
+        elif meridiem is None and 1 <= hour <= 7:
+            hour += 12  # "at 3" in business hours means 3 pm
+        if 0 <= hour < 24 and 0 <= minute < 60:
+            date = date.replace(hour=hour, minute=minute)
+    return date.strftime("%Y-%m-%dT%H:%M")
+
+
+def customer_ref(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
+    """How the utterance names a customer: {"customer_id"}, {"phone"}, {"name"}, or what is known.
+
+    ``known`` holds facts from earlier tool results ("customer_id" once a customer was found).
+    """
+    cid = number_after(utterance, "customer", "account", "client")
+    if cid is not None:
+        return {"customer_id": cid}
+    phone = phone_in(utterance)
+    if phone:
+        return {"phone": phone}
+    name = name_in(utterance)
+    if name:
+        return {"name": name}
+    if known.get("customer_id"):
+        return {"customer_id": known["customer_id"]}
+    return {}
