@@ -44,8 +44,18 @@ def speak():
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words without punctuation, for WER."""
-    return re.findall(r"[a-z0-9']+", text.lower().replace("-", " "))
+    """Normalized words for WER: lower case, no punctuation, "four" → "4", "a.m." → "am".
+
+    Whisper writes numbers as digits or words at will; both spellings are the same word.
+    """
+    from voiceforge.tools.spoken import spoken_int
+
+    text = re.sub(r"\b([ap])\.m\.", r"\1m", text.lower()).replace("-", " ")
+    out = []
+    for word in re.findall(r"[a-z0-9']+", text):
+        number = spoken_int(word)
+        out.append(str(number) if number is not None else word)
+    return out
 
 
 def wer(reference: str, hypothesis: str) -> float:
