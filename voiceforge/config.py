@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     """Forge's configuration. Field names map to upper-case environment variables."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True, env_ignore_empty=True
     )
 
     # OpenAI, Azure OpenAI or any OpenAI-compatible server (Ollama, vLLM, llama.cpp).

@@ -1,0 +1,39 @@
+"""Forge: the Streamlit entry point. st.navigation router plus the shared sidebar."""
+
+from __future__ import annotations
+
+import requests
+import streamlit as st
+
+import forge_ui
+from voiceforge.agent.persona import list_personas
+
+st.set_page_config(page_title="Forge", page_icon="🔨", layout="wide")
+
+pages = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True, url_path="home"),
+    st.Page("pages/voice_chat.py", title="Voice Chat", icon="🎙️", url_path="voice-chat"),
+]
+nav = st.navigation(pages)
+
+engine = forge_ui.engine()
+with st.sidebar:
+    st.selectbox("Persona", list_personas(), key="persona",
+                 index=list_personas().index(engine.settings.forge_persona)
+                 if engine.settings.forge_persona in list_personas() else 0)
+    status = engine.describe()
+    st.caption("Providers")
+    for kind in ("stt", "llm", "tts"):
+        st.text(f"{kind.upper()}: {status[kind]}")
+    if status["llm"].startswith("offline"):
+        st.info("LLM: Forge's offline brain (deterministic, tool-aware). Set OPENAI_API_KEY for a real model.")
+    st.caption("Database")
+    st.text(status["database"])
+    try:
+        healthy = requests.get(engine.settings.forge_sidecar_url + "/health", timeout=1).ok
+    except requests.RequestException:
+        healthy = False
+    st.text(f"Sidecar: {'up' if healthy else 'down'} ({engine.settings.forge_sidecar_url})")
+    st.text(f"Twilio: {'configured' if engine.settings.twilio_configured else 'not configured'}")
+
+nav.run()

@@ -1,0 +1,57 @@
+"""Voice Chat: record, upload or type; hear the reply; see the transcript, tools and waterfall."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import forge_ui
+from voiceforge.audio.codecs import AudioFormatError
+
+engine = forge_ui.engine()
+persona = st.session_state.get("persona") or engine.settings.forge_persona
+if st.session_state.get("chat_persona") != persona:
+    st.session_state.chat_session = engine.session(persona, channel="voice")
+    st.session_state.chat_persona = persona
+    st.session_state.chat_turns = []
+session = st.session_state.chat_session
+
+st.title("🎙️ Voice Chat")
+st.caption(f"Persona: {session.persona.name} — {session.persona.description}")
+
+col_rec, col_up = st.columns(2)
+with col_rec:
+    recorded = st.audio_input("Record", key="voice_record")
+with col_up:
+    uploaded = st.file_uploader("or upload a WAV", type=["wav"], key="voice_upload")
+typed = st.chat_input("or type a message", key="voice_text")
+
+clip = recorded or uploaded
+clip_id = (clip.file_id if clip is not None and hasattr(clip, "file_id") else None) or (
+    f"{clip.name}-{clip.size}" if clip is not None else None)
+result = None
+try:
+    if typed:
+        with st.spinner("Thinking…"):
+            result = forge_ui.run(session.text_turn(typed, speak=True))
+    elif clip is not None and clip_id != st.session_state.get("last_clip"):
+        st.session_state.last_clip = clip_id
+        with st.spinner("Transcribing and answering…"):
+            result = forge_ui.run(session.wav_turn(clip.getvalue(), speak=True))
+except AudioFormatError as exc:
+    st.error(f"That audio could not be read: {exc}")
+if result is not None:
+    st.session_state.chat_turns.append(result)
+
+for i, turn in enumerate(st.session_state.chat_turns):
+    last = i == len(st.session_state.chat_turns) - 1
+    with st.chat_message("user"):
+        st.markdown(turn.user_text or "_(no speech recognized)_")
+    with st.chat_message("assistant"):
+        st.markdown(turn.reply)
+        if turn.error:
+            st.warning(f"Error: {turn.error}")
+        forge_ui.show_tool_calls(turn.tool_calls, key=f"tools-{i}")
+        wav = turn.reply_wav()
+        if wav:
+            st.audio(wav, format="audio/wav", autoplay=last)
+        forge_ui.show_waterfall(turn.timings_ms, key=f"waterfall-{i}")

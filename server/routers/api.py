@@ -1,0 +1,103 @@
+"""The sidecar's own API: health, outbound calls, SMS, call and SMS history."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field, field_validator
+
+from server.dependencies import get_engine
+from voiceforge.config import ConfigError
+from voiceforge.engine import Engine
+from voiceforge.store import calls as call_store
+from voiceforge.telephony.numbers import normalize_e164
+from voiceforge.telephony.rest import TelephonyError
+
+router = APIRouter(tags=["api"])
+
+
+class CallRequest(BaseModel):
+    """Place an outbound call to an E.164 number under a persona."""
+
+    to: str
+    persona: str | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        return normalize_e164(value)
+
+
+class SmsRequest(BaseModel):
+    """Send an SMS to an E.164 number."""
+
+    to: str
+    body: str = Field(min_length=1, max_length=1600)
+
+    @field_validator("to")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        return normalize_e164(value)
+
+
+@router.get("/health")
+def health(request: Request, engine: Engine = Depends(get_engine)) -> dict:
+    """Liveness plus what is configured: providers, database, Twilio, live calls."""
+    settings = engine.settings
+    return {"status": "ok", "providers": engine.describe(), "twilio_configured": settings.twilio_configured,
+            "public_base_url": settings.public_base_url, "live_calls": len(request.app.state.telephony.calls)}
+
+
+@router.post("/api/call")
+async def place_call(body: CallRequest, request: Request, engine: Engine = Depends(get_engine)) -> dict:
+    """Place an outbound call through Twilio; 503 names what is missing when not configured."""
+    state = request.app.state.telephony
+    persona = engine.persona(body.persona).id
+    try:
+        twilio = state.twilio
+        voice_url = state.public_url(f"/twilio/voice?persona={persona}")
+        status_url = state.public_url("/twilio/status")
+    except ConfigError as exc:
+        raise HTTPException(503, str(exc)) from None
+    try:
+        sid, status = await twilio.place_call(body.to, voice_url, status_url)
+    except TelephonyError as exc:
+        raise HTTPException(502, str(exc)) from None
+    call_store.record_call(engine.db, sid, "outbound", twilio.from_number, body.to, persona, status)
+    return {"call_sid": sid, "status": status}
+
+
+@router.post("/api/sms")
+async def send_sms(body: SmsRequest, request: Request, engine: Engine = Depends(get_engine)) -> dict:
+    """Send an SMS through Twilio and store it."""
+    state = request.app.state.telephony
+    try:
+        twilio = state.twilio
+    except ConfigError as exc:
+        raise HTTPException(503, str(exc)) from None
+    try:
+        sid, status = await twilio.send_sms(body.to, body.body)
+    except TelephonyError as exc:
+        raise HTTPException(502, str(exc)) from None
+    call_store.record_sms(engine.db, "outbound", twilio.from_number, body.to, body.body, sid, status)
+    return {"message_sid": sid, "status": status}
+
+
+@router.get("/api/calls")
+def calls(limit: int = 50, engine: Engine = Depends(get_engine)) -> list[dict]:
+    """Recent calls with their status history, newest first."""
+    return call_store.list_calls(engine.db, min(max(limit, 1), 500))
+
+
+@router.get("/api/calls/{call_sid}")
+def call(call_sid: str, engine: Engine = Depends(get_engine)) -> dict:
+    """One call: status history and its conversation's turns."""
+    found = call_store.get_call(engine.db, call_sid)
+    if found is None:
+        raise HTTPException(404, f"no call {call_sid}")
+    return found
+
+
+@router.get("/api/sms")
+def sms(limit: int = 100, engine: Engine = Depends(get_engine)) -> list[dict]:
+    """Recent SMS messages, newest first."""
+    return call_store.list_sms(engine.db, min(max(limit, 1), 500))

@@ -1,0 +1,158 @@
+"""Repository functions for calls, call status history and SMS messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from voiceforge.store.db import Database
+from voiceforge.store.models import Call, CallEvent, Conversation, SmsMessage, utcnow
+
+FINAL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
+LOCAL_EVENTS = {"stream-ended"}
+"""Events Forge records in a call's history that are not Twilio call statuses."""
+
+
+def record_call(db: Database, call_sid: str, direction: str, from_number: str, to_number: str,
+                persona: str, status: str = "queued") -> None:
+    """Store a new call (idempotent on the call SID)."""
+    try:
+        with db.session() as s:
+            call = Call(call_sid=call_sid, direction=direction, from_number=from_number, to_number=to_number,
+                        persona=persona, status=status)
+            call.events.append(CallEvent(status=status))
+            s.add(call)
+    except IntegrityError:
+        pass
+
+
+def add_status(db: Database, call_sid: str, status: str, sequence: int | None = None, **create: Any) -> bool:
+    """Record a status callback once; a repeated (status, sequence) is ignored.
+
+    Unknown calls (inbound, or placed elsewhere) are created from ``create`` fields.
+
+    Returns:
+        True when the event was new.
+    """
+    with db.session() as s:
+        call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
+        if call is None:
+            call = Call(call_sid=call_sid, status=status, **create)
+            s.add(call)
+        elif any(e.status == status and e.sequence == sequence for e in call.events):
+            return False
+        call.events.append(CallEvent(status=status, sequence=sequence))
+        if status in LOCAL_EVENTS:
+            return True
+        if call.status not in FINAL_STATUSES:  # a late "ringing" never reopens a finished call
+            call.status = status
+        if status in FINAL_STATUSES and call.ended_at is None:
+            call.ended_at = utcnow()
+        return True
+
+
+def attach_stream(db: Database, call_sid: str, stream_sid: str, conversation_id: int | None) -> None:
+    """Link a call to its media stream and conversation."""
+    with db.session() as s:
+        call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
+        if call is None:
+            call = Call(call_sid=call_sid, direction="inbound", status="in-progress")
+            s.add(call)
+        call.stream_sid = stream_sid
+        if conversation_id:
+            call.conversation_id = conversation_id
+
+
+def add_dtmf(db: Database, call_sid: str, digit: str) -> None:
+    """Append a keypad digit to the call's record."""
+    with db.session() as s:
+        call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
+        if call is not None:
+            call.dtmf = (call.dtmf + digit)[-200:]
+
+
+def record_sms(db: Database, direction: str, from_number: str, to_number: str, body: str,
+               message_sid: str | None, status: str, conversation_id: int | None = None) -> int:
+    """Store an SMS; returns its row id (an existing message SID is updated instead)."""
+    with db.session() as s:
+        existing = s.scalars(select(SmsMessage).where(SmsMessage.message_sid == message_sid)).one_or_none() if message_sid else None
+        if existing:
+            existing.status = status
+            return existing.id
+        msg = SmsMessage(direction=direction, from_number=from_number, to_number=to_number, body=body,
+                         message_sid=message_sid, status=status, conversation_id=conversation_id)
+        s.add(msg)
+        s.flush()
+        return msg.id
+
+
+def sms_conversation(db: Database, number: str, persona: str) -> int:
+    """The conversation of the SMS thread with ``number`` (created on the first message)."""
+    with db.session() as s:
+        row = s.scalars(
+            select(SmsMessage).where((SmsMessage.from_number == number) | (SmsMessage.to_number == number),
+                                     SmsMessage.conversation_id.is_not(None)).order_by(SmsMessage.id.desc())
+        ).first()
+        if row is not None:
+            return row.conversation_id
+        conv = Conversation(channel="sms", persona=persona, title=f"SMS {number[-4:]}")
+        s.add(conv)
+        s.flush()
+        return conv.id
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def call_dict(call: Call, with_turns: bool = False) -> dict[str, Any]:
+    """A call as JSON: SIDs, numbers, status, history, and turns when asked."""
+    out = {
+        "call_sid": call.call_sid, "stream_sid": call.stream_sid, "direction": call.direction,
+        "from": call.from_number, "to": call.to_number, "status": call.status, "persona": call.persona,
+        "created_at": _iso(call.created_at), "ended_at": _iso(call.ended_at), "dtmf": call.dtmf,
+        "conversation_id": call.conversation_id,
+        "history": [{"status": e.status, "sequence": e.sequence, "at": _iso(e.at)} for e in call.events],
+    }
+    if with_turns:
+        out["turns"] = []
+    return out
+
+
+def list_calls(db: Database, limit: int = 50) -> list[dict[str, Any]]:
+    """Recent calls, newest first."""
+    with db.sessions() as s:
+        return [call_dict(c) for c in s.scalars(select(Call).order_by(Call.id.desc()).limit(limit))]
+
+
+def get_call(db: Database, call_sid: str) -> dict[str, Any] | None:
+    """One call with its status history and conversation turns (with tool calls), or None."""
+    with db.sessions() as s:
+        call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
+        if call is None:
+            return None
+        out = call_dict(call, with_turns=True)
+        if call.conversation_id:
+            conv = s.get(Conversation, call.conversation_id)
+            out["turns"] = [
+                {"index": t.index, "user_text": t.user_text, "assistant_text": t.assistant_text,
+                 "interrupted": t.interrupted, "error": t.error, "timings_ms": t.timings_ms,
+                 "tool_calls": [{"name": c.name, "arguments": c.arguments, "result": c.result, "error": c.error}
+                                for c in t.tool_calls]}
+                for t in conv.turns
+            ]
+        return out
+
+
+def list_sms(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+    """Recent SMS messages, newest first."""
+    with db.sessions() as s:
+        return [
+            {"message_sid": m.message_sid, "direction": m.direction, "from": m.from_number, "to": m.to_number,
+             "body": m.body, "status": m.status, "created_at": _iso(m.created_at),
+             "conversation_id": m.conversation_id}
+            for m in s.scalars(select(SmsMessage).order_by(SmsMessage.id.desc()).limit(limit))
+        ]

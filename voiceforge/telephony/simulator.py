@@ -1,0 +1,285 @@
+"""The call simulator: plays Twilio's side of a call against a sidecar on loopback.
+
+It POSTs the signed voice webhook, follows the TwiML to the media-stream websocket (signing
+the upgrade as Twilio does), sends `connected` and `start` with the TwiML's parameters,
+streams each caller WAV as real-time μ-law frames with silence between turns, plays the
+agent's audio on a simulated clock and echoes each mark when playback reaches it (all pending
+marks at once on `clear`, as Twilio does), and can barge in ``barge_in_ms`` into a reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16, unwrap_wav, wrap_wav
+from voiceforge.audio.resample import resample
+from voiceforge.telephony.security import sign
+
+FRAME = 160  # bytes of μ-law per 20 ms
+
+
+@dataclass
+class SimTurn:
+    """What the simulator saw of one caller turn."""
+
+    index: int
+    speech_start: float = 0.0
+    speech_end: float = 0.0
+    first_media: float | None = None
+    clear_at: float | None = None
+    agent_ulaw: bytearray = field(default_factory=bytearray)
+
+    def latency_ms(self) -> float | None:
+        """End of caller speech → first agent media frame, ms."""
+        return None if self.first_media is None else round((self.first_media - self.speech_end) * 1000, 1)
+
+
+class _Line:
+    """Twilio's side of the stream: playback clock, marks, clear."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[str, Any]] = []  # ("audio", bytes) | ("mark", name), in arrival order
+        self.marks_echoed: list[str] = []
+        self.last_media = 0.0
+        self.turns: list[SimTurn] = []
+        self.greeting = bytearray()
+        self.clears = 0
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and time.perf_counter() - self.last_media > 0.8
+
+
+async def simulate_call(
+    base_url: str,
+    auth_token: str,
+    utterances: list[tuple[bytes, int]],
+    persona: str | None = None,
+    barge_in_ms: int | None = None,
+    silence_ms: int = 800,
+    timeout_s: float = 90.0,
+) -> dict[str, Any]:
+    """Run one simulated call; returns {"call_sid", "turns": [...], "barge_in_ms": [...]}.
+
+    Args:
+        base_url: the sidecar's public base URL (what PUBLIC_BASE_URL says), http://...
+        auth_token: the Twilio auth token the sidecar checks signatures with.
+        utterances: caller speech, each (PCM16 mono, sample rate Hz).
+        barge_in_ms: start each utterance after the first this many ms into the agent's
+            reply instead of waiting for it to finish.
+    """
+    call_sid = "CA" + secrets.token_hex(16)
+    stream_sid = "MZ" + secrets.token_hex(16)
+    voice_url = base_url.rstrip("/") + "/twilio/voice" + (f"?persona={persona}" if persona else "")
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15005550006", "To": "+15005550001",
+            "CallStatus": "in-progress", "Direction": "inbound"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.post(voice_url, data=form, headers={"X-Twilio-Signature": sign(auth_token, voice_url, form)})
+        answer.raise_for_status()
+        stream = ET.fromstring(answer.text).find("./Connect/Stream")
+        if stream is None:
+            raise RuntimeError("the voice webhook did not answer <Connect><Stream>")
+        stream_url = stream.attrib["url"]
+        params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+        frames = [pcm16_to_ulaw(resample(pcm, rate, 8000)) for pcm, rate in utterances]
+        line = _Line()
+        headers = {"X-Twilio-Signature": sign(auth_token, stream_url, {})}
+        async with websockets.connect(stream_url, additional_headers=headers, max_size=1 << 20) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send(json.dumps({
+                "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+                "start": {"accountSid": form["AccountSid"], "streamSid": stream_sid, "callSid": call_sid,
+                          "tracks": ["inbound"], "customParameters": params,
+                          "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
+            }))
+            receiver = asyncio.create_task(_receive(ws, line))
+            player = asyncio.create_task(_play(ws, line))
+            try:
+                await asyncio.wait_for(_speak(ws, line, frames, barge_in_ms, silence_ms, stream_sid), timeout_s)
+            except websockets.ConnectionClosed:
+                pass  # the agent hung up (end_call)
+            finally:
+                try:
+                    await ws.send(json.dumps({"event": "stop", "streamSid": stream_sid, "stop": {"callSid": call_sid}}))
+                except websockets.ConnectionClosed:
+                    pass
+                player.cancel()
+                receiver.cancel()
+        await asyncio.sleep(0.3)  # the sidecar stores the last turn as the stream closes
+        stored = (await http.get(base_url.rstrip("/") + f"/api/calls/{call_sid}")).json()
+    turns = []
+    stored_turns = stored.get("turns", [])
+    for sim, row in zip(line.turns, stored_turns + [{}] * (len(line.turns) - len(stored_turns)), strict=False):
+        turns.append({
+            "index": sim.index, "transcript": row.get("user_text", ""), "reply": row.get("assistant_text", ""),
+            "interrupted": row.get("interrupted", False), "tool_calls": row.get("tool_calls", []),
+            "latency_ms": sim.latency_ms(), "timings_ms": row.get("timings_ms", {}),
+            "barge_in_clear_ms": None if sim.clear_at is None else round((sim.clear_at - sim.speech_start) * 1000, 1),
+            "agent_audio_ms": round(len(sim.agent_ulaw) / 8, 1),
+        })
+    return {"call_sid": call_sid, "stream_sid": stream_sid, "turns": turns, "clears": line.clears,
+            "marks_echoed": len(line.marks_echoed), "greeting_ms": round(len(line.greeting) / 8),
+            "status": stored.get("status"), "_audio": [bytes(t.agent_ulaw) for t in line.turns]}
+
+
+async def _receive(ws, line: _Line) -> None:  # noqa: ANN001
+    async for raw in ws:
+        msg = json.loads(raw)
+        now = time.perf_counter()
+        if msg["event"] == "media":
+            ulaw = base64.b64decode(msg["media"]["payload"])
+            line.last_media = now
+            line.queue.append(("audio", ulaw))
+            turn = line.turns[-1] if line.turns else None
+            if turn is None:
+                line.greeting += ulaw
+            elif now >= turn.speech_end > 0:
+                if turn.first_media is None:
+                    turn.first_media = now
+                turn.agent_ulaw += ulaw
+        elif msg["event"] == "mark":
+            line.queue.append(("mark", msg["mark"]["name"]))
+        elif msg["event"] == "clear":
+            line.clears += 1
+            if line.turns and line.turns[-1].clear_at is None:
+                line.turns[-1].clear_at = now
+            pending = [item for kind, item in line.queue if kind == "mark"]
+            line.queue.clear()
+            for name in pending:  # Twilio answers a clear by echoing every pending mark
+                await ws.send(json.dumps({"event": "mark", "streamSid": msg["streamSid"], "mark": {"name": name}}))
+                line.marks_echoed.append(name)
+
+
+async def _play(ws, line: _Line) -> None:  # noqa: ANN001
+    """Consume queued agent audio in real time and echo marks as playback reaches them."""
+    while True:
+        if line.queue and line.queue[0][0] == "mark":
+            _, name = line.queue.pop(0)
+            await ws.send(json.dumps({"event": "mark", "streamSid": "", "mark": {"name": name}}))
+            line.marks_echoed.append(name)
+            continue
+        if line.queue:
+            _, audio = line.queue.pop(0)
+            await asyncio.sleep(len(audio) / 8000)
+            continue
+        await asyncio.sleep(0.01)
+
+
+async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | None, silence_ms: int,
+                 stream_sid: str) -> None:  # noqa: ANN001
+    clock = time.perf_counter()
+
+    async def send_frame(ulaw: bytes) -> None:
+        nonlocal clock
+        clock += 0.02
+        await asyncio.sleep(max(0.0, clock - time.perf_counter()))
+        await ws.send(json.dumps({"event": "media", "streamSid": stream_sid,
+                                  "media": {"track": "inbound", "payload": base64.b64encode(ulaw).decode()}}))
+
+    silence = b"\xff" * FRAME
+    started = time.perf_counter()
+    for i, ulaw in enumerate(utterances):
+        previous = line.turns[-1] if line.turns else None
+        # Wait for the agent: until it is quiet, or (barge-in) N ms into its reply.
+        while True:
+            if barge_in_ms is not None and previous is not None and previous.first_media is not None:
+                if time.perf_counter() - previous.first_media >= barge_in_ms / 1000:
+                    break
+            elif previous is None:
+                if (line.greeting and line.idle) or time.perf_counter() - started > 15:
+                    break
+            elif line.idle and (previous.first_media is not None or time.perf_counter() - previous.speech_end > 15):
+                break
+            await send_frame(silence)
+        for _ in range(silence_ms // 40 if barge_in_ms is None else 0):
+            await send_frame(silence)
+        turn = SimTurn(index=i, speech_start=time.perf_counter())
+        line.turns.append(turn)
+        for k in range(0, len(ulaw), FRAME):
+            await send_frame(ulaw[k : k + FRAME].ljust(FRAME, b"\xff"))
+        turn.speech_end = time.perf_counter()
+    last = line.turns[-1] if line.turns else None
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline:
+        if last is not None and last.first_media is not None and line.idle:
+            break
+        await send_frame(silence)
+
+
+async def run_cli(args) -> int:  # noqa: ANN001
+    """`forge call-sim`: run a call against ``--url`` or a sidecar started on a free port."""
+    from voiceforge.config import get_settings
+
+    settings = get_settings()
+    utterances = [unwrap_wav(Path(p).read_bytes()) for p in args.wavs]
+    persona = getattr(args, "persona", None)
+    if args.url:
+        if not settings.twilio_auth_token:
+            raise SystemExit("forge call-sim --url needs TWILIO_AUTH_TOKEN (the sidecar's) to sign requests")
+        result = await simulate_call(args.url, settings.twilio_auth_token, utterances, persona, args.barge_in_ms)
+    else:
+        result = await run_local(utterances, persona, args.barge_in_ms)
+    audio = result.pop("_audio")
+    if args.save_audio:
+        folder = Path(args.save_audio)
+        folder.mkdir(parents=True, exist_ok=True)
+        for turn, ulaw in zip(result["turns"], audio, strict=True):
+            path = folder / f"turn-{turn['index']}.wav"
+            path.write_bytes(wrap_wav(ulaw_to_pcm16(ulaw), 8000))
+            turn["audio_path"] = str(path)
+    if getattr(args, "json", False):
+        for turn in result["turns"]:
+            print(json.dumps({"call_sid": result["call_sid"], **turn}, default=str))
+    else:
+        print(f"call {result['call_sid']} ({result['status']}), greeting {result['greeting_ms']} ms")
+        for turn in result["turns"]:
+            print(f"caller > {turn['transcript']}")
+            for call in turn["tool_calls"]:
+                print(f"tool   > {call['name']}({json.dumps(call['arguments'])})")
+            print(f"agent  > {turn['reply']}" + ("  [interrupted]" if turn["interrupted"] else ""))
+            print(f"         first agent audio {turn['latency_ms']} ms after the caller stopped\n")
+    return 0
+
+
+async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = None,
+                    barge_in_ms: int | None = None) -> dict[str, Any]:
+    """Start a sidecar on a free loopback port (offline defaults) and simulate one call on it."""
+    import socket
+
+    import uvicorn
+
+    from server.main import create_app
+    from voiceforge.config import get_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    settings = get_settings().model_copy(update={
+        "public_base_url": base,
+        "twilio_auth_token": get_settings().twilio_auth_token or secrets.token_hex(16),
+    })
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise RuntimeError("the sidecar did not start")
+        await asyncio.sleep(0.05)
+    try:
+        await asyncio.to_thread(app.state.engine.warm_up)
+        return await simulate_call(base, settings.twilio_auth_token, utterances, persona, barge_in_ms)
+    finally:
+        server.should_exit = True
+        await task
