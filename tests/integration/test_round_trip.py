@@ -51,7 +51,7 @@ def test_ten_spoken_requests_call_the_right_tools(data_dir, speak, capsys):
     cases = [
         ("Can you look up customer number three?", "lookup_customer", lambda r: r["customer_id"] == 3),
         (f"Please look up {laura}.", "lookup_customer", lambda r: r["customer_id"] == 1),
-        ("What is the order history for customer two?", "get_order_history",
+        ("What is the order history for customer number two?", "get_order_history",
          lambda r: r["customer_id"] == 2 and len(r["orders"]) == min(5, orders_of_2)),
         ("Where is my order? I am customer number four.", "get_order_history", lambda r: r["customer_id"] == 4),
         ("What appointments does customer five have?", "list_appointments",

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -27,6 +28,11 @@ WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c00719685
 """SHA-256 of the joined CTranslate2 `model.bin` of Whisper base (DESIGN.md)."""
 
 _model_lock = threading.Lock()
+# Each model runs one inference at a time on its own worker thread, so queued utterances wait
+# there instead of filling the default executor that tool calls and DB writes share.
+_WHISPER_POOL = ThreadPoolExecutor(1, thread_name_prefix="whisper")
+_SPHINX_POOL = ThreadPoolExecutor(1, thread_name_prefix="pocketsphinx")
+_PIPER_POOL = ThreadPoolExecutor(1, thread_name_prefix="piper")
 _whisper_models: dict[str, object] = {}
 _piper_voices: dict[str, object] = {}
 
@@ -109,7 +115,7 @@ class WhisperSTT(STT):
         load_whisper(self._model_arg, self._cache_dir)
 
     async def _transcribe(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
-        return await asyncio.to_thread(self._run, pcm16, sample_rate)
+        return await asyncio.get_running_loop().run_in_executor(_WHISPER_POOL, self._run, pcm16, sample_rate)
 
     def _run(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
         model = load_whisper(self._model_arg, self._cache_dir)
@@ -163,7 +169,7 @@ class PocketSphinxSTT(STT):
         return self._decoder
 
     async def _transcribe(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
-        return await asyncio.to_thread(self._run, pcm16, sample_rate)
+        return await asyncio.get_running_loop().run_in_executor(_SPHINX_POOL, self._run, pcm16, sample_rate)
 
     def _run(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
         audio = resample(pcm16, sample_rate, 16000)
@@ -231,7 +237,7 @@ class PiperTTS(TTS):
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-        worker = loop.run_in_executor(None, work)
+        worker = loop.run_in_executor(_PIPER_POOL, work)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):

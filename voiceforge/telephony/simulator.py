@@ -38,6 +38,7 @@ class SimTurn:
     speech_end: float = 0.0
     first_media: float | None = None
     clear_at: float | None = None
+    media_after_clear: int = 0
     agent_ulaw: bytearray = field(default_factory=bytearray)
 
     def latency_ms(self) -> float | None:
@@ -55,10 +56,15 @@ class _Line:
         self.turns: list[SimTurn] = []
         self.greeting = bytearray()
         self.clears = 0
+        self.marks_received: list[float] = []  # when each mark arrived from the agent
+
+    def reply_done(self, since: float) -> bool:
+        """The agent sent a mark after ``since`` and everything it sent has played."""
+        return self.idle and any(t > since for t in self.marks_received)
 
     @property
     def idle(self) -> bool:
-        return not self.queue and time.perf_counter() - self.last_media > 0.8
+        return not self.queue and time.perf_counter() - self.last_media > 1.5
 
 
 async def simulate_call(
@@ -116,8 +122,14 @@ async def simulate_call(
                     pass
                 player.cancel()
                 receiver.cancel()
-        await asyncio.sleep(0.3)  # the sidecar stores the last turn as the stream closes
-        stored = (await http.get(base_url.rstrip("/") + f"/api/calls/{call_sid}")).json()
+        # The sidecar stores a turn when its last mark comes back (or the stream closes), in a
+        # worker thread: poll until every turn is there.
+        deadline = time.perf_counter() + 15
+        while True:
+            stored = (await http.get(base_url.rstrip("/") + f"/api/calls/{call_sid}")).json()
+            if len(stored.get("turns", [])) >= len(line.turns) or time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(0.2)
     turns = []
     stored_turns = stored.get("turns", [])
     for sim, row in zip(line.turns, stored_turns + [{}] * (len(line.turns) - len(stored_turns)), strict=False):
@@ -126,7 +138,7 @@ async def simulate_call(
             "interrupted": row.get("interrupted", False), "tool_calls": row.get("tool_calls", []),
             "latency_ms": sim.latency_ms(), "timings_ms": row.get("timings_ms", {}),
             "barge_in_clear_ms": None if sim.clear_at is None else round((sim.clear_at - sim.speech_start) * 1000, 1),
-            "agent_audio_ms": round(len(sim.agent_ulaw) / 8, 1),
+            "agent_audio_ms": round(len(sim.agent_ulaw) / 8, 1), "media_after_clear": sim.media_after_clear,
         })
     return {"call_sid": call_sid, "stream_sid": stream_sid, "turns": turns, "clears": line.clears,
             "marks_echoed": len(line.marks_echoed), "greeting_ms": round(len(line.greeting) / 8),
@@ -142,6 +154,8 @@ async def _receive(ws, line: _Line) -> None:  # noqa: ANN001
             line.last_media = now
             line.queue.append(("audio", ulaw))
             turn = line.turns[-1] if line.turns else None
+            if turn is not None and turn.speech_end == 0 and any(t.clear_at for t in line.turns[-2:]):
+                turn.media_after_clear += 1  # agent audio while the barging-in caller still speaks
             if turn is None:
                 line.greeting += ulaw
             elif now >= turn.speech_end > 0:
@@ -149,6 +163,7 @@ async def _receive(ws, line: _Line) -> None:  # noqa: ANN001
                     turn.first_media = now
                 turn.agent_ulaw += ulaw
         elif msg["event"] == "mark":
+            line.marks_received.append(now)
             line.queue.append(("mark", msg["mark"]["name"]))
         elif msg["event"] == "clear":
             line.clears += 1
@@ -197,9 +212,9 @@ async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | No
                 if time.perf_counter() - previous.first_media >= barge_in_ms / 1000:
                     break
             elif previous is None:
-                if (line.greeting and line.idle) or time.perf_counter() - started > 15:
-                    break
-            elif line.idle and (previous.first_media is not None or time.perf_counter() - previous.speech_end > 15):
+                if line.reply_done(started) or time.perf_counter() - started > 60:
+                    break  # the greeting has played
+            elif line.reply_done(previous.speech_end) or time.perf_counter() - previous.speech_end > 60:
                 break
             await send_frame(silence)
         for _ in range(silence_ms // 40 if barge_in_ms is None else 0):
@@ -210,10 +225,8 @@ async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | No
             await send_frame(ulaw[k : k + FRAME].ljust(FRAME, b"\xff"))
         turn.speech_end = time.perf_counter()
     last = line.turns[-1] if line.turns else None
-    deadline = time.perf_counter() + 30
-    while time.perf_counter() < deadline:
-        if last is not None and last.first_media is not None and line.idle:
-            break
+    deadline = time.perf_counter() + 60
+    while last is not None and time.perf_counter() < deadline and not line.reply_done(last.speech_end):
         await send_frame(silence)
 
 

@@ -1,0 +1,138 @@
+"""Simulated Twilio calls against a real sidecar on loopback, with the offline providers."""
+
+import asyncio
+import json
+import logging
+
+import pytest
+import websockets
+from sqlalchemy import select
+
+from server.main import create_app
+from tests.conftest import wer
+from tests.support.servers import serve
+from voiceforge.audio.codecs import ulaw_to_pcm16
+from voiceforge.config import load_settings
+from voiceforge.providers.local import WhisperSTT
+from voiceforge.store.models import Appointment, Customer
+from voiceforge.telephony.security import sign
+from voiceforge.telephony.simulator import simulate_call
+
+pytestmark = pytest.mark.integration
+TOKEN = "sim-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory):
+    """A sidecar on a free port; yields (base URL, app)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    folder = tmp_path_factory.mktemp("sidecar")
+    settings = load_settings(public_base_url=base, twilio_auth_token=TOKEN, forge_data_dir=folder,
+                             database_url=f"sqlite:///{folder / 'forge.db'}")
+    app = create_app(settings)
+    with serve(app, port=port):
+        app.state.engine.warm_up()
+        yield base, app
+
+
+def customer(app, cid):
+    with app.state.engine.db.sessions() as s:
+        return s.get(Customer, cid)
+
+
+async def test_three_turn_call_round_trips_through_speech(sidecar, speak):
+    base, app = sidecar
+    requests = ["How many customers are there?", "Look up customer number three.", "Thanks, goodbye."]
+    result = await simulate_call(base, TOKEN, [speak(r) for r in requests])
+    turns = result["turns"]
+    assert result["greeting_ms"] > 1000  # the persona's greeting played first
+    assert [t["tool_calls"][0]["name"] for t in turns] == ["run_sql", "lookup_customer", "end_call"]
+    assert turns[0]["reply"] == "The answer is 40."
+    assert customer(app, 3).name in turns[1]["reply"]
+    judge = WhisperSTT(app.state.engine.settings.forge_cache_dir)
+    for request, turn, ulaw in zip(requests, turns, result["_audio"], strict=True):
+        assert wer(request, turn["transcript"]) <= 0.2, turn
+        assert not turn["interrupted"] and turn["latency_ms"] and turn["latency_ms"] < 6000
+        heard = (await judge.transcribe(ulaw_to_pcm16(ulaw), 8000)).text
+        assert wer(turn["reply"], heard) <= 0.25, (turn["reply"], heard)
+        assert {"stt_final", "llm_first_token", "tts_first_audio", "first_frame_sent",
+                "playback_confirmed"} <= set(turn["timings_ms"])
+    assert result["clears"] == 0 and result["marks_echoed"] >= 4
+
+
+async def test_barge_in_clears_and_stores_only_what_played(sidecar, speak):
+    base, app = sidecar
+    with app.state.engine.db.sessions() as s:
+        busy = s.scalars(select(Appointment.customer_id).where(Appointment.status == "scheduled")).first()
+    first = f"What appointments does customer number {busy} have?"
+    result = await simulate_call(base, TOKEN, [speak(first), speak("Wait, stop please.")], barge_in_ms=3600)
+    interrupted, barge = result["turns"]
+    assert result["clears"] >= 1
+    assert barge["barge_in_clear_ms"] is not None and barge["barge_in_clear_ms"] <= 300, barge
+    assert barge["media_after_clear"] == 0
+    assert interrupted["interrupted"] is True
+    assert interrupted["tool_calls"] and interrupted["tool_calls"][0]["result"], interrupted
+    full = interrupted["tool_calls"][0]["result"]["summary"]
+    played = interrupted["reply"]
+    assert played and full.startswith(played) and len(played) < len(full), (played, full)
+    assert played.endswith("appointments.") or played.endswith("appointment.")
+
+
+BAD_MESSAGES = {
+    "invalid JSON": "{not json",
+    "bad base64": json.dumps({"event": "media", "media": {"payload": "%%%not-base64%%%"}}),
+    "unknown event": json.dumps({"event": "teleport"}),
+    "media before start": json.dumps({"event": "media", "media": {"payload": "//8="}}),
+    "binary frame": b"\x00\x01\x02",
+    "oversized": json.dumps({"event": "media", "media": {"payload": "A" * 70_000}}),
+}
+
+
+async def bad_stream(base: str, message) -> tuple[int, str]:  # noqa: ANN001
+    url = base.replace("http://", "ws://") + "/twilio/stream"
+    async with websockets.connect(url, additional_headers={"X-Twilio-Signature": sign(TOKEN, url, {})},
+                                  max_size=1 << 20) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call"}))
+        if message is not BAD_MESSAGES["media before start"] and message is not BAD_MESSAGES["binary frame"]:
+            pass
+        await ws.send(message)
+        try:
+            await asyncio.wait_for(ws.recv(), 10)
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code, closed.rcvd.reason
+    return 0, ""
+
+
+async def test_bad_input_closes_only_that_stream(sidecar, speak, caplog):
+    base, _ = sidecar
+    caplog.set_level(logging.WARNING, logger="forge.sidecar.twilio")
+    good = asyncio.create_task(simulate_call(base, TOKEN, [speak("How many customers are there?")]))
+    await asyncio.sleep(1.0)
+    for name, message in BAD_MESSAGES.items():
+        code, reason = await bad_stream(base, message)
+        assert code == 1008, (name, code, reason)
+        assert reason, name
+    result = await good
+    assert result["turns"][0]["reply"] == "The answer is 40."
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    for reason in ("invalid JSON", "not base64", "unknown event", "media before start", "binary frame", "exceeds"):
+        assert reason in logged, reason
+
+
+async def test_ten_concurrent_calls_keep_their_own_conversations(sidecar, speak):
+    base, app = sidecar
+    ids = list(range(11, 21))
+    results = await asyncio.gather(*[
+        simulate_call(base, TOKEN, [speak(f"Look up customer number {i}.")], timeout_s=180) for i in ids
+    ])
+    assert len({r["call_sid"] for r in results}) == 10
+    for cid, result in zip(ids, results, strict=True):
+        turn = result["turns"][0]
+        assert turn["tool_calls"], (cid, turn, result["greeting_ms"], result["marks_echoed"])
+        assert turn["tool_calls"][0]["arguments"] == {"customer_id": cid}, turn
+        assert customer(app, cid).name in turn["reply"]
