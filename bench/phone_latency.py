@@ -1,0 +1,64 @@
+"""Phone latency over the call simulator with the offline providers.
+
+Prints median and p95 of end-of-caller-speech → first agent media frame, split into
+endpointing, STT, agent and TTS-to-first-audio, and the barge-in reaction time.
+Run: .venv/bin/python bench/phone_latency.py
+"""
+
+import asyncio
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.main import create_app  # noqa: E402
+from tests.conftest import _piper  # noqa: E402
+from tests.support.servers import free_port, serve  # noqa: E402
+from voiceforge.config import load_settings  # noqa: E402
+from voiceforge.telephony.simulator import simulate_call  # noqa: E402
+
+TOKEN = "bench-token"
+TURNS = ["How many customers are there?", "Look up customer number three.", "What is the order history for customer number two?"]
+
+
+def pct(values, p):  # noqa: ANN001, ANN201
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+async def run(base: str) -> None:
+    rows, barge = [], []
+    for _ in range(3):
+        result = await simulate_call(base, TOKEN, [_piper(t) for t in TURNS])
+        rows += [t for t in result["turns"] if t["latency_ms"]]
+        b = await simulate_call(base, TOKEN, [_piper("What appointments does customer number two have?"),
+                                              _piper("Wait, stop please.")], barge_in_ms=1500)
+        barge += [t["barge_in_clear_ms"] for t in b["turns"] if t["barge_in_clear_ms"] is not None]
+    total = [r["latency_ms"] for r in rows]
+    split = {
+        "endpointing": [r["latency_ms"] - r["timings_ms"]["first_frame_sent"] for r in rows],
+        "stt": [r["timings_ms"]["stt_final"] for r in rows],
+        "agent": [r["timings_ms"]["first_sentence"] - r["timings_ms"]["stt_final"] for r in rows],
+        "tts_first_audio": [r["timings_ms"]["tts_first_audio"] - r["timings_ms"]["first_sentence"] for r in rows],
+    }
+    print(f"turns: {len(rows)}")
+    print(f"speech end -> first agent frame: median {statistics.median(total):.0f} ms, p95 {pct(total, 95):.0f} ms")
+    for name, values in split.items():
+        print(f"  {name:>16}: median {statistics.median(values):.0f} ms, p95 {pct(values, 95):.0f} ms")
+    print(f"barge-in (speech onset -> clear): median {statistics.median(barge):.0f} ms, max {max(barge):.0f} ms")
+
+
+def main() -> None:
+    folder = Path(tempfile.mkdtemp())
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(load_settings(public_base_url=base, twilio_auth_token=TOKEN, forge_data_dir=folder,
+                                   database_url=f"sqlite:///{folder / 'b.db'}"))
+    with serve(app, port=port):
+        app.state.engine.warm_up()
+        asyncio.run(run(base))
+
+
+main()
