@@ -36,10 +36,7 @@ def run(coro) -> Any:  # noqa: ANN001
 def engine() -> Engine:
     """The process-wide Engine (models load lazily on first use)."""
     eng = Engine()
-    if eng.db.is_empty():
-        from voiceforge.store import mockdata
-
-        mockdata.generate(eng.db, eng.settings.forge_mock_customers)
+    eng.ensure_mock_data()
     return eng
 
 
@@ -78,7 +75,7 @@ def show_waterfall(timings: dict[str, float], key: str) -> None:
 
 def show_tool_calls(tool_calls: list[dict], key: str) -> None:
     """Each tool call with its arguments and result or error."""
-    for i, call in enumerate(tool_calls):
+    for call in tool_calls:
         label = f"🔧 {call['name']}" + (" — failed" if call.get("error") else "")
         with st.expander(label, expanded=bool(call.get("error"))):
             st.json({"arguments": call.get("arguments"), "result": call.get("result"), "error": call.get("error")},

@@ -29,10 +29,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def lifespan(app: FastAPI):  # noqa: ANN202
         app.state.settings = settings
         app.state.engine = engine or Engine(settings)
-        if app.state.engine.db.is_empty():
-            from voiceforge.store import mockdata
-
-            mockdata.generate(app.state.engine.db, settings.forge_mock_customers)
+        app.state.engine.ensure_mock_data()
         from server.telephony_state import TelephonyState
 
         app.state.telephony = TelephonyState(settings)

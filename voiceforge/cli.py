@@ -49,10 +49,7 @@ def _engine():  # noqa: ANN202
     from voiceforge.engine import Engine
 
     engine = Engine()
-    if engine.db.is_empty():
-        from voiceforge.store import mockdata
-
-        mockdata.generate(engine.db, engine.settings.forge_mock_customers)
+    engine.ensure_mock_data()
     return engine
 
 

@@ -147,6 +147,13 @@ class Engine:
             self._tts = build_tts(self.settings)
         return self._tts
 
+    def ensure_mock_data(self) -> None:
+        """Seed the mock business data when the database has none (first run)."""
+        if self.db.is_empty():
+            from voiceforge.store import mockdata
+
+            mockdata.generate(self.db, self.settings.forge_mock_customers)
+
     def warm_up(self, speech: bool = True) -> float:
         """Load the speech models now (blocking); return the time it took in ms.
 

@@ -84,7 +84,6 @@ class PhoneCall:
     ) -> None:
         self.engine = engine
         self.session = engine.session(persona_id, channel="phone")
-        self.session.ctx.on_end_call = self._end_call_requested
         self.call_sid, self.stream_sid = call_sid, stream_sid
         self._send, self._hangup = send, hangup
         self._inbound = StreamResampler(8000, 16000)
@@ -110,7 +109,7 @@ class PhoneCall:
         """Speak the persona's greeting."""
         self._generation += 1
         pending = PendingTurn(self._generation, "", Timeline(), store=False)
-        self._begin(pending, self._greeting_events(pending))
+        self._begin(pending, self._say(self.session.persona.greeting))
 
     async def on_media(self, ulaw: bytes) -> None:
         """Feed caller audio (μ-law 8 kHz) through resampling, framing and turn detection."""
@@ -194,14 +193,6 @@ class PhoneCall:
         self._pending = pending
         self._reply = asyncio.create_task(self._play(pending, events), name=f"reply-{self.call_sid}-{pending.generation}")
 
-    async def _greeting_events(self, pending: PendingTurn) -> AsyncIterator[Any]:
-        text = self.session.persona.greeting
-        tts = self.engine.tts
-        async for chunk in tts.stream(text):
-            yield SentenceAudio(text, 0, chunk, tts.sample_rate)
-        yield SentenceDone(text, 0)
-        yield TurnDone(reply=text)
-
     async def _reply_events(self, pending: PendingTurn, utterance: bytes) -> AsyncIterator[Any]:
         try:
             transcript = await self.engine.stt.transcribe(utterance, 16000)
@@ -221,6 +212,7 @@ class PhoneCall:
             yield event
 
     async def _say(self, text: str) -> AsyncIterator[Any]:
+        """One fixed sentence (greeting, apology) as reply events; a TTS failure stays silent."""
         tts = self.engine.tts
         try:
             async for chunk in tts.stream(text):
@@ -284,6 +276,3 @@ class PhoneCall:
             )
         if pending.ended and not interrupted and self._hangup is not None:
             await self._hangup()
-
-    async def _end_call_requested(self, reason: str) -> None:
-        log.info("end_call on %s", self.call_sid)

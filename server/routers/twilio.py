@@ -157,4 +157,4 @@ async def stream(ws: WebSocket) -> None:
         if call is not None:
             await call.stop()
             state.calls.pop(call.call_sid, None)
-            call_store.add_status(engine.db, call.call_sid, "stream-ended")
+            call_store.end_stream(engine.db, call.call_sid)

@@ -98,8 +98,6 @@ async def bad_stream(base: str, message) -> tuple[int, str]:  # noqa: ANN001
     async with websockets.connect(url, additional_headers={"X-Twilio-Signature": sign(TOKEN, url, {})},
                                   max_size=1 << 20) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call"}))
-        if message is not BAD_MESSAGES["media before start"] and message is not BAD_MESSAGES["binary frame"]:
-            pass
         await ws.send(message)
         try:
             await asyncio.wait_for(ws.recv(), 10)

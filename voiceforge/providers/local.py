@@ -12,11 +12,9 @@ import logging
 import os
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import numpy as np
 
 from voiceforge.audio.codecs import pcm16_to_float32
 from voiceforge.audio.resample import resample
@@ -108,7 +106,6 @@ class WhisperSTT(STT):
         self.model_name = model or "whisper-base (bundled)"
         self._model_arg = model
         self._cache_dir = cache_dir
-        self._lock = threading.Lock()  # one CTranslate2 inference at a time per process
 
     def warm_up(self) -> None:
         """Load the model now rather than on the first utterance (blocking)."""
@@ -123,16 +120,15 @@ class WhisperSTT(STT):
         if audio.size < 1600:  # under 0.1 s: nothing Whisper can use
             return "", None
         prompt = ("Vocabulary: " + ", ".join(self.prompt_words) + ".") if self.prompt_words else None
-        with self._lock:
-            segments, info = model.transcribe(
-                audio,
-                language="en",
-                beam_size=1,
-                initial_prompt=prompt,
-                vad_filter=False,
-                condition_on_previous_text=False,
-            )
-            text = " ".join(s.text.strip() for s in segments)
+        segments, info = model.transcribe(
+            audio,
+            language="en",
+            beam_size=1,
+            initial_prompt=prompt,
+            vad_filter=False,
+            condition_on_previous_text=False,
+        )
+        text = " ".join(s.text.strip() for s in segments)
         return text, info.language
 
 
@@ -213,7 +209,6 @@ class PiperTTS(TTS):
 
     def __init__(self, voice: str | None = None) -> None:
         super().__init__(voice=voice, attempts=1)
-        self._lock = threading.Lock()
 
     def warm_up(self) -> None:
         """Load the voice now (blocking)."""
@@ -227,11 +222,10 @@ class PiperTTS(TTS):
         def work() -> None:
             try:
                 voice = load_piper(self.voice)
-                with self._lock:
-                    for chunk in voice.synthesize(text):
-                        if stop.is_set():
-                            break
-                        loop.call_soon_threadsafe(queue.put_nowait, chunk.audio_int16_bytes)
+                for chunk in voice.synthesize(text):
+                    if stop.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk.audio_int16_bytes)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
@@ -247,8 +241,3 @@ class PiperTTS(TTS):
             stop.set()
             await asyncio.shield(worker)
 
-
-def tone(freq_hz: float, ms: int, sample_rate: int = 16000, amplitude: float = 0.3) -> bytes:
-    """A sine tone as PCM16 (used by tests and the device simulator as non-speech audio)."""
-    t = np.arange(int(sample_rate * ms / 1000)) / sample_rate
-    return (np.sin(2 * np.pi * freq_hz * t) * amplitude * 32767).astype("<i2").tobytes()

@@ -12,7 +12,6 @@ Clients are built with ``max_retries=0``; retries live in the provider base clas
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -166,8 +165,3 @@ class OpenAITTS(TTS):
                         yield data[:cut]
         except openai.OpenAIError as exc:
             raise translate_error(exc, self.name) from exc
-
-
-def measure_ms(start: float) -> float:
-    """Milliseconds since ``start`` (a ``time.perf_counter()`` value)."""
-    return (time.perf_counter() - start) * 1000

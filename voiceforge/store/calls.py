@@ -12,8 +12,7 @@ from voiceforge.store.db import Database
 from voiceforge.store.models import Call, CallEvent, Conversation, SmsMessage, utcnow
 
 FINAL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
-LOCAL_EVENTS = {"stream-ended"}
-"""Events Forge records in a call's history that are not Twilio call statuses."""
+
 
 
 def record_call(db: Database, call_sid: str, direction: str, from_number: str, to_number: str,
@@ -45,8 +44,6 @@ def add_status(db: Database, call_sid: str, status: str, sequence: int | None = 
         elif any(e.status == status and e.sequence == sequence for e in call.events):
             return False
         call.events.append(CallEvent(status=status, sequence=sequence))
-        if status in LOCAL_EVENTS:
-            return True
         if call.status not in FINAL_STATUSES:  # a late "ringing" never reopens a finished call
             call.status = status
         if status in FINAL_STATUSES and call.ended_at is None:
@@ -64,6 +61,14 @@ def attach_stream(db: Database, call_sid: str, stream_sid: str, conversation_id:
         call.stream_sid = stream_sid
         if conversation_id:
             call.conversation_id = conversation_id
+
+
+def end_stream(db: Database, call_sid: str) -> None:
+    """The media stream closed: stamp ``ended_at`` (Twilio's status callback may follow)."""
+    with db.session() as s:
+        call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
+        if call is not None and call.ended_at is None:
+            call.ended_at = utcnow()
 
 
 def add_dtmf(db: Database, call_sid: str, digit: str) -> None:
@@ -108,8 +113,8 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def call_dict(call: Call, with_turns: bool = False) -> dict[str, Any]:
-    """A call as JSON: SIDs, numbers, status, history, and turns when asked."""
+def call_dict(call: Call) -> dict[str, Any]:
+    """A call as JSON: SIDs, numbers, status, timestamps, status history."""
     out = {
         "call_sid": call.call_sid, "stream_sid": call.stream_sid, "direction": call.direction,
         "from": call.from_number, "to": call.to_number, "status": call.status, "persona": call.persona,
@@ -117,8 +122,6 @@ def call_dict(call: Call, with_turns: bool = False) -> dict[str, Any]:
         "conversation_id": call.conversation_id,
         "history": [{"status": e.status, "sequence": e.sequence, "at": _iso(e.at)} for e in call.events],
     }
-    if with_turns:
-        out["turns"] = []
     return out
 
 
@@ -134,7 +137,8 @@ def get_call(db: Database, call_sid: str) -> dict[str, Any] | None:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
         if call is None:
             return None
-        out = call_dict(call, with_turns=True)
+        out = call_dict(call)
+        out["turns"] = []
         if call.conversation_id:
             conv = s.get(Conversation, call.conversation_id)
             out["turns"] = [

@@ -61,8 +61,7 @@ _STOP = {
     "my", "the", "a", "an", "me", "please", "order", "orders", "history", "appointment", "appointments",
     "customer", "account", "number", "id", "today", "tomorrow", "next", "on", "at", "and", "to", "is",
     "with", "in", "thanks", "thank", "you", "details", "record", "records", "profile", "info", "information",
-    "for", "of", "about", "named", "called", "up", "find", "look", "lookup", "pull", "can", "could", "please",
-    "zip", "code", "status", "what", "where", "when", "i", "am", "this", "name", "it", "client", "was",
+    "for", "of", "about", "named", "called", "up", "find", "look", "lookup", "pull", "can", "could", "zip", "code", "status", "what", "where", "when", "i", "am", "this", "name", "it", "client", "was",
 }
 
 
