@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         from server.telephony_state import TelephonyState
 
         app.state.telephony = TelephonyState(settings)
+        # send_sms reaches Twilio through the sidecar's one client (built on first use).
+        app.state.engine.services.setdefault("twilio", lambda: app.state.telephony.twilio)
         yield
         await app.state.telephony.aclose()
 

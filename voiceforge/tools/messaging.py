@@ -1,0 +1,108 @@
+"""Messaging tools: send_sms (Twilio) and notify_telegram (Telegram Bot API sendMessage)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import requests
+
+from voiceforge.config import ConfigError
+from voiceforge.telephony.numbers import mask_number, normalize_e164
+from voiceforge.tools import spoken
+from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
+
+
+def _twilio(ctx: ToolContext):  # noqa: ANN202 - TwilioService
+    """The Twilio service from ``ctx.services`` (an instance or a zero-argument factory)."""
+    service = ctx.services.get("twilio")
+    if callable(service):
+        service = service()
+    if service is None:
+        from voiceforge.telephony.rest import TwilioService
+
+        service = ctx.services["twilio"] = TwilioService(ctx.settings)
+    return service
+
+
+async def send_sms(ctx: ToolContext, to: str, body: str) -> dict[str, Any]:
+    """Send a text message (SMS) to a phone number.
+
+    Args:
+        to: the phone number in E.164 form, like +14155550100.
+        body: the message text, at most 1600 characters.
+    """
+    from voiceforge.store.calls import record_sms
+    from voiceforge.telephony.rest import TelephonyError
+
+    try:
+        to = normalize_e164(to)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
+    if not body.strip() or len(body) > 1600:
+        raise ToolError("the message must have 1 to 1600 characters")
+    try:
+        service = _twilio(ctx)
+        sid, status = await service.send_sms(to, body)
+    except ConfigError as exc:
+        raise ToolError(f"SMS is not configured ({exc})") from None
+    except TelephonyError as exc:
+        raise ToolError(str(exc)) from None
+    record_sms(ctx.db, "outbound", service.from_number, to, body, sid, status, ctx.conversation_id)
+    return {"message_sid": sid, "status": status, "summary": f"I've sent the text to {mask_number(to)}."}
+
+
+def notify_telegram(ctx: ToolContext, text: str) -> dict[str, Any]:
+    """Send a notification to the team's Telegram chat (for example, a callback request).
+
+    Args:
+        text: the notification text, at most 4096 characters.
+    """
+    settings = ctx.settings
+    missing = [n for n, v in (("TELEGRAM_BOT_TOKEN", settings.telegram_bot_token),
+                              ("TELEGRAM_CHAT_ID", settings.telegram_chat_id)) if not v]
+    if missing:
+        raise ToolError("Telegram is not configured: set " + ", ".join(missing))
+    if not text.strip() or len(text) > 4096:
+        raise ToolError("the notification must have 1 to 4096 characters")
+    # Telegram Bot API: POST /bot<token>/sendMessage {"chat_id", "text"} → {"ok", "result"}.
+    url = f"{settings.telegram_api_base.rstrip('/')}/bot{settings.telegram_bot_token}/sendMessage"
+    try:
+        response = requests.post(url, json={"chat_id": settings.telegram_chat_id, "text": text}, timeout=10)
+        payload = response.json()
+    except (requests.RequestException, ValueError):
+        raise ToolError("Telegram could not be reached") from None
+    if not payload.get("ok"):
+        raise ToolError(f"Telegram refused the message: {payload.get('description', response.status_code)}")
+    return {"message_id": payload["result"]["message_id"], "summary": "I've notified the team on Telegram."}
+
+
+def _message_text(utterance: str) -> str | None:
+    m = re.search(r"\b(?:saying|that says|that|with the message|message)\s*[:,]?\s*(.+)$", utterance, re.I)
+    return m.group(1).strip().strip('"') if m else None
+
+
+def _extract_sms(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
+    phone = spoken.phone_in(utterance)
+    if not phone:
+        return "Sure. What number should I text?"
+    text = _extract_body(utterance)
+    return {"to": phone, "body": text} if text else "What should the message say?"
+
+
+def _extract_body(utterance: str) -> str | None:
+    text = _message_text(re.sub(r"\+?\d[\d\s().-]{6,}\d", " ", utterance))
+    return text[0].upper() + text[1:] if text else None
+
+
+def _extract_telegram(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
+    text = _extract_body(utterance)
+    return {"text": text} if text else "What should I tell the team?"
+
+
+def register(registry: ToolRegistry) -> None:
+    """Add send_sms and notify_telegram to ``registry``."""
+    registry.add(send_sms, triggers=[r"\b(text|sms)\b", r"\bsend\b.*\bmessage\b.*\d"], extract=_extract_sms,
+                 tags=("messages",))
+    registry.add(notify_telegram, triggers=[r"\btelegram\b", r"\b(notify|tell|alert)\b.*\bteam\b"],
+                 extract=_extract_telegram, tags=("messages",))
