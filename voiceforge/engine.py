@@ -335,6 +335,7 @@ class ChatSession:
         spoken: list[str] = []
         tools: list[dict[str, Any]] = []
         done = TurnDone(reply="")
+        self.ensure_conversation(title=user_text)  # tools (send_sms) link what they store to it
         async for event in self.stream_turn(user_text, timeline, speak=speak):
             if isinstance(event, SentenceAudio):
                 audio += event.pcm16
