@@ -80,3 +80,84 @@ def show_tool_calls(tool_calls: list[dict], key: str) -> None:
         with st.expander(label, expanded=bool(call.get("error"))):
             st.json({"arguments": call.get("arguments"), "result": call.get("result"), "error": call.get("error")},
                     expanded=True)
+
+
+def sidecar(method: str, path: str, **kwargs: Any) -> tuple[bool, Any]:
+    """Call the sidecar API: (ok, JSON body or an error message)."""
+    import requests
+
+    url = engine().settings.forge_sidecar_url.rstrip("/") + path
+    try:
+        response = requests.request(method, url, timeout=kwargs.pop("timeout", 15), **kwargs)
+    except requests.RequestException:
+        return False, f"the sidecar at {engine().settings.forge_sidecar_url} is not reachable (make run starts it)"
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    if not response.ok:
+        detail = body.get("detail") if isinstance(body, dict) else body
+        return False, detail if isinstance(detail, str) else str(detail)
+    return True, body
+
+
+def twilio_missing() -> str | None:
+    """What Twilio still needs (a sentence naming the variables), or None when configured."""
+    from voiceforge.config import ConfigError
+
+    settings = engine().settings
+    try:
+        settings.require_twilio()
+    except ConfigError as exc:
+        return str(exc)
+    if not settings.public_base_url:
+        return "set PUBLIC_BASE_URL (a public https URL that reaches the sidecar) so Twilio can call back"
+    return None
+
+
+def call_widget(prefix: str) -> None:
+    """An E.164 number field and a Call button placing the call through the sidecar's /api/call."""
+    missing = twilio_missing()
+    number = st.text_input("Phone number (E.164)", placeholder="+14155550100", key=f"{prefix}_number")
+    clicked = st.button("📞 Call", key=f"{prefix}_call", disabled=missing is not None, type="primary")
+    if missing:
+        st.info(f"Twilio is not configured: {missing}. Meanwhile, try the local call simulator on the "
+                "Phone & SMS page.")
+        st.page_link("pages/phone.py", label="Open the call simulator", icon="🧪")
+        return
+    if clicked:
+        ok, body = sidecar("POST", "/api/call", json={"to": number, "persona": st.session_state.get("persona")})
+        if ok:
+            st.session_state[f"{prefix}_sid"] = body["call_sid"]
+        else:
+            st.error(f"The call was not placed: {body}")
+    sid = st.session_state.get(f"{prefix}_sid")
+    if sid:
+        live_call_status(sid)
+
+
+@st.fragment(run_every=2)
+def live_call_status(call_sid: str) -> None:
+    """The call's status and history, refreshed every 2 s."""
+    from voiceforge.store.calls import get_call
+
+    call = get_call(engine().db, call_sid)
+    if call is None:
+        st.caption(f"{call_sid}: waiting for the first status…")
+        return
+    st.metric("Call status", call["status"], help=call_sid)
+    st.caption(" → ".join(h["status"] for h in call["history"]))
+
+
+def show_turn(turn: Any, key: str, autoplay: bool = False) -> None:
+    """One stored or live turn: user text, reply, tool calls, reply audio, waterfall."""
+    with st.chat_message("user"):
+        st.markdown(turn["user_text"] or "_(no speech recognized)_")
+    with st.chat_message("assistant"):
+        st.markdown(turn["assistant_text"] + ("  _(interrupted)_" if turn.get("interrupted") else ""))
+        if turn.get("error"):
+            st.warning(f"Error: {turn['error']}")
+        show_tool_calls(turn.get("tool_calls", []), key=f"{key}-tools")
+        if turn.get("audio"):
+            st.audio(turn["audio"], format="audio/wav", autoplay=autoplay)
+        show_waterfall(turn.get("timings_ms") or {}, key=f"{key}-waterfall")

@@ -26,8 +26,7 @@ with col_up:
 typed = st.chat_input("or type a message", key="voice_text")
 
 clip = recorded or uploaded
-clip_id = (clip.file_id if clip is not None and hasattr(clip, "file_id") else None) or (
-    f"{clip.name}-{clip.size}" if clip is not None else None)
+clip_id = f"{getattr(clip, 'file_id', '')}-{clip.name}-{clip.size}" if clip is not None else None
 result = None
 try:
     if typed:
@@ -40,18 +39,13 @@ try:
 except AudioFormatError as exc:
     st.error(f"That audio could not be read: {exc}")
 if result is not None:
-    st.session_state.chat_turns.append(result)
+    st.session_state.chat_turns.append({
+        "user_text": result.user_text, "assistant_text": result.reply, "error": result.error,
+        "tool_calls": result.tool_calls, "timings_ms": result.timings_ms, "audio": result.reply_wav(),
+    })
 
-for i, turn in enumerate(st.session_state.chat_turns):
-    last = i == len(st.session_state.chat_turns) - 1
-    with st.chat_message("user"):
-        st.markdown(turn.user_text or "_(no speech recognized)_")
-    with st.chat_message("assistant"):
-        st.markdown(turn.reply)
-        if turn.error:
-            st.warning(f"Error: {turn.error}")
-        forge_ui.show_tool_calls(turn.tool_calls, key=f"tools-{i}")
-        wav = turn.reply_wav()
-        if wav:
-            st.audio(wav, format="audio/wav", autoplay=last)
-        forge_ui.show_waterfall(turn.timings_ms, key=f"waterfall-{i}")
+turns = st.session_state.chat_turns
+if not turns:
+    st.info("Say something like “How many customers are there?” or “Where is my order? I'm customer 2.”")
+for i, turn in enumerate(turns):
+    forge_ui.show_turn(turn, key=f"chat-{i}", autoplay=i == len(turns) - 1)

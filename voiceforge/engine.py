@@ -228,6 +228,8 @@ class ChatSession:
         Stages ``llm_first_token``, ``first_sentence`` and ``tts_first_audio`` go on
         ``timeline``. A TTS failure stops the audio, not the turn (its error is in TurnDone).
         """
+        # Re-read the persona so that personalization edits apply from the next turn on.
+        self.persona = self.agent.persona = self.engine.persona(self.persona.id)
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def produce() -> None:

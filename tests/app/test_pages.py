@@ -1,4 +1,4 @@
-"""Streamlit AppTest: each page renders; a typed Voice Chat turn answers and is stored."""
+"""Streamlit AppTest: each page renders, and its main interaction works."""
 
 from pathlib import Path
 
@@ -6,7 +6,12 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
+from voiceforge.config import load_settings
+from voiceforge.store.db import get_database
+from voiceforge.store.models import ToolCallRecord, Turn
+
 pytestmark = pytest.mark.app
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 @pytest.fixture
@@ -16,32 +21,92 @@ def app(tmp_path, monkeypatch):
     import streamlit as st
 
     st.cache_resource.clear()  # the engine is cached per process; each test has its own data dir
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=120)
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
     return at
 
 
-def test_home_renders_with_provider_status(app):
-    app.run()
-    assert not app.exception
+def goto(at, page: str):
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def db():
+    return get_database(load_settings().database_url_resolved)
+
+
+def test_home_renders_status_and_explains_missing_twilio(app):
     assert app.title[0].value == "🔨 Forge"
     sidebar = " ".join(t.value for t in app.sidebar.text)
     assert "STT: whisper" in sidebar and "LLM: offline" in sidebar and "Sidecar: down" in sidebar
+    assert "Twilio: not configured" in sidebar
+    assert {m.label for m in app.metric} >= {"Speech to text", "LLM", "Customers"}
+    assert app.button(key="home_call").disabled
+    assert "TWILIO_ACCOUNT_SID" in app.info[0].value
 
 
 def test_voice_chat_typed_turn_answers_and_is_stored(app):
-    app.run()
-    app.switch_page("pages/voice_chat.py")
-    app.run()
-    assert not app.exception
+    goto(app, "pages/voice_chat.py")
     app.chat_input(key="voice_text").set_value("How many customers are there?").run()
     assert not app.exception
     texts = [m.value for m in app.markdown]
     assert "How many customers are there?" in texts and "The answer is 40." in texts
-    from voiceforge.config import load_settings
-    from voiceforge.store.db import get_database
-    from voiceforge.store.models import ToolCallRecord, Turn
-
-    db = get_database(load_settings().database_url_resolved)
-    with db.sessions() as s:
+    with db().sessions() as s:
         assert s.scalar(select(func.count(Turn.id))) == 1
         assert s.scalars(select(ToolCallRecord.name)).all() == ["run_sql"]
+
+
+def test_tools_form_runs_a_tool(app):
+    goto(app, "pages/tools.py")
+    app.selectbox(key="tools_pick").set_value("lookup_customer").run()
+    # Form widgets only send their values with the submit, so set and click in one run.
+    app.number_input(key="tool_arg_lookup_customer_customer_id").set_value(3)
+    app.button(key="FormSubmitter:tool_form_lookup_customer-Run tool").click().run()
+    assert not app.exception
+    assert app.success[0].value == "Result"
+    assert any('"customer_id": 3' in j.value and '"tier"' in j.value for j in app.json)
+
+
+def test_tools_injected_failure_reaches_the_agent(app):
+    goto(app, "pages/tools.py")
+    app.selectbox(key="tools_pick").set_value("run_sql").run()
+    app.text_input(key="fault_fail_run_sql").set_value("the reporting database is down").run()
+    app.chat_input(key="tools_chat").set_value("How many orders are shipped?").run()
+    assert not app.exception
+    texts = [m.value for m in app.markdown]
+    assert "Sorry, the reporting database is down." in texts
+
+
+def test_phone_page_lists_calls_and_sms(app):
+    from voiceforge.store import calls
+
+    calls.record_call(db(), "CA" + "5" * 32, "outbound", "+15005550006", "+14155550100", "customer_service")
+    calls.add_status(db(), "CA" + "5" * 32, "completed", 3)
+    calls.record_sms(db(), "inbound", "+14155550100", "+15005550006", "Hello there", "SM1", "received")
+    goto(app, "pages/phone.py")
+    assert app.selectbox(key="calls_open").value == "CA" + "5" * 32
+    assert any("queued → completed" in c.value for c in app.caption)
+    assert any(e.label.startswith("+14155550100") for e in app.expander)
+
+
+def test_conversations_page_opens_a_timeline(app):
+    goto(app, "pages/voice_chat.py")
+    app.chat_input(key="voice_text").set_value("Show the appointments for customer 2").run()
+    goto(app, "pages/conversations.py")
+    assert app.selectbox(key="conv_open").value == 1
+    texts = [m.value for m in app.markdown]
+    assert "Show the appointments for customer 2" in texts
+
+
+def test_personalization_edit_applies_on_the_next_turn(app):
+    goto(app, "pages/personas.py")
+    app.text_input(key="pers_assistant_name").set_value("Priya")
+    app.button(key="FormSubmitter:personalization-Save").click().run()
+    assert "applies from the next turn" in app.success[0].value
+    goto(app, "pages/voice_chat.py")
+    app.chat_input(key="voice_text").set_value("Hello").run()
+    assert "Hi, I'm Priya. How can I help you today?" in [m.value for m in app.markdown]

@@ -1,0 +1,46 @@
+"""Personas & settings: the personas, and the editable personalization."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import forge_ui
+from voiceforge.agent.persona import PersonaError, list_personas, load_personalization, save_personalization
+
+engine = forge_ui.engine()
+st.title("🎭 Personas & settings")
+
+pid = st.selectbox("Persona", list_personas(), key="personas_pick")
+persona = engine.persona(pid)
+st.markdown(f"**{persona.name}** — {persona.description}")
+st.markdown(f"Greeting: _{persona.greeting}_")
+st.caption(f"Tools: {', '.join(persona.tools)} · phone replies ≤ {persona.phone_max_sentences} sentences · "
+           f"voices: {persona.voice}")
+st.code(persona.system_prompt, language=None)
+
+st.subheader("Personalization (customer-service persona)")
+data_dir = engine.settings.forge_data_dir
+values = load_personalization(data_dir)
+with st.form("personalization"):
+    edited = {
+        "assistant_name": st.text_input("Assistant name", values["assistant_name"], key="pers_assistant_name"),
+        "user_name": st.text_input("User name", values["user_name"], key="pers_user_name"),
+        "missing_data": st.text_input("Missing data to ask for", values["missing_data"], key="pers_missing_data"),
+        "system_message_suffix": st.text_area("System prompt suffix", values["system_message_suffix"],
+                                              key="pers_suffix"),
+    }
+    saved = st.form_submit_button("Save", type="primary")
+if saved:
+    try:
+        path = save_personalization(data_dir, edited)
+        st.success(f"Saved to {path}; it applies from the next turn.")
+    except PersonaError as exc:
+        st.error(str(exc))
+
+st.subheader("Settings in use")
+s = engine.settings
+st.json({"providers": engine.describe(), "openai_base_url": s.openai_base_url, "use_azure": s.use_azure,
+         "twilio_configured": s.twilio_configured, "public_base_url": s.public_base_url,
+         "redis_url": bool(s.redis_url), "enable_recordings": s.enable_recordings,
+         "tool_delay_ms": s.forge_tool_delay_ms, "filler_after_ms": s.forge_filler_after_ms})
+st.caption("Settings come from the environment and .env (see .env.sample); change them there and restart.")

@@ -1,0 +1,91 @@
+"""Phone & SMS: place calls, recent calls and transcripts, the call simulator, SMS."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import forge_ui
+from voiceforge.audio.codecs import AudioFormatError, ulaw_to_pcm16, unwrap_wav, wrap_wav
+from voiceforge.store import calls as call_store
+
+engine = forge_ui.engine()
+st.title("📞 Phone & SMS")
+
+tab_call, tab_sim, tab_sms = st.tabs(["Calls", "Call simulator", "SMS"])
+
+with tab_call:
+    forge_ui.call_widget("phone")
+    st.subheader("Recent calls")
+    calls = call_store.list_calls(engine.db)
+    if not calls:
+        st.caption("No calls yet.")
+    else:
+        st.dataframe(pd.DataFrame([{k: c[k] for k in ("call_sid", "direction", "status", "persona", "created_at")}
+                                   for c in calls]), hide_index=True, key="calls_table")
+        sid = st.selectbox("Open a call", [c["call_sid"] for c in calls], key="calls_open")
+        call = call_store.get_call(engine.db, sid)
+        st.caption("Status history: " + " → ".join(h["status"] for h in call["history"]))
+        for i, turn in enumerate(call["turns"]):
+            forge_ui.show_turn(turn, key=f"call-{sid}-{i}")
+
+with tab_sim:
+    st.markdown("Plays Twilio's side of a call against a sidecar on a free loopback port: each clip is "
+                "one caller turn, sent as real-time μ-law frames; the agent answers over the media stream.")
+    clips = st.file_uploader("Caller clips (WAV), in order", type=["wav"], accept_multiple_files=True,
+                             key="sim_upload")
+    recorded = st.audio_input("or record one", key="sim_record")
+    barge = st.number_input("Barge in after (ms into each reply; 0 = wait for the agent)", 0, 10_000, 0,
+                            step=100, key="sim_barge")
+    if st.button("Run simulated call", key="sim_run", type="primary"):
+        from voiceforge.telephony.simulator import run_local
+
+        try:
+            utterances = [unwrap_wav(c.getvalue()) for c in (clips or [])]
+            if recorded is not None:
+                utterances.append(unwrap_wav(recorded.getvalue()))
+        except AudioFormatError as exc:
+            st.error(f"A clip could not be read: {exc}")
+            utterances = []
+        if utterances:
+            with st.spinner("Calling…"):
+                st.session_state.sim_result = forge_ui.run(
+                    run_local(utterances, st.session_state.get("persona"), int(barge) or None))
+        elif not clips and recorded is None:
+            st.warning("Add at least one clip.")
+    result = st.session_state.get("sim_result")
+    if result:
+        st.caption(f"Call {result['call_sid']}: greeting {result['greeting_ms']} ms, {result['clears']} barge-in(s)")
+        for i, (turn, ulaw) in enumerate(zip(result["turns"], result["_audio"], strict=True)):
+            forge_ui.show_turn({"user_text": turn["transcript"], "assistant_text": turn["reply"],
+                                "interrupted": turn["interrupted"], "tool_calls": turn["tool_calls"],
+                                "timings_ms": turn["timings_ms"],
+                                "audio": wrap_wav(ulaw_to_pcm16(ulaw), 8000) if ulaw else None},
+                               key=f"sim-{i}")
+            st.caption(f"First agent audio {turn['latency_ms']} ms after the caller stopped")
+
+with tab_sms:
+    missing = forge_ui.twilio_missing()
+    with st.form("sms_form"):
+        to = st.text_input("To (E.164)", placeholder="+14155550100", key="sms_to")
+        body = st.text_area("Message", key="sms_body", max_chars=1600)
+        send = st.form_submit_button("Send SMS", disabled=missing is not None)
+    if missing:
+        st.info(f"Twilio is not configured: {missing}.")
+    if send:
+        ok, answer = forge_ui.sidecar("POST", "/api/sms", json={"to": to, "body": body})
+        st.success(f"Sent: {answer['message_sid']}") if ok else st.error(f"Not sent: {answer}")
+    st.subheader("Threads")
+    messages = call_store.list_sms(engine.db)
+    if not messages:
+        st.caption("No messages yet.")
+    threads: dict[str, list[dict]] = {}
+    for m in reversed(messages):
+        other = m["from"] if m["direction"] == "inbound" else m["to"]
+        threads.setdefault(other, []).append(m)
+    for number, thread in threads.items():
+        with st.expander(f"{number} ({len(thread)})"):
+            for m in thread:
+                with st.chat_message("user" if m["direction"] == "inbound" else "assistant"):
+                    st.markdown(m["body"])
+                    st.caption(f"{m['status']} · {m['created_at']}")
