@@ -11,12 +11,12 @@ from voiceforge.agent.persona import list_personas
 st.set_page_config(page_title="Forge", page_icon="🔨", layout="wide")
 
 pages = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True, url_path="home"),
-    st.Page("pages/voice_chat.py", title="Voice Chat", icon="🎙️", url_path="voice-chat"),
-    st.Page("pages/tools.py", title="Tools", icon="🔧", url_path="tools"),
-    st.Page("pages/phone.py", title="Phone & SMS", icon="📞", url_path="phone"),
-    st.Page("pages/conversations.py", title="Conversations", icon="🗂️", url_path="conversations"),
-    st.Page("pages/personas.py", title="Personas & settings", icon="🎭", url_path="personas"),
+    st.Page("app_pages/home.py", title="Home", icon="🏠", default=True, url_path="home"),
+    st.Page("app_pages/voice_chat.py", title="Voice Chat", icon="🎙️", url_path="voice-chat"),
+    st.Page("app_pages/tools.py", title="Tools", icon="🔧", url_path="tools"),
+    st.Page("app_pages/phone.py", title="Phone & SMS", icon="📞", url_path="phone"),
+    st.Page("app_pages/conversations.py", title="Conversations", icon="🗂️", url_path="conversations"),
+    st.Page("app_pages/personas.py", title="Personas & settings", icon="🎭", url_path="personas"),
 ]
 nav = st.navigation(pages)
 

@@ -1,4 +1,4 @@
-"""Shared Streamlit helpers for app.py and pages/: cached engine, async bridge, waterfall.
+"""Shared Streamlit helpers for app.py and app_pages/: cached engine, async bridge, waterfall.
 
 The core is async; Streamlit scripts are not. One background event loop (per process) runs
 every coroutine, so provider clients bound to a loop keep working across reruns.
@@ -111,7 +111,7 @@ def twilio_missing() -> str | None:
     except ConfigError as exc:
         return str(exc)
     if not settings.public_base_url:
-        return "set PUBLIC_BASE_URL (a public https URL that reaches the sidecar) so Twilio can call back"
+        return "Set PUBLIC_BASE_URL (a public https URL that reaches the sidecar) so Twilio can call back"
     return None
 
 
@@ -121,9 +121,9 @@ def call_widget(prefix: str) -> None:
     number = st.text_input("Phone number (E.164)", placeholder="+14155550100", key=f"{prefix}_number")
     clicked = st.button("📞 Call", key=f"{prefix}_call", disabled=missing is not None, type="primary")
     if missing:
-        st.info(f"Twilio is not configured: {missing}. Meanwhile, try the local call simulator on the "
+        st.info(f"{missing}. Meanwhile, try the local call simulator on the "
                 "Phone & SMS page.")
-        st.page_link("pages/phone.py", label="Open the call simulator", icon="🧪")
+        st.page_link("app_pages/phone.py", label="Open the call simulator", icon="🧪")
         return
     if clicked:
         ok, body = sidecar("POST", "/api/call", json={"to": number, "persona": st.session_state.get("persona")})

@@ -50,7 +50,7 @@ def test_home_renders_status_and_explains_missing_twilio(app):
 
 
 def test_voice_chat_typed_turn_answers_and_is_stored(app):
-    goto(app, "pages/voice_chat.py")
+    goto(app, "app_pages/voice_chat.py")
     app.chat_input(key="voice_text").set_value("How many customers are there?").run()
     assert not app.exception
     texts = [m.value for m in app.markdown]
@@ -61,7 +61,7 @@ def test_voice_chat_typed_turn_answers_and_is_stored(app):
 
 
 def test_tools_form_runs_a_tool(app):
-    goto(app, "pages/tools.py")
+    goto(app, "app_pages/tools.py")
     app.selectbox(key="tools_pick").set_value("lookup_customer").run()
     # Form widgets only send their values with the submit, so set and click in one run.
     app.number_input(key="tool_arg_lookup_customer_customer_id").set_value(3)
@@ -72,7 +72,7 @@ def test_tools_form_runs_a_tool(app):
 
 
 def test_tools_injected_failure_reaches_the_agent(app):
-    goto(app, "pages/tools.py")
+    goto(app, "app_pages/tools.py")
     app.selectbox(key="tools_pick").set_value("run_sql").run()
     app.text_input(key="fault_fail_run_sql").set_value("the reporting database is down").run()
     app.chat_input(key="tools_chat").set_value("How many orders are shipped?").run()
@@ -87,26 +87,26 @@ def test_phone_page_lists_calls_and_sms(app):
     calls.record_call(db(), "CA" + "5" * 32, "outbound", "+15005550006", "+14155550100", "customer_service")
     calls.add_status(db(), "CA" + "5" * 32, "completed", 3)
     calls.record_sms(db(), "inbound", "+14155550100", "+15005550006", "Hello there", "SM1", "received")
-    goto(app, "pages/phone.py")
+    goto(app, "app_pages/phone.py")
     assert app.selectbox(key="calls_open").value == "CA" + "5" * 32
     assert any("queued → completed" in c.value for c in app.caption)
     assert any(e.label.startswith("+14155550100") for e in app.expander)
 
 
 def test_conversations_page_opens_a_timeline(app):
-    goto(app, "pages/voice_chat.py")
+    goto(app, "app_pages/voice_chat.py")
     app.chat_input(key="voice_text").set_value("Show the appointments for customer 2").run()
-    goto(app, "pages/conversations.py")
+    goto(app, "app_pages/conversations.py")
     assert app.selectbox(key="conv_open").value == 1
     texts = [m.value for m in app.markdown]
     assert "Show the appointments for customer 2" in texts
 
 
 def test_personalization_edit_applies_on_the_next_turn(app):
-    goto(app, "pages/personas.py")
+    goto(app, "app_pages/personas.py")
     app.text_input(key="pers_assistant_name").set_value("Priya")
     app.button(key="FormSubmitter:personalization-Save").click().run()
     assert "applies from the next turn" in app.success[0].value
-    goto(app, "pages/voice_chat.py")
+    goto(app, "app_pages/voice_chat.py")
     app.chat_input(key="voice_text").set_value("Hello").run()
     assert "Hi, I'm Priya. How can I help you today?" in [m.value for m in app.markdown]

@@ -71,7 +71,7 @@ with tab_sms:
         body = st.text_area("Message", key="sms_body", max_chars=1600)
         send = st.form_submit_button("Send SMS", disabled=missing is not None)
     if missing:
-        st.info(f"Twilio is not configured: {missing}.")
+        st.info(f"{missing}.")
     if send:
         ok, answer = forge_ui.sidecar("POST", "/api/sms", json={"to": to, "body": body})
         st.success(f"Sent: {answer['message_sid']}") if ok else st.error(f"Not sent: {answer}")

@@ -1,0 +1,108 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright, with a fake microphone.
+
+The microphone plays a Piper WAV (Chromium's --use-file-for-fake-audio-capture); the test
+records with the real st.audio_input on Voice Chat and waits for the transcript, the reply,
+the reply audio element and the latency waterfall. A screenshot of every page goes to
+test-artifacts/.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from tests.support.servers import free_port
+from voiceforge.audio.codecs import wrap_wav
+from voiceforge.audio.resample import resample
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+PAGES = ["home", "voice-chat", "tools", "phone", "conversations", "personas"]
+
+
+@pytest.fixture(scope="module")
+def streamlit_app(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    folder = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    env = {**os.environ, "FORGE_DATA_DIR": str(folder / "data"), "FORGE_SIDECAR_URL": "http://127.0.0.1:9"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(base + "/_stcore/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail("streamlit did not start")
+            time.sleep(0.3)
+        yield base, folder
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def fake_microphone_wav(speak, folder: Path) -> Path:
+    """0.5 s silence, the request, 4 s silence, at 48 kHz (Chromium's capture rate)."""
+    pcm, rate = speak("How many customers are there?")
+    speech = resample(pcm, rate, 48000)
+    silence = np.zeros(48000 // 2, dtype="<i2").tobytes()
+    path = folder / "mic.wav"
+    path.write_bytes(wrap_wav(silence + speech + silence * 8, 48000))
+    return path
+
+
+def test_record_on_voice_chat_and_screenshot_every_page(streamlit_app, speak):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, folder = streamlit_app
+    mic = fake_microphone_wav(speak, folder)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic}",
+        ])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(base + "/voice-chat")
+            record = page.get_by_test_id("stAudioInputActionButton")
+            record.wait_for(timeout=60_000)
+            record.click()
+            page.wait_for_timeout(3500)  # the fake microphone plays the request
+            page.get_by_test_id("stAudioInputActionButton").click()  # stop
+            chat = page.get_by_test_id("stChatMessage")
+            expect(chat.filter(has_text="The answer is 40.")).to_be_visible(timeout=120_000)
+            expect(chat.filter(has_text="customers").first).to_be_visible()
+            expect(page.locator("audio").last).to_be_attached()
+            expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "voice-chat.png"), full_page=True)
+            for name in PAGES:
+                if name == "voice-chat":
+                    continue
+                page.goto(f"{base}/" + ("" if name == "home" else name))  # Home is the default page at /
+                page.get_by_test_id("stAppViewContainer").wait_for()
+                page.wait_for_timeout(1500)
+                expect(page.get_by_test_id("stException")).to_have_count(0)
+                expect(page.get_by_text("Page not found")).to_have_count(0)
+                page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        finally:
+            browser.close()
+    assert all((ARTIFACTS / f"{name}.png").stat().st_size > 10_000 for name in PAGES)
