@@ -134,3 +134,27 @@ async def test_ten_concurrent_calls_keep_their_own_conversations(sidecar, speak)
         assert turn["tool_calls"], (cid, turn, result["greeting_ms"], result["marks_echoed"])
         assert turn["tool_calls"][0]["arguments"] == {"customer_id": cid}, turn
         assert customer(app, cid).name in turn["reply"]
+
+
+async def test_dtmf_digits_are_stored_on_the_call(sidecar):
+    import httpx
+
+    base, _ = sidecar
+    form = {"CallSid": "CA" + "7" * 32, "From": "+14155550100", "To": "+15005550006", "Direction": "inbound"}
+    async with httpx.AsyncClient() as http:
+        twiml = await http.post(base + "/twilio/voice", data=form,
+                                headers={"X-Twilio-Signature": sign(TOKEN, base + "/twilio/voice", form)})
+        token = twiml.text.split('name="token" value="')[1].split('"')[0]
+        url = base.replace("http://", "ws://") + "/twilio/stream"
+        async with websockets.connect(url, additional_headers={"X-Twilio-Signature": sign(TOKEN, url, {})}) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call"}))
+            await ws.send(json.dumps({"event": "start", "start": {"streamSid": "MZ7", "callSid": form["CallSid"],
+                                                                  "customParameters": {"token": token}}}))
+            for digit in "42#":
+                await ws.send(json.dumps({"event": "dtmf", "streamSid": "MZ7", "dtmf": {"digit": digit}}))
+            await ws.send(json.dumps({"event": "stop", "streamSid": "MZ7"}))
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+        call = (await http.get(base + f"/api/calls/{form['CallSid']}")).json()
+    assert call["dtmf"] == "42#" and call["stream_sid"] == "MZ7" and call["ended_at"]
