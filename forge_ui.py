@@ -73,7 +73,7 @@ def show_waterfall(timings: dict[str, float], key: str) -> None:
     st.altair_chart(chart, key=key, width="stretch")
 
 
-def show_tool_calls(tool_calls: list[dict], key: str) -> None:
+def show_tool_calls(tool_calls: list[dict]) -> None:
     """Each tool call with its arguments and result or error."""
     for call in tool_calls:
         label = f"🔧 {call['name']}" + (" — failed" if call.get("error") else "")
@@ -157,7 +157,7 @@ def show_turn(turn: Any, key: str, autoplay: bool = False) -> None:
         st.markdown(turn["assistant_text"] + ("  _(interrupted)_" if turn.get("interrupted") else ""))
         if turn.get("error"):
             st.warning(f"Error: {turn['error']}")
-        show_tool_calls(turn.get("tool_calls", []), key=f"{key}-tools")
+        show_tool_calls(turn.get("tool_calls", []))
         if turn.get("audio"):
             st.audio(turn["audio"], format="audio/wav", autoplay=autoplay)
         show_waterfall(turn.get("timings_ms") or {}, key=f"{key}-waterfall")

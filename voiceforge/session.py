@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,8 +95,6 @@ class PhoneCall:
         self._cleared: set[int] = set()
         self._outstanding = 0  # marks sent and not yet echoed
         self.closed = False
-        self.stats: dict[str, list[float]] = {"barge_in_ms": []}
-        self._speech_started_at: float | None = None
 
     @property
     def conversation_id(self) -> int:
@@ -120,7 +117,6 @@ class PhoneCall:
                 continue
             kind, utterance = event
             if kind is TurnEvent.SPEECH_START:
-                self._speech_started_at = time.perf_counter()
                 if self.agent_active:
                     await self.barge_in()
             elif kind is TurnEvent.SPEECH_END and utterance:
@@ -170,8 +166,6 @@ class PhoneCall:
         gen = self._generation
         self._cleared.add(gen)
         await self._send(media.clear_message(self.stream_sid))
-        if self._speech_started_at is not None:
-            self.stats["barge_in_ms"].append((time.perf_counter() - self._speech_started_at) * 1000)
         self._outstanding = 0
         self._pacer.reset()
         await self._cancel_reply()
