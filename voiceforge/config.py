@@ -7,6 +7,7 @@ Azure set) is configured and the embedded offline providers otherwise.
 from __future__ import annotations
 
 import functools
+import secrets
 from pathlib import Path
 from typing import Literal
 
@@ -42,10 +43,10 @@ class Settings(BaseSettings):
     openai_tts_voice: str = "alloy"
     openai_realtime_model: str = "gpt-realtime"
 
-    # Provider choice: auto = OpenAI when keyed, offline otherwise.
-    stt_provider: Literal["auto", "openai", "whisper", "pocketsphinx"] = "auto"
-    llm_provider: Literal["auto", "openai", "offline"] = "auto"
-    tts_provider: Literal["auto", "openai", "piper"] = "auto"
+    # Provider choice: auto = OpenAI when keyed, offline otherwise (names: providers/registry.py).
+    stt_provider: str = "auto"
+    llm_provider: str = "auto"
+    tts_provider: str = "auto"
     whisper_model: str | None = Field(
         default=None, description="Folder or model name that overrides the bundled Whisper base."
     )
@@ -57,6 +58,11 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("TWILIO_PHONE_NUMBER", "PHONE_NUMBER_FROM")
     )
     public_base_url: str | None = None
+    twilio_api_base: str | None = Field(
+        default=None, description="Twilio REST base URL instead of https://api.twilio.com (a local mock)."
+    )
+    twilio_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    twilio_read_timeout_s: float = Field(default=8.0, gt=0, le=120)
 
     # Storage and messaging.
     database_url: str | None = None
@@ -75,7 +81,46 @@ class Settings(BaseSettings):
     forge_filler_after_ms: int = Field(default=600, ge=0, le=10_000)
     forge_mock_customers: int = Field(default=40, ge=1, le=100_000)
 
-    @field_validator("openai_base_url", "public_base_url", "azure_openai_endpoint")
+    # The sidecar's perimeter (it faces the internet).
+    forge_api_key: str | None = Field(
+        default=None, description="Bearer key for every non-Twilio route; generated into the data folder if unset."
+    )
+    forge_allowed_origins: str = Field(
+        default="http://127.0.0.1:8501,http://localhost:8501",
+        description="Comma-separated browser origins allowed to open the sidecar's websockets.",
+    )
+    forge_rate_calls_per_min: int = Field(default=5, ge=1, le=10_000)
+    forge_rate_sms_per_min: int = Field(default=20, ge=1, le=10_000)
+    forge_max_turn_s: float = Field(default=60.0, gt=0, le=600)
+    forge_max_upload_mb: float = Field(default=20.0, gt=0, le=500)
+    forge_sms_allowlist: str = Field(
+        default="", description="Comma-separated E.164 numbers an agent may text besides the caller's own."
+    )
+
+    # The live conversation loop.
+    forge_endpointing_ms: int = Field(default=500, ge=100, le=5000)
+    forge_llm_first_token_ms: int = Field(default=4000, ge=200, le=60_000)
+
+    # run_sql over the mock business tables.
+    forge_sql_timeout_ms: int = Field(default=2000, ge=50, le=60_000)
+    forge_sql_max_rows: int = Field(default=50, ge=1, le=10_000)
+    forge_sql_max_bytes: int = Field(default=64_000, ge=1_000, le=10_000_000)
+    forge_sql_reader_url: str | None = Field(
+        default=None, description="A read-only PostgreSQL login for run_sql instead of Forge's own reader role."
+    )
+
+    @field_validator("stt_provider", "llm_provider", "tts_provider")
+    @classmethod
+    def _known_provider(cls, value: str, info) -> str:  # noqa: ANN001
+        from voiceforge.providers.registry import names
+
+        kind = info.field_name.split("_")[0]
+        value = value.strip().lower()
+        if value not in names(kind):
+            raise ValueError(f"unknown provider {value!r}; one of {', '.join(names(kind))}")
+        return value
+
+    @field_validator("openai_base_url", "public_base_url", "azure_openai_endpoint", "twilio_api_base")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -120,21 +165,77 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.forge_data_dir / 'forge.db'}"
 
     def resolve_provider(self, kind: Literal["stt", "llm", "tts"]) -> str:
-        """The concrete provider name for ``kind``, with ``auto`` resolved.
+        """The concrete provider name for ``kind``, with ``auto`` resolved (see providers/registry.py).
 
         Raises:
-            ConfigError: an OpenAI provider was asked for without its key.
+            ConfigError: a provider was asked for without its configuration.
         """
-        chosen = getattr(self, f"{kind}_provider")
-        offline = {"stt": "whisper", "llm": "offline", "tts": "piper"}[kind]
-        if chosen == "auto":
-            return "openai" if self.openai_configured else offline
-        if chosen == "openai" and not self.openai_configured:
-            missing = (
-                "AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY" if self.use_azure else "OPENAI_API_KEY"
-            )
-            raise ConfigError(f"{kind.upper()}_PROVIDER=openai needs {missing}")
-        return chosen
+        from voiceforge.providers.registry import resolve
+
+        return resolve(kind, self)
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """Browser origins allowed on the sidecar's websockets (``FORGE_ALLOWED_ORIGINS``)."""
+        return [o.strip().rstrip("/") for o in self.forge_allowed_origins.split(",") if o.strip()]
+
+    @property
+    def sms_allowlist(self) -> set[str]:
+        """E.164 numbers an agent may text besides the caller's own (``FORGE_SMS_ALLOWLIST``).
+
+        Raises:
+            ConfigError: an entry is not an E.164 number.
+        """
+        from voiceforge.telephony.numbers import normalize_e164
+
+        out = set()
+        for raw in self.forge_sms_allowlist.split(","):
+            if raw.strip():
+                try:
+                    out.add(normalize_e164(raw))
+                except ValueError as exc:
+                    raise ConfigError(f"FORGE_SMS_ALLOWLIST: {exc}") from None
+        return out
+
+    @property
+    def api_key_path(self) -> Path:
+        """Where a generated API key is kept: ``<data dir>/api_key`` (mode 0600)."""
+        return self.forge_data_dir / "api_key"
+
+    @property
+    def api_key(self) -> str | None:
+        """``FORGE_API_KEY``, else the generated key in the data folder, else None."""
+        if self.forge_api_key:
+            return self.forge_api_key
+        try:
+            return self.api_key_path.read_text().strip() or None
+        except OSError:
+            return None
+
+    def ensure_api_key(self) -> tuple[str, Path | None]:
+        """The sidecar's API key, generated into the data folder on first use.
+
+        Returns:
+            (key, path of the generated key file, or None when FORGE_API_KEY set it).
+        """
+        if self.forge_api_key:
+            return self.forge_api_key, None
+        existing = self.api_key
+        if existing:
+            return existing, self.api_key_path
+        self.forge_data_dir.mkdir(parents=True, exist_ok=True)
+        key = "fk_" + secrets.token_urlsafe(32)
+        path = self.api_key_path
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(key + "\n")
+        try:
+            tmp.link(path)  # never replace a key another process generated first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self.api_key or key, path
 
     def require_twilio(self) -> None:
         """Raises ConfigError naming each Twilio variable that is missing."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import audioop  # built in on 3.11/3.12; `audioop-lts` provides it from 3.13
 import io
+import struct
 import wave
 
 import numpy as np
@@ -14,6 +15,18 @@ import numpy as np
 
 class AudioFormatError(ValueError):
     """Audio bytes that cannot be decoded: empty, truncated, not WAV, or an unsupported format."""
+
+
+class UnsupportedAudioError(AudioFormatError):
+    """A well-formed WAV in a format Forge does not take (rate, channels, sample width)."""
+
+
+class AudioTooLongError(AudioFormatError):
+    """Audio longer than the limit for one turn."""
+
+
+WAV_RATES = (8000, 48000)
+"""Sample rates (Hz) accepted from WAV files: telephone band to studio rate."""
 
 
 def ulaw_to_pcm16(ulaw: bytes) -> bytes:
@@ -57,16 +70,26 @@ def wrap_wav(pcm16: bytes, sample_rate: int, channels: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def unwrap_wav(data: bytes) -> tuple[bytes, int]:
+def unwrap_wav(data: bytes, max_seconds: float | None = None, strict: bool = False) -> tuple[bytes, int]:
     """Read a WAV file's audio as mono PCM16.
 
-    8-bit, 16-bit, 24-bit and 32-bit integer WAV are accepted; stereo is mixed down to mono.
+    The header is checked before any sample is read: the rate must be 8000–48000 Hz (a header
+    that says 1 Hz would otherwise turn 4 KB into half an hour of audio after resampling).
+    Integer PCM of 8, 16, 24 or 32 bits is accepted (``strict``: 16-bit only), 1 or 2
+    channels (``strict``: the same; otherwise more are averaged), and stereo is mixed to mono.
+
+    Args:
+        data: the file's bytes.
+        max_seconds: refuse audio longer than this (None: no limit).
+        strict: the sidecar's rule for uploads: 16-bit PCM, 1 or 2 channels.
 
     Returns:
         (pcm16 mono bytes, sample rate in Hz).
 
     Raises:
-        AudioFormatError: empty, not RIFF/WAVE, truncated, compressed or with no samples.
+        AudioFormatError: empty, not RIFF/WAVE, truncated, malformed, or with no samples.
+        UnsupportedAudioError: a rate, channel count, sample width or encoding not accepted.
+        AudioTooLongError: longer than ``max_seconds``.
     """
     if not data:
         raise AudioFormatError("the audio is empty (0 bytes)")
@@ -76,16 +99,33 @@ def unwrap_wav(data: bytes) -> tuple[bytes, int]:
         with wave.open(io.BytesIO(data), "rb") as wav:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
             declared = wav.getnframes()
+            if not WAV_RATES[0] <= rate <= WAV_RATES[1]:
+                raise UnsupportedAudioError(
+                    f"unsupported WAV sample rate {rate} Hz (accepted: {WAV_RATES[0]} to {WAV_RATES[1]} Hz)")
+            if channels < 1 or (strict and channels > 2) or channels > 8:
+                raise UnsupportedAudioError(f"unsupported WAV channel count {channels} (accepted: 1 or 2)")
+            if width not in (1, 2, 3, 4) or (strict and width != 2):
+                raise UnsupportedAudioError(f"unsupported WAV sample width {width * 8} bits (accepted: 16-bit PCM)")
+            present = (len(data) - 44) // max(1, channels * width)
+            if max_seconds is not None and min(declared, present) / rate > max_seconds:
+                raise AudioTooLongError(
+                    f"the audio lasts {min(declared, present) / rate:.1f} s; the limit is {max_seconds:g} s a turn")
             frames = wav.readframes(declared)
+    except AudioFormatError:
+        raise
     except (wave.Error, EOFError) as exc:
-        raise AudioFormatError(f"unreadable WAV: {exc}") from None
-    if width not in (1, 2, 3, 4):
-        raise AudioFormatError(f"unsupported WAV sample width: {width} bytes")
+        message = str(exc)
+        if "unknown format" in message:
+            raise UnsupportedAudioError(f"unsupported WAV encoding ({message}); send 16-bit PCM") from None
+        raise AudioFormatError(f"unreadable WAV: {message}") from None
+    except (ValueError, OverflowError, MemoryError, struct.error) as exc:
+        raise AudioFormatError(f"malformed WAV header ({type(exc).__name__})") from None
     got = len(frames) // (channels * width)
     if got == 0:
         raise AudioFormatError("the WAV file has no samples")
     if got < declared:
         raise AudioFormatError(f"truncated WAV: header says {declared} samples, file has {got}")
+    frames = frames[: got * channels * width]
     if width == 1:  # 8-bit WAV is unsigned
         frames = audioop.bias(frames, 1, -128)
     if width != 2:

@@ -1,13 +1,14 @@
-"""Providers by name: STT, LLM and TTS, OpenAI or offline, picked from settings.
+"""Providers: STT, LLM and TTS interfaces, their implementations, and the one registry.
 
-``auto`` resolves to OpenAI when a key (or the Azure set) is configured, else offline.
+Build them with :func:`voiceforge.providers.registry.build` (or the ``build_*`` shorthands
+here); ``auto`` resolves to OpenAI when configured, else the embedded offline providers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from voiceforge.config import Settings
 from voiceforge.providers.base import (
     LLM,
     STT,
@@ -20,45 +21,28 @@ from voiceforge.providers.base import (
     ToolCall,
     Transcript,
 )
+from voiceforge.providers.registry import PROVIDERS, build, resolve
+
+if TYPE_CHECKING:
+    from voiceforge.config import Settings
 
 
 def build_stt(settings: Settings, prompt_words: Sequence[str] = ()) -> STT:
-    """The STT named by STT_PROVIDER (whisper, pocketsphinx, openai)."""
-    name = settings.resolve_provider("stt")
-    if name == "openai":
-        from voiceforge.providers.openai_ import OpenAISTT, make_client
-
-        return OpenAISTT(make_client(settings), settings.openai_stt_model, prompt_words)
-    if name == "pocketsphinx":
-        from voiceforge.providers.local import PocketSphinxSTT
-
-        return PocketSphinxSTT(prompt_words)
-    from voiceforge.providers.local import WhisperSTT
-
-    return WhisperSTT(settings.forge_cache_dir, settings.whisper_model, prompt_words)
+    """The STT that ``STT_PROVIDER`` selects (whisper, pocketsphinx, openai)."""
+    return build("stt", settings, prompt_words)  # type: ignore[return-value]
 
 
 def build_llm(settings: Settings) -> LLM:
-    """The LLM named by LLM_PROVIDER (openai or the offline brain)."""
-    if settings.resolve_provider("llm") == "openai":
-        from voiceforge.providers.openai_ import OpenAILLM, make_client
-
-        model = settings.azure_openai_deployment if settings.use_azure else settings.openai_llm_model
-        return OpenAILLM(make_client(settings), model or settings.openai_llm_model)
-    from voiceforge.providers.brain import OfflineBrain
-
-    return OfflineBrain()
+    """The LLM that ``LLM_PROVIDER`` selects (openai or the offline brain)."""
+    return build("llm", settings)  # type: ignore[return-value]
 
 
 def build_tts(settings: Settings, voice: str | None = None) -> TTS:
-    """The TTS named by TTS_PROVIDER (openai or piper)."""
-    if settings.resolve_provider("tts") == "openai":
-        from voiceforge.providers.openai_ import OpenAITTS, make_client
-
-        return OpenAITTS(make_client(settings), settings.openai_tts_model, voice or settings.openai_tts_voice)
-    from voiceforge.providers.local import PiperTTS
-
-    return PiperTTS()
+    """The TTS that ``TTS_PROVIDER`` selects (openai or piper), with ``voice`` as its default."""
+    tts: TTS = build("tts", settings)  # type: ignore[assignment]
+    if voice:
+        tts.voice = voice
+    return tts
 
 
 def describe(provider: STT | LLM | TTS) -> str:
@@ -69,6 +53,7 @@ def describe(provider: STT | LLM | TTS) -> str:
 
 
 __all__ = [
-    "LLM", "STT", "TTS", "Capabilities", "ProviderConnectionError", "ProviderError", "ProviderStatusError",
-    "ProviderTimeoutError", "ToolCall", "Transcript", "build_llm", "build_stt", "build_tts", "describe",
+    "LLM", "PROVIDERS", "STT", "TTS", "Capabilities", "ProviderConnectionError", "ProviderError",
+    "ProviderStatusError", "ProviderTimeoutError", "ToolCall", "Transcript", "build", "build_llm", "build_stt",
+    "build_tts", "describe", "resolve",
 ]

@@ -75,11 +75,19 @@ async def _with_retries(name: str, attempts: int, call):  # noqa: ANN001 - inter
 # --- shared records --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Capabilities:
-    """What a provider can do: streaming output, its native sample rate (Hz), offline or not."""
+    """What a provider can do.
+
+    Attributes:
+        streaming: output arrives in pieces (LLM deltas, TTS chunks) rather than at once.
+        sample_rate: native audio rate in Hz (STT input, TTS output); None means any rate.
+        offline: runs on this machine with no network.
+        voices: the TTS voices it knows; empty means it accepts any name (a custom server).
+    """
 
     streaming: bool
     sample_rate: int | None = None
     offline: bool = True
+    voices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -118,6 +126,7 @@ class STT(ABC):
     """Speech to text over whole utterances of PCM16 mono."""
 
     name: str = "stt"
+    provider_id: str = ""
     capabilities = Capabilities(streaming=False, sample_rate=16000)
 
     def __init__(self, prompt_words: Sequence[str] = (), attempts: int = 2) -> None:
@@ -166,6 +175,7 @@ class LLM(ABC):
     """A chat model that streams text deltas and tool calls."""
 
     name: str = "llm"
+    provider_id: str = ""
     model: str = ""
     capabilities = Capabilities(streaming=True)
 
@@ -173,36 +183,58 @@ class LLM(ABC):
         self.attempts = attempts
 
     async def stream(
-        self, messages: Sequence[Message], tools: Sequence[Tool] = ()
+        self, messages: Sequence[Message], tools: Sequence[Tool] = (), first_token_s: float | None = None
     ) -> AsyncIterator[str | ToolCall]:
         """Stream one assistant response.
 
         Args:
             messages: the chat so far (system first), OpenAI message dicts.
             tools: the tools the model may call.
+            first_token_s: budget in seconds for the first item, retries included (a phone
+                caller hears an apology rather than silence); None waits as long as the
+                client's own timeout.
 
         Yields:
             Text deltas (str) as they arrive, then any ToolCall, whole.
 
         Raises:
-            ProviderError: the provider failed. Retries happen only before the first item.
+            ProviderTimeoutError: nothing arrived within ``first_token_s``.
+            ProviderError: the provider failed. Retries happen only before the first item
+                and only while the first-token budget lasts.
         """
+        loop = asyncio.get_running_loop()
+        deadline = None if first_token_s is None else loop.time() + first_token_s
         attempt = 0
         while True:
             attempt += 1
             produced = False
+            source = self._stream(messages, tools)
             try:
-                async for item in self._stream(messages, tools):
+                while True:
+                    if produced or deadline is None:
+                        item = await anext(source)
+                    else:
+                        try:
+                            item = await asyncio.wait_for(anext(source), max(0.0, deadline - loop.time()))
+                        except TimeoutError:
+                            raise ProviderTimeoutError(
+                                f"{self.name}: no first token within {first_token_s:.1f} s", self.name
+                            ) from None
                     produced = True
                     yield item
+            except StopAsyncIteration:
                 return
             except ProviderError as exc:
-                if produced or not exc.retryable or attempt >= self.attempts:
+                pause = 0.2 * attempt
+                out_of_time = deadline is not None and loop.time() + pause >= deadline
+                if produced or not exc.retryable or attempt >= self.attempts or out_of_time:
                     raise
                 log.warning("%s failed (attempt %d), retrying: %s", self.name, attempt, exc)
-                await asyncio.sleep(0.2 * attempt)
+                await asyncio.sleep(pause)
             except Exception as exc:
                 raise ProviderError(f"{self.name} failed: {type(exc).__name__}: {exc}", provider=self.name) from exc
+            finally:
+                await source.aclose()
 
     @abstractmethod
     def _stream(self, messages: Sequence[Message], tools: Sequence[Tool]) -> AsyncIterator[str | ToolCall]:
@@ -214,6 +246,7 @@ class TTS(ABC):
     """Text to speech that streams PCM16 mono chunks at ``sample_rate``."""
 
     name: str = "tts"
+    provider_id: str = ""
     sample_rate: int = 24000
     capabilities = Capabilities(streaming=True, sample_rate=24000)
 
@@ -221,8 +254,22 @@ class TTS(ABC):
         self.voice = voice
         self.attempts = attempts
 
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
+    def pick_voice(self, wanted: str | None) -> str | None:
+        """``wanted`` when this provider knows it (or accepts any name), else the default voice."""
+        if not wanted:
+            return self.voice
+        if self.capabilities.voices and wanted not in self.capabilities.voices:
+            log.warning("%s has no voice %r; using %r", self.name, wanted, self.voice)
+            return self.voice
+        return wanted
+
+    async def stream(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
         """Synthesize ``text``.
+
+        Args:
+            text: what to say.
+            voice: a voice name from ``capabilities.voices`` (a persona's); None or an
+                unknown name uses the provider's default voice.
 
         Yields:
             PCM16 mono chunks at ``self.sample_rate`` Hz, each a whole number of samples.
@@ -232,12 +279,13 @@ class TTS(ABC):
         """
         if not text.strip():
             return
+        chosen = self.pick_voice(voice)
         attempt = 0
         while True:
             attempt += 1
             produced = False
             try:
-                async for chunk in self._stream(text):
+                async for chunk in self._stream(text, chosen):
                     if chunk:
                         produced = True
                         yield chunk
@@ -249,10 +297,10 @@ class TTS(ABC):
             except Exception as exc:
                 raise ProviderError(f"{self.name} failed: {type(exc).__name__}: {exc}", provider=self.name) from exc
 
-    async def synthesize(self, text: str) -> bytes:
+    async def synthesize(self, text: str, voice: str | None = None) -> bytes:
         """The whole utterance as one PCM16 buffer at ``self.sample_rate`` Hz."""
-        return b"".join([chunk async for chunk in self.stream(text)])
+        return b"".join([chunk async for chunk in self.stream(text, voice)])
 
     @abstractmethod
-    def _stream(self, text: str) -> AsyncIterator[bytes]:
-        """Yield PCM16 chunks at ``self.sample_rate``."""
+    def _stream(self, text: str, voice: str | None) -> AsyncIterator[bytes]:
+        """Yield PCM16 chunks at ``self.sample_rate`` in ``voice`` (None: the default)."""

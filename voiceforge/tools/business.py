@@ -3,49 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 from typing import Any
 
-from sqlalchemy import or_, select
-
-from voiceforge.store.models import Appointment, Customer, Order
+from voiceforge.store import business as data
 from voiceforge.tools import spoken
 from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
 
 ASK_CUSTOMER = "Sure. Could you tell me your name or your customer number?"
 
 
-def _customer_dict(c: Customer, verified: bool) -> dict[str, Any]:
-    out = {"customer_id": c.id, "name": c.name, "tier": c.tier, "verified": verified}
+def _public(c: dict[str, Any], verified: bool) -> dict[str, Any]:
+    out = {"customer_id": c["customer_id"], "name": c["name"], "tier": c["tier"], "verified": verified}
     if verified:
-        out.update(phone=c.phone, email=c.email)
+        out.update(phone=c["phone"], email=c["email"])
     return out
-
-
-def _find_by_name(session, name: str) -> list[Customer]:  # noqa: ANN001
-    """Exact (case-insensitive) match first, then the closest spelling with a clear lead.
-
-    Speech recognizers mishear first names ("Lord Garcia" for "Laura Garcia"), so a fuzzy
-    match is accepted when it scores at least 0.7 and leads the runner-up by 0.05.
-    """
-    wanted = " ".join(name.strip().lower().split())
-    exact = session.scalars(select(Customer).where(Customer.name.ilike(wanted))).all()
-    if exact:
-        return list(exact)
-    people = session.scalars(select(Customer)).all()
-    parts = wanted.split()
-    if len(parts) == 1:
-        return [c for c in people if parts[0] in c.name.lower().split()]
-    scored = sorted(
-        ((difflib.SequenceMatcher(None, wanted, c.name.lower()).ratio(), c) for c in people),
-        key=lambda sc: -sc[0],
-    )
-    if not scored or scored[0][0] < 0.7:
-        return []
-    if len(scored) == 1 or scored[0][0] - scored[1][0] >= 0.05:
-        return [scored[0][1]]
-    return [c for score, c in scored[:3] if score >= 0.7]
 
 
 def lookup_customer(
@@ -68,27 +40,20 @@ def lookup_customer(
     """
     if not (name or phone or customer_id):
         raise ToolError("give a name, phone number or customer id to look up")
-    with ctx.db.sessions() as s:
-        if customer_id:
-            found = [c for c in [s.get(Customer, customer_id)] if c]
-        elif phone:
-            digits = "".join(ch for ch in phone if ch.isdigit())
-            found = list(s.scalars(select(Customer).where(or_(Customer.phone == phone, Customer.phone == "+" + digits))))
-        else:
-            found = _find_by_name(s, name or "")
-        if not found:
-            raise ToolError("no customer matches that; please check the spelling or number")
-        if len(found) > 1:
-            return {"matches": [{"customer_id": c.id, "name": c.name} for c in found[:5]],
-                    "summary": f"I found {len(found)} customers with that name. Which one are you?"}
-        c = found[0]
-        if zip_code and zip_code.strip() != c.zip_code:
-            raise ToolError("that ZIP code does not match our records, so I cannot verify the account")
-        verified = bool(zip_code) or bool(phone)
-        ctx.state["customer_id"] = c.id
-        out = _customer_dict(c, verified)
-        out["summary"] = f"I found {c.name}, customer number {c.id}, a {c.tier} member."
-        return out
+    found = data.find_customers(ctx.db, name=name, phone=phone, customer_id=customer_id)
+    if not found:
+        raise ToolError("no customer matches that; please check the spelling or number")
+    if len(found) > 1:
+        return {"matches": [{"customer_id": c["customer_id"], "name": c["name"]} for c in found[:5]],
+                "summary": f"I found {len(found)} customers with that name. Which one are you?"}
+    c = found[0]
+    if zip_code and zip_code.strip() != c["zip_code"]:
+        raise ToolError("that ZIP code does not match our records, so I cannot verify the account")
+    verified = bool(zip_code) or bool(phone)
+    ctx.state["customer_id"] = c["customer_id"]
+    out = _public(c, verified)
+    out["summary"] = f"I found {c['name']}, customer number {c['customer_id']}, a {c['tier']} member."
+    return out
 
 
 def get_order_history(ctx: ToolContext, customer_id: int, limit: int = 5) -> dict[str, Any]:
@@ -98,34 +63,20 @@ def get_order_history(ctx: ToolContext, customer_id: int, limit: int = 5) -> dic
         customer_id: the numeric customer id (from lookup_customer).
         limit: how many recent orders to return, 1 to 20.
     """
-    limit = max(1, min(limit, 20))
-    with ctx.db.sessions() as s:
-        customer = s.get(Customer, customer_id)
-        if customer is None:
-            raise ToolError(f"there is no customer number {customer_id}")
-        orders = s.scalars(
-            select(Order).where(Order.customer_id == customer_id).order_by(Order.placed_at.desc()).limit(limit)
-        ).all()
-        rows = [
-            {"order_id": o.id, "item": o.item, "total": f"${o.total_cents / 100:.2f}", "status": o.status,
-             "placed_on": o.placed_at.date().isoformat()}
-            for o in orders
-        ]
+    try:
+        customer, rows = data.recent_orders(ctx.db, customer_id, max(1, min(limit, 20)))
+    except LookupError:
+        raise ToolError(f"there is no customer number {customer_id}") from None
     ctx.state["customer_id"] = customer_id
     if not rows:
-        summary = f"{customer.name} has no orders yet."
+        summary = f"{customer['name']} has no orders yet."
     else:
         latest = rows[0]
         summary = (
-            f"{customer.name} has {len(rows)} recent order{'s' if len(rows) != 1 else ''}. "
+            f"{customer['name']} has {len(rows)} recent order{'s' if len(rows) != 1 else ''}. "
             f"The latest is the {latest['item']}, order {latest['order_id']}, which is {latest['status']}."
         )
-    return {"customer_id": customer_id, "name": customer.name, "orders": rows, "summary": summary}
-
-
-def _appointment_dict(a: Appointment) -> dict[str, Any]:
-    return {"appointment_id": a.id, "service": a.service, "starts_at": a.starts_at.strftime("%Y-%m-%dT%H:%M"),
-            "duration_min": a.duration_min, "status": a.status}
+    return {"customer_id": customer_id, "name": customer["name"], "orders": rows, "summary": summary}
 
 
 def _say_when(iso: str) -> str:
@@ -139,25 +90,17 @@ def list_appointments(ctx: ToolContext, customer_id: int) -> dict[str, Any]:
     Args:
         customer_id: the numeric customer id (from lookup_customer).
     """
-    with ctx.db.sessions() as s:
-        customer = s.get(Customer, customer_id)
-        if customer is None:
-            raise ToolError(f"there is no customer number {customer_id}")
-        rows = [
-            _appointment_dict(a)
-            for a in s.scalars(
-                select(Appointment)
-                .where(Appointment.customer_id == customer_id, Appointment.status == "scheduled")
-                .order_by(Appointment.starts_at)
-            )
-        ]
+    try:
+        customer, rows = data.scheduled_appointments(ctx.db, customer_id)
+    except LookupError:
+        raise ToolError(f"there is no customer number {customer_id}") from None
     ctx.state["customer_id"] = customer_id
     if not rows:
-        summary = f"{customer.name} has no upcoming appointments."
+        summary = f"{customer['name']} has no upcoming appointments."
     else:
         first = rows[0]
         summary = (
-            f"{customer.name} has {len(rows)} upcoming appointment{'s' if len(rows) != 1 else ''}. "
+            f"{customer['name']} has {len(rows)} upcoming appointment{'s' if len(rows) != 1 else ''}. "
             f"The next is a {first['service']} on {_say_when(first['starts_at'])}, appointment {first['appointment_id']}."
         )
     return {"customer_id": customer_id, "appointments": rows, "summary": summary}
@@ -174,12 +117,7 @@ def _parse_start(starts_at: str) -> dt.datetime:
     return when
 
 
-def _check_free(s, when: dt.datetime, minutes: int, skip_id: int | None = None) -> None:  # noqa: ANN001
-    rows = s.scalars(select(Appointment).where(Appointment.status == "scheduled")).all()
-    for a in rows:
-        start = a.starts_at if a.starts_at.tzinfo else a.starts_at.replace(tzinfo=dt.UTC)
-        if a.id != skip_id and start < when + dt.timedelta(minutes=minutes) and when < start + dt.timedelta(minutes=a.duration_min):
-            raise ToolError("that slot is already taken; please choose another time")
+SLOT_TAKEN = "that slot is already taken; please choose another time"
 
 
 def schedule_appointment(
@@ -196,15 +134,12 @@ def schedule_appointment(
     when = _parse_start(starts_at)
     if not 15 <= duration_min <= 180:
         raise ToolError("duration_min must be between 15 and 180")
-    with ctx.db.session() as s:
-        customer = s.get(Customer, customer_id)
-        if customer is None:
-            raise ToolError(f"there is no customer number {customer_id}")
-        _check_free(s, when, duration_min)
-        a = Appointment(customer_id=customer_id, service=service.lower(), starts_at=when, duration_min=duration_min)
-        s.add(a)
-        s.flush()
-        out = _appointment_dict(a)
+    try:
+        out = data.book_appointment(ctx.db, customer_id, service, when, duration_min)
+    except LookupError:
+        raise ToolError(f"there is no customer number {customer_id}") from None
+    except data.SlotTaken:
+        raise ToolError(SLOT_TAKEN) from None
     ctx.state["customer_id"] = customer_id
     out["summary"] = f"You're booked for a {out['service']} on {_say_when(out['starts_at'])}. It's appointment {out['appointment_id']}."
     return out
@@ -218,14 +153,12 @@ def reschedule_appointment(ctx: ToolContext, appointment_id: int, starts_at: str
         starts_at: the new start as ISO 8601 local time, like 2026-12-03T14:30.
     """
     when = _parse_start(starts_at)
-    with ctx.db.session() as s:
-        a = s.get(Appointment, appointment_id)
-        if a is None or a.status != "scheduled":
-            raise ToolError(f"there is no scheduled appointment number {appointment_id}")
-        _check_free(s, when, a.duration_min, skip_id=a.id)
-        a.starts_at = when
-        s.flush()
-        out = _appointment_dict(a)
+    try:
+        out = data.move_appointment(ctx.db, appointment_id, when)
+    except LookupError:
+        raise ToolError(f"there is no scheduled appointment number {appointment_id}") from None
+    except data.SlotTaken:
+        raise ToolError(SLOT_TAKEN) from None
     out["summary"] = f"Done. Appointment {appointment_id} is now on {_say_when(out['starts_at'])}."
     return out
 
@@ -236,12 +169,10 @@ def cancel_appointment(ctx: ToolContext, appointment_id: int) -> dict[str, Any]:
     Args:
         appointment_id: the numeric appointment id.
     """
-    with ctx.db.session() as s:
-        a = s.get(Appointment, appointment_id)
-        if a is None or a.status != "scheduled":
-            raise ToolError(f"there is no scheduled appointment number {appointment_id}")
-        a.status = "cancelled"
-        out = _appointment_dict(a)
+    try:
+        out = data.cancel_appointment(ctx.db, appointment_id)
+    except LookupError:
+        raise ToolError(f"there is no scheduled appointment number {appointment_id}") from None
     out["summary"] = f"Appointment {appointment_id}, the {out['service']}, is cancelled."
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -26,7 +27,7 @@ def _twilio(ctx: ToolContext):  # noqa: ANN202 - TwilioService
 
 
 async def send_sms(ctx: ToolContext, to: str, body: str) -> dict[str, Any]:
-    """Send a text message (SMS) to a phone number.
+    """Send a text message (SMS) to the caller's own phone number (or a number the operator allows).
 
     Args:
         to: the phone number in E.164 form, like +14155550100.
@@ -43,12 +44,19 @@ async def send_sms(ctx: ToolContext, to: str, body: str) -> dict[str, Any]:
         raise ToolError("the message must have 1 to 1600 characters")
     try:
         service = _twilio(ctx)
-        sid, status = await service.send_sms(to, body)
+        allowed = ctx.settings.sms_allowlist | ({ctx.caller} if ctx.caller else set())
     except ConfigError as exc:
         raise ToolError(f"SMS is not configured ({exc})") from None
+    # Whoever talks to the agent steers it, so it may text only the person it is talking to
+    # (their phone or SMS number) or the operator's FORGE_SMS_ALLOWLIST, never any number asked.
+    if to not in allowed:
+        raise ToolError("I can only send texts to the number you are calling or texting from")
+    try:
+        sid, status = await service.send_sms(to, body)
     except TelephonyError as exc:
         raise ToolError(str(exc)) from None
-    record_sms(ctx.db, "outbound", service.from_number, to, body, sid, status, ctx.conversation_id)
+    await asyncio.to_thread(record_sms, ctx.db, "outbound", service.from_number, to, body, sid, status,
+                            ctx.conversation_id)
     return {"message_sid": sid, "status": status, "summary": f"I've sent the text to {mask_number(to)}."}
 
 

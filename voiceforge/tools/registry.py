@@ -38,8 +38,9 @@ class ToolContext:
         settings: the :class:`voiceforge.config.Settings`.
         conversation_id: the conversation the call belongs to, if stored.
         state: per-conversation scratch (e.g. the verified customer id), kept between turns.
-        on_end_call: called by end_call to hang up (phone) or close the session.
+        on_end_call: called by end_call to hang up (phone) or close the conversation.
         services: optional clients keyed by name ("twilio", "telegram").
+        caller: the E.164 number of the person on the phone or SMS thread, if any.
     """
 
     db: Any
@@ -48,6 +49,7 @@ class ToolContext:
     state: dict[str, Any] = field(default_factory=dict)
     on_end_call: Callable[[str], Any] | None = None
     services: dict[str, Any] = field(default_factory=dict)
+    caller: str | None = None
 
 
 Extractor = Callable[[str, dict[str, Any]], "dict[str, Any] | str | None"]

@@ -1,16 +1,20 @@
-"""run_sql: read-only SQL over the mock database, for SQLite and PostgreSQL alike."""
+"""run_sql: read-only SQL over the mock tables, confined by the database (store/readonly.py).
+
+The text check below only gives a plain answer to an obvious non-SELECT; the confinement is
+the database's own (an authorizer on SQLite, a read-only role on PostgreSQL), which the
+tests exercise with statements that pass the text check.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-
+from voiceforge.store.readonly import QueryLimits, QueryRefused, run_query
 from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
 
-MAX_ROWS = 50
 _READ_ONLY_START = re.compile(r"^\s*(select|with)\b", re.I)
 _WRITE_WORDS = re.compile(
     r"\b(insert|update|delete|drop|alter|create|replace|truncate|attach|detach|pragma|vacuum|grant|revoke|copy|call|do)\b",
@@ -18,45 +22,44 @@ _WRITE_WORDS = re.compile(
 )
 TABLES = "customers(id, name, phone, email, zip_code, tier), orders(id, customer_id, item, total_cents, status, placed_at), appointments(id, customer_id, service, starts_at, duration_min, status)"
 
+# Its own two threads: slow queries queue here instead of starving the shared pool that tool
+# calls and database writes of every live call use.
+_SQL_POOL = ThreadPoolExecutor(2, thread_name_prefix="run-sql")
 
-def run_sql(ctx: ToolContext, query: str) -> dict[str, Any]:
+
+async def run_sql(ctx: ToolContext, query: str) -> dict[str, Any]:
     """Run one read-only SELECT over the mock tables customers, orders and appointments.
 
-    Returns at most 50 rows. The statement runs in a read-only transaction (SQLite
-    `PRAGMA query_only`, PostgreSQL `SET TRANSACTION READ ONLY`), so writes fail even if the
-    text check misses them.
+    Returns at most 50 rows. The database itself enforces that only these three tables can be
+    read and that nothing can be written.
 
     Args:
         query: a single SELECT (or WITH ... SELECT) statement in the database's SQL dialect.
     """
     sql = query.strip().rstrip(";").strip()
-    if not _READ_ONLY_START.match(sql) or ";" in sql or _WRITE_WORDS.search(_strip_strings(sql)):
+    if not _READ_ONLY_START.match(sql) or ";" in _strip_strings(sql) or _WRITE_WORDS.search(_strip_strings(sql)):
         raise ToolError("only a single read-only SELECT statement is allowed")
-    dialect = ctx.db.dialect
+    settings = ctx.settings
+    limits = QueryLimits(timeout_ms=settings.forge_sql_timeout_ms, max_rows=settings.forge_sql_max_rows,
+                         max_bytes=settings.forge_sql_max_bytes)
+    reader_url = settings.forge_sql_reader_url
+    loop = asyncio.get_running_loop()
+    work = loop.run_in_executor(_SQL_POOL, run_query, ctx.db, sql, limits, reader_url)
     try:
-        with ctx.db.engine.connect() as conn:
-            if dialect == "sqlite":
-                conn.exec_driver_sql("PRAGMA query_only = ON")
-            elif dialect == "postgresql":
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            try:
-                result = conn.execute(text(sql))
-                columns = list(result.keys())
-                rows = [list(r) for r in result.fetchmany(MAX_ROWS + 1)]
-            finally:
-                conn.rollback()
-                if dialect == "sqlite":
-                    conn.exec_driver_sql("PRAGMA query_only = OFF")
-    except SQLAlchemyError as exc:
-        message = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise ToolError(f"the query failed ({dialect}): {message}") from None
-    truncated = len(rows) > MAX_ROWS
-    rows = rows[:MAX_ROWS]
-    if len(rows) == 1 and len(columns) == 1:
+        # The database enforces the limit; this bound also covers queueing behind other queries.
+        result = await asyncio.wait_for(asyncio.shield(work), limits.timeout_ms / 1000 + 5)
+    except TimeoutError:
+        raise ToolError(f"the query failed ({ctx.db.dialect}): it waited too long to run") from None
+    except QueryRefused as exc:
+        raise ToolError(f"the query failed ({ctx.db.dialect}): {exc}") from None
+    rows = result.rows
+    if len(rows) == 1 and len(result.columns) == 1:
         summary = f"The answer is {rows[0][0]}."
     else:
-        summary = f"The query returned {len(rows)}{'+' if truncated else ''} row{'s' if len(rows) != 1 else ''}."
-    return {"dialect": dialect, "columns": columns, "rows": rows, "truncated": truncated, "summary": summary}
+        n = len(rows)
+        summary = f"The query returned {n}{'+' if result.truncated else ''} row{'s' if n != 1 else ''}."
+    return {"dialect": result.dialect, "columns": result.columns, "rows": rows, "truncated": result.truncated,
+            "summary": summary}
 
 
 def _strip_strings(sql: str) -> str:

@@ -1,0 +1,175 @@
+"""Repository functions for conversations, turns and their tool calls.
+
+The one place a turn is written (:func:`save_turn`), and the queries that pages, routers and
+the CLI read conversations with. Every function is blocking (SQLAlchemy); async callers run
+them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from voiceforge.audio.codecs import wrap_wav
+from voiceforge.store.db import Database
+from voiceforge.store.models import Call, Conversation, Customer, ToolCallRecord, Turn
+
+
+@dataclass
+class NewTurn:
+    """A finished turn as it is stored.
+
+    Attributes:
+        user_text: what the user said (the transcript), "" when nothing was understood.
+        assistant_text: what the user heard: on an interrupted turn only the sentences
+            whose playback was confirmed.
+        tool_calls: dicts with name, arguments, result, error, duration_ms.
+        timings_ms: stage → ms after the end of the user's speech.
+        error: the provider failure the turn apologized for, if any.
+        interrupted: the user barged in before the reply finished.
+        providers: labels of the STT, LLM and TTS that served the turn.
+        user_audio: (PCM16 mono, Hz) of the utterance, kept when recordings are on.
+        reply_audio: (PCM16 mono, Hz) of the reply.
+    """
+
+    user_text: str
+    assistant_text: str
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    interrupted: bool = False
+    providers: dict[str, str] = field(default_factory=dict)
+    user_audio: tuple[bytes, int] | None = None
+    reply_audio: tuple[bytes, int] | None = None
+
+
+def create_conversation(db: Database, channel: str, persona: str, title: str = "") -> int:
+    """Store a new conversation and return its id."""
+    with db.session() as s:
+        conv = Conversation(channel=channel, persona=persona, title=title[:200])
+        s.add(conv)
+        s.flush()
+        return conv.id
+
+
+def save_turn(db: Database, conversation_id: int, turn: NewTurn, recordings: Path | None = None) -> int:
+    """Store one turn with its tool calls; with ``recordings`` also its audio as WAV files.
+
+    Args:
+        db: the database.
+        conversation_id: an existing conversation.
+        turn: the turn.
+        recordings: folder for ``<conversation>/<index>-user.wav`` and ``-reply.wav``
+            (``ENABLE_RECORDINGS``); None keeps no audio.
+
+    Returns:
+        The new turn's id.
+
+    Raises:
+        LookupError: no conversation ``conversation_id``.
+    """
+    with db.session() as s:
+        conv = s.get(Conversation, conversation_id)
+        if conv is None:
+            raise LookupError(f"no conversation {conversation_id}")
+        index = s.scalar(select(func.count(Turn.id)).where(Turn.conversation_id == conversation_id)) or 0
+        row = Turn(
+            conversation_id=conversation_id, index=index, user_text=turn.user_text,
+            assistant_text=turn.assistant_text, interrupted=turn.interrupted, error=turn.error,
+            timings_ms=turn.timings_ms, providers=turn.providers,
+        )
+        if not conv.title and turn.user_text:
+            conv.title = turn.user_text[:200]
+        s.add(row)
+        s.flush()
+        for call in turn.tool_calls:
+            s.add(ToolCallRecord(turn_id=row.id, name=call["name"], arguments=call["arguments"],
+                                 result=call["result"], error=call["error"], duration_ms=call["duration_ms"]))
+        if recordings is not None:
+            folder = recordings / str(conversation_id)
+            row.user_audio_path = _save_wav(folder / f"{index:03d}-user.wav", turn.user_audio)
+            row.reply_audio_path = _save_wav(folder / f"{index:03d}-reply.wav", turn.reply_audio)
+        return row.id
+
+
+def _save_wav(path: Path, audio: tuple[bytes, int] | None) -> str | None:
+    if not audio or not audio[0]:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(wrap_wav(audio[0], audio[1]))
+    return str(path)
+
+
+@dataclass
+class History:
+    """A stored conversation's persona, channel and (user, assistant) text per turn."""
+
+    persona: str
+    channel: str
+    turns: list[tuple[str, str]]
+
+
+def history(db: Database, conversation_id: int) -> History | None:
+    """The persona and the text of every turn of a conversation, or None if there is none."""
+    with db.sessions() as s:
+        conv = s.get(Conversation, conversation_id)
+        if conv is None:
+            return None
+        return History(conv.persona, conv.channel, [(t.user_text, t.assistant_text) for t in conv.turns])
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def turn_dict(turn: Turn) -> dict[str, Any]:
+    """A stored turn as JSON: texts, interruption, error, timings, tool calls, audio paths."""
+    return {
+        "index": turn.index, "user_text": turn.user_text, "assistant_text": turn.assistant_text,
+        "interrupted": turn.interrupted, "error": turn.error, "timings_ms": turn.timings_ms,
+        "providers": turn.providers, "created_at": _iso(turn.created_at),
+        "user_audio_path": turn.user_audio_path, "reply_audio_path": turn.reply_audio_path,
+        "tool_calls": [{"name": c.name, "arguments": c.arguments, "result": c.result, "error": c.error,
+                        "duration_ms": c.duration_ms} for c in turn.tool_calls],
+    }
+
+
+def turns_of(db: Database, conversation_id: int) -> list[dict[str, Any]]:
+    """Every turn of a conversation (see :func:`turn_dict`), oldest first."""
+    with db.sessions() as s:
+        conv = s.get(Conversation, conversation_id)
+        return [turn_dict(t) for t in conv.turns] if conv else []
+
+
+def list_conversations(db: Database, limit: int = 500) -> list[dict[str, Any]]:
+    """Recent conversations, newest first: id, created_at, channel, persona, title, turns."""
+    with db.sessions() as s:
+        rows = s.execute(
+            select(Conversation.id, Conversation.created_at, Conversation.channel, Conversation.persona,
+                   Conversation.title, func.count(Turn.id))
+            .outerjoin(Turn).group_by(Conversation.id).order_by(Conversation.id.desc()).limit(limit)
+        ).all()
+    return [{"id": r[0], "created_at": r[1], "channel": r[2], "persona": r[3], "title": r[4], "turns": r[5]}
+            for r in rows]
+
+
+def get_conversation(db: Database, conversation_id: int) -> dict[str, Any] | None:
+    """One conversation with its turns, or None."""
+    with db.sessions() as s:
+        conv = s.get(Conversation, conversation_id)
+        if conv is None:
+            return None
+        return {"id": conv.id, "created_at": conv.created_at, "channel": conv.channel, "persona": conv.persona,
+                "title": conv.title, "turns": [turn_dict(t) for t in conv.turns]}
+
+
+def counts(db: Database) -> dict[str, int]:
+    """How many conversations, turns, calls and customers are stored."""
+    with db.sessions() as s:
+        return {name: s.scalar(select(func.count(model.id))) or 0
+                for name, model in (("conversations", Conversation), ("turns", Turn), ("calls", Call),
+                                    ("customers", Customer))}
