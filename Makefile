@@ -24,11 +24,7 @@ db: $(VENV)/.runtime
 	$(BIN)/forge db init
 
 run: db
-	@echo "Forge: app on http://127.0.0.1:$(APP_PORT), sidecar on http://127.0.0.1:$(SIDECAR_PORT) (Ctrl-C stops both)"
-	@trap 'kill 0' INT TERM EXIT; \
-	FORGE_SIDECAR_URL=http://127.0.0.1:$(SIDECAR_PORT) $(BIN)/uvicorn server.main:create_app --factory --host 127.0.0.1 --port $(SIDECAR_PORT) & \
-	FORGE_SIDECAR_URL=http://127.0.0.1:$(SIDECAR_PORT) $(BIN)/streamlit run app.py --server.headless true --server.port $(APP_PORT) --browser.gatherUsageStats false & \
-	wait
+	@$(BIN)/forge up --sidecar-port $(SIDECAR_PORT) --app-port $(APP_PORT)
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -ra

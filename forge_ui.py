@@ -15,9 +15,9 @@ import streamlit as st
 
 from voiceforge.engine import Engine
 
-STAGES = ["stt_final", "llm_first_token", "first_sentence", "tts_first_audio", "turn_done"]
+STAGES = ["stt_final", "llm_first_token", "first_sentence", "tts_first_audio", "first_frame_sent", "turn_done"]
 STAGE_LABELS = {"stt_final": "STT", "llm_first_token": "LLM first token", "first_sentence": "first sentence",
-                "tts_first_audio": "TTS first audio", "turn_done": "turn done"}
+                "tts_first_audio": "TTS first audio", "first_frame_sent": "first audio sent", "turn_done": "turn done"}
 
 
 @st.cache_resource
@@ -83,12 +83,14 @@ def show_tool_calls(tool_calls: list[dict]) -> None:
 
 
 def sidecar(method: str, path: str, **kwargs: Any) -> tuple[bool, Any]:
-    """Call the sidecar API: (ok, JSON body or an error message)."""
+    """Call the sidecar API with its key: (ok, JSON body or an error message)."""
     import requests
 
-    url = engine().settings.forge_sidecar_url.rstrip("/") + path
+    settings = engine().settings
+    url = settings.forge_sidecar_url.rstrip("/") + path
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     try:
-        response = requests.request(method, url, timeout=kwargs.pop("timeout", 15), **kwargs)
+        response = requests.request(method, url, timeout=kwargs.pop("timeout", 15), headers=headers, **kwargs)
     except requests.RequestException:
         return False, f"the sidecar at {engine().settings.forge_sidecar_url} is not reachable (make run starts it)"
     try:

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import func, select
 
 import forge_ui
-from voiceforge.store.models import Conversation, Turn
+from voiceforge.store import conversations as store
 
 engine = forge_ui.engine()
 st.title("🗂️ Conversations")
@@ -17,13 +16,8 @@ st.title("🗂️ Conversations")
 
 @st.cache_data(ttl=3)
 def conversations(url: str) -> pd.DataFrame:
-    with engine.db.sessions() as s:
-        rows = s.execute(
-            select(Conversation.id, Conversation.created_at, Conversation.channel, Conversation.persona,
-                   Conversation.title, func.count(Turn.id).label("turns"))
-            .outerjoin(Turn).group_by(Conversation.id).order_by(Conversation.id.desc())
-        ).all()
-    return pd.DataFrame(rows, columns=["id", "created_at", "channel", "persona", "title", "turns"])
+    return pd.DataFrame(store.list_conversations(engine.db),
+                        columns=["id", "created_at", "channel", "persona", "title", "turns"])
 
 
 df = conversations(engine.db.url)
@@ -41,17 +35,12 @@ if df.empty:
 
 conv_id = st.selectbox("Open", df["id"].tolist(), key="conv_open",
                        format_func=lambda i: f"#{i} · {df.set_index('id').loc[i, 'title'] or '(untitled)'}")
-with engine.db.sessions() as s:
-    conv = s.get(Conversation, int(conv_id))
-    turns = [{"user_text": t.user_text, "assistant_text": t.assistant_text, "interrupted": t.interrupted,
-              "error": t.error, "timings_ms": t.timings_ms,
-              "tool_calls": [{"name": c.name, "arguments": c.arguments, "result": c.result, "error": c.error}
-                             for c in t.tool_calls],
-              "audio": Path(t.reply_audio_path).read_bytes()
-              if t.reply_audio_path and Path(t.reply_audio_path).exists() else None,
-              "user_audio": t.user_audio_path}
-             for t in conv.turns]
-st.caption(f"{conv.channel} · persona {conv.persona} · {conv.created_at:%Y-%m-%d %H:%M}")
+conv = store.get_conversation(engine.db, int(conv_id))
+turns = [{**t, "audio": Path(t["reply_audio_path"]).read_bytes()
+          if t["reply_audio_path"] and Path(t["reply_audio_path"]).exists() else None,
+          "user_audio": t["user_audio_path"]}
+         for t in conv["turns"]]
+st.caption(f"{conv['channel']} · persona {conv['persona']} · {conv['created_at']:%Y-%m-%d %H:%M}")
 for i, turn in enumerate(turns):
     if turn["user_audio"] and Path(turn["user_audio"]).exists():
         st.audio(Path(turn["user_audio"]).read_bytes(), format="audio/wav")

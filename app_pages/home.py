@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import streamlit as st
-from sqlalchemy import func, select
 
 import forge_ui
-from voiceforge.store.models import Call, Conversation, Customer, Turn
+from voiceforge.store import conversations
 
 engine = forge_ui.engine()
 st.title("🔨 Forge")
@@ -19,10 +18,7 @@ st.markdown(
 
 @st.cache_data(ttl=5)
 def counts(url: str) -> dict[str, int]:
-    with engine.db.sessions() as s:
-        return {name: s.scalar(select(func.count(model.id))) or 0
-                for name, model in (("conversations", Conversation), ("turns", Turn), ("calls", Call),
-                                    ("customers", Customer))}
+    return conversations.counts(engine.db)
 
 
 status = engine.describe()

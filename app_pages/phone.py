@@ -38,7 +38,7 @@ with tab_sim:
     barge = st.number_input("Barge in after (ms into each reply; 0 = wait for the agent)", 0, 10_000, 0,
                             step=100, key="sim_barge")
     if st.button("Run simulated call", key="sim_run", type="primary"):
-        from voiceforge.telephony.simulator import run_local
+        from server.local import run_local
 
         try:
             utterances = [unwrap_wav(c.getvalue()) for c in (clips or [])]

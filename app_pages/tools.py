@@ -47,8 +47,8 @@ with col_form:
                 args[param] = int(value) if kind == "integer" else value
         run = st.form_submit_button("Run tool", type="primary")
     if run:
-        tool_session = engine.session(st.session_state.get("persona"), channel="tools")
-        result = forge_ui.run(registry.execute(name, args, tool_session.ctx))
+        tool_pipeline = engine.pipeline(st.session_state.get("persona"), channel="tools")
+        result = forge_ui.run(registry.execute(name, args, tool_pipeline.ctx))
         st.caption(f"{name}({args}) took {result.duration_ms:.0f} ms")
         if result.ok:
             st.success("Result")
@@ -60,13 +60,13 @@ st.divider()
 st.subheader("Chat with the agent")
 persona = st.session_state.get("persona") or engine.settings.forge_persona
 if st.session_state.get("tools_chat_persona") != persona:
-    st.session_state.tools_chat_session = engine.session(persona, channel="chat")
+    st.session_state.tools_chat_pipeline = engine.pipeline(persona, channel="chat")
     st.session_state.tools_chat_persona = persona
     st.session_state.tools_chat_turns = []
 prompt = st.chat_input("Ask something that needs a tool", key="tools_chat")
 if prompt:
     with st.spinner("Working…"):
-        r = forge_ui.run(st.session_state.tools_chat_session.text_turn(prompt))
+        r = forge_ui.run(st.session_state.tools_chat_pipeline.text_turn(prompt))
     st.session_state.tools_chat_turns.append({"user_text": r.user_text, "assistant_text": r.reply, "error": r.error,
                                               "tool_calls": r.tool_calls, "timings_ms": r.timings_ms})
 for i, turn in enumerate(st.session_state.tools_chat_turns):

@@ -10,13 +10,13 @@ from voiceforge.audio.codecs import AudioFormatError
 engine = forge_ui.engine()
 persona = st.session_state.get("persona") or engine.settings.forge_persona
 if st.session_state.get("chat_persona") != persona:
-    st.session_state.chat_session = engine.session(persona, channel="voice")
+    st.session_state.chat_pipeline = engine.pipeline(persona, channel="voice")
     st.session_state.chat_persona = persona
     st.session_state.chat_turns = []
-session = st.session_state.chat_session
+pipeline = st.session_state.chat_pipeline
 
 st.title("🎙️ Voice Chat")
-st.caption(f"Persona: {session.persona.name} — {session.persona.description}")
+st.caption(f"Persona: {pipeline.persona.name} — {pipeline.persona.description}")
 
 col_rec, col_up = st.columns(2)
 with col_rec:
@@ -31,11 +31,11 @@ result = None
 try:
     if typed:
         with st.spinner("Thinking…"):
-            result = forge_ui.run(session.text_turn(typed, speak=True))
+            result = forge_ui.run(pipeline.text_turn(typed, speak=True))
     elif clip is not None and clip_id != st.session_state.get("last_clip"):
         st.session_state.last_clip = clip_id
         with st.spinner("Transcribing and answering…"):
-            result = forge_ui.run(session.wav_turn(clip.getvalue(), speak=True))
+            result = forge_ui.run(pipeline.wav_turn(clip.getvalue(), speak=True))
 except AudioFormatError as exc:
     st.error(f"That audio could not be read: {exc}")
 if result is not None:

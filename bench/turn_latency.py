@@ -31,7 +31,7 @@ async def main() -> None:
     rows, errors = [], []
     for text in REQUESTS * 3:
         pcm, rate = _piper(text)
-        result = await engine.session(channel="voice").voice_turn(pcm, rate)
+        result = await engine.pipeline(channel="voice").voice_turn(pcm, rate)
         errors.append(wer(text, result.user_text))
         rows.append({**result.timings_ms, "audio_s": len(pcm) / 2 / rate})
     print(f"utterances: {len(rows)}, median length {statistics.median(r['audio_s'] for r in rows):.1f} s")

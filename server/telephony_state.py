@@ -1,7 +1,10 @@
-"""Per-process telephony state: the Twilio client, stream tokens and the live calls."""
+"""Per-process telephony state: the Twilio client, stream tokens, live calls, pending hang-ups."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from voiceforge.config import ConfigError, Settings
@@ -10,8 +13,10 @@ from voiceforge.telephony.security import StreamTokens
 if TYPE_CHECKING:
     from twilio.http import HttpClient
 
-    from voiceforge.session import PhoneCall
+    from voiceforge.conversation import ConversationLoop
     from voiceforge.telephony.rest import TwilioService
+
+log = logging.getLogger("forge.sidecar.twilio")
 
 
 class TelephonyState:
@@ -20,9 +25,10 @@ class TelephonyState:
     def __init__(self, settings: Settings, http_client: HttpClient | None = None) -> None:
         self.settings = settings
         self.tokens = StreamTokens(ttl_s=60)
-        self.calls: dict[str, PhoneCall] = {}
+        self.calls: dict[str, ConversationLoop] = {}
         self.http_client = http_client
         self._twilio: TwilioService | None = None
+        self._background: set[asyncio.Task] = set()
 
     @property
     def twilio(self) -> TwilioService:
@@ -47,13 +53,29 @@ class TelephonyState:
             raise ConfigError("PUBLIC_BASE_URL is not set: Twilio needs a public https URL for this sidecar")
         return self.settings.public_base_url + path
 
-    def stream_url(self) -> str:
+    def stream_url(self, path: str = "/twilio/stream") -> str:
         """The media-stream websocket URL Twilio connects to (wss:// for https://)."""
-        base = self.public_url("/twilio/stream")
+        base = self.public_url(path)
         return "wss://" + base[len("https://"):] if base.startswith("https://") else "ws://" + base[len("http://"):]
 
+    def hang_up_later(self, call_sid: str) -> None:
+        """End ``call_sid`` over REST in the background (bounded by the client's timeouts)."""
+
+        async def hang_up() -> None:
+            try:
+                await self.twilio.hangup(call_sid)
+            except Exception as exc:  # noqa: BLE001 - local simulator calls have no REST side
+                log.info("hang-up of %s through REST skipped: %s", call_sid, exc)
+
+        task = asyncio.create_task(hang_up())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def aclose(self) -> None:
-        """Stop every live call loop."""
+        """Stop every live call loop and wait briefly for pending hang-ups."""
         for call in list(self.calls.values()):
             await call.stop()
         self.calls.clear()
+        for task in list(self._background):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), 2)

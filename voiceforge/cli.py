@@ -7,6 +7,7 @@
     forge db init|seed|reset|export               the database
     forge call-sim caller.wav [...]               a simulated Twilio call on loopback
     forge serve                                   the sidecar API
+    forge up                                      the sidecar and the Streamlit app (make run)
 
 ``--json`` prints one JSON object per turn.
 """
@@ -21,8 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from voiceforge.agent.persona import PersonaError
 from voiceforge.audio.codecs import AudioFormatError, unwrap_wav, wrap_wav
-from voiceforge.config import ConfigError, get_settings
+from voiceforge.config import ROOT, ConfigError, get_settings
 
 
 def _print_turn(result: dict[str, Any], as_json: bool) -> None:
@@ -55,9 +57,9 @@ def _engine():  # noqa: ANN202
 
 async def _prompts(args: argparse.Namespace) -> int:
     engine = _engine()
-    session = engine.session(args.persona, channel="cli")
+    pipeline = engine.pipeline(args.persona, channel="cli")
     for text in [p.strip() for p in args.prompts.split("|") if p.strip()]:
-        result = await session.text_turn(text)
+        result = await pipeline.text_turn(text)
         _print_turn(result.to_json(), args.json)
         if result.ended:
             break
@@ -67,9 +69,11 @@ async def _prompts(args: argparse.Namespace) -> int:
 async def _say(args: argparse.Namespace) -> int:
     from voiceforge.engine import Engine
 
+    if not args.text.strip():
+        raise ValueError("there is no text to say: forge say \"Hello there\"")
     engine = Engine()
     pcm, rate = await engine.synthesize(args.text)
-    Path(args.output).write_bytes(wrap_wav(pcm, rate))
+    await asyncio.to_thread(Path(args.output).write_bytes, wrap_wav(pcm, rate))
     out = {"text": args.text, "audio_path": str(args.output), "sample_rate": rate,
            "duration_ms": round(len(pcm) / 2 / rate * 1000)}
     print(json.dumps(out) if args.json else f"wrote {args.output} ({out['duration_ms']} ms at {rate} Hz)")
@@ -79,7 +83,7 @@ async def _say(args: argparse.Namespace) -> int:
 async def _transcribe(args: argparse.Namespace) -> int:
     from voiceforge.engine import Engine
 
-    pcm, rate = unwrap_wav(Path(args.input).read_bytes())
+    pcm, rate = unwrap_wav(await asyncio.to_thread(Path(args.input).read_bytes))
     transcript = await Engine().stt.transcribe(pcm, rate)
     out = {"transcript": transcript.text, "timings_ms": {"stt_ms": round(transcript.elapsed_ms, 1)},
            "audio_ms": round(transcript.audio_ms)}
@@ -88,15 +92,15 @@ async def _transcribe(args: argparse.Namespace) -> int:
 
 
 async def _talk(args: argparse.Namespace) -> int:
-    wav = Path(args.input).read_bytes()
+    wav = await asyncio.to_thread(Path(args.input).read_bytes)
     unwrap_wav(wav)  # reject bad input before anything is loaded or stored
     engine = _engine()
+    pipeline = engine.pipeline(args.persona, channel="voice")  # an unknown persona fails before models load
     load_ms = await asyncio.to_thread(engine.warm_up)
-    session = engine.session(args.persona, channel="voice")
-    result = await session.wav_turn(wav, speak=True)
+    result = await pipeline.wav_turn(wav, speak=True)
     result.timings_ms["model_load_ms"] = round(load_ms, 1)
     if args.output and result.audio:
-        Path(args.output).write_bytes(result.reply_wav())
+        await asyncio.to_thread(Path(args.output).write_bytes, result.reply_wav())
         result.audio_path = str(args.output)
     _print_turn(result.to_json(), args.json)
     return 0
@@ -108,6 +112,9 @@ def _db(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     db = get_database(settings.database_url_resolved)
+    if args.action == "init":
+        _, path = settings.ensure_api_key()
+        print(f"API key for the sidecar: {path or 'FORGE_API_KEY'} (send it as Authorization: Bearer <key>)")
     if args.action == "reset":
         db.reset()
     if args.action in ("seed", "reset") or (args.action == "init" and db.is_empty()):
@@ -157,7 +164,57 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the sidecar API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
+    p = sub.add_parser("up", help="run the sidecar and the Streamlit app together (Ctrl-C stops both)")
+    p.add_argument("--sidecar-port", type=int, default=8765)
+    p.add_argument("--app-port", type=int, default=8501)
     return parser
+
+
+def _up(args: argparse.Namespace) -> int:
+    """Run the sidecar and Streamlit as child processes; one Ctrl-C stops both cleanly.
+
+    Each child runs in its own process group, so the terminal's Ctrl-C reaches only this process, which
+    then asks each child once (SIGINT), waits, and kills what is left after 15 s.
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+
+    settings = get_settings()
+    sidecar_url = f"http://127.0.0.1:{args.sidecar_port}"
+    env = {**os.environ, "FORGE_SIDECAR_URL": sidecar_url}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "voiceforge.cli", "serve", "--host", "127.0.0.1",
+                          "--port", str(args.sidecar_port)], env=env, start_new_session=True),
+        subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+                          "--server.address", "127.0.0.1", "--server.port", str(args.app_port),
+                          "--browser.gatherUsageStats", "false"], env=env, cwd=ROOT, start_new_session=True),
+    ]
+    print(f"Forge: app on http://127.0.0.1:{args.app_port}, sidecar on {sidecar_url} (Ctrl-C stops both)\n"
+          f"API key: {settings.api_key_path if not settings.forge_api_key else 'FORGE_API_KEY'}", flush=True)
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(c.poll() is None for c in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    print("Forge stopped.", flush=True)
+    return 0 if stopping else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,11 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             import uvicorn
 
-            uvicorn.run("server.main:create_app", factory=True, host=args.host, port=args.port)
+            # Started by module path: the core does not import the sidecar.
+            uvicorn.run("server.main:create_app", factory=True, host=args.host, port=args.port,
+                        ws_max_size=1 << 20, log_level="info" if args.verbose else "warning")
             return 0
+        if args.command == "up":
+            return _up(args)
         if args.prompts:
             return asyncio.run(_prompts(args))
-    except (AudioFormatError, ConfigError, FileNotFoundError) as exc:
+    except (AudioFormatError, ConfigError, PersonaError, FileNotFoundError, ValueError) as exc:
         print(f"forge: {exc}", file=sys.stderr)
         return 2
     parser.print_help()

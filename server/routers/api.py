@@ -1,25 +1,32 @@
-"""The sidecar's own API: health, outbound calls, SMS, call and SMS history."""
+"""The sidecar's own API: API info, health, outbound calls, SMS, call and SMS history, metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+import asyncio
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, Field, field_validator
 
-from server.dependencies import get_engine
+from server.dependencies import get_engine, persona_or_404
+from server.ratelimit import limit
+from server.schemas import PersonaId, Text
+from voiceforge import __version__
 from voiceforge.config import ConfigError
 from voiceforge.engine import Engine
 from voiceforge.store import calls as call_store
 from voiceforge.telephony.numbers import normalize_e164
 from voiceforge.telephony.rest import TelephonyError
 
+public = APIRouter(tags=["api"])
 router = APIRouter(tags=["api"])
+CALL_SID = Path(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9]+$")
 
 
 class CallRequest(BaseModel):
     """Place an outbound call to an E.164 number under a persona."""
 
-    to: str
-    persona: str | None = None
+    to: Text = Field(max_length=32)
+    persona: PersonaId | None = None
 
     @field_validator("to")
     @classmethod
@@ -30,8 +37,8 @@ class CallRequest(BaseModel):
 class SmsRequest(BaseModel):
     """Send an SMS to an E.164 number."""
 
-    to: str
-    body: str = Field(min_length=1, max_length=1600)
+    to: Text = Field(max_length=32)
+    body: Text = Field(min_length=1, max_length=1600)
 
     @field_validator("to")
     @classmethod
@@ -39,19 +46,36 @@ class SmsRequest(BaseModel):
         return normalize_e164(value)
 
 
-@router.get("/health")
-def health(request: Request, engine: Engine = Depends(get_engine)) -> dict:
-    """Liveness plus what is configured: providers, database, Twilio, live calls."""
+@public.get("/")
+def info() -> dict:
+    """What this server is and where to start (the seed backend's API info)."""
+    return {"name": "Forge sidecar", "version": __version__, "docs": "/docs", "health": "/health",
+            "auth": "Authorization: Bearer <FORGE_API_KEY> on every route but Twilio's, / , /health and /docs",
+            "websockets": ["/ws", "/twilio/stream"]}
+
+
+@public.get("/health")
+def health(request: Request) -> dict:
+    """Liveness plus what is configured: providers, database, Twilio, live calls, models loaded."""
+    engine: Engine = request.app.state.engine
     settings = engine.settings
+    warm = getattr(request.app.state, "warm", None)
     return {"status": "ok", "providers": engine.describe(), "twilio_configured": settings.twilio_configured,
-            "public_base_url": settings.public_base_url, "live_calls": len(request.app.state.telephony.calls)}
+            "public_base_url": settings.public_base_url, "live_calls": len(request.app.state.telephony.calls),
+            "models_ready": bool(warm and warm.done())}
 
 
-@router.post("/api/call")
+@router.get("/api/metrics")
+def metrics(request: Request) -> dict:
+    """Event-loop lag percentiles (ms) and live conversations of this process."""
+    return {"loop_lag": request.app.state.lag.summary(), "live": request.app.state.connections.status()}
+
+
+@router.post("/api/call", dependencies=[Depends(limit("calls", lambda s: s.forge_rate_calls_per_min))])
 async def place_call(body: CallRequest, request: Request, engine: Engine = Depends(get_engine)) -> dict:
     """Place an outbound call through Twilio; 503 names what is missing when not configured."""
     state = request.app.state.telephony
-    persona = engine.persona(body.persona).id
+    persona = persona_or_404(engine, body.persona).id
     try:
         twilio = state.twilio
         voice_url = state.public_url(f"/twilio/voice?persona={persona}")
@@ -62,11 +86,12 @@ async def place_call(body: CallRequest, request: Request, engine: Engine = Depen
         sid, status = await twilio.place_call(body.to, voice_url, status_url)
     except TelephonyError as exc:
         raise HTTPException(502, str(exc)) from None
-    call_store.record_call(engine.db, sid, "outbound", twilio.from_number, body.to, persona, status)
+    await asyncio.to_thread(call_store.record_call, engine.db, sid, "outbound", twilio.from_number, body.to,
+                            persona, status)
     return {"call_sid": sid, "status": status}
 
 
-@router.post("/api/sms")
+@router.post("/api/sms", dependencies=[Depends(limit("SMS", lambda s: s.forge_rate_sms_per_min))])
 async def send_sms(body: SmsRequest, request: Request, engine: Engine = Depends(get_engine)) -> dict:
     """Send an SMS through Twilio and store it."""
     state = request.app.state.telephony
@@ -78,7 +103,8 @@ async def send_sms(body: SmsRequest, request: Request, engine: Engine = Depends(
         sid, status = await twilio.send_sms(body.to, body.body)
     except TelephonyError as exc:
         raise HTTPException(502, str(exc)) from None
-    call_store.record_sms(engine.db, "outbound", twilio.from_number, body.to, body.body, sid, status)
+    await asyncio.to_thread(call_store.record_sms, engine.db, "outbound", twilio.from_number, body.to, body.body,
+                            sid, status)
     return {"message_sid": sid, "status": status}
 
 
@@ -89,7 +115,7 @@ def calls(limit: int = 50, engine: Engine = Depends(get_engine)) -> list[dict]:
 
 
 @router.get("/api/calls/{call_sid}")
-def call(call_sid: str, engine: Engine = Depends(get_engine)) -> dict:
+def call(call_sid: str = CALL_SID, engine: Engine = Depends(get_engine)) -> dict:
     """One call: status history and its conversation's turns."""
     found = call_store.get_call(engine.db, call_sid)
     if found is None:

@@ -1,7 +1,14 @@
-"""Twilio webhooks and the bidirectional media stream."""
+"""Twilio webhooks and the bidirectional media stream.
+
+Routes live under ``/twilio`` and, for the seed "General Voice Agent Backend", under
+``/webhooks/twilio`` (``incoming`` answers a call, ``status``, ``stream``). Every request is
+checked by ``X-Twilio-Signature`` against PUBLIC_BASE_URL + the path it came in on; the stream
+is bound to its call by a one-time token.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
@@ -9,7 +16,10 @@ from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from server.dependencies import get_engine
+from server.transports.twilio import TwilioMediaStream, receive_start
+from voiceforge.agent.persona import PersonaError
 from voiceforge.config import ConfigError
+from voiceforge.conversation import ConversationLoop
 from voiceforge.engine import Engine
 from voiceforge.store import calls as call_store
 from voiceforge.telephony import media, twiml
@@ -17,7 +27,9 @@ from voiceforge.telephony.numbers import mask_number
 from voiceforge.telephony.security import valid_signature
 
 router = APIRouter(prefix="/twilio", tags=["twilio"])
+webhooks = APIRouter(prefix="/webhooks/twilio", tags=["twilio"])
 log = logging.getLogger("forge.sidecar.twilio")
+MAX_FORM_FIELD = 4096
 
 
 async def signed_form(request: Request) -> dict[str, str]:
@@ -26,7 +38,11 @@ async def signed_form(request: Request) -> dict[str, str]:
     The URL checked is PUBLIC_BASE_URL + path (+ query), never the Host header.
     """
     state = request.app.state.telephony
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        raw = await request.form(max_files=0, max_fields=100)
+    except Exception:  # noqa: BLE001 - a malformed body is the sender's error
+        raise HTTPException(400, "the webhook body is not a form") from None
+    form = {k: str(v)[:MAX_FORM_FIELD] for k, v in raw.items()}
     try:
         url = state.public_url(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
     except ConfigError:
@@ -42,53 +58,71 @@ def _xml(body: str) -> Response:
     return Response(body, media_type="application/xml")
 
 
-@router.post("/voice")
+def _call_sid(form: dict[str, str]) -> str:
+    sid = form.get("CallSid", "")
+    if not sid or len(sid) > 64:
+        raise HTTPException(400, "the webhook has no CallSid")
+    return sid
+
+
 async def voice(request: Request, persona: str | None = None, form: dict = Depends(signed_form),
                 engine: Engine = Depends(get_engine)) -> Response:
-    """Answer a call with TwiML that connects it to the media stream."""
+    """Answer a call with TwiML that connects it to the media stream.
+
+    A replayed webhook for a call that already has a stream token mints no new one: it is
+    answered with ``<Hangup/>``.
+    """
     state = request.app.state.telephony
-    call_sid = form.get("CallSid", "")
-    persona_id = engine.persona(persona).id
-    direction = "inbound" if form.get("Direction", "inbound") == "inbound" else "outbound"
-    call_store.add_status(engine.db, call_sid, form.get("CallStatus", "in-progress"), None,
-                          direction=direction, from_number=form.get("From", ""), to_number=form.get("To", ""),
-                          persona=persona_id)
-    token = state.tokens.issue(call_sid)
+    call_sid = _call_sid(form)
+    try:
+        persona_id = engine.persona(persona).id
+    except PersonaError:
+        raise HTTPException(404, f"no persona {persona!r}") from None
+    if state.tokens.issued(call_sid):
+        log.warning("call %s: voice webhook replayed; no new stream token", call_sid)
+        return _xml(twiml.hangup())
+    inbound = form.get("Direction", "inbound") == "inbound"
+    person = form.get("From", "") if inbound else form.get("To", "")
+    await asyncio.to_thread(
+        call_store.add_status, engine.db, call_sid, form.get("CallStatus", "in-progress"), None,
+        direction="inbound" if inbound else "outbound", from_number=form.get("From", "")[:20],
+        to_number=form.get("To", "")[:20], persona=persona_id)
+    token = state.tokens.issue(call_sid, {"persona": persona_id, "caller": person})
     log.info("call %s from %s answered with persona %s", call_sid, mask_number(form.get("From")), persona_id)
-    return _xml(twiml.connect_stream(state.stream_url(), {"persona": persona_id, "token": token}))
+    stream_path = request.url.path.rsplit("/", 1)[0] + "/stream"
+    return _xml(twiml.connect_stream(state.stream_url(stream_path), {"persona": persona_id, "token": token}))
 
 
-@router.post("/status", status_code=204)
 async def status(form: dict = Depends(signed_form), engine: Engine = Depends(get_engine)) -> Response:
     """Record a call status change; repeated callbacks are ignored (idempotent)."""
-    sequence = form.get("SequenceNumber")
-    call_store.add_status(engine.db, form.get("CallSid", ""), form.get("CallStatus", "unknown"),
-                          int(sequence) if sequence and sequence.isdigit() else None)
+    call_sid = _call_sid(form)
+    sequence = form.get("SequenceNumber", "")
+    await asyncio.to_thread(call_store.add_status, engine.db, call_sid, form.get("CallStatus", "unknown")[:20],
+                            int(sequence) if sequence.isdigit() and len(sequence) < 10 else None)
     return Response(status_code=204)
 
 
-@router.post("/sms")
 async def sms(form: dict = Depends(signed_form), engine: Engine = Depends(get_engine)) -> Response:
     """Store an inbound SMS and reply through the agent with TwiML <Message>."""
-    sender, body = form.get("From", ""), form.get("Body", "")
+    sender, body = form.get("From", "")[:20], form.get("Body", "")[:1600]
     persona = engine.persona(None)
-    conversation_id = call_store.sms_conversation(engine.db, sender, persona.id)
-    call_store.record_sms(engine.db, "inbound", sender, form.get("To", ""), body, form.get("MessageSid"),
-                          "received", conversation_id)
-    session = engine.session(persona.id, channel="sms", conversation_id=conversation_id)
-    result = await session.text_turn(body or "(empty message)")
-    call_store.record_sms(engine.db, "outbound", form.get("To", ""), sender, result.reply, None, "replied",
-                          conversation_id)
+    conversation_id = await asyncio.to_thread(call_store.sms_conversation, engine.db, sender, persona.id)
+    await asyncio.to_thread(call_store.record_sms, engine.db, "inbound", sender, form.get("To", "")[:20], body,
+                            form.get("MessageSid"), "received", conversation_id)
+    pipeline = engine.resume(conversation_id, persona.id, channel="sms")
+    pipeline.ctx.caller = sender
+    result = await pipeline.text_turn(body or "(empty message)")
+    await asyncio.to_thread(call_store.record_sms, engine.db, "outbound", form.get("To", "")[:20], sender,
+                            result.reply, None, "replied", conversation_id)
     return _xml(twiml.message(result.reply))
 
 
-@router.websocket("/stream")
 async def stream(ws: WebSocket) -> None:
     """The bidirectional media stream: signature checked before accept, token at `start`."""
     state = ws.app.state.telephony
     engine: Engine = ws.app.state.engine
     try:
-        url = state.stream_url()
+        url = state.stream_url(ws.url.path)
     except ConfigError:
         url = ""
     if not url or not valid_signature(state.settings.twilio_auth_token or "", url, {},
@@ -97,56 +131,38 @@ async def stream(ws: WebSocket) -> None:
         await ws.close(code=1008)
         return
     await ws.accept()
-    call = None
+    loop: ConversationLoop | None = None
     stream_sid = "?"
-
-    async def send(text: str) -> None:
-        if ws.application_state is WebSocketState.CONNECTED:
-            await ws.send_text(text)
-
+    connection = None
     try:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            raw = message.get("text") if message.get("text") is not None else message.get("bytes", b"")
-            event = media.parse(raw)
-            if event is None:
-                raise media.MediaStreamError("unknown event")
-            if isinstance(event, media.Connected):
-                continue
-            if isinstance(event, media.Start):
-                if call is not None:
-                    raise media.MediaStreamError("second start on one stream")
-                token = event.custom_parameters.get("token", "")
-                if not state.tokens.consume(token, event.call_sid):
-                    raise media.MediaStreamError("missing, spent or expired stream token")
-                from voiceforge.session import PhoneCall
+        start = await receive_start(ws)
+        if start is None:
+            return
+        grant = state.tokens.consume(start.custom_parameters.get("token", ""), start.call_sid)
+        if grant is None:
+            raise media.MediaStreamError("missing, spent or expired stream token")
+        stream_sid, call_sid = start.stream_sid, start.call_sid
 
-                stream_sid = event.stream_sid
+        async def on_hang_up() -> None:
+            state.hang_up_later(call_sid)
 
-                async def hangup(sid: str = event.call_sid) -> None:
-                    try:
-                        await state.twilio.hangup(sid)
-                    except Exception as exc:  # noqa: BLE001 - local simulator calls have no REST side
-                        log.info("hang-up of %s through REST skipped: %s", sid, exc)
-                    await ws.close(code=1000)
+        transport = TwilioMediaStream(ws, stream_sid, on_hang_up)
+        pipeline = engine.pipeline(grant.get("persona"), channel="phone", caller=grant.get("caller") or None)
 
-                call = PhoneCall(engine, event.custom_parameters.get("persona"), event.call_sid, stream_sid,
-                                 send, hangup=hangup)
-                state.calls[event.call_sid] = call
-                call_store.attach_stream(engine.db, event.call_sid, stream_sid, call.conversation_id)
-                await call.start()
-            elif call is None:
-                raise media.MediaStreamError(f"{type(event).__name__.lower()} before start")
-            elif isinstance(event, media.Media):
-                await call.on_media(event.payload)
-            elif isinstance(event, media.Mark):
-                await call.on_mark(event.name)
-            elif isinstance(event, media.Dtmf):
-                await call.on_dtmf(event.digit)
-            elif isinstance(event, media.Stop):
-                break
+        async def on_dtmf(digit: str) -> None:
+            await asyncio.to_thread(call_store.add_dtmf, engine.db, call_sid, digit)
+
+        loop = ConversationLoop(pipeline, transport, name=call_sid, on_dtmf=on_dtmf)
+        state.calls[call_sid] = loop
+        connection = ws.app.state.connections.add("phone", pipeline.persona.id, transport.hang_up, loop)
+
+        async def link() -> None:
+            conversation_id = await pipeline.ensure_conversation(title=f"Call {call_sid}")
+            await asyncio.to_thread(call_store.attach_stream, engine.db, call_sid, stream_sid, conversation_id)
+
+        linking = asyncio.create_task(link())
+        await loop.run(transport.events())
+        await linking
     except media.MediaStreamError as exc:
         log.warning("closing media stream %s: %s", stream_sid, exc)
         if ws.application_state is WebSocketState.CONNECTED:
@@ -154,7 +170,15 @@ async def stream(ws: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        if call is not None:
-            await call.stop()
-            state.calls.pop(call.call_sid, None)
-            call_store.end_stream(engine.db, call.call_sid)
+        if connection is not None:
+            ws.app.state.connections.remove(connection.id)
+        if loop is not None:
+            state.calls.pop(loop.name, None)
+            await asyncio.to_thread(call_store.end_stream, engine.db, loop.name)
+
+
+for _router, _incoming in ((router, "/voice"), (webhooks, "/incoming")):
+    _router.post(_incoming, summary="Answer a call (TwiML)")(voice)
+    _router.post("/status", status_code=204, summary="Call status callback")(status)
+    _router.post("/sms", summary="Inbound SMS (TwiML reply)")(sms)
+    _router.websocket("/stream")(stream)

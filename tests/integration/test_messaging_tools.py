@@ -43,10 +43,10 @@ def engine_for(tmp_path, **settings):
 
 async def test_agent_sends_an_sms_through_twilio(tmp_path):
     engine = engine_for(tmp_path, twilio_account_sid="AC" + "0" * 32, twilio_auth_token="t",
-                        twilio_phone_number="+15005550006")
+                        twilio_phone_number="+15005550006", forge_sms_allowlist="+14155550100")
     transport = RecordingTransport()
     engine.services["twilio"] = TwilioService(engine.settings, http_client=transport)
-    result = await engine.session("customer_service").text_turn(
+    result = await engine.pipeline("customer_service").text_turn(
         "Please text +1 415 555 0100 saying your appointment is confirmed.")
     call = result.tool_calls[0]
     assert call["name"] == "send_sms" and call["error"] is None
@@ -62,14 +62,14 @@ async def test_agent_sends_an_sms_through_twilio(tmp_path):
 async def test_sms_without_twilio_names_the_missing_settings(tmp_path):
     engine = engine_for(tmp_path)
     result = await engine.registry.execute("send_sms", {"to": "+14155550100", "body": "hi"},
-                                           engine.session().ctx)
+                                           engine.pipeline().ctx)
     assert "TWILIO_ACCOUNT_SID" in result.error
 
 
 async def test_notify_telegram(tmp_path, telegram):
     app, url = telegram
     engine = engine_for(tmp_path, telegram_bot_token="123:abc", telegram_chat_id="4242", telegram_api_base=url)
-    result = await engine.session("friendly_guide").text_turn(
+    result = await engine.pipeline("friendly_guide").text_turn(
         "Notify the team on Telegram that customer 3 wants a callback.")
     call = result.tool_calls[0]
     assert call["name"] == "notify_telegram" and call["error"] is None, call
@@ -77,8 +77,8 @@ async def test_notify_telegram(tmp_path, telegram):
                                       "json": {"chat_id": "4242", "text": "Customer 3 wants a callback."}}
     assert result.reply == "I've notified the team on Telegram."
     wrong = engine_for(tmp_path, telegram_bot_token="123:abc", telegram_chat_id="1", telegram_api_base=url)
-    failed = await wrong.registry.execute("notify_telegram", {"text": "x"}, wrong.session().ctx)
+    failed = await wrong.registry.execute("notify_telegram", {"text": "x"}, wrong.pipeline().ctx)
     assert failed.error == "Telegram refused the message: Bad Request: chat not found"
     unset = engine_for(tmp_path)
-    missing = await unset.registry.execute("notify_telegram", {"text": "x"}, unset.session().ctx)
+    missing = await unset.registry.execute("notify_telegram", {"text": "x"}, unset.pipeline().ctx)
     assert missing.error == "Telegram is not configured: set TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID"

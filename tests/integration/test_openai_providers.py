@@ -90,8 +90,8 @@ async def test_agent_loop_runs_tools_with_openai_llm(oai, tmp_path):
 
     mockdata.generate(engine.db, 10)
     server.chat_script += [{"tool_calls": [("get_order_history", {"customer_id": 2})]}, {"text": "You have orders."}]
-    session = engine.session("customer_service")
-    result = await session.text_turn("What did I order? I'm customer 2.")
+    pipeline = engine.pipeline("customer_service")
+    result = await pipeline.text_turn("What did I order? I'm customer 2.")
     assert result.reply == "You have orders."
     assert result.tool_calls[0]["name"] == "get_order_history" and result.tool_calls[0]["result"]["customer_id"] == 2
     second = server.requests[-1]["json"]["messages"]
@@ -106,7 +106,7 @@ async def test_llm_outage_gives_a_spoken_apology_and_a_stored_error(oai, tmp_pat
     settings = keyed(url, database_url=f"sqlite:///{tmp_path / 'f.db'}", tts_provider="piper")
     engine = Engine(settings)
     server.fail_next[:] = [500, 500]
-    result = await engine.session().text_turn("hello", speak=True)
+    result = await engine.pipeline().text_turn("hello", speak=True)
     assert result.error == "openai-llm: HTTP 500"
     assert result.reply.startswith("Sorry") and result.audio and len(result.audio) > 20000
     from voiceforge.store.models import Turn

@@ -27,9 +27,9 @@ def ctx_for(db):
 
 async def test_conversation_turns_tool_calls_and_timings_read_back(seeded):
     engine = Engine(load_settings(), db=seeded, llm=OfflineBrain())
-    session = engine.session("customer_service", channel="chat")
-    first = await session.text_turn("How many customers are there?")
-    second = await session.text_turn("Show the appointments for customer 2")
+    pipeline = engine.pipeline("customer_service", channel="chat")
+    first = await pipeline.text_turn("How many customers are there?")
+    second = await pipeline.text_turn("Show the appointments for customer 2")
     assert first.conversation_id == second.conversation_id
     with seeded.sessions() as s:
         conv = s.get(Conversation, first.conversation_id)

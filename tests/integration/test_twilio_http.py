@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "test-auth-token-0123456789abcdef"
 BASE = "https://forge.example.test"
+KEY = "twilio-test-api-key"
 
 
 class RecordingTransport(HttpClient):
@@ -49,10 +50,10 @@ class RecordingTransport(HttpClient):
 def client(tmp_path):
     settings = load_settings(
         twilio_account_sid="AC" + "0" * 32, twilio_auth_token=TOKEN, twilio_phone_number="+15005550006",
-        public_base_url=BASE, database_url=f"sqlite:///{tmp_path / 'f.db'}",
+        public_base_url=BASE, database_url=f"sqlite:///{tmp_path / 'f.db'}", forge_api_key=KEY,
     )
     app = create_app(settings)
-    with TestClient(app) as c:
+    with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as c:
         c.app.state.telephony.http_client = transport = RecordingTransport()
         c.transport = transport
         yield c
@@ -168,8 +169,8 @@ def test_phone_numbers_are_validated(client):
 
 
 def test_unconfigured_twilio_names_what_is_missing(tmp_path):
-    app = create_app(load_settings(database_url=f"sqlite:///{tmp_path / 'f.db'}"))
-    with TestClient(app) as c:
+    app = create_app(load_settings(database_url=f"sqlite:///{tmp_path / 'f.db'}", forge_api_key=KEY))
+    with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as c:
         r = c.post("/api/call", json={"to": "+14155550100"})
         assert r.status_code == 503 and "TWILIO_ACCOUNT_SID" in r.json()["detail"]
         assert c.get("/health").json()["twilio_configured"] is False

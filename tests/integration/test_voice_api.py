@@ -13,13 +13,16 @@ from voiceforge.audio.resample import resample
 from voiceforge.config import load_settings
 
 pytestmark = pytest.mark.integration
+KEY = "voice-test-api-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     folder = tmp_path_factory.mktemp("api")
-    app = create_app(load_settings(forge_data_dir=folder, database_url=f"sqlite:///{folder / 'f.db'}"))
-    with TestClient(app) as c:
+    app = create_app(load_settings(forge_data_dir=folder, database_url=f"sqlite:///{folder / 'f.db'}",
+                                   forge_api_key=KEY))
+    with TestClient(app, headers=AUTH) as c:
         yield c
 
 
@@ -66,7 +69,7 @@ def test_voice_agent_process_and_bad_uploads(client, speak):
 
 
 def test_browser_websocket_text_and_streamed_audio(client, speak):
-    with client.websocket_connect("/ws?persona=customer_service") as ws:
+    with client.websocket_connect("/ws?persona=customer_service", headers=AUTH) as ws:
         ws.send_json({"type": "text_input", "text": "How many customers are there?"})
         reply = ws.receive_json()
         assert reply["type"] == "conversation_response" and reply["reply"] == "The answer is 40."

@@ -1,4 +1,9 @@
-"""The tool-calling loop: LLM → tool calls → results → LLM, with a step limit and fillers."""
+"""The tool-calling loop: LLM → tool calls → results → LLM, with a step limit and fillers.
+
+The agent speaks no fixed sentences of its own except the step-limit reply: a provider
+failure ends the reply with ``ReplyDone.error`` set, and the turn pipeline (``turn.py``)
+speaks the one apology.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ from voiceforge.tools.registry import ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, I'm having trouble answering right now. Please try again in a moment."
 STEP_LIMIT_REPLY = "Sorry, that took too many steps. Could you ask in a simpler way?"
 
 
@@ -48,15 +52,15 @@ class ToolFinished:
 
 
 @dataclass
-class TurnDone:
-    """The turn ended: the full reply, any provider error, and whether end_call ran."""
+class ReplyDone:
+    """The reply ended: its full text, the LLM failure that cut it short, whether end_call ran."""
 
     reply: str
     error: str | None = None
     ended: bool = False
 
 
-AgentEvent = TextDelta | Filler | ToolStarted | ToolFinished | TurnDone
+AgentEvent = TextDelta | Filler | ToolStarted | ToolFinished | ReplyDone
 
 
 class Agent:
@@ -94,11 +98,15 @@ class Agent:
         """The tools this persona may call."""
         return self.registry.select(self.persona.tools)
 
-    async def respond(self, user_text: str) -> AsyncIterator[AgentEvent]:
-        """Run one turn for ``user_text``; yields events, ending with exactly one TurnDone.
+    async def respond(self, user_text: str, first_token_s: float | None = None) -> AsyncIterator[AgentEvent]:
+        """Run one turn for ``user_text``; yields events, ending with exactly one ReplyDone.
 
-        A ProviderError from the LLM ends the turn with a spoken apology and the error in
-        ``TurnDone.error``; it is never raised.
+        Args:
+            user_text: what the user said.
+            first_token_s: each LLM step's budget for its first token (phone calls), or None.
+
+        A ProviderError from the LLM ends the reply with the error in ``ReplyDone.error``
+        (the caller apologizes); it is never raised.
         """
         self.memory.add_user(user_text)
         tools = self.tools
@@ -107,7 +115,8 @@ class Agent:
         for _step in range(self.max_steps):
             text, calls = "", []
             try:
-                async for item in self.llm.stream(self.memory.messages(self.persona.prompt_for(self.channel)), tools):
+                messages = self.memory.messages(self.persona.prompt_for(self.channel))
+                async for item in self.llm.stream(messages, tools, first_token_s=first_token_s):
                     if isinstance(item, ToolCall):
                         calls.append(item)
                     else:
@@ -115,16 +124,14 @@ class Agent:
                         yield TextDelta(item)
             except ProviderError as exc:
                 log.warning("LLM failed: %s", exc)
-                apology = (" " if reply_parts or text else "") + APOLOGY
-                yield TextDelta(apology)
-                reply = "".join(reply_parts) + text + apology
-                self.memory.add_assistant(reply.strip())
-                yield TurnDone(reply=reply.strip(), error=str(exc))
+                reply = ("".join(reply_parts) + text).strip()
+                self.memory.add_assistant(reply)
+                yield ReplyDone(reply=reply, error=str(exc))
                 return
             reply_parts.append(text)
             if not calls:
                 self.memory.add_assistant(text)
-                yield TurnDone(reply="".join(reply_parts).strip(), ended=ended)
+                yield ReplyDone(reply="".join(reply_parts).strip(), ended=ended)
                 return
             self.memory.add_assistant(text, calls)
             for call in calls:
@@ -142,7 +149,7 @@ class Agent:
                     ended = True
         yield TextDelta(STEP_LIMIT_REPLY)
         self.memory.add_assistant(STEP_LIMIT_REPLY)
-        yield TurnDone(reply=("".join(reply_parts) + " " + STEP_LIMIT_REPLY).strip(), ended=ended)
+        yield ReplyDone(reply=("".join(reply_parts) + " " + STEP_LIMIT_REPLY).strip(), ended=ended)
 
     async def _run_tool(self, call: ToolCall) -> AsyncIterator[Filler | ToolResult]:
         allowed = {t.name for t in self.tools}

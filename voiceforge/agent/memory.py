@@ -40,6 +40,38 @@ class ConversationMemory:
         """Append a tool message answering ``call_id``."""
         self._messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
 
+    def checkpoint(self) -> tuple[int, int]:
+        """A mark to :meth:`rollback` to: (message count, summary line count)."""
+        return len(self._messages), len(self.summary_lines)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Forget everything added since ``mark`` (a turn abandoned before anyone heard it).
+
+        A fold since the mark cannot be undone; then only the messages after it are dropped.
+        """
+        messages, lines = mark
+        if len(self.summary_lines) == lines:
+            del self._messages[messages:]
+
+    def settle(self, heard: str) -> None:
+        """Make the last reply what the user heard (after a barge-in cut it short).
+
+        The final assistant text becomes ``heard`` (possibly ""); a tool call left without its
+        result gets an "interrupted" result, so the history stays valid for chat-completions
+        APIs, which need every tool call answered.
+        """
+        last = self._messages[-1] if self._messages else None
+        if last is not None and last["role"] == "assistant" and not last.get("tool_calls"):
+            last["content"] = heard
+            return
+        answered = {m.get("tool_call_id") for m in self._messages if m["role"] == "tool"}
+        pending = [m for m in self._messages if m["role"] == "assistant"][-1:]
+        for message in pending:
+            for call in message.get("tool_calls") or ():
+                if call["id"] not in answered:
+                    self.add_tool_result(call["id"], '{"error": "interrupted by the user"}')
+        self._messages.append({"role": "assistant", "content": heard})
+
     def messages(self, system_prompt: str) -> list[Message]:
         """The system message (with any summary) followed by the recent messages."""
         system = system_prompt

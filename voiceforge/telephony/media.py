@@ -17,6 +17,13 @@ from typing import Any
 MAX_MESSAGE_BYTES = 64 * 1024
 """Inbound messages over this size are refused (a 20 ms media message is about 300 bytes)."""
 
+MAX_CONTAINERS = 32
+"""JSON objects and arrays allowed in one message (Twilio's `start` has about six); counted
+before parsing, so deep nesting never reaches the JSON parser."""
+
+MAX_PAYLOAD_BYTES = 8000
+"""μ-law bytes allowed in one media message: 1 s at 8 kHz (Twilio sends 20 ms, 160 bytes)."""
+
 
 class MediaStreamError(ValueError):
     """A malformed media-stream message; the stream that sent it is closed with this reason."""
@@ -73,60 +80,92 @@ Event = Connected | Start | Media | Dtmf | Mark | Stop
 
 
 def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str) or (isinstance(value, str) and len(value) > 20):
+        raise MediaStreamError(f"{name} is not a number")
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except ValueError:
         raise MediaStreamError(f"{name} is not a number") from None
+
+
+def _object(msg: dict[str, Any], key: str, kind: str) -> dict[str, Any]:
+    value = msg.get(key)
+    if not isinstance(value, dict):
+        raise MediaStreamError(f"{kind} message lacks '{key}'")
+    return value
+
+
+def _text(obj: dict[str, Any], key: str, kind: str, required: bool = True, limit: int = 256) -> str:
+    value = obj.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str | int) or isinstance(value, bool) or len(str(value)) > limit:
+        raise MediaStreamError(f"{kind} message lacks '{key}'")
+    return str(value)
 
 
 def parse(text: str | bytes) -> Event | None:
     """Parse one Twilio message.
 
     Returns:
-        The typed event, or None for an event type this version does not know (ignored).
+        The typed event, or None for an event type this version does not know (ignored, as
+        Twilio may add events).
 
     Raises:
-        MediaStreamError: binary or oversized frame, invalid JSON, missing fields, bad base64.
+        MediaStreamError: binary, oversized or too deeply nested frame, invalid JSON, a field
+            missing or of the wrong type, bad base64. Nothing else escapes.
     """
     if isinstance(text, bytes | bytearray):
         raise MediaStreamError("binary frame (Twilio sends JSON text frames)")
+    if not isinstance(text, str):
+        raise MediaStreamError("not a text frame")
     if len(text) > MAX_MESSAGE_BYTES:
         raise MediaStreamError(f"message of {len(text)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if text.count("{") + text.count("[") > MAX_CONTAINERS:
+        raise MediaStreamError(f"message nests more than {MAX_CONTAINERS} objects")
     try:
         msg = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError, UnicodeError):
         raise MediaStreamError("invalid JSON") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
         raise MediaStreamError("message has no event")
     kind = msg["event"]
-    try:
-        if kind == "connected":
-            return Connected(protocol=str(msg.get("protocol", "Call")))
-        if kind == "start":
-            start = msg["start"]
-            return Start(
-                stream_sid=str(msg.get("streamSid") or start["streamSid"]),
-                call_sid=str(start["callSid"]),
-                account_sid=str(start.get("accountSid", "")),
-                custom_parameters={str(k): str(v) for k, v in (start.get("customParameters") or {}).items()},
-                media_format=dict(start.get("mediaFormat") or {}),
-            )
-        if kind == "media":
-            media = msg["media"]
-            try:
-                payload = base64.b64decode(media["payload"], validate=True)
-            except (binascii.Error, TypeError):
-                raise MediaStreamError("media payload is not base64") from None
-            return Media(payload=payload, timestamp_ms=_int(media.get("timestamp", 0), "timestamp"),
-                         chunk=_int(media.get("chunk", 0), "chunk"), track=str(media.get("track", "inbound")))
-        if kind == "dtmf":
-            return Dtmf(digit=str(msg["dtmf"]["digit"]))
-        if kind == "mark":
-            return Mark(name=str(msg["mark"]["name"]))
-        if kind == "stop":
-            return Stop()
-    except (KeyError, TypeError) as exc:
-        raise MediaStreamError(f"{kind} message lacks {exc}") from None
+    if kind == "media":
+        media = _object(msg, "media", kind)
+        payload = media.get("payload")
+        if not isinstance(payload, str):
+            raise MediaStreamError("media message lacks 'payload'")
+        if len(payload) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
+            raise MediaStreamError(f"media payload exceeds {MAX_PAYLOAD_BYTES} bytes")
+        try:
+            audio = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise MediaStreamError("media payload is not base64") from None
+        track = media.get("track", "inbound")
+        return Media(payload=audio, timestamp_ms=_int(media.get("timestamp", 0), "timestamp"),
+                     chunk=_int(media.get("chunk", 0), "chunk"), track=track if isinstance(track, str) else "?")
+    if kind == "connected":
+        protocol = msg.get("protocol", "Call")
+        return Connected(protocol=protocol if isinstance(protocol, str) else "?")
+    if kind == "start":
+        start = _object(msg, "start", kind)
+        params = start.get("customParameters") or {}
+        fmt = start.get("mediaFormat") or {}
+        if not isinstance(params, dict) or not isinstance(fmt, dict):
+            raise MediaStreamError("start message has malformed customParameters or mediaFormat")
+        return Start(
+            stream_sid=str(msg.get("streamSid") or _text(start, "streamSid", kind)),
+            call_sid=_text(start, "callSid", kind),
+            account_sid=_text(start, "accountSid", kind, required=False),
+            custom_parameters={str(k)[:64]: str(v)[:512] for k, v in params.items()},
+            media_format=fmt,
+        )
+    if kind == "dtmf":
+        return Dtmf(digit=_text(_object(msg, "dtmf", kind), "digit", kind, limit=2))
+    if kind == "mark":
+        return Mark(name=_text(_object(msg, "mark", kind), "name", kind))
+    if kind == "stop":
+        return Stop()
     return None
 
 

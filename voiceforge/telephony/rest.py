@@ -1,8 +1,11 @@
 """Twilio REST through the official SDK: outbound calls, SMS, hang-up.
 
 The SDK's client is blocking, so each call runs in a worker thread; one Client is built per
-service (building it is not free). Tests pass an ``http_client`` (a ``twilio.http.HttpClient``
-subclass) that records and answers requests locally.
+service (building it is not free). Every request has a connect and a read timeout
+(``TWILIO_CONNECT_TIMEOUT_S``, ``TWILIO_READ_TIMEOUT_S``): a Twilio that hangs costs a bounded
+wait, never a frozen call. ``TWILIO_API_BASE`` points the client at a local Twilio-compatible
+server. Tests pass an ``http_client`` (a ``twilio.http.HttpClient`` subclass) that records and
+answers requests locally.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from requests import RequestException
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http import HttpClient
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from voiceforge.config import Settings
@@ -35,7 +40,13 @@ class TwilioService:
         settings.require_twilio()
         self.settings = settings
         self.from_number = settings.twilio_phone_number
+        if http_client is None:
+            # requests takes (connect, read) seconds; the SDK passes its timeout straight through.
+            timeout = (settings.twilio_connect_timeout_s, settings.twilio_read_timeout_s)
+            http_client = TwilioHttpClient(timeout=timeout)  # type: ignore[arg-type]
         self.client = Client(settings.twilio_account_sid, settings.twilio_auth_token, http_client=http_client)
+        if settings.twilio_api_base:
+            self.client.api.base_url = settings.twilio_api_base
 
     async def place_call(self, to: str, voice_url: str, status_url: str) -> tuple[str, str]:
         """Start an outbound call that fetches TwiML from ``voice_url``.
@@ -80,5 +91,5 @@ class TwilioService:
             return await asyncio.to_thread(fn)
         except TwilioRestException as exc:
             raise TelephonyError(f"Twilio refused the {what}: HTTP {exc.status} {exc.msg}") from None
-        except (TwilioException, OSError) as exc:
+        except (TwilioException, OSError, RequestException) as exc:
             raise TelephonyError(f"Twilio could not be reached for the {what}: {type(exc).__name__}") from None

@@ -31,26 +31,39 @@ def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
 class StreamTokens:
     """One-time tokens with a short lifetime, checked in constant time.
 
-    ``issue(call_sid)`` goes into the TwiML ``<Parameter>``; ``consume(token, call_sid)``
-    accepts it once, for that call, within ``ttl_s`` seconds.
+    ``issue(call_sid, meta)`` goes into the TwiML ``<Parameter>``; ``consume(token, call_sid)``
+    accepts it once, for that call, within ``ttl_s`` seconds, and returns what was issued with
+    it (the persona, the caller's number), so the stream trusts the server's record, not the
+    message. ``issued(call_sid)`` tells whether a call already had a token (a replayed webhook
+    must not mint another); those records are kept for ``remember_s`` (a call's longest life).
     """
 
-    def __init__(self, ttl_s: float = 60.0) -> None:
-        self.ttl_s = ttl_s
-        self._tokens: dict[str, tuple[str, float]] = {}
+    def __init__(self, ttl_s: float = 60.0, remember_s: float = 4 * 3600, max_calls: int = 100_000) -> None:
+        self.ttl_s, self.remember_s, self.max_calls = ttl_s, remember_s, max_calls
+        self._tokens: dict[str, tuple[str, float, dict[str, str]]] = {}
+        self._calls: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def issue(self, call_sid: str) -> str:
-        """A new token for ``call_sid``."""
+    def issue(self, call_sid: str, meta: Mapping[str, str] | None = None) -> str:
+        """A new token for ``call_sid``, carrying ``meta``."""
         token = secrets.token_urlsafe(24)
         with self._lock:
             now = time.monotonic()
             self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
-            self._tokens[token] = (call_sid, now + self.ttl_s)
+            if len(self._calls) >= self.max_calls:
+                self._calls = {sid: t for sid, t in self._calls.items() if t > now}
+            self._tokens[token] = (call_sid, now + self.ttl_s, {"call_sid": call_sid, **(meta or {})})
+            self._calls[call_sid] = now + self.remember_s
         return token
 
-    def consume(self, token: str, call_sid: str) -> bool:
-        """True once for a live token issued for ``call_sid``; the token is spent either way."""
+    def issued(self, call_sid: str) -> bool:
+        """True when a token was issued for ``call_sid`` within ``remember_s``."""
+        with self._lock:
+            expires = self._calls.get(call_sid)
+            return expires is not None and expires > time.monotonic()
+
+    def consume(self, token: str, call_sid: str) -> dict[str, str] | None:
+        """What was issued with a live token for ``call_sid`` (once); the token is spent either way."""
         with self._lock:
             now = time.monotonic()
             match = None
@@ -58,7 +71,8 @@ class StreamTokens:
                 if hmac.compare_digest(candidate.encode(), token.encode()):
                     match = candidate, value
             if match is None:
-                return False
+                return None
             del self._tokens[match[0]]
-            sid, expires = match[1]
-            return expires > now and hmac.compare_digest(sid.encode(), call_sid.encode())
+            sid, expires, meta = match[1]
+            ok = expires > now and hmac.compare_digest(sid.encode(), call_sid.encode())
+            return meta if ok else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import time
@@ -75,22 +76,28 @@ async def simulate_call(
     barge_in_ms: int | None = None,
     silence_ms: int = 800,
     timeout_s: float = 90.0,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
-    """Run one simulated call; returns {"call_sid", "turns": [...], "barge_in_ms": [...]}.
+    """Run one simulated call; returns {"call_sid", "turns": [...], "clears", ...}.
 
     Args:
         base_url: the sidecar's public base URL (what PUBLIC_BASE_URL says), http://...
         auth_token: the Twilio auth token the sidecar checks signatures with.
         utterances: caller speech, each (PCM16 mono, sample rate Hz).
+        persona: the persona to answer with (the voice webhook's ``persona`` parameter).
         barge_in_ms: start each utterance after the first this many ms into the agent's
             reply instead of waiting for it to finish.
+        silence_ms: caller silence before each utterance, ms.
+        timeout_s: give up on the call after this long.
+        api_key: the sidecar's API key, to read the stored turns back from ``/api/calls``.
     """
     call_sid = "CA" + secrets.token_hex(16)
     stream_sid = "MZ" + secrets.token_hex(16)
     voice_url = base_url.rstrip("/") + "/twilio/voice" + (f"?persona={persona}" if persona else "")
     form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15005550006", "To": "+15005550001",
             "CallStatus": "in-progress", "Direction": "inbound"}
-    async with httpx.AsyncClient(timeout=30) as http:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
         answer = await http.post(voice_url, data=form, headers={"X-Twilio-Signature": sign(auth_token, voice_url, form)})
         answer.raise_for_status()
         stream = ET.fromstring(answer.text).find("./Connect/Stream")
@@ -126,7 +133,8 @@ async def simulate_call(
         # worker thread: poll until every turn is there.
         deadline = time.perf_counter() + 15
         while True:
-            stored = (await http.get(base_url.rstrip("/") + f"/api/calls/{call_sid}")).json()
+            response = await http.get(base_url.rstrip("/") + f"/api/calls/{call_sid}")
+            stored = response.json() if response.status_code == 200 else {}
             if len(stored.get("turns", [])) >= len(line.turns) or time.perf_counter() > deadline:
                 break
             await asyncio.sleep(0.2)
@@ -231,26 +239,23 @@ async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | No
 
 
 async def run_cli(args) -> int:  # noqa: ANN001
-    """`forge call-sim`: run a call against ``--url`` or a sidecar started on a free port."""
+    """`forge call-sim`: run a call against ``--url``, or a sidecar started for it on a free port."""
     from voiceforge.config import get_settings
 
     settings = get_settings()
-    utterances = [unwrap_wav(Path(p).read_bytes()) for p in args.wavs]
+    utterances = [unwrap_wav(await asyncio.to_thread(Path(p).read_bytes)) for p in args.wavs]
     persona = getattr(args, "persona", None)
     if args.url:
         if not settings.twilio_auth_token:
             raise SystemExit("forge call-sim --url needs TWILIO_AUTH_TOKEN (the sidecar's) to sign requests")
-        result = await simulate_call(args.url, settings.twilio_auth_token, utterances, persona, args.barge_in_ms)
+        result = await simulate_call(args.url, settings.twilio_auth_token, utterances, persona, args.barge_in_ms,
+                                     api_key=settings.api_key)
     else:
-        result = await run_local(utterances, persona, args.barge_in_ms)
+        async with local_sidecar() as (base, token, key):
+            result = await simulate_call(base, token, utterances, persona, args.barge_in_ms, api_key=key)
     audio = result.pop("_audio")
     if args.save_audio:
-        folder = Path(args.save_audio)
-        folder.mkdir(parents=True, exist_ok=True)
-        for turn, ulaw in zip(result["turns"], audio, strict=True):
-            path = folder / f"turn-{turn['index']}.wav"
-            path.write_bytes(wrap_wav(ulaw_to_pcm16(ulaw), 8000))
-            turn["audio_path"] = str(path)
+        await asyncio.to_thread(_save_audio, Path(args.save_audio), result["turns"], audio)
     if getattr(args, "json", False):
         for turn in result["turns"]:
             print(json.dumps({"call_sid": result["call_sid"], **turn}, default=str))
@@ -265,34 +270,66 @@ async def run_cli(args) -> int:  # noqa: ANN001
     return 0
 
 
-async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = None,
-                    barge_in_ms: int | None = None) -> dict[str, Any]:
-    """Start a sidecar on a free loopback port (offline defaults) and simulate one call on it."""
+def _save_audio(folder: Path, turns: list[dict[str, Any]], audio: list[bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for turn, ulaw in zip(turns, audio, strict=True):
+        path = folder / f"turn-{turn['index']}.wav"
+        path.write_bytes(wrap_wav(ulaw_to_pcm16(ulaw), 8000))
+        turn["audio_path"] = str(path)
+
+
+@contextlib.asynccontextmanager
+async def local_sidecar(timeout_s: float = 180.0):  # noqa: ANN201
+    """Start ``forge serve`` on a free loopback port for a simulated call; yields (URL, token, key).
+
+    The sidecar runs in its own process with this machine's settings and data folder, plus a
+    throwaway Twilio auth token (unless one is set) and PUBLIC_BASE_URL pointing at itself; it
+    is stopped on exit.
+    """
+    import os
+    import signal
     import socket
+    import sys
+    import tempfile
 
-    import uvicorn
-
-    from server.main import create_app
     from voiceforge.config import get_settings
 
+    settings = get_settings()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
-    settings = get_settings().model_copy(update={
-        "public_base_url": base,
-        "twilio_auth_token": get_settings().twilio_auth_token or secrets.token_hex(16),
-    })
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            raise RuntimeError("the sidecar did not start")
-        await asyncio.sleep(0.05)
+    token = settings.twilio_auth_token or secrets.token_hex(16)
+    key, _ = settings.ensure_api_key()
+    env = {**os.environ, "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token, "FORGE_API_KEY": key,
+           "FORGE_DATA_DIR": str(settings.forge_data_dir)}
+    errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child never blocks on it
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voiceforge.cli", "serve", "--port", str(port), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=errors)
     try:
-        await asyncio.to_thread(app.state.engine.warm_up)
-        return await simulate_call(base, settings.twilio_auth_token, utterances, persona, barge_in_ms)
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                if proc.returncode is not None:
+                    errors.seek(0)
+                    err = errors.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"the local sidecar did not start:\n{err}")
+                try:
+                    if (await http.get(base + "/health")).json().get("models_ready"):
+                        break
+                except (httpx.HTTPError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the local sidecar did not get ready in time")
+                await asyncio.sleep(0.2)
+        yield base, token, key
     finally:
-        server.should_exit = True
-        await task
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        errors.close()

@@ -31,3 +31,10 @@ def message(text: str) -> str:
     response = MessagingResponse()
     response.message(text)
     return response.to_xml()
+
+
+def hangup() -> str:
+    """``<Response><Hangup/></Response>``."""
+    response = VoiceResponse()
+    response.hangup()
+    return response.to_xml()

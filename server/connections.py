@@ -1,0 +1,59 @@
+"""The live websocket conversations of this sidecar process, for ``/ws/status`` and disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Connection:
+    """One live conversation: its id, wire, persona, start time and how to end it."""
+
+    id: str
+    kind: str
+    persona: str
+    close: Callable[[], Awaitable[None]]
+    started: float = field(default_factory=time.time)
+    loop: Any = None
+
+    def status(self) -> dict[str, Any]:
+        """JSON: id, kind, persona, seconds open, conversation id, turns stored so far."""
+        pipeline = getattr(self.loop, "pipeline", None)
+        return {"id": self.id, "kind": self.kind, "persona": self.persona,
+                "open_s": round(time.time() - self.started, 1),
+                "conversation_id": getattr(pipeline, "conversation_id", None),
+                "turns_stored": getattr(self.loop, "turns_stored", 0)}
+
+
+class Connections:
+    """Live conversations by id (browser sockets, phone streams, devices)."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, Connection] = {}
+
+    def add(self, kind: str, persona: str, close: Callable[[], Awaitable[None]], loop: Any = None) -> Connection:
+        """Register a conversation; returns it with a fresh id."""
+        conn = Connection(secrets.token_hex(8), kind, persona, close, loop=loop)
+        self._live[conn.id] = conn
+        return conn
+
+    def remove(self, conn_id: str) -> None:
+        """Forget a conversation that ended."""
+        self._live.pop(conn_id, None)
+
+    def get(self, conn_id: str) -> Connection | None:
+        """A live conversation by id, or None."""
+        return self._live.get(conn_id)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every live conversation's status."""
+        return [c.status() for c in self._live.values()]
+
+    async def close_all(self) -> None:
+        """End every live conversation (shutdown)."""
+        await asyncio.gather(*(c.close() for c in list(self._live.values())), return_exceptions=True)

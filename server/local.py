@@ -1,0 +1,55 @@
+"""A sidecar on a free loopback port in this process, for a simulated call from the app.
+
+The core's call simulator (``voiceforge/telephony/simulator.py``) is only a client; this is
+the server side the Phone & SMS page starts for it (``forge call-sim`` starts ``forge serve``
+in its own process instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from typing import Any
+
+import uvicorn
+
+from server.main import create_app
+from voiceforge.config import get_settings
+from voiceforge.telephony.simulator import simulate_call
+
+
+async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = None,
+                    barge_in_ms: int | None = None) -> dict[str, Any]:
+    """Start a sidecar on a free loopback port (this machine's settings) and simulate one call on it.
+
+    Args:
+        utterances: caller speech, each (PCM16 mono, Hz).
+        persona: the persona to answer with.
+        barge_in_ms: barge in this many ms into each reply after the first utterance.
+
+    Returns:
+        What :func:`simulate_call` returns.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    settings = get_settings().model_copy(update={
+        "public_base_url": base,
+        "twilio_auth_token": get_settings().twilio_auth_token or secrets.token_hex(16),
+    })
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise RuntimeError("the sidecar did not start")
+        await asyncio.sleep(0.05)
+    try:
+        await app.state.warm
+        return await simulate_call(base, settings.twilio_auth_token, utterances, persona, barge_in_ms,
+                                   api_key=app.state.api_key)
+    finally:
+        server.should_exit = True
+        await task
