@@ -1,7 +1,9 @@
 """Phone latency over the call simulator with the offline providers.
 
-Prints median and p95 of end-of-caller-speech → first agent media frame, split into
-endpointing, STT, agent and TTS-to-first-audio, and the barge-in reaction time.
+Prints median and p95 of end-of-caller-speech → first agent media frame as the caller hears
+it, and the sidecar's own split of the same interval, measured from the last voiced frame:
+endpointing (the silence the VAD waits for), STT, agent, TTS to first audio, and the wire
+(resampling, framing, pacing); then the barge-in reaction time.
 Run: .venv/bin/python bench/phone_latency.py
 """
 
@@ -20,6 +22,7 @@ from voiceforge.config import load_settings  # noqa: E402
 from voiceforge.telephony.simulator import simulate_call  # noqa: E402
 
 TOKEN = "bench-token"
+KEY = "bench-key"
 TURNS = ["How many customers are there?", "Look up customer number three.", "What is the order history for customer number two?"]
 
 
@@ -31,17 +34,20 @@ def pct(values, p):  # noqa: ANN001, ANN201
 async def run(base: str) -> None:
     rows, barge = [], []
     for _ in range(3):
-        result = await simulate_call(base, TOKEN, [_piper(t) for t in TURNS])
+        result = await simulate_call(base, TOKEN, [_piper(t) for t in TURNS], api_key=KEY)
         rows += [t for t in result["turns"] if t["latency_ms"]]
         b = await simulate_call(base, TOKEN, [_piper("What appointments does customer number two have?"),
-                                              _piper("Wait, stop please.")], barge_in_ms=1500)
+                                              _piper("Wait, stop please.")], barge_in_ms=1500, api_key=KEY)
         barge += [t["barge_in_clear_ms"] for t in b["turns"] if t["barge_in_clear_ms"] is not None]
     total = [r["latency_ms"] for r in rows]
+    t = [r["timings_ms"] for r in rows]
     split = {
-        "endpointing": [r["latency_ms"] - r["timings_ms"]["first_frame_sent"] for r in rows],
-        "stt": [r["timings_ms"]["stt_final"] for r in rows],
-        "agent": [r["timings_ms"]["first_sentence"] - r["timings_ms"]["stt_final"] for r in rows],
-        "tts_first_audio": [r["timings_ms"]["tts_first_audio"] - r["timings_ms"]["first_sentence"] for r in rows],
+        "sidecar total": [x["first_frame_sent"] for x in t],
+        "endpointing": [x["endpointing_ms"] for x in t],
+        "stt": [x["stt_final"] - x["endpointing_ms"] for x in t],
+        "agent": [x["first_sentence"] - x["stt_final"] for x in t],
+        "tts_first_audio": [x["tts_first_audio"] - x["first_sentence"] for x in t],
+        "wire": [x["first_frame_sent"] - x["tts_first_audio"] for x in t],
     }
     print(f"turns: {len(rows)}")
     print(f"speech end -> first agent frame: median {statistics.median(total):.0f} ms, p95 {pct(total, 95):.0f} ms")
@@ -55,7 +61,7 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     app = create_app(load_settings(public_base_url=base, twilio_auth_token=TOKEN, forge_data_dir=folder,
-                                   database_url=f"sqlite:///{folder / 'b.db'}"))
+                                   database_url=f"sqlite:///{folder / 'b.db'}", forge_api_key=KEY))
     with serve(app, port=port):
         app.state.engine.warm_up()
         asyncio.run(run(base))

@@ -8,10 +8,14 @@ docs, which are served from a package (no CDN), so they work offline.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 
 from server.auth import require_api_key
@@ -78,4 +82,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(twilio.webhooks)
     app.include_router(seed.router, dependencies=protected)
     app.add_middleware(BodyLimit, max_bytes=int(settings.forge_max_upload_mb * 1024 * 1024))
+    app.add_exception_handler(RequestValidationError, invalid_request)
     return app
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """422 with the validation errors, as ASCII JSON.
+
+    FastAPI's own handler echoes the offending input, and a lone surrogate in it cannot be
+    encoded as UTF-8: the client would get a 500 instead of the 422 it earned.
+    """
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True, default=str)
+    return Response(body, status_code=422, media_type="application/json")

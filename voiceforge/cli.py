@@ -25,6 +25,7 @@ from typing import Any
 from voiceforge.agent.persona import PersonaError
 from voiceforge.audio.codecs import AudioFormatError, unwrap_wav, wrap_wav
 from voiceforge.config import ROOT, ConfigError, get_settings
+from voiceforge.providers.base import ProviderError
 
 
 def _print_turn(result: dict[str, Any], as_json: bool) -> None:
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             return _up(args)
         if args.prompts:
             return asyncio.run(_prompts(args))
-    except (AudioFormatError, ConfigError, PersonaError, FileNotFoundError, ValueError) as exc:
+    except (AudioFormatError, ConfigError, PersonaError, FileNotFoundError, ValueError, ProviderError) as exc:
         print(f"forge: {exc}", file=sys.stderr)
         return 2
     parser.print_help()

@@ -7,6 +7,7 @@ Azure set) is configured and the embedded offline providers otherwise.
 from __future__ import annotations
 
 import functools
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -226,11 +227,11 @@ class Settings(BaseSettings):
         self.forge_data_dir.mkdir(parents=True, exist_ok=True)
         key = "fk_" + secrets.token_urlsafe(32)
         path = self.api_key_path
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".api_key.{os.getpid()}.tmp")
         tmp.touch(mode=0o600)
         tmp.write_text(key + "\n")
         try:
-            tmp.link(path)  # never replace a key another process generated first
+            path.hardlink_to(tmp)  # atomic, and never replaces a key another process generated first
         except FileExistsError:
             pass
         finally:

@@ -392,6 +392,7 @@ class ConversationLoop:
             return
         result = turn.result or TurnResult(user_text=turn.user_text, reply="", tool_calls=turn.tool_calls)
         result.user_text = turn.user_text
+        result.conversation_id = self.pipeline.conversation_id
         result.error = result.error or turn.error
         result.timings_ms = dict(turn.timeline.marks)
         if turn.result is None and turn.sentences:

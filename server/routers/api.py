@@ -14,6 +14,7 @@ from voiceforge import __version__
 from voiceforge.config import ConfigError
 from voiceforge.engine import Engine
 from voiceforge.store import calls as call_store
+from voiceforge.store import conversations
 from voiceforge.telephony.numbers import normalize_e164
 from voiceforge.telephony.rest import TelephonyError
 
@@ -120,6 +121,21 @@ def call(call_sid: str = CALL_SID, engine: Engine = Depends(get_engine)) -> dict
     found = call_store.get_call(engine.db, call_sid)
     if found is None:
         raise HTTPException(404, f"no call {call_sid}")
+    return found
+
+
+@router.get("/api/conversations")
+def conversation_list(limit: int = 100, engine: Engine = Depends(get_engine)) -> list[dict]:
+    """Recent conversations on every channel, newest first: id, channel, persona, title, turns."""
+    return conversations.list_conversations(engine.db, min(max(limit, 1), 500))
+
+
+@router.get("/api/conversations/{conversation_id}")
+def conversation(conversation_id: int = Path(ge=1, le=2**31 - 1), engine: Engine = Depends(get_engine)) -> dict:
+    """One conversation with its turns (texts, tool calls, timings, interruptions)."""
+    found = conversations.get_conversation(engine.db, conversation_id)
+    if found is None:
+        raise HTTPException(404, f"no conversation {conversation_id}")
     return found
 
 

@@ -109,7 +109,7 @@ async def sms(form: dict = Depends(signed_form), engine: Engine = Depends(get_en
     conversation_id = await asyncio.to_thread(call_store.sms_conversation, engine.db, sender, persona.id)
     await asyncio.to_thread(call_store.record_sms, engine.db, "inbound", sender, form.get("To", "")[:20], body,
                             form.get("MessageSid"), "received", conversation_id)
-    pipeline = engine.resume(conversation_id, persona.id, channel="sms")
+    pipeline = await asyncio.to_thread(engine.resume, conversation_id, persona.id, "sms")
     pipeline.ctx.caller = sender
     result = await pipeline.text_turn(body or "(empty message)")
     await asyncio.to_thread(call_store.record_sms, engine.db, "outbound", form.get("To", "")[:20], sender,

@@ -124,3 +124,15 @@ def test_azure_settings_build_an_azure_client():
                              azure_openai_api_key="k", azure_openai_deployment="gpt4o-dep")
     assert isinstance(make_client(settings), openai.AsyncAzureOpenAI)
     assert build_llm(settings).model == "gpt4o-dep"
+
+
+async def test_the_personas_voice_reaches_the_tts(oai, tmp_path):
+    server, url = oai
+    settings = keyed(url, database_url=f"sqlite:///{tmp_path / 'f.db'}", llm_provider="offline",
+                     tts_provider="openai", openai_tts_voice="alloy")
+    engine = Engine(settings)
+    for persona, voice in (("friendly_guide", "coral"), ("calm_concierge", "sage"), ("customer_service", "alloy")):
+        await engine.pipeline(persona).text_turn("Hello", speak=True)
+        spoken = [r["json"] for r in server.requests if r["path"] == "/v1/audio/speech"]
+        assert spoken[-1]["voice"] == voice, (persona, spoken[-1])
+    assert engine.tts.pick_voice("not-a-voice") == "alloy"  # an unknown name falls back to the default

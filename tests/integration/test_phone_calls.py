@@ -160,3 +160,47 @@ async def test_dtmf_digits_are_stored_on_the_call(sidecar):
                     await asyncio.wait_for(ws.recv(), 10)
         call = (await http.get(base + f"/api/calls/{form['CallSid']}")).json()
     assert call["dtmf"] == "42#" and call["stream_sid"] == "MZ7" and call["ended_at"]
+
+
+async def _open_stream(http, base: str, call_sid: str):  # noqa: ANN001, ANN202
+    form = {"CallSid": call_sid, "From": "+14155550100", "To": "+15005550006", "Direction": "inbound"}
+    twiml = await http.post(base + "/twilio/voice", data=form,
+                            headers={"X-Twilio-Signature": sign(TOKEN, base + "/twilio/voice", form)})
+    token = twiml.text.split('name="token" value="')[1].split('"')[0]
+    url = base.replace("http://", "ws://") + "/twilio/stream"
+    ws = await websockets.connect(url, additional_headers={"X-Twilio-Signature": sign(TOKEN, url, {})})
+    await ws.send(json.dumps({"event": "connected", "protocol": "Call"}))
+    await ws.send(json.dumps({"event": "start", "start": {"streamSid": "MZ" + call_sid[2:], "callSid": call_sid,
+                                                          "customParameters": {"token": token}}}))
+    return ws
+
+
+async def test_unknown_events_are_ignored_and_only_the_inbound_track_is_heard(sidecar, speak):
+    import base64
+
+    import httpx
+
+    from voiceforge.audio.codecs import pcm16_to_ulaw
+    from voiceforge.audio.resample import resample
+
+    base, _ = sidecar
+    pcm, rate = speak("How many customers are there?")
+    ulaw = pcm16_to_ulaw(resample(pcm, rate, 8000)) + b"\xff" * 8000
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
+        for track, sid in (("outbound", "CA" + "8" * 32), ("inbound", "CA" + "9" * 32)):
+            ws = await _open_stream(http, base, sid)
+            await ws.send(json.dumps({"event": "teleport", "teleport": {"to": "mars"}}))  # a newer event: skipped
+            for i in range(0, len(ulaw), 160):
+                await ws.send(json.dumps({"event": "media", "streamSid": "MZ", "media": {
+                    "track": track, "payload": base64.b64encode(ulaw[i : i + 160]).decode()}}))
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(4)  # time to answer, if it were going to
+            await ws.send(json.dumps({"event": "stop", "streamSid": "MZ"}))
+            await ws.close()
+            await asyncio.sleep(0.5)
+            call = (await http.get(f"{base}/api/calls/{sid}")).json()
+            texts = [t["user_text"] for t in call["turns"]]
+            if track == "outbound":
+                assert texts == [], texts  # the agent's own audio is not the caller talking
+            else:
+                assert len(texts) == 1 and wer("How many customers are there?", texts[0]) <= 0.2, texts

@@ -168,3 +168,13 @@ def test_missing_twilio_settings_are_listed():
 def test_postgres_urls_get_the_psycopg_driver():
     s = load_settings(database_url="postgres://u:p@localhost/forge")
     assert s.database_url_resolved == "postgresql+psycopg://u:p@localhost/forge"
+
+
+def test_env_sample_lists_every_setting():
+    from pathlib import Path
+
+    from voiceforge.config import Settings
+
+    sample = (Path(__file__).resolve().parents[2] / ".env.sample").read_text()
+    listed = {line.split("=", 1)[0] for line in sample.splitlines() if "=" in line and not line.startswith("#")}
+    assert {name.upper() for name in Settings.model_fields} <= listed

@@ -118,7 +118,8 @@ def unwrap_wav(data: bytes, max_seconds: float | None = None, strict: bool = Fal
         if "unknown format" in message:
             raise UnsupportedAudioError(f"unsupported WAV encoding ({message}); send 16-bit PCM") from None
         raise AudioFormatError(f"unreadable WAV: {message}") from None
-    except (ValueError, OverflowError, MemoryError, struct.error) as exc:
+    except (ValueError, OverflowError, MemoryError, RuntimeError, struct.error) as exc:
+        # wave raises RuntimeError for a chunk whose size runs past the data, among others
         raise AudioFormatError(f"malformed WAV header ({type(exc).__name__})") from None
     got = len(frames) // (channels * width)
     if got == 0:

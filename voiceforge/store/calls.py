@@ -29,8 +29,9 @@ def record_call(db: Database, call_sid: str, direction: str, from_number: str, t
 
 
 def add_status(db: Database, call_sid: str, status: str, sequence: int | None = None, **create: Any) -> bool:
-    """Record a status callback once; a repeated (status, sequence), or a second final status
-    of the same kind, is ignored.
+    """Record a status callback once (idempotent).
+
+    A repeated (status, sequence), or a second final status of the same kind, is ignored.
 
     Unknown calls (inbound, or placed elsewhere) are created from ``create`` fields.
 

@@ -41,9 +41,10 @@ class TwilioService:
         self.settings = settings
         self.from_number = settings.twilio_phone_number
         if http_client is None:
-            # requests takes (connect, read) seconds; the SDK passes its timeout straight through.
-            timeout = (settings.twilio_connect_timeout_s, settings.twilio_read_timeout_s)
-            http_client = TwilioHttpClient(timeout=timeout)  # type: ignore[arg-type]
+            http_client = TwilioHttpClient(timeout=settings.twilio_read_timeout_s)
+            # requests takes (connect, read) seconds and the SDK hands its timeout straight to it;
+            # only the SDK's constructor insists on a number, so the pair is set afterwards.
+            http_client.timeout = (settings.twilio_connect_timeout_s, settings.twilio_read_timeout_s)
         self.client = Client(settings.twilio_account_sid, settings.twilio_auth_token, http_client=http_client)
         if settings.twilio_api_base:
             self.client.api.base_url = settings.twilio_api_base

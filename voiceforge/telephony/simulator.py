@@ -130,12 +130,13 @@ async def simulate_call(
                 player.cancel()
                 receiver.cancel()
         # The sidecar stores a turn when its last mark comes back (or the stream closes), in a
-        # worker thread: poll until every turn is there.
+        # worker thread, and marks the call completed when the stream ends: poll for both.
         deadline = time.perf_counter() + 15
         while True:
             response = await http.get(base_url.rstrip("/") + f"/api/calls/{call_sid}")
             stored = response.json() if response.status_code == 200 else {}
-            if len(stored.get("turns", [])) >= len(line.turns) or time.perf_counter() > deadline:
+            ended = stored.get("status") in ("completed", "busy", "failed", "no-answer", "canceled")
+            if (len(stored.get("turns", [])) >= len(line.turns) and ended) or time.perf_counter() > deadline:
                 break
             await asyncio.sleep(0.2)
     turns = []
@@ -144,6 +145,7 @@ async def simulate_call(
         turns.append({
             "index": sim.index, "transcript": row.get("user_text", ""), "reply": row.get("assistant_text", ""),
             "interrupted": row.get("interrupted", False), "tool_calls": row.get("tool_calls", []),
+            "error": row.get("error"),
             "latency_ms": sim.latency_ms(), "timings_ms": row.get("timings_ms", {}),
             "barge_in_clear_ms": None if sim.clear_at is None else round((sim.clear_at - sim.speech_start) * 1000, 1),
             "agent_audio_ms": round(len(sim.agent_ulaw) / 8, 1), "media_after_clear": sim.media_after_clear,

@@ -1,4 +1,4 @@
-"""end_call: the agent hangs up (phone) or closes the session (browser, CLI)."""
+"""end_call: the agent hangs up (phone) or ends the conversation (browser, CLI)."""
 
 from __future__ import annotations
 

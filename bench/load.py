@@ -1,0 +1,183 @@
+"""Load on the phone path: concurrent simulated calls, and the codec + VAD path alone.
+
+Part 1 starts `forge serve` in its own process (offline providers, models loaded), then runs
+1, 2, 4, 8 and 16 concurrent simulated Twilio calls against it, each with two caller turns.
+It prints voice-to-voice latency as the caller hears it (last caller frame sent → first agent
+frame received, so endpointing included) at p50 and p95, the sidecar's event-loop lag p99
+(from /api/metrics) and its CPU (from /proc, % of one core).
+
+Part 2 runs N streams in this process through what every inbound 20 ms frame costs before any
+model runs: Twilio JSON parse, base64, μ-law decode, resampling to 16 kHz, framing and VAD, at
+real-time pace. It prints event-loop lag p99 and CPU per stream.
+
+Run: .venv/bin/python bench/load.py [--calls 1,2,4,8,16] [--streams 25,50,100,200]
+"""
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+
+from server.loopwatch import LagMonitor  # noqa: E402
+from tests.conftest import _piper  # noqa: E402
+from tests.support.fakes import FakeSTT, RecordingTransport, ScriptedLLM, ToneTTS  # noqa: E402
+from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16  # noqa: E402
+from voiceforge.audio.resample import resample  # noqa: E402
+from voiceforge.config import load_settings  # noqa: E402
+from voiceforge.conversation import ConversationLoop  # noqa: E402
+from voiceforge.engine import Engine  # noqa: E402
+from voiceforge.store.db import Database  # noqa: E402
+from voiceforge.telephony import media  # noqa: E402
+from voiceforge.telephony.simulator import simulate_call  # noqa: E402
+
+TURNS = ["How many customers are there?", "Look up customer number three."]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values, p):  # noqa: ANN001, ANN201
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+async def calls_round(base: str, token: str, key: str, pid: int, n: int) -> dict:
+    utterances = [_piper(t) for t in TURNS]
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
+        await http.get(base + "/api/metrics")
+        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+        lag_start = time.perf_counter()
+        results = await asyncio.gather(*[simulate_call(base, token, utterances, api_key=key, timeout_s=300)
+                                         for _ in range(n)])
+        cpu, wall = cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+        lag = (await http.get(base + "/api/metrics")).json()["loop_lag"]
+    latencies = [t["latency_ms"] for r in results for t in r["turns"] if t["latency_ms"] is not None]
+    answered = sum(1 for r in results for t in r["turns"] if t["reply"])
+    return {"calls": n, "turns": len(latencies), "answered": answered, "p50": statistics.median(latencies),
+            "p95": pct(latencies, 95), "lag_p99": lag["p99_ms"], "cpu_pct": 100 * cpu / wall,
+            "wall_s": time.perf_counter() - lag_start}
+
+
+async def part_one(sizes: list[int]) -> None:
+    folder = Path(tempfile.mkdtemp())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base, token, key = f"http://127.0.0.1:{port}", secrets.token_hex(8), secrets.token_hex(16)
+    env = {**os.environ, "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token, "FORGE_API_KEY": key,
+           "FORGE_DATA_DIR": str(folder), "FORGE_RATE_CALLS_PER_MIN": "10000"}
+    proc = subprocess.Popen([sys.executable, "-m", "voiceforge.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient() as http:
+            while True:
+                try:
+                    if (await http.get(base + "/health")).json().get("models_ready"):
+                        break
+                except (httpx.HTTPError, ValueError):
+                    pass
+                await asyncio.sleep(0.3)
+        print("concurrent calls (2 caller turns each), offline providers, sidecar in its own process")
+        print(f"{'calls':>5} {'turns':>5} {'answered':>8} {'v2v p50':>8} {'v2v p95':>8} {'lag p99':>8} {'CPU':>6}")
+        for n in sizes:
+            r = await calls_round(base, token, key, proc.pid, n)
+            print(f"{r['calls']:>5} {r['turns']:>5} {r['answered']:>8} {r['p50']:>6.0f}ms {r['p95']:>6.0f}ms "
+                  f"{r['lag_p99']:>6.1f}ms {r['cpu_pct']:>5.0f}%", flush=True)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+async def one_stream(loop: ConversationLoop, frames: list[str], seconds: float) -> None:
+    clock = time.perf_counter()
+    end = clock + seconds
+    i = 0
+    while clock < end:
+        event = media.parse(frames[i % len(frames)])
+        await loop.on_audio(ulaw_to_pcm16(event.payload), 8000)
+        i += 1
+        clock += 0.02
+        await asyncio.sleep(max(0.0, clock - time.perf_counter()))
+
+
+async def part_two(sizes: list[int], seconds: float = 8.0) -> None:
+    pcm, rate = _piper("Could you tell me where my order is? I placed it last week.")
+    ulaw = pcm16_to_ulaw(resample(pcm, rate, 8000)) + b"\xff" * 8000  # speech, then a second of silence
+    frames = [json.dumps({"event": "media", "streamSid": "MZ", "media": {
+        "track": "inbound", "chunk": "1", "timestamp": "20", "payload": base64.b64encode(ulaw[i : i + 160]).decode()}})
+        for i in range(0, len(ulaw) - 159, 160)]
+    db = Database(f"sqlite:///{tempfile.mkdtemp()}/bench.db")
+    db.migrate()
+    engine = Engine(load_settings(), stt=FakeSTT(default=""), llm=ScriptedLLM(), tts=ToneTTS(), db=db)
+    print(f"\ncodec + VAD only: {seconds:.0f} s of real-time 20 ms frames per stream "
+          "(JSON, base64, μ-law, 8→16 kHz, framing, webrtcvad)")
+    tight_loop(frames)
+    print(f"{'streams':>7} {'lag p99':>8} {'CPU':>6} {'CPU/stream':>11} {'µs/frame':>9}")
+    for n in sizes:
+        loops = [ConversationLoop(engine.pipeline("friendly_guide"), RecordingTransport(8000), greet=False)
+                 for _ in range(n)]
+        monitor = LagMonitor(interval_ms=10)
+        monitor.start()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*[one_stream(loop, frames[k % len(frames):] + frames[: k % len(frames)], seconds)
+                               for k, loop in enumerate(loops)])
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        await monitor.stop()
+        for loop in loops:
+            await loop.stop()
+        per_frame_us = cpu / (n * seconds / 0.02) * 1e6
+        print(f"{n:>7} {monitor.percentile(99):>6.1f}ms {100 * cpu / wall:>5.0f}% {100 * cpu / wall / n:>9.2f}% "
+              f"{per_frame_us:>9.1f}", flush=True)
+
+
+def tight_loop(frames: list[str], n: int = 20000) -> None:
+    """The same inbound work per frame with no scheduling: comparable with a codec benchmark."""
+    from voiceforge.audio.framing import FrameBuffer, frame_bytes
+    from voiceforge.audio.resample import StreamResampler
+    from voiceforge.audio.vad import UtteranceSegmenter
+
+    resampler, buffer, segmenter = StreamResampler(8000, 16000), FrameBuffer(frame_bytes(16000, 20)), UtteranceSegmenter()
+    start = time.perf_counter()
+    for i in range(n):
+        event = media.parse(frames[i % len(frames)])
+        for frame in buffer.push(resampler.process(ulaw_to_pcm16(event.payload))):
+            segmenter.push(frame)
+    inbound = (time.perf_counter() - start) / n * 1e6
+    out_resampler, pcm = StreamResampler(22050, 8000), b"\x00\x01" * 441
+    start = time.perf_counter()
+    for _ in range(n):
+        media.media_message("MZ", pcm16_to_ulaw(out_resampler.process(pcm)))
+    outbound = (time.perf_counter() - start) / n * 1e6
+    print(f"tight loop, per 20 ms frame: inbound {inbound:.1f} µs (parse → VAD), "
+          f"outbound {outbound:.1f} µs (22.05 kHz → 8 kHz μ-law JSON)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", default="1,2,4,8,16")
+    parser.add_argument("--streams", default="25,50,100,200")
+    args = parser.parse_args()
+    if args.calls:
+        asyncio.run(part_one([int(x) for x in args.calls.split(",")]))
+    if args.streams:
+        asyncio.run(part_two([int(x) for x in args.streams.split(",")]))
+
+
+main()
