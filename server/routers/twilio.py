@@ -134,6 +134,7 @@ async def stream(ws: WebSocket) -> None:
     loop: ConversationLoop | None = None
     stream_sid = "?"
     connection = None
+    linking: asyncio.Task | None = None
     try:
         start = await receive_start(ws)
         if start is None:
@@ -162,7 +163,6 @@ async def stream(ws: WebSocket) -> None:
 
         linking = asyncio.create_task(link())
         await loop.run(transport.events())
-        await linking
     except media.MediaStreamError as exc:
         log.warning("closing media stream %s: %s", stream_sid, exc)
         if ws.application_state is WebSocketState.CONNECTED:
@@ -172,6 +172,8 @@ async def stream(ws: WebSocket) -> None:
     finally:
         if connection is not None:
             ws.app.state.connections.remove(connection.id)
+        if linking is not None:
+            await asyncio.wait({linking})  # the call row must exist before it is marked ended
         if loop is not None:
             state.calls.pop(loop.name, None)
             await asyncio.to_thread(call_store.end_stream, engine.db, loop.name)
