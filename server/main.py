@@ -1,7 +1,8 @@
 """The sidecar: the parts of Forge that must be reachable from outside (Twilio, browsers, ESP32).
 
 Run with ``uvicorn server.main:create_app --factory`` (``make run`` does) or ``forge serve``.
-Every route needs the API key except Twilio's (signature-checked), ``/``, ``/health`` and the
+Every route needs the API key except Twilio's (signature-checked), the devices' own routes
+(``/device/*``, their device token), ``/``, ``/health`` and the
 docs, which are served from a package (no CDN), so they work offline.
 """
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
         app.state.telephony = TelephonyState(settings)
         app.state.connections = Connections()
+        app.state.busy_devices = set()  # devices with a press or a socket in progress (409 for another)
         app.state.rate_limiter = RateLimiter(settings.redis_url)
         app.state.lag = LagMonitor()
         app.state.lag.start()
@@ -68,10 +70,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app = FastAPIOffline(
         title="Forge sidecar", version=__version__, lifespan=lifespan,
         description="Twilio webhooks and media stream, the browser and device websockets, outbound calls and SMS, "
-                    "and a voice-agent REST API. Every route but Twilio's, `/`, `/health` and these docs needs "
+                    "and a voice-agent REST API. Every route but Twilio's, the devices' (`/device/*`, their token), "
+                    "`/`, `/health` and these docs needs "
                     "`Authorization: Bearer <FORGE_API_KEY>`.",
     )
-    from server.routers import api, seed, twilio, voice
+    from server.routers import api, devices, seed, twilio, voice
 
     protected = [Depends(require_api_key)]
     app.include_router(api.public)
@@ -81,6 +84,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(twilio.router)
     app.include_router(twilio.webhooks)
     app.include_router(seed.router, dependencies=protected)
+    app.include_router(devices.admin, dependencies=protected)
+    app.include_router(devices.device_routes)  # each route checks the device's own token
     app.add_middleware(BodyLimit, max_bytes=int(settings.forge_max_upload_mb * 1024 * 1024))
     app.add_exception_handler(RequestValidationError, invalid_request)
     return app

@@ -6,6 +6,7 @@
     forge talk in.wav -o reply.wav                one spoken turn: transcript, reply, audio, timings
     forge db init|seed|reset|export               the database
     forge call-sim caller.wav [...]               a simulated Twilio call on loopback
+    forge device-sim child.wav [...]              a simulated push-to-talk device (ESP32 protocol)
     forge serve                                   the sidecar API
     forge up                                      the sidecar and the Streamlit app (make run)
 
@@ -162,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--barge-in-ms", type=int, default=None)
     p.add_argument("--save-audio", default=None)
     common(p)
+    p = sub.add_parser("device-sim", help="simulate a push-to-talk device (the ESP32's protocol)")
+    p.add_argument("wavs", nargs="+", help="one WAV per press")
+    p.add_argument("--url", default=None, help="a running sidecar (default: start one and register a device)")
+    p.add_argument("--token", default=None, help="the device token (with --url)")
+    p.add_argument("--rate", type=int, choices=[16000, 44100], default=16000, help="the device's rate, Hz")
+    p.add_argument("--http", action="store_true", help="one chunked HTTP POST per press instead of the websocket")
+    p.add_argument("--save-audio", default=None, help="folder for the replies as WAV")
+    common(p)
     p = sub.add_parser("serve", help="run the sidecar API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
@@ -237,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             from voiceforge.telephony.simulator import run_cli
 
             return asyncio.run(run_cli(args))
+        if args.command == "device-sim":
+            from voiceforge.devices.simulator import run_cli as device_sim
+
+            return asyncio.run(device_sim(args))
         if args.command == "serve":
             import uvicorn
 

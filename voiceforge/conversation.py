@@ -17,6 +17,10 @@ Latency is measured the same way on every wire: from the last voiced frame of th
 speech (the zero of the turn's timeline) to the first agent frame sent (``first_frame_sent``);
 ``endpointing_ms`` is the silence the VAD waited for before calling the utterance finished.
 
+Push-to-talk wires (the ESP32 devices) bound the utterance with the button instead of the VAD:
+``TalkStart`` interrupts the agent and starts the utterance, ``TalkEnd`` ends it, and the
+release is the zero of the turn's timeline (the device's post-roll is part of the utterance).
+
 The loop does no I/O of its own: it reads :mod:`voiceforge.transport` events and calls the
 transport's methods. Storage happens on one writer task per conversation, in turn order, so a
 slow database never holds up audio.
@@ -35,7 +39,16 @@ from typing import Any
 from voiceforge.audio.framing import FrameBuffer, Pacer, frame_bytes
 from voiceforge.audio.resample import StreamResampler
 from voiceforge.audio.vad import TurnDetector, TurnEvent, UtteranceSegmenter, VadState, WebRtcVad
-from voiceforge.transport import AudioIn, DtmfIn, InboundEvent, MarkPlayed, TextIn, Transport
+from voiceforge.transport import (
+    AudioIn,
+    DtmfIn,
+    InboundEvent,
+    MarkPlayed,
+    TalkEnd,
+    TalkStart,
+    TextIn,
+    Transport,
+)
 from voiceforge.turn import (
     APOLOGIES,
     AudioChunk,
@@ -119,11 +132,13 @@ class ConversationLoop:
         on_dtmf: called with each keypad digit (the Twilio adapter stores them on the call).
         vad: a speech-confidence source with ``confidence(frame) -> 0..1`` for 20 ms PCM16 frames
             at the analysis rate (default webrtcvad; tests script one).
+        push_to_talk: utterances are bounded by TalkStart/TalkEnd, not by the VAD.
     """
 
     def __init__(self, pipeline: TurnPipeline, transport: Transport, *, endpointing_ms: int | None = None,
                  first_token_s: float | None = None, greet: bool = True, name: str = "",
-                 on_dtmf: Callable[[str], Awaitable[None]] | None = None, vad: Any = None) -> None:
+                 on_dtmf: Callable[[str], Awaitable[None]] | None = None, vad: Any = None,
+                 push_to_talk: bool = False) -> None:
         settings = pipeline.engine.settings
         self.pipeline, self.transport, self.name = pipeline, transport, name
         self.greet = greet
@@ -151,6 +166,9 @@ class ConversationLoop:
         self._state = ""
         self.closed = False
         self.turns_stored = 0
+        self.push_to_talk = push_to_talk
+        self._held: bytearray | None = None  # push-to-talk audio while the button is down
+        self._max_held = int(settings.forge_max_turn_s * self.rate) * 2
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self, events: AsyncIterator[InboundEvent]) -> None:
@@ -186,6 +204,17 @@ class ConversationLoop:
         elif isinstance(event, TextIn):
             if event.text.strip():
                 await self.on_utterance(text=event.text.strip())
+        elif isinstance(event, TalkStart):
+            self._held = bytearray()
+            await self.on_speech_start()
+        elif isinstance(event, TalkEnd) and self._held is not None:
+            if self._inbound is not None:
+                self._held += self._inbound.flush()  # the resampler's tail belongs to this press
+                self._inbound = None
+            held, self._held = bytes(self._held), None
+            self._last_voiced = time.perf_counter()  # the release is the end of speech
+            if held:
+                await self.on_utterance(audio=held)
         elif isinstance(event, DtmfIn) and self._on_dtmf is not None:
             self._spawn(self._dtmf(event.digit))
 
@@ -215,6 +244,10 @@ class ConversationLoop:
         """Feed caller audio (PCM16 mono at ``sample_rate`` Hz) through framing and VAD."""
         if self._inbound is None or self._inbound.in_rate != sample_rate:
             self._inbound = StreamResampler(sample_rate, self.rate)
+        if self.push_to_talk:
+            if self._held is not None and len(self._held) < self._max_held:
+                self._held += self._inbound.process(pcm16)
+            return
         for frame in self._frames.push(self._inbound.process(pcm16)):
             event = self._segmenter.push(frame)
             if self._segmenter.detector.state is VadState.SPEAKING:
@@ -306,6 +339,7 @@ class ConversationLoop:
                 turn.store = False
                 turn.done = True
                 self._maybe_finish(turn)
+                await self.transport.notify({"type": "ignored", "generation": turn.generation, "reason": "no words"})
                 if turn is self._current:
                     await self._set_state("listening")
                 return

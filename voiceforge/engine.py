@@ -121,28 +121,28 @@ class Engine:
         return {**self.provider_labels(), "database": self.db.describe()}
 
     def pipeline(self, persona_id: str | None = None, channel: str = "chat", conversation_id: int | None = None,
-                 caller: str | None = None) -> TurnPipeline:
+                 caller: str | None = None, child_id: int | None = None, persist: bool = True) -> TurnPipeline:
         """A turn pipeline for a new conversation (stored on its first turn) or a stored one.
 
         Raises:
             PersonaError: no such persona.
         """
-        return TurnPipeline(self, self.persona(persona_id), channel, conversation_id, caller)
+        return TurnPipeline(self, self.persona(persona_id), channel, conversation_id, caller, child_id, persist)
 
     def resume(self, conversation_id: int, persona_id: str | None = None, channel: str = "api") -> TurnPipeline:
-        """A pipeline that continues a stored conversation, its memory rebuilt from the turns.
+        """A pipeline that continues a stored conversation: its rolling summary and last turns.
 
         Raises:
             LookupError: no such conversation.
             PersonaError: no such persona.
         """
-        stored = conversations.history(self.db, conversation_id)
+        pipeline = self.pipeline(persona_id, channel, conversation_id)  # PersonaError before the query
+        stored = conversations.history(self.db, conversation_id, last=pipeline.memory.max_turns)
         if stored is None:
             raise LookupError(f"no conversation {conversation_id}")
-        pipeline = self.pipeline(persona_id or stored.persona, channel, conversation_id)
-        for user, assistant in stored.turns:
-            pipeline.memory.add_user(user)
-            pipeline.memory.add_assistant(assistant)
+        if persona_id is None and stored.persona != pipeline.persona.id:
+            pipeline = self.pipeline(stored.persona, channel, conversation_id)
+        pipeline.memory.restore(stored.summary, stored.turns)
         return pipeline
 
     async def synthesize(self, text: str, voice: str | None = None) -> tuple[bytes, int]:

@@ -43,7 +43,17 @@ class DtmfIn:
     digit: str
 
 
-InboundEvent = AudioIn | TextIn | MarkPlayed | DtmfIn
+@dataclass(frozen=True)
+class TalkStart:
+    """Push-to-talk: the button went down (interrupts the agent; audio until TalkEnd is the utterance)."""
+
+
+@dataclass(frozen=True)
+class TalkEnd:
+    """Push-to-talk: the button came up; the utterance is complete (the latency clock starts here)."""
+
+
+InboundEvent = AudioIn | TextIn | MarkPlayed | DtmfIn | TalkStart | TalkEnd
 
 
 class Transport(ABC):
@@ -85,6 +95,7 @@ class Transport(ABC):
 
         Events: ``{"type": "state", "state": "listening" | "thinking" | "speaking"}``,
         ``{"type": "transcript", "text"}``, ``{"type": "sentence", "text", "index"}``,
-        ``{"type": "tool_call", ...}``, ``{"type": "turn", ...TurnResult.to_json()}``.
+        ``{"type": "tool_call", ...}``, ``{"type": "turn", ...TurnResult.to_json()}``, and
+        ``{"type": "ignored"}`` for an utterance that held no words.
         Wires with no one to show them (Twilio) ignore them.
         """

@@ -196,14 +196,19 @@ class TurnPipeline:
         channel: "chat", "voice", "phone", "sms", "browser", "device", "api", "cli", ...
         conversation_id: a stored conversation to continue, or None (created on first use).
         caller: the caller's E.164 number on phone and SMS channels (send_sms may text it).
+        child_id: the child a storyteller device belongs to (its tools keep the child's progress).
+        persist: store turns; False when a parent has not consented (nothing about the child
+            is written, the conversation still works).
     """
 
     def __init__(self, engine: Engine, persona: Persona, channel: str, conversation_id: int | None = None,
-                 caller: str | None = None) -> None:
+                 caller: str | None = None, child_id: int | None = None, persist: bool = True) -> None:
         self.engine, self.persona, self.channel = engine, persona, channel
         self.conversation_id = conversation_id
+        self.child_id, self.persist = child_id, persist
+        self.voice: str | None = None  # a voice that overrides the persona's (a device's setting)
         self.ctx = ToolContext(db=engine.db, settings=engine.settings, conversation_id=conversation_id,
-                               services=engine.services, caller=caller)
+                               services=engine.services, caller=caller, child_id=child_id)
         self.agent = Agent(engine.llm, engine.registry, persona, self.ctx, channel=channel,
                            filler_after_ms=engine.settings.forge_filler_after_ms)
 
@@ -213,9 +218,9 @@ class TurnPipeline:
         return self.agent.memory
 
     # --- conversation -------------------------------------------------------------------------
-    async def ensure_conversation(self, title: str = "") -> int:
-        """The stored conversation's id, created now if there is none yet."""
-        if self.conversation_id is None:
+    async def ensure_conversation(self, title: str = "") -> int | None:
+        """The stored conversation's id, created now if there is none yet (None when not persisting)."""
+        if self.conversation_id is None and self.persist:
             self.conversation_id = await asyncio.to_thread(
                 conversations.create_conversation, self.engine.db, self.channel, self.persona.id, title)
             self.ctx.conversation_id = self.conversation_id
@@ -232,7 +237,7 @@ class TurnPipeline:
     async def transcribe(self, pcm16: bytes, sample_rate: int) -> Transcribed | TurnError:
         """Speech to text for one utterance (PCM16 mono at ``sample_rate`` Hz); never raises."""
         try:
-            transcript = await self.engine.stt.transcribe(pcm16, sample_rate)
+            transcript = await self.engine.stt.transcribe(pcm16, sample_rate, self.persona.domain_words)
         except ProviderError as exc:
             log.warning("STT failed: %s", exc)
             return TurnError("stt", str(exc))
@@ -254,6 +259,8 @@ class TurnPipeline:
         yield SentenceEnd(start)
 
     def _voice(self) -> str | None:
+        if self.voice:
+            return self.voice
         return self.persona.voice.get(self.engine.tts.provider_id) if self.persona.voice else None
 
     async def respond(self, user_text: str, timeline: Timeline, speak: bool = True,
@@ -462,17 +469,22 @@ class TurnPipeline:
         """Write a recorded turn (the one place a turn is stored); returns its id.
 
         The database call runs in a worker thread, so a slow or locked database holds up only
-        this write, never the event loop. ``result`` gets the turn and conversation ids.
+        this write, never the event loop. ``result`` gets the turn and conversation ids. Returns
+        0 and writes nothing when the pipeline does not persist (no consent).
         """
+        if not self.persist:
+            return 0
         conversation_id = await self.ensure_conversation(title=record.user_text)
         settings = self.engine.settings
         recordings = settings.forge_data_dir / "recordings" if settings.enable_recordings else None
-        turn_id = await asyncio.to_thread(conversations.save_turn, self.engine.db, conversation_id, record, recordings)
+        summary = self.memory.summary or None
+        turn_id = await asyncio.to_thread(conversations.save_turn, self.engine.db, conversation_id, record,
+                                          recordings, summary)
         if result is not None:
             result.turn_id, result.conversation_id = turn_id, conversation_id
         return turn_id
 
     async def store(self, result: TurnResult, heard: list[str] | None = None, interrupted: bool = False,
                     user_audio: tuple[bytes, int] | None = None) -> int:
-        """:meth:`record` then :meth:`save`: store one turn now; returns its id."""
+        """:meth:`record` then :meth:`save`: store one turn now; returns its id (0: not persisted)."""
         return await self.save(self.record(result, heard, interrupted, user_audio), result)

@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from server.main import create_app
@@ -34,7 +35,8 @@ TOKEN = "perimeter-twilio-token"
 BASE = "https://forge.example.test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 OPEN = {"/", "/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
-PARAMS = {"call_sid": "CA1", "persona_id": "friendly_guide", "connection_id": "abc123", "conversation_id": "1"}
+PARAMS = {"call_sid": "CA1", "persona_id": "friendly_guide", "connection_id": "abc123", "conversation_id": "1",
+          "device_id": "dev-1", "child_id": "1"}
 
 
 def settings_for(tmp_path, **extra):  # noqa: ANN001, ANN201
@@ -77,12 +79,16 @@ def test_every_route_but_twilios_and_the_open_ones_needs_the_key(client):
                     assert wrong.status_code == 401, (method, path)
                 checked += 1
         elif isinstance(route, APIWebSocketRoute):
-            with pytest.raises(WebSocketDisconnect) as closed:
+            # refused before accept: a 1008 close, or (device sockets) an HTTP 401 denial
+            with pytest.raises((WebSocketDisconnect, WebSocketDenialResponse)) as refused:
                 with client.websocket_connect(fill(context.path)) as ws:
                     ws.receive_text()
-            assert closed.value.code == 1008, context.path
+            if isinstance(refused.value, WebSocketDenialResponse):
+                assert refused.value.status_code == 401, context.path
+            else:
+                assert refused.value.code == 1008, context.path
             checked += 1
-    assert checked >= 30  # the enumeration saw the whole app
+    assert checked >= 45  # the enumeration saw the whole app
 
 
 def test_the_key_opens_the_routes(client):

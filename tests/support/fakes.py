@@ -30,7 +30,7 @@ class FakeSTT(STT):
         self.transcripts, self.default, self.delay, self.exception = list(transcripts), default, delay, exception
         self.calls: list[float] = []  # seconds of audio per call
 
-    async def _transcribe(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
+    async def _transcribe(self, pcm16: bytes, sample_rate: int, words) -> tuple[str, str | None]:  # noqa: ANN001
         self.calls.append(len(pcm16) / 2 / sample_rate)
         await asyncio.sleep(self.delay)
         if self.exception is not None:

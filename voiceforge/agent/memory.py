@@ -40,6 +40,22 @@ class ConversationMemory:
         """Append a tool message answering ``call_id``."""
         self._messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
 
+    @property
+    def summary(self) -> str:
+        """The rolling summary of folded turns (what is persisted with the conversation)."""
+        return " ".join(self.summary_lines)[-self.summary_chars :]
+
+    def restore(self, summary: str, turns: list[tuple[str, str]]) -> None:
+        """Rebuild from a stored conversation: its summary, then its recent (user, assistant) turns.
+
+        Only the last ``max_turns`` are kept verbatim; older ones given here are folded in.
+        """
+        self._messages.clear()
+        self.summary_lines = [summary] if summary else []
+        for user, assistant in turns:
+            self.add_user(user)
+            self.add_assistant(assistant)
+
     def checkpoint(self) -> tuple[int, int]:
         """A mark to :meth:`rollback` to: (message count, summary line count)."""
         return len(self._messages), len(self.summary_lines)

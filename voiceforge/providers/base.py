@@ -133,12 +133,14 @@ class STT(ABC):
         self.prompt_words = list(prompt_words)
         self.attempts = attempts
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int) -> Transcript:
+    async def transcribe(self, pcm16: bytes, sample_rate: int, hints: Sequence[str] = ()) -> Transcript:
         """Transcribe one utterance.
 
         Args:
             pcm16: mono PCM16 little-endian audio.
             sample_rate: its rate in Hz (resampled to the provider's rate as needed).
+            hints: domain words for this utterance (the persona's: "Hanuman", a product name),
+                added to the provider's own ``prompt_words``.
 
         Returns:
             The Transcript, with ``elapsed_ms`` set.
@@ -147,8 +149,9 @@ class STT(ABC):
             ProviderError: the provider failed (after retries when retryable).
         """
         start = time.perf_counter()
+        words = list(dict.fromkeys([*self.prompt_words, *hints]))
         text, language = await _with_retries(
-            self.name, self.attempts, lambda: self._guard(self._transcribe(pcm16, sample_rate))
+            self.name, self.attempts, lambda: self._guard(self._transcribe(pcm16, sample_rate, words))
         )
         return Transcript(
             text=text.strip(),
@@ -166,8 +169,8 @@ class STT(ABC):
             raise ProviderError(f"{self.name} failed: {type(exc).__name__}: {exc}", provider=self.name) from exc
 
     @abstractmethod
-    async def _transcribe(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
-        """Return (text, language or None)."""
+    async def _transcribe(self, pcm16: bytes, sample_rate: int, words: Sequence[str]) -> tuple[str, str | None]:
+        """Return (text, language or None); ``words`` are the domain words to favour."""
 
 
 # --- LLM -------------------------------------------------------------------------------------

@@ -111,15 +111,16 @@ class WhisperSTT(STT):
         """Load the model now rather than on the first utterance (blocking)."""
         load_whisper(self._model_arg, self._cache_dir)
 
-    async def _transcribe(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
-        return await asyncio.get_running_loop().run_in_executor(_WHISPER_POOL, self._run, pcm16, sample_rate)
+    async def _transcribe(self, pcm16: bytes, sample_rate: int, words: Sequence[str]) -> tuple[str, str | None]:
+        return await asyncio.get_running_loop().run_in_executor(_WHISPER_POOL, self._run, pcm16, sample_rate, words)
 
-    def _run(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
+    def _run(self, pcm16: bytes, sample_rate: int, words: Sequence[str] | None = None) -> tuple[str, str | None]:
         model = load_whisper(self._model_arg, self._cache_dir)
         audio = pcm16_to_float32(resample(pcm16, sample_rate, 16000))
         if audio.size < 1600:  # under 0.1 s: nothing Whisper can use
             return "", None
-        prompt = ("Vocabulary: " + ", ".join(self.prompt_words) + ".") if self.prompt_words else None
+        words = self.prompt_words if words is None else words
+        prompt = ("Vocabulary: " + ", ".join(words) + ".") if words else None
         segments, info = model.transcribe(
             audio,
             language="en",
@@ -164,7 +165,8 @@ class PocketSphinxSTT(STT):
             self._decoder = decoder
         return self._decoder
 
-    async def _transcribe(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
+    async def _transcribe(self, pcm16: bytes, sample_rate: int, words: Sequence[str]) -> tuple[str, str | None]:
+        # PocketSphinx takes domain words into its dictionary when the decoder is built.
         return await asyncio.get_running_loop().run_in_executor(_SPHINX_POOL, self._run, pcm16, sample_rate)
 
     def _run(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:

@@ -82,8 +82,8 @@ class OpenAISTT(STT):
         super().__init__(prompt_words=prompt_words)
         self.client, self.model_name = client, model
 
-    async def _transcribe(self, pcm16: bytes, sample_rate: int) -> tuple[str, str | None]:
-        prompt = ("Vocabulary: " + ", ".join(self.prompt_words) + ".") if self.prompt_words else openai.omit
+    async def _transcribe(self, pcm16: bytes, sample_rate: int, words: Sequence[str]) -> tuple[str, str | None]:
+        prompt = ("Vocabulary: " + ", ".join(words) + ".") if words else openai.omit
         try:
             result = await self.client.audio.transcriptions.create(
                 file=("utterance.wav", wrap_wav(pcm16, sample_rate), "audio/wav"),

@@ -56,7 +56,8 @@ def create_conversation(db: Database, channel: str, persona: str, title: str = "
         return conv.id
 
 
-def save_turn(db: Database, conversation_id: int, turn: NewTurn, recordings: Path | None = None) -> int:
+def save_turn(db: Database, conversation_id: int, turn: NewTurn, recordings: Path | None = None,
+              summary: str | None = None) -> int:
     """Store one turn with its tool calls; with ``recordings`` also its audio as WAV files.
 
     Args:
@@ -65,6 +66,7 @@ def save_turn(db: Database, conversation_id: int, turn: NewTurn, recordings: Pat
         turn: the turn.
         recordings: folder for ``<conversation>/<index>-user.wav`` and ``-reply.wav``
             (``ENABLE_RECORDINGS``); None keeps no audio.
+        summary: the memory's rolling summary of older turns, stored with the conversation.
 
     Returns:
         The new turn's id.
@@ -84,6 +86,8 @@ def save_turn(db: Database, conversation_id: int, turn: NewTurn, recordings: Pat
         )
         if not conv.title and turn.user_text:
             conv.title = turn.user_text[:200]
+        if summary is not None:
+            conv.summary = summary
         s.add(row)
         s.flush()
         for call in turn.tool_calls:
@@ -106,20 +110,28 @@ def _save_wav(path: Path, audio: tuple[bytes, int] | None) -> str | None:
 
 @dataclass
 class History:
-    """A stored conversation's persona, channel and (user, assistant) text per turn."""
+    """A stored conversation's persona, channel, rolling summary and recent (user, assistant) turns."""
 
     persona: str
     channel: str
     turns: list[tuple[str, str]]
+    summary: str = ""
+    child_id: int | None = None
 
 
-def history(db: Database, conversation_id: int) -> History | None:
-    """The persona and the text of every turn of a conversation, or None if there is none."""
+def history(db: Database, conversation_id: int, last: int | None = None) -> History | None:
+    """A conversation's persona, summary and turn texts (only the ``last`` ones), or None."""
     with db.sessions() as s:
         conv = s.get(Conversation, conversation_id)
         if conv is None:
             return None
-        return History(conv.persona, conv.channel, [(t.user_text, t.assistant_text) for t in conv.turns])
+        query = select(Turn.user_text, Turn.assistant_text).where(Turn.conversation_id == conversation_id)
+        if last is not None:
+            query = query.order_by(Turn.index.desc()).limit(last)
+            rows = list(reversed(s.execute(query).all()))
+        else:
+            rows = s.execute(query.order_by(Turn.index)).all()
+        return History(conv.persona, conv.channel, [(u, a) for u, a in rows], conv.summary, conv.child_id)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -1,4 +1,7 @@
-"""SQLAlchemy 2 models: conversations, turns and tool calls; calls and SMS; mock business data.
+"""SQLAlchemy 2 models of everything Forge stores.
+
+Conversations, turns and tool calls; calls and SMS; mock business data; push-to-talk devices
+and the per-child memory of the storyteller (profiles, interests, progress).
 
 The same models serve SQLite (default) and PostgreSQL; Alembic migrations live in `db/`.
 """
@@ -8,7 +11,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -47,6 +62,7 @@ class Conversation(Base):
     title: Mapped[str] = mapped_column(String(200), default="")
     summary: Mapped[str] = mapped_column(Text, default="")
     ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    child_id: Mapped[int | None] = mapped_column(ForeignKey("child_profiles.id", ondelete="CASCADE"), index=True)
 
     turns: Mapped[list[Turn]] = relationship(
         back_populates="conversation", order_by="Turn.index", cascade="all, delete-orphan"
@@ -198,3 +214,110 @@ class Appointment(Base):
     status: Mapped[str] = mapped_column(String(20), default="scheduled")
 
     customer: Mapped[Customer] = relationship(back_populates="appointments")
+
+
+class Child(Base):
+    """A child's profile on a storyteller device (the seed's ``profiles`` table).
+
+    Nothing about the child is stored (no turns, progress or interactions) until ``consent``
+    is given by a parent; ``version`` goes up on every change, so a device can cache the
+    context and ask only whether it is stale (ETag).
+    """
+
+    __tablename__ = "child_profiles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    dob: Mapped[dt.date | None] = mapped_column(Date)
+    parents: Mapped[str] = mapped_column(Text, default="")
+    preferred_language: Mapped[str] = mapped_column(String(16), default="en")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    consent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Interest(Base):
+    """A weighted interest tag of a child ("animals", "space"); the weight goes up with use."""
+
+    __tablename__ = "interests"
+    __table_args__ = (UniqueConstraint("child_id", "tag"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("child_profiles.id", ondelete="CASCADE"), index=True)
+    tag: Mapped[str] = mapped_column(String(40))
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChalisaProgress(Base):
+    """How far a child is with one verse of the Hanuman Chalisa: exposures, attempts, mastery 0–5."""
+
+    __tablename__ = "chalisa_progress"
+    __table_args__ = (UniqueConstraint("child_id", "verse_index"),
+                      CheckConstraint("mastery BETWEEN 0 AND 5", name="mastery_0_to_5"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("child_profiles.id", ondelete="CASCADE"), index=True)
+    verse_index: Mapped[int] = mapped_column(Integer)
+    exposure_count: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    mastery: Mapped[int] = mapped_column(Integer, default=0)
+    last_practice: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StoryProgress(Base):
+    """A story a child has heard: started, completed or favorite, how often, where they stopped."""
+
+    __tablename__ = "story_progress"
+    __table_args__ = (UniqueConstraint("child_id", "topic"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("child_profiles.id", ondelete="CASCADE"), index=True)
+    topic: Mapped[str] = mapped_column(String(60))
+    status: Mapped[str] = mapped_column(String(12), default="started")
+    times_heard: Mapped[int] = mapped_column(Integer, default=0)
+    last_heard: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Interaction(Base):
+    """One press-to-reply exchange of a child with a device: when, how long (s), about what."""
+
+    __tablename__ = "interactions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("child_profiles.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    topic: Mapped[str] = mapped_column(String(60), default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+
+
+class Device(Base):
+    """A push-to-talk device (ESP32-S3). Its token is stored only as a SHA-256 hash.
+
+    ``settings`` (persona voice, volume, language, VAD and post-roll) is what the device pulls;
+    ``settings_version`` goes up with each change. ``conversation_id`` is the device's running
+    conversation, continued on every press.
+    """
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(80), default="")
+    persona: Mapped[str] = mapped_column(String(64), default="hanuman_storyteller")
+    child_id: Mapped[int | None] = mapped_column(ForeignKey("child_profiles.id", ondelete="SET NULL"))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    token_hint: Mapped[str] = mapped_column(String(12), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    firmware: Mapped[str] = mapped_column(String(32), default="")
+    status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    settings_version: Mapped[int] = mapped_column(Integer, default=1)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import secrets
 import time
@@ -253,6 +252,8 @@ async def run_cli(args) -> int:  # noqa: ANN001
         result = await simulate_call(args.url, settings.twilio_auth_token, utterances, persona, args.barge_in_ms,
                                      api_key=settings.api_key)
     else:
+        from voiceforge.localserver import local_sidecar
+
         async with local_sidecar() as (base, token, key):
             result = await simulate_call(base, token, utterances, persona, args.barge_in_ms, api_key=key)
     audio = result.pop("_audio")
@@ -278,60 +279,3 @@ def _save_audio(folder: Path, turns: list[dict[str, Any]], audio: list[bytes]) -
         path = folder / f"turn-{turn['index']}.wav"
         path.write_bytes(wrap_wav(ulaw_to_pcm16(ulaw), 8000))
         turn["audio_path"] = str(path)
-
-
-@contextlib.asynccontextmanager
-async def local_sidecar(timeout_s: float = 180.0):  # noqa: ANN201
-    """Start ``forge serve`` on a free loopback port for a simulated call; yields (URL, token, key).
-
-    The sidecar runs in its own process with this machine's settings and data folder, plus a
-    throwaway Twilio auth token (unless one is set) and PUBLIC_BASE_URL pointing at itself; it
-    is stopped on exit.
-    """
-    import os
-    import signal
-    import socket
-    import sys
-    import tempfile
-
-    from voiceforge.config import get_settings
-
-    settings = get_settings()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    token = settings.twilio_auth_token or secrets.token_hex(16)
-    key, _ = settings.ensure_api_key()
-    env = {**os.environ, "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token, "FORGE_API_KEY": key,
-           "FORGE_DATA_DIR": str(settings.forge_data_dir)}
-    errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child never blocks on it
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "voiceforge.cli", "serve", "--port", str(port), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=errors)
-    try:
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(timeout=2) as http:
-            while True:
-                if proc.returncode is not None:
-                    errors.seek(0)
-                    err = errors.read().decode(errors="replace")[-2000:]
-                    raise RuntimeError(f"the local sidecar did not start:\n{err}")
-                try:
-                    if (await http.get(base + "/health")).json().get("models_ready"):
-                        break
-                except (httpx.HTTPError, ValueError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the local sidecar did not get ready in time")
-                await asyncio.sleep(0.2)
-        yield base, token, key
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        errors.close()

@@ -41,6 +41,7 @@ class ToolContext:
         on_end_call: called by end_call to hang up (phone) or close the conversation.
         services: optional clients keyed by name ("twilio", "telegram").
         caller: the E.164 number of the person on the phone or SMS thread, if any.
+        child_id: the child a storyteller device belongs to, if any.
     """
 
     db: Any
@@ -50,6 +51,7 @@ class ToolContext:
     on_end_call: Callable[[str], Any] | None = None
     services: dict[str, Any] = field(default_factory=dict)
     caller: str | None = None
+    child_id: int | None = None
 
 
 Extractor = Callable[[str, dict[str, Any]], "dict[str, Any] | str | None"]
