@@ -48,7 +48,8 @@ class Engine:
         self.db = db or get_database(self.settings.database_url_resolved)
         self.registry = registry or build_registry(self.settings.forge_tool_delay_ms)
         self._stt, self._llm, self._tts = stt, llm, tts
-        self.services: dict[str, Any] = {}
+        # Clients tools may use, by name (a zero-argument callable is called on first use).
+        self.services: dict[str, Any] = {"tts": lambda: self.tts}
 
     @property
     def stt(self) -> STT:

@@ -282,6 +282,7 @@ class TurnPipeline:
             Tool, sentence, audio and error events, then one :class:`TurnDone`.
         """
         self._refresh_persona()
+        self.ctx.playback.clear()
         await self.ensure_conversation(title=user_text)  # tools (send_sms) link what they store to it
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -339,6 +340,11 @@ class TurnPipeline:
                     yield event
                 result.sentences.append(text)
                 index += 1
+            for title, pcm, rate in list(self.ctx.playback):  # a recitation a tool asked for
+                async for event in self._play_recording(title, pcm, rate, index, speak):
+                    yield event
+                result.sentences.append(f"({title})")
+                index += 1
             if done.error:
                 stage = "agent" if done.error.startswith("agent failed") else "llm"
                 yield TurnError(stage, done.error)
@@ -353,6 +359,16 @@ class TurnPipeline:
         result.ended = done.ended
         result.timings_ms = timeline.marks
         yield TurnDone(result)
+
+    @staticmethod
+    async def _play_recording(title: str, pcm16: bytes, rate: int, index: int,
+                              speak: bool) -> AsyncIterator[TurnEvent]:
+        yield Sentence(index, f"({title})")
+        if speak:
+            step = rate // 10 * 2  # 100 ms
+            for i in range(0, len(pcm16), step):
+                yield AudioChunk(index, pcm16[i : i + step], rate)
+        yield SentenceEnd(index)
 
     async def _speak(self, text: str, index: int, filler: bool, timeline: Timeline,
                      speak: bool) -> AsyncIterator[TurnEvent]:

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 
 _CUSTOMER_KEYS = ("name", "phone")
 
+TAG_OFFERS = {
+    "customers": "looking up customers", "orders": "orders", "appointments": "appointments",
+    "sql": "questions about the customer records", "messages": "sending a text or a team message",
+    "chalisa": "the Hanuman Chalisa", "stories": "stories about Hanuman",
+}
+"""How the offline brain names what its tools can do (end_call needs no mention)."""
+
 
 def _facts(messages: Sequence[Message]) -> dict[str, Any]:
     """Facts from earlier tool results: the last identified customer id and name."""
@@ -151,11 +158,10 @@ class OfflineBrain(LLM):
             return "You're welcome. Is there anything else I can do?"
         if re.search(r"\b(who are you|your name|what are you)\b", text):
             return f"I'm {me}, running on Forge's offline brain."
-        topics = sorted({tag for t in tools for tag in t.tags})
-        if topics:
-            return (
-                "I'm running on Forge's offline brain, so I can only help with "
-                + ", ".join(topics)
-                + ". Could you say that another way?"
-            )
+        offers = [TAG_OFFERS[tag] for tag in dict.fromkeys(tag for t in tools for tag in t.tags) if tag in TAG_OFFERS]
+        if "stories" in {tag for t in tools for tag in t.tags}:  # a child's storyteller: an invitation, not a menu
+            return "Would you like a story about Hanuman, or shall we learn a verse of the Hanuman Chalisa?"
+        if offers:
+            listed = offers[0] if len(offers) == 1 else ", ".join(offers[:-1]) + " and " + offers[-1]
+            return f"I'm running on Forge's offline brain, so I can help with {listed}. Could you say that another way?"
         return "I'm running on Forge's offline brain and can't answer that. Could you say it another way?"

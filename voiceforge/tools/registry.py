@@ -42,6 +42,7 @@ class ToolContext:
         services: optional clients keyed by name ("twilio", "telegram").
         caller: the E.164 number of the person on the phone or SMS thread, if any.
         child_id: the child a storyteller device belongs to, if any.
+        playback: recordings a tool asks to play after the reply: (title, PCM16, Hz).
     """
 
     db: Any
@@ -52,6 +53,7 @@ class ToolContext:
     services: dict[str, Any] = field(default_factory=dict)
     caller: str | None = None
     child_id: int | None = None
+    playback: list[tuple[str, bytes, int]] = field(default_factory=list)
 
 
 Extractor = Callable[[str, dict[str, Any]], "dict[str, Any] | str | None"]
@@ -72,6 +74,7 @@ class Tool:
     phrase: Callable[[Any], str] | None = None
     filler: str = "One moment while I check that."
     tags: tuple[str, ...] = ()
+    opt_in: bool = False
 
     def openai_schema(self) -> dict[str, Any]:
         """The Chat Completions `tools` entry: {"type": "function", "function": {...}}."""
@@ -204,6 +207,7 @@ class ToolRegistry:
         phrase: Callable[[Any], str] | None = None,
         filler: str | None = None,
         tags: tuple[str, ...] = (),
+        opt_in: bool = False,
     ) -> Tool:
         """Register a function as a tool, deriving its schema (see :func:`schema_for`)."""
         description, parameters = schema_for(func)
@@ -216,6 +220,7 @@ class ToolRegistry:
             extract=extract,
             phrase=phrase,
             tags=tags,
+            opt_in=opt_in,
         )
         if filler:
             tool.filler = filler
@@ -232,11 +237,12 @@ class ToolRegistry:
     def select(self, names: list[str] | None) -> list[Tool]:
         """The tools named (unknown names ignored), or all when ``names`` is None or ["*"].
 
-        Registration order is kept whatever the order of ``names``: the offline brain takes
-        the first tool whose triggers match.
+        ``*`` leaves out opt-in tools (a persona's own, like the storyteller's), which a persona
+        must name. Registration order is kept whatever the order of ``names``: the offline brain
+        takes the first tool whose triggers match.
         """
         if names is None or names == ["*"]:
-            return list(self._tools.values())
+            return [t for t in self._tools.values() if not t.opt_in]
         wanted = set(names)
         return [t for n, t in self._tools.items() if n in wanted]
 
