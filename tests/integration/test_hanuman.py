@@ -12,7 +12,7 @@ from voiceforge.engine import Engine
 from voiceforge.providers.brain import OfflineBrain
 from voiceforge.store import devices as memory
 from voiceforge.store.db import Database
-from voiceforge.tools import ToolContext, build_registry
+from voiceforge.tools import ToolContext
 from voiceforge.tools.hanuman import chalisa, stories
 
 pytestmark = pytest.mark.integration

@@ -147,11 +147,10 @@ def resolve_audio(root: Path, path: str) -> Path:
 
 async def _recitation(ctx: ToolContext, path: str, target: Path) -> tuple[bytes, int]:
     """The recitation's PCM16 and rate, synthesized with the TTS the first time and cached."""
-    if target.exists():
-        try:
-            return unwrap_wav(await asyncio.to_thread(target.read_bytes))
-        except AudioFormatError:
-            pass  # a broken cache file is made again
+    try:
+        return unwrap_wav(await asyncio.to_thread(target.read_bytes))
+    except (OSError, AudioFormatError):
+        pass  # not made yet, or a broken cache file: made (again) below
     tts = ctx.services.get("tts")
     tts = tts() if callable(tts) else tts
     if tts is None:
@@ -159,7 +158,7 @@ async def _recitation(ctx: ToolContext, path: str, target: Path) -> tuple[bytes,
     steps = chalisa()
     texts = [s["text"] for s in steps] if path.endswith("full.wav") else [steps[int(path[13:15])]["text"]]
     pcm = b"".join([await tts.synthesize(text) for text in texts])
-    target.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(target.write_bytes, wrap_wav(pcm, tts.sample_rate))
     return pcm, tts.sample_rate
 
