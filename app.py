@@ -15,6 +15,7 @@ pages = [
     st.Page("app_pages/voice_chat.py", title="Voice Chat", icon="🎙️", url_path="voice-chat"),
     st.Page("app_pages/tools.py", title="Tools", icon="🔧", url_path="tools"),
     st.Page("app_pages/phone.py", title="Phone & SMS", icon="📞", url_path="phone"),
+    st.Page("app_pages/devices.py", title="Devices", icon="📟", url_path="devices"),
     st.Page("app_pages/conversations.py", title="Conversations", icon="🗂️", url_path="conversations"),
     st.Page("app_pages/personas.py", title="Personas & settings", icon="🎭", url_path="personas"),
 ]

@@ -53,3 +53,39 @@ async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = N
     finally:
         server.should_exit = True
         await task
+
+
+async def run_local_device_press(utterances: list[tuple[bytes, int]], persona: str, child_id: int | None,
+                                 name: str = "simulated press") -> dict[str, Any]:
+    """Start a sidecar in this process and press a simulated device for ``child_id`` once per utterance.
+
+    A device is registered for the press (persona, child) and revoked afterwards, so the press
+    goes over the real device protocol and is remembered for the child like any other.
+
+    Returns:
+        What :func:`voiceforge.devices.simulator.simulate_device` returns.
+    """
+    from voiceforge.devices.simulator import simulate_device
+    from voiceforge.store import devices as store
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(get_settings())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise RuntimeError("the sidecar did not start")
+        await asyncio.sleep(0.05)
+    try:
+        await app.state.warm
+        db = app.state.engine.db
+        device, token = await asyncio.to_thread(store.register_device, db, name, persona, child_id)
+        try:
+            return await simulate_device(f"http://127.0.0.1:{port}", token, utterances)
+        finally:
+            await asyncio.to_thread(store.revoke_device, db, device["device_id"])
+    finally:
+        server.should_exit = True
+        await task

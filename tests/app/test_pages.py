@@ -110,3 +110,32 @@ def test_personalization_edit_applies_on_the_next_turn(app):
     goto(app, "app_pages/voice_chat.py")
     app.chat_input(key="voice_text").set_value("Hello").run()
     assert "Hi, I'm Priya. How can I help you today?" in [m.value for m in app.markdown]
+
+
+def test_devices_page_registers_configures_and_forgets(app):
+    from voiceforge.store import devices as store
+
+    goto(app, "app_pages/devices.py")
+    app.text_input(key="child_name").set_value("Arjun")
+    app.checkbox(key="child_consent").check()
+    app.button(key="FormSubmitter:new_child-Add").click().run()
+    assert not app.exception and any("Added Arjun" in s.value for s in app.success)
+    (child,) = store.list_children(db())
+    app.text_input(key="dev_name").set_value("bedroom")
+    app.selectbox(key="dev_child").set_value(child["child_id"])
+    app.button(key="FormSubmitter:register_device-Register").click().run()
+    assert not app.exception
+    token = app.code[0].value
+    (device,) = store.list_devices(db())
+    assert store.authenticate(db(), token)["device_id"] == device["device_id"]  # the token shown works
+    assert token not in str(store.list_devices(db()))  # and is not kept
+    app.slider(key=f"dev_volume_{device['device_id']}").set_value(40)
+    app.button(key=f"FormSubmitter:settings_{device['device_id']}-Save settings").click().run()
+    assert store.get_device(db(), device["device_id"])["settings"]["volume"] == 40
+    store.record_verse(db(), child["child_id"], 2)
+    app.run()
+    assert app.button(key=f"child_delete_{child['child_id']}").disabled  # not without the confirmation
+    app.checkbox(key=f"child_delete_sure_{child['child_id']}").check().run()
+    app.button(key=f"child_delete_{child['child_id']}").click().run()
+    assert not app.exception and store.list_children(db()) == []
+    assert store.get_device(db(), device["device_id"])["child_id"] is None

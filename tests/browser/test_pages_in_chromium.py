@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-PAGES = ["home", "voice-chat", "tools", "phone", "conversations", "personas"]
+PAGES = ["home", "voice-chat", "tools", "phone", "devices", "conversations", "personas"]
 
 
 @pytest.fixture(scope="module")
