@@ -16,9 +16,11 @@
  * `set host <sidecar host>`, `set port 8765`, `set token dt_...`.
  */
 #include <ESP_I2S.h>
+#include <HTTPClient.h>
 #include <Preferences.h>
 #include <WiFi.h>
 #include <esp_sleep.h>
+#include <time.h>
 
 #include "ptt_logic.h"
 
@@ -30,6 +32,7 @@ static const uint32_t RATE = 16000;                          // upload and reply
 static const uint32_t CHUNK_MS = 40;
 static const uint32_t IDLE_SLEEP_MS = 60000;
 static const uint32_t MAX_PRESS_S = 60;                      // the sidecar's FORGE_MAX_TURN_S
+static const char *FIRMWARE = "0.1.0";
 
 I2SClass mic, amp;
 Preferences prefs;
@@ -100,6 +103,68 @@ static bool wifi_up() {
     delay(delay_ms + 200);
   }
   return true;
+}
+
+// ---- housekeeping on wake (PROTOCOL.md): heartbeat, then settings and context only if stale ----
+// A two-field reader is enough here: the sidecar's JSON is flat, and a JSON library would cost
+// more flash than the rest of the sketch.
+static String json_field(const String &body, const char *key) {
+  String needle = String("\"") + key + "\":";
+  int at = body.indexOf(needle);
+  if (at < 0) return "";
+  at += needle.length();
+  while (body[at] == ' ') at++;
+  if (body[at] != '"') return body.substring(at, body.indexOf(body.indexOf(',', at) >= 0 ? ',' : '}', at));
+  String out;
+  for (int i = at + 1; i < (int)body.length() && body[i] != '"'; i++) {
+    if (body[i] == '\\' && i + 1 < (int)body.length()) i++;  // \" inside the string
+    out += body[i];
+  }
+  return out;
+}
+
+static int http_call(HTTPClient &http, const char *method, const String &path, const String &body = "",
+                     const String &if_none_match = "") {
+  http.begin(String("http://") + host + ":" + port + path);
+  http.addHeader("Authorization", "Bearer " + token);
+  if (if_none_match.length()) http.addHeader("If-None-Match", if_none_match);
+  const char *keep[] = {"ETag"};
+  http.collectHeaders(keep, 1);
+  if (!strcmp(method, "POST")) {
+    http.addHeader("Content-Type", "application/json");
+    return http.POST(body);
+  }
+  return http.GET();
+}
+
+static void sync_with_sidecar() {
+  HTTPClient http;
+  String beat = String("{\"firmware\":\"") + FIRMWARE + "\",\"rssi\":" + WiFi.RSSI() + "}";
+  if (http_call(http, "POST", "/device/heartbeat", beat) != 200) { http.end(); return; }
+  String body = http.getString();
+  http.end();
+  uint32_t version = json_field(body, "settings_version").toInt();
+  if (version != prefs.getUInt("settings_v", 0) && http_call(http, "GET", "/device/settings") == 200) {
+    String settings = http.getString();
+    prefs.putUInt("pre_roll", json_field(settings, "pre_roll_ms").toInt());
+    prefs.putUInt("post_roll", json_field(settings, "post_roll_ms").toInt());
+    prefs.putUInt("volume", json_field(settings, "volume").toInt());
+    prefs.putUInt("settings_v", version);
+  }
+  http.end();
+  uint32_t now_s = (uint32_t)time(nullptr);  // RTC time: keeps counting through deep sleep
+  if (ptt_context_stale(&context, json_field(body, "context_etag").c_str(), now_s)) {
+    int code = http_call(http, "GET", "/device/context", "", context.valid ? String(context.etag) : "");
+    if (code == 200) {
+      prefs.putString("context", http.getString());  // what the device may say offline
+      ptt_context_store(&context, http.header("ETag").c_str(), now_s);
+      prefs.putString("etag", context.etag);
+    } else if (code == 304) {
+      ptt_context_store(&context, context.etag, now_s);
+    }
+    http.end();
+  }
+  load_settings();
 }
 
 // ---- the HTTP carrier (PROTOCOL.md "A press over HTTP") -----------------------------------------
@@ -183,7 +248,10 @@ void setup() {
   ptt_debounce_init(&button, 50, millis());
   ptt_press_init(&press, post_roll_ms);
   press_audio = (int16_t *)ps_malloc(MAX_PRESS_S * RATE * sizeof(int16_t));
-  wifi_up();
+  if (wifi_up()) {
+    configTime(0, 0, "pool.ntp.org");
+    sync_with_sidecar();  // every wake: tell the sidecar we are here; refresh only what is stale
+  }
   last_activity = millis();
 }
 

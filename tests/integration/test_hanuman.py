@@ -69,6 +69,10 @@ async def test_learning_resumes_where_the_child_left_off_across_sessions(engine)
     assert c.tool_calls[0]["result"]["index"] == 2 and "Jai Hanuman" in c.reply
     assert [v["verse_index"] for v in memory.verse_progress(engine.db, cid)] == [0, 1, 2]
     assert memory.interests(engine.db, cid)[0]["tag"] == "chalisa"
+    again = await later.text_turn("Can we say that verse again?")  # practice: an attempt, mastery up
+    assert again.tool_calls[0]["arguments"] == {"step_index": 2}, again.reply
+    practised = memory.verse_progress(engine.db, cid)[2]
+    assert (practised["exposure_count"], practised["attempts"], practised["mastery"]) == (2, 1, 1)
 
 
 async def test_stories_fit_the_childs_age_and_do_not_repeat(engine):

@@ -42,6 +42,8 @@ def _facts(messages: Sequence[Message]) -> dict[str, Any]:
             known["customer_id"] = result["customer_id"]
             if result.get("name"):
                 known["customer_name"] = result["name"]
+        if isinstance(result, dict) and "next_step_index" in result and "index" in result:
+            known["chalisa_last"] = result["index"]  # the Chalisa step just taught
     return known
 
 

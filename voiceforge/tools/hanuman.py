@@ -78,8 +78,11 @@ def teach_hanuman_chalisa(ctx: ToolContext, persona: str = "Hanuman", step_index
     if not 0 <= step_index < len(steps):
         raise ToolError(f"step_index must be between 0 and {len(steps) - 1}")
     step = steps[step_index]
+    # Asking for the step just taught again is practice: an attempt, and mastery goes up by one.
+    practised = ctx.state.get("chalisa_last") == step_index
+    ctx.state["chalisa_last"] = step_index
     if ctx.child_id is not None:
-        memory.record_verse(ctx.db, ctx.child_id, step_index)
+        memory.record_verse(ctx.db, ctx.child_id, step_index, attempted=practised, mastery_delta=int(practised))
         memory.bump_interest(ctx.db, ctx.child_id, "chalisa", 0.5)
     ctx.state["chalisa_next"] = step_index + 1 if step_index + 1 < len(steps) else 0
     return {"persona": persona, "index": step_index, "total": len(steps), "title": step["title"],
@@ -183,6 +186,8 @@ def _extract_teach(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
     text = utterance.lower()
     if re.search(r"\b(beginning|start over|from the start)\b", text):
         return {"step_index": 0}
+    if re.search(r"\b(again|repeat|one more time|practi[cs]e (it|that))\b", text) and "chalisa_last" in known:
+        return {"step_index": known["chalisa_last"]}
     verse = spoken.number_after(text, "verse", "line", "chaupai")
     if verse is not None and 1 <= verse <= 40:
         return {"step_index": verse + 1}
@@ -224,7 +229,7 @@ def register(registry: ToolRegistry) -> None:
     )
     registry.add(
         teach_hanuman_chalisa,
-        triggers=[r"\b(learn|teach|practi[cs]|memori[sz]|study|studi)\w*",
+        triggers=[r"\b(learn|teach|practi[cs]|memori[sz]|study|studi)\w*", r"\b(say it|that verse) again\b",
                   r"\b(next|another|first|last|new)\s+(verse|line|part|doha|chaupai)\b",
                   r"\b(verse|doha|chaupai|chalisa)\b"],
         extract=_extract_teach, phrase=_phrase_teach, tags=("chalisa",), opt_in=True,
