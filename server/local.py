@@ -8,6 +8,7 @@ in its own process instead).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
 from typing import Any
@@ -15,8 +16,33 @@ from typing import Any
 import uvicorn
 
 from server.main import create_app
-from voiceforge.config import get_settings
+from voiceforge.config import Settings, get_settings
 from voiceforge.telephony.simulator import simulate_call
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def in_process_sidecar(settings: Settings | None = None, port: int | None = None):  # noqa: ANN201
+    """Serve the sidecar on loopback in this process (``port`` or a free one), models loaded; yields (app, URL)."""
+    port = port or _free_port()
+    app = create_app(settings or get_settings())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise RuntimeError("the sidecar did not start")
+        await asyncio.sleep(0.05)
+    try:
+        await app.state.warm
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = None,
@@ -31,28 +57,13 @@ async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = N
     Returns:
         What :func:`simulate_call` returns.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    token = get_settings().twilio_auth_token or secrets.token_hex(16)
+    # Twilio signs the public URL, so the sidecar is told it is reachable at its own address.
+    port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    settings = get_settings().model_copy(update={
-        "public_base_url": base,
-        "twilio_auth_token": get_settings().twilio_auth_token or secrets.token_hex(16),
-    })
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            raise RuntimeError("the sidecar did not start")
-        await asyncio.sleep(0.05)
-    try:
-        await app.state.warm
-        return await simulate_call(base, settings.twilio_auth_token, utterances, persona, barge_in_ms,
-                                   api_key=app.state.api_key)
-    finally:
-        server.should_exit = True
-        await task
+    settings = get_settings().model_copy(update={"public_base_url": base, "twilio_auth_token": token})
+    async with in_process_sidecar(settings, port) as (app, url):
+        return await simulate_call(url, token, utterances, persona, barge_in_ms, api_key=app.state.api_key)
 
 
 async def run_local_device_press(utterances: list[tuple[bytes, int]], persona: str, child_id: int | None,
@@ -68,24 +79,10 @@ async def run_local_device_press(utterances: list[tuple[bytes, int]], persona: s
     from voiceforge.devices.simulator import simulate_device
     from voiceforge.store import devices as store
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(get_settings())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            raise RuntimeError("the sidecar did not start")
-        await asyncio.sleep(0.05)
-    try:
-        await app.state.warm
+    async with in_process_sidecar() as (app, base):
         db = app.state.engine.db
         device, token = await asyncio.to_thread(store.register_device, db, name, persona, child_id)
         try:
-            return await simulate_device(f"http://127.0.0.1:{port}", token, utterances)
+            return await simulate_device(base, token, utterances)
         finally:
             await asyncio.to_thread(store.revoke_device, db, device["device_id"])
-    finally:
-        server.should_exit = True
-        await task

@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from server.transports import send
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.transport import AudioIn, InboundEvent, MarkPlayed, TextIn, Transport
 
@@ -82,22 +83,14 @@ class BrowserSocket(Transport):
     # --- outbound --------------------------------------------------------------------------------
     async def send_json(self, payload: dict[str, Any]) -> None:
         """Send one JSON message (nothing once the socket is closed)."""
-        if self.ws.application_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.send_text(json.dumps(payload, default=str))
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                pass
+        await send(self.ws, json.dumps(payload, default=str))
 
     async def send_audio(self, pcm16: bytes, sample_rate: int) -> None:
         """Live: one binary frame of PCM16 at ``output_rate``; batch: kept for the reply WAV."""
         if not self.live:
             self._reply += pcm16
             return
-        if self.ws.application_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.send_bytes(pcm16)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                pass
+        await send(self.ws, pcm16)
 
     async def clear(self) -> None:
         """Tell the page to drop the audio it has queued."""

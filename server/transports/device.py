@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from server.transports import send
 from voiceforge.transport import AudioIn, InboundEvent, MarkPlayed, TalkEnd, TalkStart, Transport
 
 log = logging.getLogger("forge.sidecar.device")
@@ -120,19 +120,11 @@ class DeviceSocket(DeviceTransport):
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         """Send one JSON message (nothing once the socket is closed)."""
-        if self.ws.application_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.send_text(json.dumps(payload, default=str))
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                pass
+        await send(self.ws, json.dumps(payload, default=str))
 
     async def send_audio(self, pcm16: bytes, sample_rate: int) -> None:
         """One 20 ms binary frame of reply PCM16 at the device's rate."""
-        if self.ws.application_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.send_bytes(pcm16)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                pass
+        await send(self.ws, pcm16)
 
     async def clear(self) -> None:
         """The child pressed again: drop queued reply audio."""

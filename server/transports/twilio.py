@@ -13,8 +13,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketState
 
+from server.transports import send
 from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
 from voiceforge.telephony import media
 from voiceforge.transport import AudioIn, DtmfIn, InboundEvent, MarkPlayed, Transport
@@ -71,11 +72,7 @@ class TwilioMediaStream(Transport):
         self._on_hang_up = on_hang_up
 
     async def _send(self, text: str) -> None:
-        if self.ws.application_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.send_text(text)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                pass  # the call is gone; the receive side ends the loop
+        await send(self.ws, text)
 
     async def send_audio(self, pcm16: bytes, sample_rate: int) -> None:
         """Send 20 ms of PCM16 at 8000 Hz as a μ-law ``media`` message."""

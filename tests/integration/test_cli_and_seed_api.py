@@ -134,3 +134,10 @@ def test_ws_status_lists_live_connections_and_disconnect_ends_one(client):
                 ws.receive_json()
     assert client.get("/ws/status").json()["active"] == 0
     assert client.post("/ws/disconnect/abcdef").status_code == 404
+
+
+async def test_the_phone_pages_simulator_runs_a_call_in_process(speak):
+    from server.local import run_local
+
+    result = await run_local([speak("How many customers are there?")])
+    assert result["turns"][0]["reply"] == "The answer is 40." and result["status"] == "completed"

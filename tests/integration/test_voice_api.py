@@ -30,7 +30,8 @@ def test_personas(client):
     listed = {p["id"]: p for p in client.get("/personas").json()}
     assert {"friendly_guide", "calm_concierge", "energetic_host", "customer_service", "hanuman_storyteller"} <= set(listed)
     one = client.get("/personas/hanuman_storyteller").json()
-    assert "children" in one["system_prompt"] and one["tools"] == ["end_call"]
+    assert "children" in one["system_prompt"]
+    assert one["tools"] == ["teach_hanuman_chalisa", "tell_a_story", "play_hanuman_chalisa", "end_call"]
     assert client.get("/personas/nope").status_code == 404
 
 
