@@ -1,6 +1,9 @@
 """The `forge` command.
 
-    forge --prompts "Hello|Where is my order"     chained text turns
+    forge                                         the push-to-talk Realtime assistant (microphone)
+    forge --prompts "Hello|Where is my order"     chained text turns (--realtime: through a Realtime session)
+    forge assistant --wav in.wav                  the Realtime assistant, speaking files as turns
+    forge realtime-server                         Forge's offline OpenAI-Realtime-compatible server
     forge say TEXT -o out.wav                     text to speech
     forge transcribe in.wav                       speech to text
     forge talk in.wav -o reply.wav                one spoken turn: transcript, reply, audio, timings
@@ -135,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", help='text turns separated by "|", e.g. "Hello|Where is my order"')
     parser.add_argument("--persona", default=None, help="persona id (see prompts/)")
     parser.add_argument("--json", action="store_true", help="one JSON object per turn")
+    parser.add_argument("--realtime", action="store_true", help="run --prompts through a Realtime session")
+    parser.add_argument("--save-audio", default=None, help="with --realtime: a folder for the replies as WAV")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
 
@@ -171,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", action="store_true", help="one chunked HTTP POST per press instead of the websocket")
     p.add_argument("--save-audio", default=None, help="folder for the replies as WAV")
     common(p)
+    p = sub.add_parser("assistant", help="the push-to-talk Realtime assistant (microphone, or --wav files)")
+    p.add_argument("--wav", action="append", default=[], help="a WAV to speak as one turn (repeatable)")
+    p.add_argument("--save-audio", default=argparse.SUPPRESS)
+    common(p)
+    p = sub.add_parser("realtime-server", help="Forge's offline OpenAI-Realtime-compatible server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8766)
     p = sub.add_parser("serve", help="run the sidecar API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
@@ -259,6 +271,20 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "up":
             return _up(args)
+        if args.command == "realtime-server":
+            import uvicorn
+
+            uvicorn.run("realtime.server:create_app", factory=True, host=args.host, port=args.port,
+                        ws_max_size=1 << 20, log_level="info" if args.verbose else "warning")
+            return 0
+        if args.command == "assistant" or (args.command is None and not args.prompts):
+            from realtime.cli import assistant
+
+            return asyncio.run(assistant(getattr(args, "wav", []), args.persona, args.json, args.save_audio))
+        if args.prompts and args.realtime:
+            from realtime.cli import prompts
+
+            return asyncio.run(prompts(args.prompts, args.persona, args.json, args.save_audio))
         if args.prompts:
             return asyncio.run(_prompts(args))
     except (AudioFormatError, ConfigError, PersonaError, FileNotFoundError, ValueError, ProviderError) as exc:

@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     openai_tts_model: str = "gpt-4o-mini-tts"
     openai_tts_voice: str = "alloy"
     openai_realtime_model: str = "gpt-realtime"
+    realtime_voice: str = "marin"
+    realtime_vad_threshold: float = Field(default=0.5, ge=0.3, le=0.95)
+    realtime_silence_ms: int = Field(default=500, ge=100, le=5000)
+    realtime_prefix_padding_ms: int = Field(default=300, ge=0, le=2000)
+    forge_realtime_url: str = Field(
+        default="ws://127.0.0.1:8766/v1",
+        description="Forge's offline Realtime-compatible server (forge realtime-server), used when OpenAI is not configured.",
+    )
+    forge_realtime_phone: bool = Field(default=False, description="Run phone calls over a Realtime session.")
 
     # Provider choice: auto = OpenAI when keyed, offline otherwise (names: providers/registry.py).
     stt_provider: str = "auto"

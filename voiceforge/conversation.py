@@ -263,6 +263,7 @@ class ConversationLoop:
 
     async def on_speech_start(self) -> None:
         """The user started speaking: barge in on audible agent speech, hold back thinking."""
+        await self.transport.notify({"type": "speech_started"})
         await self._barge_in_audible()
         current = self._current
         if current is not None and current.store and current.mergeable and current.task is not None:
@@ -277,6 +278,7 @@ class ConversationLoop:
         timeline.set("speech_end", 0.0)
         if audio is not None:
             timeline.set("endpointing_ms", (now - zero) * 1000)
+            await self.transport.notify({"type": "speech_stopped", "audio_ms": round(len(audio) / 2 / self.rate * 1000)})
             source: asyncio.Future = asyncio.create_task(self.pipeline.transcribe(audio, self.rate))
         else:
             source = asyncio.get_running_loop().create_future()
@@ -298,6 +300,40 @@ class ConversationLoop:
             turn.user_audio += audio
         turn.task = asyncio.create_task(self._answer(turn), name=f"turn-{self.name}-{turn.generation}")
         await self._set_state("thinking")
+
+    async def interrupt(self) -> None:
+        """Stop the agent now (a client's ``response.cancel``): clear what is audible, drop thinking."""
+        await self._barge_in_audible()
+        current = self._current
+        if current is not None and not current.finished and current.task is not None:
+            await self._cancel(current)
+            self._finish(current, interrupted=True)
+
+    def configure_vad(self, threshold: float | None = None, silence_ms: int | None = None,
+                      prefix_ms: int | None = None) -> None:
+        """Change endpointing between utterances (a Realtime client's ``turn_detection``).
+
+        Args:
+            threshold: 0.3–0.95, how sure the VAD must be that a frame is speech; webrtcvad's
+                aggressiveness follows it (below 0.5: 1, below 0.7: 2, else 3).
+            silence_ms: silence that ends an utterance, ms.
+            prefix_ms: audio kept from before the detected start, ms.
+        """
+        if self._segmenter.speaking:
+            return  # never mid-utterance; the next one uses the new settings
+        detector = self._segmenter.detector
+        if silence_ms:
+            detector.stop_ms = self.endpointing_ms = max(100, min(5000, int(silence_ms)))
+        if threshold is not None and isinstance(self._segmenter.vad, WebRtcVad):
+            level = 1 if threshold < 0.5 else 2 if threshold < 0.7 else 3
+            self._segmenter.vad = WebRtcVad(self.rate, aggressiveness=level)
+        if prefix_ms is not None:
+            self._segmenter.set_preroll(max(0, min(1000, int(prefix_ms))))
+
+    def set_output_rate(self, rate: int) -> None:
+        """The far end now wants agent audio at ``rate`` Hz (from the next frame on)."""
+        self.transport.output_rate = rate
+        self._out_frame = frame_bytes(rate, self.transport.frame_ms)
 
     async def on_mark(self, name: str) -> None:
         """A mark came back: the sentence before it has played (unless it answers a clear)."""

@@ -92,11 +92,13 @@ class Agent:
         self.memory = memory or ConversationMemory()
         self.max_steps = max_steps
         self.filler_after_s = filler_after_ms / 1000
+        self.allowed_tools: list[str] | None = None  # overrides the persona's (a Realtime client's tools)
+        self.instructions: str | None = None  # overrides the persona's prompt (a Realtime client's)
 
     @property
     def tools(self):  # noqa: ANN201
-        """The tools this persona may call."""
-        return self.registry.select(self.persona.tools)
+        """The tools this persona (or a client that declared its own) may call."""
+        return self.registry.select(self.allowed_tools if self.allowed_tools is not None else self.persona.tools)
 
     async def respond(self, user_text: str, first_token_s: float | None = None) -> AsyncIterator[AgentEvent]:
         """Run one turn for ``user_text``; yields events, ending with exactly one ReplyDone.
@@ -115,7 +117,7 @@ class Agent:
         for _step in range(self.max_steps):
             text, calls = "", []
             try:
-                messages = self.memory.messages(self.persona.prompt_for(self.channel))
+                messages = self.memory.messages(self.instructions or self.persona.prompt_for(self.channel))
                 async for item in self.llm.stream(messages, tools, first_token_s=first_token_s):
                     if isinstance(item, ToolCall):
                         calls.append(item)
@@ -159,8 +161,8 @@ class Agent:
         task = asyncio.create_task(self.registry.execute(call.name, call.arguments, self.ctx))
         try:
             done, _ = await asyncio.wait({task}, timeout=self.filler_after_s)
-            if not done:
-                tool = self.registry.get(call.name)
+            tool = self.registry.get(call.name)
+            if not done and (tool is None or tool.filler):  # an empty filler: the tool wants silence
                 yield Filler(tool.filler if tool else "One moment.")
             yield await task
         finally:

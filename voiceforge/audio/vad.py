@@ -166,6 +166,10 @@ class UtteranceSegmenter:
             return event, None
         return None
 
+    def set_preroll(self, preroll_ms: int) -> None:
+        """Keep ``preroll_ms`` of audio from before each detected start (from the next utterance)."""
+        self._preroll = deque(self._preroll, maxlen=max(1, preroll_ms // self.frame_ms))
+
     @property
     def speaking(self) -> bool:
         """True between SPEECH_START and SPEECH_END."""

@@ -12,6 +12,7 @@ reads arguments out of an utterance.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import re
@@ -225,6 +226,21 @@ class ToolRegistry:
         if filler:
             tool.filler = filler
         return self.register(tool)
+
+    def derive(self, replacements: dict[str, Callable[..., Any]]) -> ToolRegistry:
+        """A registry with the same tools and faults, some run by other functions.
+
+        Each replacement keeps its tool's name, schema and brain hints, takes the tool's
+        arguments, and has no filler. A Realtime client that declares a tool runs it itself;
+        the replacement hands the call over and waits for the result.
+        """
+        derived = ToolRegistry(self.default_delay_ms)
+        derived.faults = self.faults
+        for name, tool in self._tools.items():
+            if name in replacements:
+                tool = dataclasses.replace(tool, func=replacements[name], filler="")
+            derived.register(tool)
+        return derived
 
     def get(self, name: str) -> Tool | None:
         """The tool called ``name``, or None."""

@@ -1,0 +1,16 @@
+"""The seed's entry point for the push-to-talk Realtime assistant: ``python realtime/push_to_talk.py [--wav F]``.
+
+The same client as ``forge`` with no prompt (realtime/cli.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from voiceforge.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["assistant", *sys.argv[1:]]))

@@ -1,0 +1,357 @@
+"""A conversation over a Realtime API session: OpenAI, Azure OpenAI, or Forge's offline server.
+
+``RealtimeSession`` connects with the official ``openai`` SDK (``client.realtime.connect``),
+configures the session from the persona (instructions, voice, tools from the same registry as
+the cascade, server VAD from settings or push-to-talk), runs the tools the model calls and sends
+their output back, and stores every turn like any other conversation: transcript, reply, tool
+calls, timings from the end of the user's speech, and audio when recordings are on. Before the
+service's 60-minute session cap it rolls over to a new session, carrying the conversation's
+summary and last turns.
+
+Events (GA names): ``input_audio_buffer.speech_started`` / ``speech_stopped``,
+``conversation.item.input_audio_transcription.completed``, ``response.output_audio.delta``,
+``response.output_audio_transcript.delta`` / ``done``, ``response.function_call_arguments.done``,
+``response.done``, ``error``. Audio is ``audio/pcm`` (24 kHz PCM16) or ``audio/pcmu`` (μ-law 8 kHz,
+Twilio's, passed through untouched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from voiceforge.audio.resample import StreamResampler
+from voiceforge.config import Settings
+from voiceforge.engine import Engine
+from voiceforge.turn import Timeline, TurnPipeline, TurnResult
+
+log = logging.getLogger("forge.realtime")
+PCM_RATE = 24000
+SESSION_CAP_S = 60 * 60
+"""The Realtime API ends a session after 60 minutes (OpenAI Realtime docs); Forge rolls over before."""
+
+
+class RealtimeError(RuntimeError):
+    """The Realtime service sent an ``error`` event or dropped the connection; the message says which."""
+
+
+@dataclass
+class RealtimeTurn:
+    """One exchange over Realtime: what was said and heard, tools, timings (ms after speech end)."""
+
+    user_text: str = ""
+    reply: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    audio: bytearray = field(default_factory=bytearray)
+    audio_format: str = "audio/pcm"
+    interrupted: bool = False
+    error: str | None = None
+    response_id: str | None = None
+    item_id: str | None = None
+
+
+def make_client(settings: Settings) -> tuple[openai.AsyncOpenAI, str]:
+    """The SDK client and model for Realtime: OpenAI or Azure when configured, else Forge's offline server.
+
+    Returns:
+        (client, model or Azure deployment).
+    """
+    if settings.use_azure and settings.openai_configured:
+        client = openai.AsyncAzureOpenAI(azure_endpoint=settings.azure_openai_endpoint,
+                                         api_key=settings.azure_openai_api_key, api_version=settings.azure_api_version,
+                                         max_retries=0)
+        return client, settings.azure_openai_deployment or settings.openai_realtime_model
+    if settings.openai_api_key:
+        return openai.AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
+                                  max_retries=0), settings.openai_realtime_model
+    key, _ = settings.ensure_api_key()
+    return openai.AsyncOpenAI(api_key=key, websocket_base_url=settings.forge_realtime_url, max_retries=0), "forge-offline"
+
+
+class RealtimeSession:
+    """One speech-to-speech conversation.
+
+    Args:
+        engine: Forge's engine (tools, database, settings).
+        persona_id: the persona (instructions, voice, tools).
+        channel: stored as the conversation's channel ("realtime", "phone").
+        client: an SDK client (default :func:`make_client`); ``model`` goes with it.
+        audio_format: "audio/pcm" (24 kHz) or "audio/pcmu" (μ-law 8 kHz), both ways.
+        server_vad: let the service find turns (True) or push-to-talk with :meth:`commit` (False).
+        on_event: called with every server event (a UI, the phone bridge).
+        max_session_s: roll over to a new session after this long (before the 60-minute cap).
+    """
+
+    def __init__(self, engine: Engine, persona_id: str | None = None, *, channel: str = "realtime",
+                 client: openai.AsyncOpenAI | None = None, model: str | None = None,
+                 audio_format: str = "audio/pcm", server_vad: bool = True,
+                 on_event: Callable[[Any], Awaitable[None]] | None = None,
+                 max_session_s: float = SESSION_CAP_S - 5 * 60, pipeline: TurnPipeline | None = None) -> None:
+        self.engine, self.settings = engine, engine.settings
+        self.pipeline = pipeline or engine.pipeline(persona_id, channel=channel)
+        if client is None:
+            client, default_model = make_client(self.settings)
+            model = model or default_model
+        self.client, self.model = client, model or self.settings.openai_realtime_model
+        self.audio_format, self.server_vad = audio_format, server_vad
+        self.on_event, self.max_session_s = on_event, max_session_s
+        self.connection: Any = None
+        self._manager: Any = None
+        self._receiver: asyncio.Task | None = None
+        self._started = 0.0
+        self._turn = RealtimeTurn(audio_format=audio_format)
+        self._timeline = Timeline()
+        self._done: asyncio.Queue[RealtimeTurn] = asyncio.Queue()
+        self._resampler: StreamResampler | None = None
+        self.closed = False
+        self.failure: RealtimeError | None = None
+
+    # --- session --------------------------------------------------------------------------------
+    async def __aenter__(self) -> RealtimeSession:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def session_config(self) -> dict[str, Any]:
+        """The ``session.update`` body: instructions, voice, formats, turn detection, tools."""
+        persona = self.pipeline.persona
+        fmt = {"type": "audio/pcmu"} if self.audio_format == "audio/pcmu" else {"type": "audio/pcm", "rate": PCM_RATE}
+        detection = {"type": "server_vad", "threshold": self.settings.realtime_vad_threshold,
+                     "silence_duration_ms": self.settings.realtime_silence_ms,
+                     "prefix_padding_ms": self.settings.realtime_prefix_padding_ms,
+                     "create_response": True, "interrupt_response": True} if self.server_vad else None
+        summary = self.pipeline.memory.summary
+        instructions = persona.prompt_for("phone" if self.pipeline.channel == "phone" else "realtime")
+        if summary:
+            instructions += "\n\nEarlier in this conversation: " + summary
+        tools = [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}
+                 for t in self.pipeline.agent.tools]
+        return {"type": "realtime", "instructions": instructions, "output_modalities": ["audio"],
+                "audio": {"input": {"format": fmt, "turn_detection": detection,
+                                    "transcription": {"model": "whisper-1"}},
+                          "output": {"format": fmt, "voice": persona.voice.get("openai") or self.settings.realtime_voice}},
+                "tools": tools, "tool_choice": "auto"}
+
+    async def connect(self) -> None:
+        """Open the session and configure it (context carried when rolling over).
+
+        Raises:
+            RealtimeError: the service could not be reached or refused the session.
+        """
+        self._manager = self.client.realtime.connect(model=self.model)
+        try:
+            self.connection = await self._manager.__aenter__()
+        except Exception as exc:  # noqa: BLE001 - connect errors come from several libraries
+            raise RealtimeError(f"the Realtime service could not be reached ({type(exc).__name__})") from None
+        self._started = time.monotonic()
+        await self.connection.session.update(session=self.session_config())
+        for user, assistant in self._recent_turns():  # a rolled-over session keeps its recent context
+            for role, text in (("user", user), ("assistant", assistant)):
+                if text:
+                    await self.connection.conversation.item.create(item={
+                        "type": "message", "role": role,
+                        "content": [{"type": "input_text" if role == "user" else "output_text", "text": text}]})
+        self._receiver = asyncio.create_task(self._receive())
+
+    def _recent_turns(self) -> list[tuple[str, str]]:
+        messages = self.pipeline.memory.messages("")[1:]
+        pairs, user = [], None
+        for m in messages:
+            if m["role"] == "user":
+                user = m["content"]
+            elif m["role"] == "assistant" and m.get("content") and user is not None:
+                pairs.append((user, m["content"]))
+                user = None
+        return pairs
+
+    async def close(self) -> None:
+        """End the session (what was said so far is stored)."""
+        self.closed = True
+        if self._receiver is not None:
+            self._receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._receiver
+        if self._manager is not None:
+            with contextlib.suppress(Exception):
+                await self._manager.__aexit__(None, None, None)
+
+    async def _rollover_if_due(self) -> None:
+        if time.monotonic() - self._started < self.max_session_s:
+            return
+        log.info("rolling the Realtime session over before its time cap")
+        await self.close()
+        self.closed = False
+        await self.connect()
+
+    # --- sending --------------------------------------------------------------------------------
+    async def send_audio(self, audio: bytes, sample_rate: int = PCM_RATE) -> None:
+        """Append microphone audio: PCM16 at ``sample_rate`` (resampled to 24 kHz), or μ-law for audio/pcmu."""
+        self._raise_failure()
+        if self.audio_format == "audio/pcm":
+            if self._resampler is None or self._resampler.in_rate != sample_rate:
+                self._resampler = StreamResampler(sample_rate, PCM_RATE)
+            audio = self._resampler.process(audio)
+        await self.connection.input_audio_buffer.append(audio=base64.b64encode(audio).decode())
+
+    async def commit(self) -> None:
+        """Push-to-talk release: the appended audio is the user's turn; ask for the answer."""
+        self._timeline = Timeline()
+        self._timeline.set("speech_end", 0.0)
+        await self.connection.input_audio_buffer.commit()
+        await self.connection.response.create()
+
+    async def say(self, text: str) -> RealtimeTurn:
+        """A typed turn: send ``text`` and wait for the whole answer (tools included)."""
+        await self._rollover_if_due()
+        self._raise_failure()
+        self._turn = RealtimeTurn(user_text=text, audio_format=self.audio_format)
+        self._timeline = Timeline()
+        self._timeline.set("speech_end", 0.0)
+        await self.connection.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
+        await self.connection.response.create()
+        return await self.next_turn()
+
+    async def next_turn(self, timeout_s: float = 120.0) -> RealtimeTurn:
+        """The next finished (stored) turn.
+
+        Raises:
+            RealtimeError: the service failed before the turn finished.
+            TimeoutError: no turn within ``timeout_s``.
+        """
+        getter = asyncio.create_task(self._done.get())
+        watcher = asyncio.create_task(self._watch_failure())
+        done, pending = await asyncio.wait({getter, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if getter in done:
+            return getter.result()
+        self._raise_failure()
+        raise TimeoutError("no Realtime turn finished in time")
+
+    async def _watch_failure(self) -> None:
+        while self.failure is None:
+            await asyncio.sleep(0.05)
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def cancel(self) -> None:
+        """Stop the answer in progress (``response.cancel``)."""
+        await self.connection.response.cancel()
+
+    async def truncate(self, audio_end_ms: int) -> None:
+        """Tell the service how much of the current answer was heard (``conversation.item.truncate``)."""
+        if self._turn.item_id:
+            await self.connection.conversation.item.truncate(item_id=self._turn.item_id, content_index=0,
+                                                             audio_end_ms=max(0, int(audio_end_ms)))
+
+    # --- receiving ------------------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[RealtimeTurn]:
+        """Finished turns, as they come."""
+        while not self.closed:
+            yield await self.next_turn(timeout_s=3600)
+
+    async def _receive(self) -> None:  # noqa: C901 - one branch per event type
+        try:
+            async for event in self.connection:
+                kind = event.type
+                turn = self._turn
+                if kind == "input_audio_buffer.speech_started":
+                    if turn.response_id and not turn.reply:
+                        turn.interrupted = True
+                elif kind == "input_audio_buffer.speech_stopped":
+                    self._turn = RealtimeTurn(audio_format=self.audio_format)
+                    self._timeline = Timeline()
+                    self._timeline.set("speech_end", 0.0)
+                elif kind == "conversation.item.input_audio_transcription.completed":
+                    turn.user_text = event.transcript
+                    self._timeline.mark("stt_final")
+                elif kind == "response.created":
+                    turn.response_id = event.response.id
+                elif kind == "response.output_item.added" and getattr(event.item, "type", "") == "message":
+                    turn.item_id = event.item.id
+                elif kind == "response.output_audio.delta":
+                    self._timeline.mark("first_audio_delta")
+                    turn.audio += base64.b64decode(event.delta)
+                elif kind == "response.output_audio_transcript.delta":
+                    self._timeline.mark("first_transcript_delta")
+                elif kind == "response.output_audio_transcript.done":
+                    turn.reply = (turn.reply + " " + event.transcript).strip()
+                elif kind == "response.function_call_arguments.done":
+                    await self._run_tool(event)
+                elif kind == "response.done":
+                    await self._response_done(event.response)
+                elif kind == "error":
+                    turn.error = f"{event.error.code or event.error.type}: {event.error.message}"
+                    log.warning("Realtime error event: %s", turn.error)
+                if self.on_event is not None:
+                    await self.on_event(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a dropped socket, whichever library raised it
+            self.failure = RealtimeError(f"the Realtime connection was lost ({type(exc).__name__})")
+        else:
+            if not self.closed:
+                self.failure = RealtimeError("the Realtime service closed the session")
+        if self.failure is not None and (self._turn.user_text or self._turn.reply):
+            self._turn.error = str(self.failure)
+            await self._store(self._turn, interrupted=True)  # nothing said is lost
+
+    async def _run_tool(self, event: Any) -> None:
+        try:
+            arguments = json.loads(event.arguments or "{}")
+        except json.JSONDecodeError:
+            arguments = {"_invalid_json": event.arguments}
+        self._timeline.mark("tool_start")
+        result = await self.engine.registry.execute(event.name, arguments if isinstance(arguments, dict) else {},
+                                                    self.pipeline.ctx)
+        self._timeline.mark("tool_end", once=False)
+        self._turn.tool_calls.append({"name": event.name, "arguments": result.arguments, "result": result.result,
+                                      "error": result.error, "duration_ms": round(result.duration_ms, 1)})
+        await self.connection.conversation.item.create(
+            item={"type": "function_call_output", "call_id": event.call_id, "output": result.for_llm()})
+        await self.connection.response.create()
+
+    async def _response_done(self, response: Any) -> None:
+        output = list(response.output or [])
+        if output and all(getattr(item, "type", "") == "function_call" for item in output) \
+                and response.status == "completed":
+            return  # the answer continues after the tool's output
+        turn = self._turn
+        await self._store(turn, interrupted=response.status == "cancelled" or turn.interrupted)
+
+    async def _store(self, turn: RealtimeTurn, interrupted: bool) -> None:
+        if not (turn.user_text or turn.reply or turn.tool_calls):
+            return
+        self._timeline.mark("turn_done")
+        turn.timings_ms = dict(self._timeline.marks)
+        turn.interrupted = interrupted
+        result = TurnResult(user_text=turn.user_text, reply=turn.reply, tool_calls=turn.tool_calls,
+                            timings_ms=turn.timings_ms, error=turn.error, sentences=[turn.reply])
+        if turn.audio and self.settings.enable_recordings:
+            from voiceforge.audio.codecs import ulaw_to_pcm16
+
+            pcm = ulaw_to_pcm16(bytes(turn.audio)) if turn.audio_format == "audio/pcmu" else bytes(turn.audio)
+            result.audio, result.sample_rate = pcm, 8000 if turn.audio_format == "audio/pcmu" else PCM_RATE
+        self.pipeline.memory.add_user(turn.user_text)
+        self.pipeline.memory.add_assistant(turn.reply)
+        try:
+            await self.pipeline.store(result)
+        except Exception:  # noqa: BLE001 - a failed write is logged; the conversation goes on
+            log.exception("storing a Realtime turn failed")
+        self._turn = RealtimeTurn(audio_format=self.audio_format)
+        await self._done.put(turn)
