@@ -37,6 +37,18 @@ if saved:
     except PersonaError as exc:
         st.error(str(exc))
 
+st.subheader("Speech-to-speech (Realtime)")
+s = engine.settings
+cols = st.columns(4)
+cols[0].metric("Voice", s.realtime_voice)
+cols[1].metric("VAD threshold", f"{s.realtime_vad_threshold:.2f}")
+cols[2].metric("Silence to end a turn", f"{s.realtime_silence_ms} ms")
+cols[3].metric("Prefix padding", f"{s.realtime_prefix_padding_ms} ms")
+st.caption(("OpenAI's Realtime API (" + s.openai_realtime_model + ")") if s.openai_configured
+           else f"Forge's offline Realtime server at {s.forge_realtime_url} (forge realtime-server)")
+st.caption("Phone calls run over Realtime " + ("for every call (FORGE_REALTIME_PHONE)." if s.forge_realtime_phone
+           else "when a persona sets realtime = true or a call asks for it."))
+
 st.subheader("Settings in use")
 s = engine.settings
 st.json({"providers": engine.describe(), "openai_base_url": s.openai_base_url, "use_azure": s.use_azure,

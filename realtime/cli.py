@@ -100,7 +100,7 @@ async def _microphone(session: RealtimeSession, as_json: bool, save: str | None)
             return 0
         chunks: list[bytes] = []
         with sd.RawInputStream(samplerate=PCM_RATE, channels=1, dtype="int16",
-                               callback=lambda data, *_: loop.call_soon_threadsafe(chunks.append, bytes(data))):
+                               callback=lambda data, *_, got=chunks: loop.call_soon_threadsafe(got.append, bytes(data))):
             await asyncio.to_thread(input, "… talking; Enter to stop ")
         await session.send_audio(b"".join(chunks), PCM_RATE)
         await session.commit()

@@ -156,11 +156,7 @@ class RealtimeServerTransport(Transport):
         """Nothing: a Realtime client reports what it played with ``conversation.item.truncate``."""
 
     async def hang_up(self) -> None:
-        """end_call ends the session."""
-        try:
-            await self.ws.close(code=1000)
-        except RuntimeError:
-            pass
+        """Nothing: as with OpenAI's service, the client ends the session (end_call is its tool call)."""
 
     async def notify(self, event: dict[str, Any]) -> None:
         """The loop's events as Realtime server events."""
@@ -319,10 +315,15 @@ class RealtimeServerTransport(Transport):
         elif kind == "response.create":
             if self.calls or not self.resume.is_set():
                 self.resume.set()  # continue after a client tool's output
+            instructions = (event.get("response") or {}).get("instructions")
             if self.pending_text:
                 text, self.pending_text = " ".join(self.pending_text).strip(), []
                 if text:
                     yield TextIn(text)
+            elif isinstance(instructions, str) and instructions.strip() and self.loop is not None:
+                # No user turn to answer: the client wants the agent to speak first ("Greet the
+                # caller with exactly these words: ..."). The offline brain says those words.
+                self.loop.say(instructions.split("exactly these words:", 1)[-1].strip())
         elif kind == "response.cancel":
             if self.loop is not None:
                 await self.loop.interrupt()

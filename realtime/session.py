@@ -113,8 +113,10 @@ class RealtimeSession:
         self._timeline = Timeline()
         self._done: asyncio.Queue[RealtimeTurn] = asyncio.Queue()
         self._resampler: StreamResampler | None = None
+        self._user_audio = bytearray()  # what the user sent this turn, when recordings are on
         self.closed = False
         self.failure: RealtimeError | None = None
+        self._failed = asyncio.Event()
 
     # --- session --------------------------------------------------------------------------------
     async def __aenter__(self) -> RealtimeSession:
@@ -203,6 +205,8 @@ class RealtimeSession:
             if self._resampler is None or self._resampler.in_rate != sample_rate:
                 self._resampler = StreamResampler(sample_rate, PCM_RATE)
             audio = self._resampler.process(audio)
+        if self.settings.enable_recordings:
+            self._user_audio += audio
         await self.connection.input_audio_buffer.append(audio=base64.b64encode(audio).decode())
 
     async def commit(self) -> None:
@@ -236,18 +240,22 @@ class RealtimeSession:
         done, pending = await asyncio.wait({getter, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
-        if getter in done:
+        if getter in done and self.failure is None:
             return getter.result()
         self._raise_failure()
         raise TimeoutError("no Realtime turn finished in time")
 
     async def _watch_failure(self) -> None:
-        while self.failure is None:
-            await asyncio.sleep(0.05)
+        await self._failed.wait()
 
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
+
+    async def greet(self, text: str) -> None:
+        """Have the agent speak first (a phone greeting): a response with instructions, no user turn."""
+        await self.connection.response.create(
+            response={"instructions": f"Greet the caller with exactly these words: {text}"})
 
     async def cancel(self) -> None:
         """Stop the answer in progress (``response.cancel``)."""
@@ -308,8 +316,10 @@ class RealtimeSession:
             if not self.closed:
                 self.failure = RealtimeError("the Realtime service closed the session")
         if self.failure is not None and (self._turn.user_text or self._turn.reply):
-            self._turn.error = str(self.failure)
-            await self._store(self._turn, interrupted=True)  # nothing said is lost
+            self._turn.error = self._turn.error or str(self.failure)
+            await self._store(self._turn, interrupted=True, hand_over=False)  # stored; the caller gets the error
+        if self.failure is not None:
+            self._failed.set()  # only now: the caller's close() must not cut the store short
 
     async def _run_tool(self, event: Any) -> None:
         try:
@@ -334,7 +344,7 @@ class RealtimeSession:
         turn = self._turn
         await self._store(turn, interrupted=response.status == "cancelled" or turn.interrupted)
 
-    async def _store(self, turn: RealtimeTurn, interrupted: bool) -> None:
+    async def _store(self, turn: RealtimeTurn, interrupted: bool, hand_over: bool = True) -> None:
         if not (turn.user_text or turn.reply or turn.tool_calls):
             return
         self._timeline.mark("turn_done")
@@ -342,16 +352,24 @@ class RealtimeSession:
         turn.interrupted = interrupted
         result = TurnResult(user_text=turn.user_text, reply=turn.reply, tool_calls=turn.tool_calls,
                             timings_ms=turn.timings_ms, error=turn.error, sentences=[turn.reply])
-        if turn.audio and self.settings.enable_recordings:
+        user_audio = None
+        if self.settings.enable_recordings:
             from voiceforge.audio.codecs import ulaw_to_pcm16
 
-            pcm = ulaw_to_pcm16(bytes(turn.audio)) if turn.audio_format == "audio/pcmu" else bytes(turn.audio)
-            result.audio, result.sample_rate = pcm, 8000 if turn.audio_format == "audio/pcmu" else PCM_RATE
+            def pcm(data: bytes) -> tuple[bytes, int]:
+                return (ulaw_to_pcm16(data), 8000) if turn.audio_format == "audio/pcmu" else (data, PCM_RATE)
+
+            if turn.audio:
+                result.audio, result.sample_rate = pcm(bytes(turn.audio))
+            if self._user_audio:
+                user_audio = pcm(bytes(self._user_audio))
+            self._user_audio = bytearray()
         self.pipeline.memory.add_user(turn.user_text)
         self.pipeline.memory.add_assistant(turn.reply)
         try:
-            await self.pipeline.store(result)
+            await self.pipeline.store(result, user_audio=user_audio)
         except Exception:  # noqa: BLE001 - a failed write is logged; the conversation goes on
             log.exception("storing a Realtime turn failed")
         self._turn = RealtimeTurn(audio_format=self.audio_format)
-        await self._done.put(turn)
+        if hand_over:
+            await self._done.put(turn)

@@ -190,8 +190,12 @@ class ConversationLoop:
             self._writer = asyncio.create_task(self._write_turns(), name=f"store-{self.name}")
         await self._set_state("listening")
         if self.greet and self.pipeline.persona.greeting:
-            turn = self._new_turn(Timeline(), store=False)
-            turn.task = asyncio.create_task(self._play(turn, self.pipeline.say(self.pipeline.persona.greeting)))
+            self.say(self.pipeline.persona.greeting)
+
+    def say(self, text: str) -> None:
+        """Speak a fixed sentence now (a greeting); it is not stored as a turn."""
+        turn = self._new_turn(Timeline(), store=False)
+        turn.task = asyncio.create_task(self._play(turn, self.pipeline.say(text)))
 
     async def handle(self, event: InboundEvent) -> None:
         """Process one inbound event; returns quickly (work goes to tasks)."""

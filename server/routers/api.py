@@ -28,6 +28,7 @@ class CallRequest(BaseModel):
 
     to: Text = Field(max_length=32)
     persona: PersonaId | None = None
+    realtime: bool = False
 
     @field_validator("to")
     @classmethod
@@ -79,7 +80,7 @@ async def place_call(body: CallRequest, request: Request, engine: Engine = Depen
     persona = persona_or_404(engine, body.persona).id
     try:
         twilio = state.twilio
-        voice_url = state.public_url(f"/twilio/voice?persona={persona}")
+        voice_url = state.public_url(f"/twilio/voice?persona={persona}" + ("&realtime=true" if body.realtime else ""))
         status_url = state.public_url("/twilio/status")
     except ConfigError as exc:
         raise HTTPException(503, str(exc)) from None

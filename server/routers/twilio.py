@@ -65,8 +65,8 @@ def _call_sid(form: dict[str, str]) -> str:
     return sid
 
 
-async def voice(request: Request, persona: str | None = None, form: dict = Depends(signed_form),
-                engine: Engine = Depends(get_engine)) -> Response:
+async def voice(request: Request, persona: str | None = None, realtime: bool = False,
+                form: dict = Depends(signed_form), engine: Engine = Depends(get_engine)) -> Response:
     """Answer a call with TwiML that connects it to the media stream.
 
     A replayed webhook for a call that already has a stream token mints no new one: it is
@@ -75,7 +75,8 @@ async def voice(request: Request, persona: str | None = None, form: dict = Depen
     state = request.app.state.telephony
     call_sid = _call_sid(form)
     try:
-        persona_id = engine.persona(persona).id
+        chosen = engine.persona(persona)
+        persona_id = chosen.id
     except PersonaError:
         raise HTTPException(404, f"no persona {persona!r}") from None
     if state.tokens.issued(call_sid):
@@ -87,7 +88,8 @@ async def voice(request: Request, persona: str | None = None, form: dict = Depen
         call_store.add_status, engine.db, call_sid, form.get("CallStatus", "in-progress"), None,
         direction="inbound" if inbound else "outbound", from_number=form.get("From", "")[:20],
         to_number=form.get("To", "")[:20], persona=persona_id)
-    token = state.tokens.issue(call_sid, {"persona": persona_id, "caller": person})
+    over_realtime = realtime or chosen.realtime or engine.settings.forge_realtime_phone
+    token = state.tokens.issue(call_sid, {"persona": persona_id, "caller": person, "realtime": "1" if over_realtime else ""})
     log.info("call %s from %s answered with persona %s", call_sid, mask_number(form.get("From")), persona_id)
     stream_path = request.url.path.rsplit("/", 1)[0] + "/stream"
     return _xml(twiml.connect_stream(state.stream_url(stream_path), {"persona": persona_id, "token": token}))
@@ -148,6 +150,9 @@ async def stream(ws: WebSocket) -> None:
             state.hang_up_later(call_sid)
 
         transport = TwilioMediaStream(ws, stream_sid, on_hang_up)
+        if grant.get("realtime"):
+            await _bridge_to_realtime(ws, engine, transport, grant, call_sid, stream_sid)
+            return
         pipeline = engine.pipeline(grant.get("persona"), channel="phone", caller=grant.get("caller") or None)
 
         async def on_dtmf(digit: str) -> None:
@@ -177,6 +182,22 @@ async def stream(ws: WebSocket) -> None:
         if loop is not None:
             state.calls.pop(loop.name, None)
             await asyncio.to_thread(call_store.end_stream, engine.db, loop.name)
+
+
+async def _bridge_to_realtime(ws: WebSocket, engine: Engine, transport: TwilioMediaStream, grant: dict,
+                              call_sid: str, stream_sid: str) -> None:
+    """Run the call over a Realtime session (speech-to-speech) instead of the cascade."""
+    from realtime.bridge import RealtimePhoneBridge
+
+    bridge = RealtimePhoneBridge(engine, transport, grant.get("persona"), grant.get("caller") or None, call_sid)
+    connection = ws.app.state.connections.add("phone", bridge.session.pipeline.persona.id, transport.hang_up)
+    try:
+        conversation_id = await bridge.session.pipeline.ensure_conversation(title=f"Call {call_sid} (Realtime)")
+        await asyncio.to_thread(call_store.attach_stream, engine.db, call_sid, stream_sid, conversation_id)
+        await bridge.run(transport.events())
+    finally:
+        ws.app.state.connections.remove(connection.id)
+        await asyncio.to_thread(call_store.end_stream, engine.db, call_sid)
 
 
 for _router, _incoming in ((router, "/voice"), (webhooks, "/incoming")):

@@ -78,6 +78,10 @@ class TwilioMediaStream(Transport):
         """Send 20 ms of PCM16 at 8000 Hz as a μ-law ``media`` message."""
         await self._send(media.media_message(self.stream_sid, pcm16_to_ulaw(pcm16)))
 
+    async def send_ulaw(self, ulaw: bytes) -> None:
+        """Send 20 ms of μ-law 8 kHz as it is (the Realtime bridge's passthrough)."""
+        await self._send(media.media_message(self.stream_sid, ulaw))
+
     async def clear(self) -> None:
         """``clear``: Twilio drops its buffered audio and echoes every pending mark."""
         await self._send(media.clear_message(self.stream_sid))

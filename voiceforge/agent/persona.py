@@ -2,7 +2,8 @@
 
 A persona file holds: ``id``, ``name``, ``description``, ``greeting``, ``system_prompt``,
 ``tools`` (names, or ["*"] for all), ``phone_max_sentences`` (reply length limit on calls),
-``domain_words`` (spelling hints for STT) and ``[voice]`` with one voice per provider.
+``domain_words`` (spelling hints for STT), ``realtime`` (its phone calls run over a Realtime
+session) and ``[voice]`` with one voice per provider.
 A persona with ``personalized = true`` fills ``{assistant_name}``, ``{user_name}``,
 ``{missing_data}`` and ``{system_message_suffix}`` from the personalization file.
 """
@@ -39,6 +40,7 @@ class Persona:
     domain_words: list[str] = field(default_factory=list)
     voice: dict[str, str] = field(default_factory=dict)
     kid_safe: bool = False
+    realtime: bool = False
 
     def prompt_for(self, channel: str) -> str:
         """The system prompt, with the reply-length rule for phone calls added."""
@@ -107,6 +109,7 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Per
         domain_words=list(raw.get("domain_words", [])) + ([name] if raw.get("personalized") else []),
         voice=dict(raw.get("voice", {})),
         kid_safe=bool(raw.get("kid_safe", False)),
+        realtime=bool(raw.get("realtime", False)),
     )
 
 

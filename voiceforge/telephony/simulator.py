@@ -221,8 +221,10 @@ async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | No
                 if time.perf_counter() - previous.first_media >= barge_in_ms / 1000:
                     break
             elif previous is None:
-                if line.reply_done(started) or time.perf_counter() - started > 60:
-                    break  # the greeting has played
+                silent_line = not line.marks_received and time.perf_counter() - line.last_media > 3
+                if line.reply_done(started) or time.perf_counter() - started > 60 or (
+                        silent_line and time.perf_counter() - started > 3):
+                    break  # the greeting has played (or the line does not greet)
             elif line.reply_done(previous.speech_end) or time.perf_counter() - previous.speech_end > 60:
                 break
             await send_frame(silence)
