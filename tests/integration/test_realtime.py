@@ -254,5 +254,6 @@ async def test_recordings_keep_both_sides_of_a_realtime_turn(server, speak, tmp_
 
     from voiceforge.audio.codecs import unwrap_wav
 
-    user, reply = unwrap_wav(Path(stored["user_audio_path"]).read_bytes()), unwrap_wav(Path(stored["reply_audio_path"]).read_bytes())
+    user = unwrap_wav(await asyncio.to_thread(Path(stored["user_audio_path"]).read_bytes))
+    reply = unwrap_wav(await asyncio.to_thread(Path(stored["reply_audio_path"]).read_bytes))
     assert user[1] == reply[1] == 24000 and len(user[0]) > 24000 * 2 and len(reply[0]) > 24000
