@@ -136,6 +136,8 @@ class RealtimeSession:
                      "create_response": True, "interrupt_response": True} if self.server_vad else None
         summary = self.pipeline.memory.summary
         instructions = persona.prompt_for("phone" if self.pipeline.channel == "phone" else "realtime")
+        instructions += ("\n\nBefore a tool that looks something up, say a short filler such as "
+                         "\"One moment while I check that.\" so the caller is never left in silence.")
         if summary:
             instructions += "\n\nEarlier in this conversation: " + summary
         tools = [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}

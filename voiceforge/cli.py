@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--persona", default=None, help="persona id (see prompts/)")
     parser.add_argument("--json", action="store_true", help="one JSON object per turn")
     parser.add_argument("--realtime", action="store_true", help="run --prompts through a Realtime session")
+    parser.add_argument("--wav", action="append", default=[], help="with no prompts: speak this WAV to the Realtime "
+                        "assistant as one turn (repeatable) instead of the microphone")
     parser.add_argument("--save-audio", default=None, help="with --realtime: a folder for the replies as WAV")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
@@ -177,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-audio", default=None, help="folder for the replies as WAV")
     common(p)
     p = sub.add_parser("assistant", help="the push-to-talk Realtime assistant (microphone, or --wav files)")
-    p.add_argument("--wav", action="append", default=[], help="a WAV to speak as one turn (repeatable)")
+    p.add_argument("--wav", action="append", default=argparse.SUPPRESS, help="a WAV to speak as one turn (repeatable)")
     p.add_argument("--save-audio", default=argparse.SUPPRESS)
     common(p)
     p = sub.add_parser("realtime-server", help="Forge's offline OpenAI-Realtime-compatible server")

@@ -257,3 +257,22 @@ async def test_recordings_keep_both_sides_of_a_realtime_turn(server, speak, tmp_
     user = unwrap_wav(await asyncio.to_thread(Path(stored["user_audio_path"]).read_bytes))
     reply = unwrap_wav(await asyncio.to_thread(Path(stored["reply_audio_path"]).read_bytes))
     assert user[1] == reply[1] == 24000 and len(user[0]) > 24000 * 2 and len(reply[0]) > 24000
+
+
+def test_forge_realtime_prompts_and_the_assistant_with_a_wav(tmp_path, monkeypatch, capsys, speak):
+    from voiceforge import cli
+    from voiceforge.audio.codecs import wrap_wav
+    from voiceforge.config import get_settings
+
+    monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    assert cli.main(["--realtime", "--prompts", "How many customers are there?|Look up customer number three.",
+                     "--json", "--save-audio", str(tmp_path / "replies")]) == 0
+    first, second = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert first["reply"] == "The answer is 40." and second["tool_calls"][0]["name"] == "lookup_customer"
+    assert (tmp_path / "replies" / "reply-0.wav").stat().st_size > 20_000
+    wav = tmp_path / "q.wav"
+    wav.write_bytes(wrap_wav(*speak("How many customers are there?")))
+    assert cli.main(["--wav", str(wav), "--json"]) == 0  # `forge` with no prompt: the push-to-talk assistant
+    spoken = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert wer("How many customers are there?", spoken["transcript"]) <= 0.2 and spoken["reply"] == "The answer is 40."
