@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
 from server.auth import key_matches
-from server.transports import send
+from server.transports import close, send
 from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
 from voiceforge.config import Settings, get_settings
 from voiceforge.conversation import ConversationLoop
@@ -430,6 +430,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             await loop.run(transport.events())
         except (WebSocketDisconnect, RuntimeError):
             pass
+        finally:
+            await close(ws)
 
     app.websocket("/v1/realtime")(realtime)
     app.websocket("/openai/realtime")(realtime)  # Azure OpenAI's path (api-version, deployment in the query)

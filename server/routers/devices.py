@@ -23,6 +23,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from server.dependencies import get_engine, persona_or_404
 from server.schemas import Id, PersonaId, Text
+from server.transports import close
 from server.transports.device import (
     DEVICE_RATES,
     DeviceHttpTurn,
@@ -259,24 +260,23 @@ def _claim(request_or_ws: Request | WebSocket, device_id: str) -> bool:
     return True
 
 
-def _log_interactions(engine: Engine, device: dict[str, Any], transport: Any) -> None:
-    """After each answered press, log it for the child (consent is checked by the store)."""
+def interaction_logger(engine: Engine, device: dict[str, Any]):  # noqa: ANN201
+    """The hook that logs each answered press for the device's child (the store checks consent)."""
     child_id = device["child_id"]
     if child_id is None:
-        return
-    original = transport.notify
+        return None
 
-    async def notify(event: dict[str, Any]) -> None:
-        await original(event)
-        if event["type"] == "turn" and event.get("transcript"):
-            tools = [c["name"] for c in event.get("tool_calls", [])]
-            topic = next((c["arguments"].get("topic", "") for c in event.get("tool_calls", [])
-                          if c["name"] == "tell_a_story"), "chalisa" if any("chalisa" in t for t in tools) else "chat")
-            timings = event.get("timings_ms") or {}
-            await asyncio.to_thread(store.log_interaction, engine.db, child_id, device["device_id"],
-                                    dt.datetime.now(dt.UTC), timings.get("turn_done", 0) / 1000, topic)
+    async def log_press(event: dict[str, Any]) -> None:
+        if not event.get("transcript"):
+            return
+        calls = event.get("tool_calls", [])
+        topic = next((c["arguments"].get("topic", "") for c in calls if c["name"] == "tell_a_story"),
+                     "chalisa" if any("chalisa" in c["name"] for c in calls) else "chat")
+        timings = event.get("timings_ms") or {}
+        await asyncio.to_thread(store.log_interaction, engine.db, child_id, device["device_id"],
+                                dt.datetime.now(dt.UTC), timings.get("turn_done", 0) / 1000, topic)
 
-    transport.notify = notify
+    return log_press
 
 
 @device_routes.post("/turn")
@@ -294,8 +294,7 @@ async def http_turn(request: Request, rate: int = 16000, device: dict = Depends(
             press = await read_http_press(request.stream(), max_bytes)
         except DeviceProtocolError as exc:
             raise HTTPException(exc.code, str(exc)) from None
-        transport = DeviceHttpTurn(rate)
-        _log_interactions(engine, device, transport)
+        transport = DeviceHttpTurn(rate, interaction_logger(engine, device))
         pipeline = await device_pipeline(engine, device)
         loop = ConversationLoop(pipeline, transport, greet=False, push_to_talk=True, name=device["device_id"])
         await loop.start()
@@ -350,8 +349,8 @@ async def device_socket(ws: WebSocket) -> None:
             await ws.close(code=1003, reason="unsupported rate")
             return
         await asyncio.to_thread(store.heartbeat, engine.db, device["device_id"], str(hello.get("firmware", ""))[:32])
-        transport = DeviceSocket(ws, rate, int(engine.settings.forge_max_turn_s * rate) * 2)
-        _log_interactions(engine, device, transport)
+        transport = DeviceSocket(ws, rate, int(engine.settings.forge_max_turn_s * rate) * 2,
+                                 interaction_logger(engine, device))
         pipeline = await device_pipeline(engine, device)
         loop = ConversationLoop(pipeline, transport, greet=False, push_to_talk=True, name=device["device_id"])
         connection = ws.app.state.connections.add("device", pipeline.persona.id, lambda: ws.close(code=1000), loop)
@@ -370,6 +369,7 @@ async def device_socket(ws: WebSocket) -> None:
         pass
     finally:
         ws.app.state.busy_devices.discard(device["device_id"])
+        await close(ws)
 
 
 async def _deny(ws: WebSocket, status: int, message: str) -> None:

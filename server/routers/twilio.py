@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from server.dependencies import get_engine
+from server.transports import close
 from server.transports.twilio import TwilioMediaStream, receive_start
 from voiceforge.agent.persona import PersonaError
 from voiceforge.config import ConfigError
@@ -182,6 +183,7 @@ async def stream(ws: WebSocket) -> None:
         if loop is not None:
             state.calls.pop(loop.name, None)
             await asyncio.to_thread(call_store.end_stream, engine.db, loop.name)
+        await close(ws)
 
 
 async def _bridge_to_realtime(ws: WebSocket, engine: Engine, transport: TwilioMediaStream, grant: dict,

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from server.auth import authorize_websocket
 from server.dependencies import get_engine, persona_or_404
 from server.schemas import Id, PersonaId, Text
+from server.transports import close
 from server.transports.browser import BrowserProtocolError, BrowserSocket
 from voiceforge.agent.persona import PersonaError, list_personas
 from voiceforge.audio.codecs import (
@@ -193,12 +194,11 @@ async def browser_stream(ws: WebSocket, persona: str | None = None) -> None:
             await ws.close(code=1008, reason=str(exc)[:120])
             return
 
-        async def close() -> None:
-            if ws.application_state is WebSocketState.CONNECTED:
-                await ws.close(code=1000, reason="disconnected by the server")
+        async def disconnect() -> None:
+            await close(ws, 1000, "disconnected by the server")
 
         loop = ConversationLoop(pipeline, transport, greet=transport.live)
-        connection = connections.add("browser", pipeline.persona.id, close, loop)
+        connection = connections.add("browser", pipeline.persona.id, disconnect, loop)
         loop.name = f"ws-{connection.id}"
         if transport.live:
             await transport.send_json({"type": "ready", "connection_id": connection.id,
@@ -214,3 +214,4 @@ async def browser_stream(ws: WebSocket, persona: str | None = None) -> None:
     finally:
         if connection is not None:
             connections.remove(connection.id)
+        await close(ws)

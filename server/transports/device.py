@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -84,13 +84,24 @@ class PressBuffer:
 
 
 class DeviceTransport(Transport):
-    """What both carriers share: the reply's rate and the device turn a loop turn answers."""
+    """What both carriers share: the reply's rate, the device turn a loop turn answers, a turn hook.
+
+    Args:
+        rate: the device's rate, Hz.
+        on_turn: awaited with each finished turn's event (the router logs interactions with it).
+    """
 
     frame_ms = 20
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: int, on_turn: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
         self.output_rate = rate
+        self.on_turn = on_turn
         self.released: list[int] = []  # device turn numbers, in release order, not yet answered
+
+    async def turn_finished(self, event: dict[str, Any]) -> None:
+        """Run the turn hook for a ``turn`` event."""
+        if self.on_turn is not None and event["type"] == "turn":
+            await self.on_turn(event)
 
     def done_message(self, event: dict[str, Any]) -> dict[str, Any]:
         """The ``done`` message for a finished turn of the loop."""
@@ -112,8 +123,9 @@ class DeviceSocket(DeviceTransport):
     paced = True
     confirms_playback = True
 
-    def __init__(self, ws: WebSocket, rate: int, max_bytes: int) -> None:
-        super().__init__(rate)
+    def __init__(self, ws: WebSocket, rate: int, max_bytes: int,
+                 on_turn: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+        super().__init__(rate, on_turn)
         self.ws, self.max_bytes = ws, max_bytes
         self.press: PressBuffer | None = None
         self.turn_log: list[dict[str, Any]] = []
@@ -144,6 +156,7 @@ class DeviceSocket(DeviceTransport):
             message = self.done_message(event)
             self.turn_log.append(message)
             await self.send_json(message)
+            await self.turn_finished(event)
         elif event["type"] == "state":
             await self.send_json(event)
 
@@ -207,8 +220,8 @@ class DeviceHttpTurn(DeviceTransport):
     paced = False
     confirms_playback = False
 
-    def __init__(self, rate: int) -> None:
-        super().__init__(rate)
+    def __init__(self, rate: int, on_turn: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+        super().__init__(rate, on_turn)
         self.out: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     @staticmethod
@@ -235,6 +248,7 @@ class DeviceHttpTurn(DeviceTransport):
         if event["type"] in ("turn", "ignored"):
             await self.out.put(self.frame(FRAME_JSON, json.dumps(self.done_message(event), default=str).encode()))
             await self.out.put(None)
+            await self.turn_finished(event)
 
 
 async def read_http_press(body: AsyncIterator[bytes], max_bytes: int) -> PressBuffer:

@@ -113,6 +113,8 @@ CHILD_PHRASINGS = [
 
 @pytest.mark.parametrize("phrase, tool", CHILD_PHRASINGS)
 async def test_the_offline_brain_understands_children(engine, phrase, tool):
+    # Routing is the question here: the whole recitation need not be synthesized each time.
+    engine.registry.set_fault("play_hanuman_chalisa", fail="not played in this test")
     result = await pipeline(engine, None).text_turn(phrase)
     assert [c["name"] for c in result.tool_calls] == [tool], (phrase, result.reply)
 

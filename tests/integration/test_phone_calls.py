@@ -1,6 +1,7 @@
 """Simulated Twilio calls against a real sidecar on loopback, with the offline providers."""
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -162,6 +163,12 @@ async def test_dtmf_digits_are_stored_on_the_call(sidecar):
     assert call["dtmf"] == "42#" and call["stream_sid"] == "MZ7" and call["ended_at"]
 
 
+async def _drain(ws) -> None:  # noqa: ANN001
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
 async def _open_stream(http, base: str, call_sid: str):  # noqa: ANN001, ANN202
     form = {"CallSid": call_sid, "From": "+14155550100", "To": "+15005550006", "Direction": "inbound"}
     twiml = await http.post(base + "/twilio/voice", data=form,
@@ -189,16 +196,21 @@ async def test_unknown_events_are_ignored_and_only_the_inbound_track_is_heard(si
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
         for track, sid in (("outbound", "CA" + "8" * 32), ("inbound", "CA" + "9" * 32)):
             ws = await _open_stream(http, base, sid)
+            drain = asyncio.create_task(_drain(ws))  # read the greeting, as Twilio would
             await ws.send(json.dumps({"event": "teleport", "teleport": {"to": "mars"}}))  # a newer event: skipped
             for i in range(0, len(ulaw), 160):
                 await ws.send(json.dumps({"event": "media", "streamSid": "MZ", "media": {
                     "track": track, "payload": base64.b64encode(ulaw[i : i + 160]).decode()}}))
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(4)  # time to answer, if it were going to
-            await ws.send(json.dumps({"event": "stop", "streamSid": "MZ"}))
-            await ws.close()
-            await asyncio.sleep(0.5)
-            call = (await http.get(f"{base}/api/calls/{sid}")).json()
+            await asyncio.sleep(2.5)  # time to transcribe and answer, if it were going to
+            await ws.send(json.dumps({"event": "stop", "streamSid": "MZ"}))  # marks were never echoed:
+            await ws.close()                                                  # the turn is stored at stop
+            drain.cancel()
+            for _ in range(20):
+                call = (await http.get(f"{base}/api/calls/{sid}")).json()
+                if call["turns"] or call["status"] == "completed":
+                    break
+                await asyncio.sleep(0.25)
             texts = [t["user_text"] for t in call["turns"]]
             if track == "outbound":
                 assert texts == [], texts  # the agent's own audio is not the caller talking
