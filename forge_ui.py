@@ -15,6 +15,9 @@ import streamlit as st
 
 from voiceforge.engine import Engine
 
+UPLOAD_TYPES = ["wav", "mp3", "ogg", "opus", "webm", "m4a", "mp4", "flac"]
+"""What the uploaders take (decoded by voiceforge/audio/decode.py)."""
+
 STAGES = ["stt_final", "llm_first_token", "first_sentence", "tts_first_audio", "first_frame_sent", "turn_done"]
 STAGE_LABELS = {"stt_final": "STT", "llm_first_token": "LLM first token", "first_sentence": "first sentence",
                 "tts_first_audio": "TTS first audio", "first_frame_sent": "first audio sent", "turn_done": "turn done"}

@@ -9,7 +9,8 @@ import streamlit as st
 
 import forge_ui
 from voiceforge.agent.persona import list_personas
-from voiceforge.audio.codecs import AudioFormatError, unwrap_wav
+from voiceforge.audio.codecs import AudioFormatError
+from voiceforge.audio.decode import decode_audio
 from voiceforge.store import devices as store
 
 engine = forge_ui.engine()
@@ -162,13 +163,13 @@ with tab_press:
                              index=list_personas().index("hanuman_storyteller"))
     s_child = st.selectbox("As the device of", [None, *child_names], key="press_child",
                            format_func=lambda c: "no child" if c is None else child_names[c])
-    clip = st.audio_input("Record", key="press_record") or st.file_uploader("or upload a WAV", type=["wav"],
+    clip = st.audio_input("Record", key="press_record") or st.file_uploader("or upload audio", type=forge_ui.UPLOAD_TYPES,
                                                                               key="press_upload")
     if st.button("Press", key="press_run", type="primary", disabled=clip is None):
         from server.local import run_local_device_press
 
         try:
-            utterance = unwrap_wav(clip.getvalue())
+            utterance = decode_audio(clip.getvalue())
         except AudioFormatError as exc:
             st.error(f"That audio could not be read: {exc}")
         else:

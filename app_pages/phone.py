@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 import forge_ui
-from voiceforge.audio.codecs import AudioFormatError, ulaw_to_pcm16, unwrap_wav, wrap_wav
+from voiceforge.audio.codecs import AudioFormatError, ulaw_to_pcm16, wrap_wav
+from voiceforge.audio.decode import decode_audio
 from voiceforge.store import calls as call_store
 
 engine = forge_ui.engine()
@@ -32,7 +33,7 @@ with tab_call:
 with tab_sim:
     st.markdown("Plays Twilio's side of a call against a sidecar on a free loopback port: each clip is "
                 "one caller turn, sent as real-time μ-law frames; the agent answers over the media stream.")
-    clips = st.file_uploader("Caller clips (WAV), in order", type=["wav"], accept_multiple_files=True,
+    clips = st.file_uploader("Caller clips (WAV, MP3, OGG, WebM, M4A, FLAC), in order", type=forge_ui.UPLOAD_TYPES, accept_multiple_files=True,
                              key="sim_upload")
     recorded = st.audio_input("or record one", key="sim_record")
     barge = st.number_input("Barge in after (ms into each reply; 0 = wait for the agent)", 0, 10_000, 0,
@@ -41,9 +42,9 @@ with tab_sim:
         from server.local import run_local
 
         try:
-            utterances = [unwrap_wav(c.getvalue()) for c in (clips or [])]
+            utterances = [decode_audio(c.getvalue()) for c in (clips or [])]
             if recorded is not None:
-                utterances.append(unwrap_wav(recorded.getvalue()))
+                utterances.append(decode_audio(recorded.getvalue()))
         except AudioFormatError as exc:
             st.error(f"A clip could not be read: {exc}")
             utterances = []

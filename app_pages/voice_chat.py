@@ -22,7 +22,8 @@ col_rec, col_up = st.columns(2)
 with col_rec:
     recorded = st.audio_input("Record", key="voice_record")
 with col_up:
-    uploaded = st.file_uploader("or upload a WAV", type=["wav"], key="voice_upload")
+    uploaded = st.file_uploader("or upload audio (WAV, MP3, OGG, WebM, M4A, FLAC)", type=forge_ui.UPLOAD_TYPES,
+                                key="voice_upload")
 typed = st.chat_input("or type a message", key="voice_text")
 
 clip = recorded or uploaded

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from realtime.session import PCM_RATE, RealtimeSession, RealtimeTurn
-from voiceforge.audio.codecs import unwrap_wav, wrap_wav
+from voiceforge.audio.codecs import wrap_wav
+from voiceforge.audio.decode import decode_audio
 from voiceforge.config import get_settings
 from voiceforge.engine import Engine
 
@@ -75,7 +76,7 @@ async def assistant(wavs: list[str], persona: str | None, as_json: bool, save: s
     async with session_for(persona, server_vad=False) as session:
         if wavs:
             for i, path in enumerate(wavs):
-                pcm, rate = unwrap_wav(await asyncio.to_thread(Path(path).read_bytes))
+                pcm, rate = await asyncio.to_thread(decode_audio, await asyncio.to_thread(Path(path).read_bytes))
                 await session.send_audio(pcm, rate)
                 await session.commit()
                 _report(await session.next_turn(), as_json, Path(save) if save else None, i)

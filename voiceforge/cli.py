@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from voiceforge.agent.persona import PersonaError
-from voiceforge.audio.codecs import AudioFormatError, unwrap_wav, wrap_wav
+from voiceforge.audio.codecs import AudioFormatError, wrap_wav
+from voiceforge.audio.decode import decode_audio
 from voiceforge.config import ROOT, ConfigError, get_settings
 from voiceforge.providers.base import ProviderError
 
@@ -88,7 +89,7 @@ async def _say(args: argparse.Namespace) -> int:
 async def _transcribe(args: argparse.Namespace) -> int:
     from voiceforge.engine import Engine
 
-    pcm, rate = unwrap_wav(await asyncio.to_thread(Path(args.input).read_bytes))
+    pcm, rate = await asyncio.to_thread(decode_audio, await asyncio.to_thread(Path(args.input).read_bytes))
     transcript = await Engine().stt.transcribe(pcm, rate)
     out = {"transcript": transcript.text, "timings_ms": {"stt_ms": round(transcript.elapsed_ms, 1)},
            "audio_ms": round(transcript.audio_ms)}
@@ -97,12 +98,12 @@ async def _transcribe(args: argparse.Namespace) -> int:
 
 
 async def _talk(args: argparse.Namespace) -> int:
-    wav = await asyncio.to_thread(Path(args.input).read_bytes)
-    unwrap_wav(wav)  # reject bad input before anything is loaded or stored
+    data = await asyncio.to_thread(Path(args.input).read_bytes)
+    audio = await asyncio.to_thread(decode_audio, data)  # reject bad input before anything is loaded or stored
     engine = _engine()
     pipeline = engine.pipeline(args.persona, channel="voice")  # an unknown persona fails before models load
     load_ms = await asyncio.to_thread(engine.warm_up)
-    result = await pipeline.wav_turn(wav, speak=True)
+    result = await pipeline.voice_turn(*audio, speak=True)
     result.timings_ms["model_load_ms"] = round(load_ms, 1)
     if args.output and result.audio:
         await asyncio.to_thread(Path(args.output).write_bytes, result.reply_wav())

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from voiceforge.agent import Agent, Filler, ReplyDone, SentenceSplitter, TextDelta, ToolFinished, ToolStarted
 from voiceforge.agent.persona import Persona
-from voiceforge.audio.codecs import unwrap_wav
+from voiceforge.audio.decode import decode_audio
 from voiceforge.providers import ProviderError
 from voiceforge.store import conversations
 from voiceforge.tools import ToolContext
@@ -314,13 +314,14 @@ class TurnPipeline:
         """One stored turn from a recorded utterance (PCM16 mono at ``sample_rate`` Hz)."""
         return await self.complete(audio=(pcm16, sample_rate), speak=speak)
 
-    async def wav_turn(self, wav: bytes, speak: bool = True) -> TurnResult:
-        """One stored turn from a WAV file's bytes.
+    async def wav_turn(self, data: bytes, speak: bool = True) -> TurnResult:
+        """One stored turn from an audio file's bytes (WAV, MP3, OGG/Opus, WebM, M4A, FLAC).
 
         Raises:
-            AudioFormatError: empty, truncated or not WAV; nothing is stored.
+            AudioFormatError: empty, damaged, unsupported, or too long; nothing is stored.
         """
-        return await self.voice_turn(*unwrap_wav(wav), speak=speak)
+        pcm, rate = await asyncio.to_thread(decode_audio, data, self.engine.settings.forge_max_turn_s)
+        return await self.voice_turn(pcm, rate, speak=speak)
 
     # --- storage ------------------------------------------------------------------------------
     def record(self, result: TurnResult, heard: list[str] | None = None, interrupted: bool = False,

@@ -1,8 +1,9 @@
 """The REST surface of a general voice-agent backend, and the browser websocket ``/ws``.
 
-Uploads are WAV, 16-bit PCM, 1 or 2 channels, 8000–48000 Hz, at most ``FORGE_MAX_TURN_S``
-seconds: 415 for another format, 413 for too long, 422 for a malformed file; nothing is stored
-for a refused upload. The field is ``file`` (or ``audio_file``, the seed backend's name).
+Uploads are WAV (16-bit PCM, 1 or 2 channels, 8000–48000 Hz) or MP3, OGG/Opus, WebM, M4A or
+FLAC (decoded by ffmpeg), at most ``FORGE_MAX_TURN_S`` seconds: 415 for another format (or no
+ffmpeg, named), 413 for too long, 422 for a damaged file; nothing is stored for a refused
+upload. The field is ``file`` (or ``audio_file``, the seed backend's name).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from voiceforge.audio.codecs import (
     AudioFormatError,
     AudioTooLongError,
     UnsupportedAudioError,
-    unwrap_wav,
     wrap_wav,
 )
+from voiceforge.audio.decode import decode_audio
 from voiceforge.conversation import ConversationLoop
 from voiceforge.engine import Engine
 from voiceforge.providers import ProviderError
@@ -72,7 +73,7 @@ async def read_upload(engine: Engine, file: UploadFile | None, audio_file: Uploa
         raise HTTPException(422, "send the WAV as the form field 'file' (or 'audio_file')")
     data = await upload.read()
     try:
-        return unwrap_wav(data, max_seconds=engine.settings.forge_max_turn_s, strict=True)
+        return await asyncio.to_thread(decode_audio, data, engine.settings.forge_max_turn_s, True)
     except UnsupportedAudioError as exc:
         raise HTTPException(415, str(exc)) from None
     except AudioTooLongError as exc:

@@ -100,7 +100,8 @@ def test_console_script_talk_end_to_end(data_dir, speak):
 
 @pytest.mark.parametrize("content, message", [
     (b"", "the audio is empty"),
-    (b"\xff\xfb\x90\x00" + b"\x00" * 400, "not a WAV file"),
+    (b"\xff\xfb\x90\x00" + b"\x00" * 400, "the MP3 file could not be decoded"),  # MP3 is read now: a damaged one
+    (b"\x00\x01\x02\x03" * 100, "unrecognised audio"),
     ("truncated", "truncated WAV"),
 ])
 def test_bad_audio_is_rejected_and_nothing_is_stored(data_dir, speak, capsys, content, message):

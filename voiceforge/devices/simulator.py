@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import websockets
 
-from voiceforge.audio.codecs import unwrap_wav, wrap_wav
+from voiceforge.audio.codecs import wrap_wav
+from voiceforge.audio.decode import decode_audio
 from voiceforge.audio.resample import resample
 
 WS_HEADER = struct.Struct("<II")
@@ -181,7 +182,7 @@ async def simulate_http_press(base_url: str, token: str, pcm16: bytes, source_ra
 
 async def run_cli(args) -> int:  # noqa: ANN001
     """`forge device-sim`: presses against ``--url`` with ``--token``, or a local sidecar and a fresh device."""
-    utterances = [unwrap_wav(await asyncio.to_thread(Path(p).read_bytes)) for p in args.wavs]
+    utterances = [await asyncio.to_thread(decode_audio, await asyncio.to_thread(Path(p).read_bytes)) for p in args.wavs]
     if args.url:
         if not args.token:
             raise SystemExit("forge device-sim --url needs --token (the device's)")

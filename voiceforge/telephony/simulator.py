@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import websockets
 
-from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16, unwrap_wav, wrap_wav
+from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16, wrap_wav
+from voiceforge.audio.decode import decode_audio
 from voiceforge.audio.resample import resample
 from voiceforge.telephony.security import sign
 
@@ -246,7 +247,7 @@ async def run_cli(args) -> int:  # noqa: ANN001
     from voiceforge.config import get_settings
 
     settings = get_settings()
-    utterances = [unwrap_wav(await asyncio.to_thread(Path(p).read_bytes)) for p in args.wavs]
+    utterances = [await asyncio.to_thread(decode_audio, await asyncio.to_thread(Path(p).read_bytes)) for p in args.wavs]
     persona = getattr(args, "persona", None)
     if args.url:
         if not settings.twilio_auth_token:
