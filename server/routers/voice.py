@@ -63,14 +63,18 @@ class SpeechRequest(BaseModel):
 
 
 async def read_upload(engine: Engine, file: UploadFile | None, audio_file: UploadFile | None) -> tuple[bytes, int]:
-    """The uploaded WAV as (PCM16 mono, Hz), checked before anything else happens.
+    """The uploaded audio as (PCM16 mono, Hz), checked before anything else happens.
+
+    The body itself is already capped by ``server.limits.BodyLimit``; decoding runs off the
+    event loop (ffmpeg is a subprocess).
 
     Raises:
-        HTTPException: 422 no file or malformed WAV, 415 unsupported format, 413 too long.
+        HTTPException: 422 no file or a damaged file, 415 a format Forge does not read (or no
+            ffmpeg), 413 longer than ``FORGE_MAX_TURN_S``.
     """
     upload = file or audio_file
     if upload is None:
-        raise HTTPException(422, "send the WAV as the form field 'file' (or 'audio_file')")
+        raise HTTPException(422, "send the audio as the form field 'file' (or 'audio_file')")
     data = await upload.read()
     try:
         return await asyncio.to_thread(decode_audio, data, engine.settings.forge_max_turn_s, True)
@@ -126,7 +130,7 @@ async def conversation_process(body: ConversationProcess, engine: Engine = Depen
 
 async def speech_to_text(file: UploadFile | None = File(None), audio_file: UploadFile | None = File(None),
                          engine: Engine = Depends(get_engine)) -> dict:
-    """Transcribe a WAV upload: {"text", "audio_ms", "elapsed_ms"}."""
+    """Transcribe an audio upload: {"text", "audio_ms", "elapsed_ms"}."""
     pcm, rate = await read_upload(engine, file, audio_file)
     try:
         t = await engine.stt.transcribe(pcm, rate)
@@ -152,7 +156,7 @@ async def voice_agent_process(
     conversation_id: Id | None = Form(None),
     engine: Engine = Depends(get_engine),
 ) -> dict:
-    """One spoken turn: WAV in → transcript, reply, tool calls, timings and the reply WAV (base64)."""
+    """One spoken turn: audio in → transcript, reply, tool calls, timings and the reply WAV (base64)."""
     pcm, rate = await read_upload(engine, file, audio_file)
     if conversation_id:
         pipeline = await resume_or_404(engine, conversation_id, persona)
