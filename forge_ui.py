@@ -24,7 +24,8 @@ STAGE_LABELS = {"stt_final": "STT", "llm_first_token": "LLM first token", "first
 
 
 @st.cache_resource
-def _loop() -> asyncio.AbstractEventLoop:
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The process-wide asyncio loop (a daemon thread) that runs every coroutine of the app."""
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True, name="forge-async").start()
     return loop
@@ -32,7 +33,7 @@ def _loop() -> asyncio.AbstractEventLoop:
 
 def run(coro) -> Any:  # noqa: ANN001
     """Run a coroutine on Forge's background loop and wait for its result."""
-    return asyncio.run_coroutine_threadsafe(coro, _loop()).result()
+    return asyncio.run_coroutine_threadsafe(coro, background_loop()).result()
 
 
 @st.cache_resource

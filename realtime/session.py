@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import logging
@@ -90,13 +91,24 @@ class RealtimeSession:
         server_vad: let the service find turns (True) or push-to-talk with :meth:`commit` (False).
         on_event: called with every server event (a UI, the phone bridge).
         max_session_s: roll over to a new session after this long (before the 60-minute cap).
+        pipeline: the conversation's turn pipeline (default: a new one for ``persona_id``).
+        voice: the service's output voice, overriding the persona's ``openai`` voice.
+        vad_threshold / silence_ms: server VAD settings (default ``REALTIME_VAD_THRESHOLD``,
+            0.3–0.95, and ``REALTIME_SILENCE_MS``).
+
+    Latency is measured as on every other wire: the zero of a turn's timeline is the moment
+    the last voiced audio was appended, found from ``speech_stopped``'s ``audio_end_ms`` (which
+    includes the VAD's silence, per the OpenAI Realtime reference) minus ``silence_duration_ms``;
+    ``first_frame_sent`` is marked by the wire (:meth:`mark_audio_sent`).
     """
 
     def __init__(self, engine: Engine, persona_id: str | None = None, *, channel: str = "realtime",
                  client: openai.AsyncOpenAI | None = None, model: str | None = None,
                  audio_format: str = "audio/pcm", server_vad: bool = True,
                  on_event: Callable[[Any], Awaitable[None]] | None = None,
-                 max_session_s: float = SESSION_CAP_S - 5 * 60, pipeline: TurnPipeline | None = None) -> None:
+                 max_session_s: float = SESSION_CAP_S - 5 * 60, pipeline: TurnPipeline | None = None,
+                 voice: str | None = None, vad_threshold: float | None = None,
+                 silence_ms: int | None = None) -> None:
         self.engine, self.settings = engine, engine.settings
         self.pipeline = pipeline or engine.pipeline(persona_id, channel=channel)
         if client is None:
@@ -104,6 +116,11 @@ class RealtimeSession:
             model = model or default_model
         self.client, self.model = client, model or self.settings.openai_realtime_model
         self.audio_format, self.server_vad = audio_format, server_vad
+        self.voice = voice
+        self.vad_threshold = vad_threshold if vad_threshold is not None else self.settings.realtime_vad_threshold
+        self.silence_ms = silence_ms or self.settings.realtime_silence_ms
+        self._appended_ms = 0.0  # audio appended to the service's input buffer this session, ms
+        self._append_clock: collections.deque[tuple[float, float]] = collections.deque(maxlen=4000)
         self.on_event, self.max_session_s = on_event, max_session_s
         self.connection: Any = None
         self._manager: Any = None
@@ -130,8 +147,8 @@ class RealtimeSession:
         """The ``session.update`` body: instructions, voice, formats, turn detection, tools."""
         persona = self.pipeline.persona
         fmt = {"type": "audio/pcmu"} if self.audio_format == "audio/pcmu" else {"type": "audio/pcm", "rate": PCM_RATE}
-        detection = {"type": "server_vad", "threshold": self.settings.realtime_vad_threshold,
-                     "silence_duration_ms": self.settings.realtime_silence_ms,
+        detection = {"type": "server_vad", "threshold": self.vad_threshold,
+                     "silence_duration_ms": self.silence_ms,
                      "prefix_padding_ms": self.settings.realtime_prefix_padding_ms,
                      "create_response": True, "interrupt_response": True} if self.server_vad else None
         summary = self.pipeline.memory.summary
@@ -145,7 +162,8 @@ class RealtimeSession:
         return {"type": "realtime", "instructions": instructions, "output_modalities": ["audio"],
                 "audio": {"input": {"format": fmt, "turn_detection": detection,
                                     "transcription": {"model": "whisper-1"}},
-                          "output": {"format": fmt, "voice": persona.voice.get("openai") or self.settings.realtime_voice}},
+                          "output": {"format": fmt, "voice": self.voice or persona.voice.get("openai")
+                                     or self.settings.realtime_voice}},
                 "tools": tools, "tool_choice": "auto"}
 
     async def connect(self) -> None:
@@ -160,6 +178,8 @@ class RealtimeSession:
         except Exception as exc:  # noqa: BLE001 - connect errors come from several libraries
             raise RealtimeError(f"the Realtime service could not be reached ({type(exc).__name__})") from None
         self._started = time.monotonic()
+        self._appended_ms = 0.0
+        self._append_clock.clear()
         await self.connection.session.update(session=self.session_config())
         for user, assistant in self._recent_turns():  # a rolled-over session keeps its recent context
             for role, text in (("user", user), ("assistant", assistant)):
@@ -210,6 +230,22 @@ class RealtimeSession:
         if self.settings.enable_recordings:
             self._user_audio += audio
         await self.connection.input_audio_buffer.append(audio=base64.b64encode(audio).decode())
+        self._appended_ms += len(audio) / (8 if self.audio_format == "audio/pcmu" else PCM_RATE * 2 / 1000)
+        self._append_clock.append((self._appended_ms, time.perf_counter()))
+
+    def _speech_end_clock(self, audio_end_ms: float | None) -> float | None:
+        """perf_counter time at which the last voiced audio of a server-VAD turn was appended."""
+        if audio_end_ms is None or not self._append_clock:
+            return None
+        voiced_end = audio_end_ms - (self.silence_ms if self.server_vad else 0)
+        for end_ms, at in self._append_clock:
+            if end_ms >= voiced_end:
+                return at - (end_ms - voiced_end) / 1000
+        return None
+
+    def mark_audio_sent(self) -> None:
+        """The wire sent the first frame of the answer: ``first_frame_sent`` on the turn's timeline."""
+        self._timeline.mark("first_frame_sent")
 
     async def commit(self) -> None:
         """Push-to-talk release: the appended audio is the user's turn; ask for the answer."""
@@ -220,6 +256,15 @@ class RealtimeSession:
 
     async def say(self, text: str) -> RealtimeTurn:
         """A typed turn: send ``text`` and wait for the whole answer (tools included)."""
+        await self.send_text(text)
+        return await self.next_turn()
+
+    async def send_text(self, text: str) -> None:
+        """A typed turn: send ``text`` and ask for the answer (it arrives as events and a stored turn).
+
+        Raises:
+            RealtimeError: the session has failed.
+        """
         await self._rollover_if_due()
         self._raise_failure()
         self._turn = RealtimeTurn(user_text=text, audio_format=self.audio_format)
@@ -228,7 +273,6 @@ class RealtimeSession:
         await self.connection.conversation.item.create(
             item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
         await self.connection.response.create()
-        return await self.next_turn()
 
     async def next_turn(self, timeout_s: float = 120.0) -> RealtimeTurn:
         """The next finished (stored) turn.
@@ -239,9 +283,12 @@ class RealtimeSession:
         """
         getter = asyncio.create_task(self._done.get())
         watcher = asyncio.create_task(self._watch_failure())
-        done, pending = await asyncio.wait({getter, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
+        try:
+            done, _ = await asyncio.wait({getter, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the caller is cancelled: no task outlives the wait
+            for task in (getter, watcher):
+                if not task.done():
+                    task.cancel()
         if getter in done and self.failure is None:
             return getter.result()
         self._raise_failure()
@@ -285,8 +332,11 @@ class RealtimeSession:
                         turn.interrupted = True
                 elif kind == "input_audio_buffer.speech_stopped":
                     self._turn = RealtimeTurn(audio_format=self.audio_format)
-                    self._timeline = Timeline()
+                    zero = self._speech_end_clock(getattr(event, "audio_end_ms", None))
+                    self._timeline = Timeline(zero) if zero else Timeline()
                     self._timeline.set("speech_end", 0.0)
+                    if zero:
+                        self._timeline.mark("endpointing_ms")
                 elif kind == "conversation.item.input_audio_transcription.completed":
                     turn.user_text = event.transcript
                     self._timeline.mark("stt_final")

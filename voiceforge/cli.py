@@ -192,11 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="run the sidecar and the Streamlit app together (Ctrl-C stops both)")
     p.add_argument("--sidecar-port", type=int, default=8765)
     p.add_argument("--app-port", type=int, default=8501)
+    p.add_argument("--realtime-port", type=int, default=8766,
+                   help="Forge's offline Realtime-compatible server (the Live page's speech-to-speech backend)")
     return parser
 
 
 def _up(args: argparse.Namespace) -> int:
-    """Run the sidecar and Streamlit as child processes; one Ctrl-C stops both cleanly.
+    """Run the sidecar, Streamlit and the offline Realtime server as child processes; one Ctrl-C stops all.
 
     Each child runs in its own process group, so the terminal's Ctrl-C reaches only this process, which
     then asks each child once (SIGINT), waits, and kills what is left after 15 s.
@@ -209,6 +211,8 @@ def _up(args: argparse.Namespace) -> int:
     settings = get_settings()
     sidecar_url = f"http://127.0.0.1:{args.sidecar_port}"
     env = {**os.environ, "FORGE_SIDECAR_URL": sidecar_url}
+    if not settings.openai_configured:  # speech-to-speech then runs on Forge's own Realtime server
+        env["FORGE_REALTIME_URL"] = f"ws://127.0.0.1:{args.realtime_port}/v1"
     children = [
         subprocess.Popen([sys.executable, "-m", "voiceforge.cli", "serve", "--host", "127.0.0.1",
                           "--port", str(args.sidecar_port)], env=env, start_new_session=True),
@@ -216,7 +220,11 @@ def _up(args: argparse.Namespace) -> int:
                           "--server.address", "127.0.0.1", "--server.port", str(args.app_port),
                           "--browser.gatherUsageStats", "false"], env=env, cwd=ROOT, start_new_session=True),
     ]
-    print(f"Forge: app on http://127.0.0.1:{args.app_port}, sidecar on {sidecar_url} (Ctrl-C stops both)\n"
+    if not settings.openai_configured:
+        children.append(subprocess.Popen([sys.executable, "-m", "voiceforge.cli", "realtime-server", "--host",
+                                          "127.0.0.1", "--port", str(args.realtime_port)], env=env,
+                                         start_new_session=True))
+    print(f"Forge: app on http://127.0.0.1:{args.app_port}, sidecar on {sidecar_url} (Ctrl-C stops them)\n"
           f"API key: {settings.api_key_path if not settings.forge_api_key else 'FORGE_API_KEY'}", flush=True)
     stopping = False
 
