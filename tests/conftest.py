@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -47,30 +46,7 @@ def speak():
     return _piper
 
 
-def words(text: str) -> list[str]:
-    """Normalized words for WER: lower case, no punctuation, "four" → "4", "a.m." → "am".
-
-    Whisper writes numbers as digits or words at will; both spellings are the same word.
-    """
-    from voiceforge.tools.spoken import spoken_int
-
-    text = re.sub(r"\b([ap])\.m\.", r"\1m", text.lower()).replace("-", " ").replace("lookup", "look up")
-    out = []
-    for word in re.findall(r"[a-z0-9']+", text):
-        number = spoken_int(word)
-        out.append(str(number) if number is not None else word)
-    return out
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level Levenshtein distance / reference length."""
-    ref, hyp = words(reference), words(hypothesis)
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hyp)] / max(1, len(ref))
+from voiceforge.metrics import wer, words  # noqa: E402,F401 - the tests' WER is the product's
 
 
 def sqlite_url(folder: Path) -> str:

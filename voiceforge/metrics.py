@@ -1,0 +1,50 @@
+"""Accuracy and latency figures shared by the tests, the Compare page and `bench/`."""
+
+from __future__ import annotations
+
+import re
+
+
+def words(text: str) -> list[str]:
+    """Normalised words for WER: lower case, no punctuation, "four" → "4", "a.m." → "am".
+
+    Whisper writes numbers as digits or words at will; both spellings are the same word.
+    """
+    from voiceforge.tools.spoken import spoken_int
+
+    text = re.sub(r"\b([ap])\.m\.", r"\1m", text.lower()).replace("-", " ").replace("lookup", "look up")
+    out = []
+    for word in re.findall(r"[a-z0-9']+", text):
+        number = spoken_int(word)
+        out.append(str(number) if number is not None else word)
+    return out
+
+
+def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
+    """Word-level Levenshtein distance (substitutions, insertions, deletions)."""
+    d = list(range(len(hypothesis) + 1))
+    for i, r in enumerate(reference, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hypothesis, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hypothesis)]
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate of one utterance: edit distance / reference words (0 for an empty reference)."""
+    ref = words(reference)
+    return edit_distance(ref, words(hypothesis)) / max(1, len(ref))
+
+
+def corpus_wer(pairs: list[tuple[str, str]]) -> float:
+    """WER over many (reference, hypothesis) pairs: total edits / total reference words."""
+    edits = sum(edit_distance(words(r), words(h)) for r, h in pairs)
+    return edits / max(1, sum(len(words(r)) for r, _ in pairs))
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The ``p``-th percentile (0–100, nearest rank on the sorted values); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
