@@ -152,6 +152,8 @@ class RealtimeBridge:
             await self.transport.notify({"type": "turn", "transcript": turn.user_text, "reply": turn.reply,
                                          "tool_calls": turn.tool_calls, "timings_ms": turn.timings_ms,
                                          "interrupted": turn.interrupted, "error": turn.error,
+                                         "cost": turn.cost, "usage": {"realtime_input_tokens": turn.input_tokens,
+                                                                      "realtime_output_tokens": turn.output_tokens},
                                          "generation": self._generation})
 
     async def _barge_in(self, item: str) -> None:

@@ -32,6 +32,7 @@ import openai
 
 from voiceforge.audio.resample import StreamResampler
 from voiceforge.config import Settings
+from voiceforge.cost import Usage
 from voiceforge.engine import Engine
 from voiceforge.turn import Timeline, TurnPipeline, TurnResult
 
@@ -59,6 +60,9 @@ class RealtimeTurn:
     error: str | None = None
     response_id: str | None = None
     item_id: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: dict[str, float] | None = None
 
 
 def make_client(settings: Settings) -> tuple[openai.AsyncOpenAI, str]:
@@ -389,6 +393,10 @@ class RealtimeSession:
         await self.connection.response.create()
 
     async def _response_done(self, response: Any) -> None:
+        usage = getattr(response, "usage", None)
+        if usage is not None:  # every response bills, the ones that only call a tool too
+            self._turn.input_tokens += getattr(usage, "input_tokens", 0) or 0
+            self._turn.output_tokens += getattr(usage, "output_tokens", 0) or 0
         output = list(response.output or [])
         if output and all(getattr(item, "type", "") == "function_call" for item in output) \
                 and response.status == "completed":
@@ -403,7 +411,12 @@ class RealtimeSession:
         turn.timings_ms = dict(self._timeline.marks)
         turn.interrupted = interrupted
         result = TurnResult(user_text=turn.user_text, reply=turn.reply, tool_calls=turn.tool_calls,
-                            timings_ms=turn.timings_ms, error=turn.error, sentences=[turn.reply])
+                            timings_ms=turn.timings_ms, error=turn.error, sentences=[turn.reply],
+                            usage=Usage(realtime_input_tokens=turn.input_tokens,
+                                        realtime_output_tokens=turn.output_tokens))
+        price = self.engine.prices.realtime(self.model, turn.input_tokens, turn.output_tokens,
+                                            local=self.model == "forge-offline")
+        result.cost = turn.cost = {"realtime": round(price, 6), "total": round(price, 6)}
         user_audio = None
         if self.settings.enable_recordings:
             from voiceforge.audio.codecs import ulaw_to_pcm16

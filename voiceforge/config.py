@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         default="ws://127.0.0.1:8766/v1",
         description="Forge's offline Realtime-compatible server (forge realtime-server), used when OpenAI is not configured.",
     )
+    forge_prices: str | None = Field(
+        default=None,
+        description='Prices overriding voiceforge/cost.py\'s table, JSON: {"openai-llm:gpt-4o-mini": '
+                    '{"per_1m_input_tokens": 0.15, "per_1m_output_tokens": 0.6}, "twilio:voice": {"per_minute": 0.014}}',
+    )
     forge_realtime_phone: bool = Field(default=False, description="Run phone calls over a Realtime session.")
 
     # Provider choice: auto = OpenAI when keyed, offline otherwise (names: providers/registry.py).

@@ -469,6 +469,7 @@ class ConversationLoop:
         result.conversation_id = self.pipeline.conversation_id
         result.error = result.error or turn.error
         result.timings_ms = dict(turn.timeline.marks)
+        result.usage.stt_audio_s = len(turn.user_audio) / 2 / self.rate
         if turn.result is None and turn.sentences:
             result.sentences = [turn.sentences[i] for i in sorted(turn.sentences)]
             result.reply = " ".join(result.sentences)

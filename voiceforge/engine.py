@@ -12,6 +12,7 @@ from typing import Any
 
 from voiceforge.agent.persona import Persona, load_persona
 from voiceforge.config import Settings, get_settings
+from voiceforge.cost import Cost, PriceTable, Usage
 from voiceforge.providers import LLM, STT, TTS, build, describe, resolve
 from voiceforge.store import conversations
 from voiceforge.store.db import Database, get_database
@@ -50,6 +51,28 @@ class Engine:
         self._stt, self._llm, self._tts = stt, llm, tts
         # Clients tools may use, by name (a zero-argument callable is called on first use).
         self.services: dict[str, Any] = {"tts": lambda: self.tts}
+        self.prices = PriceTable(self.settings.forge_prices)
+
+    def price_key(self, kind: str) -> str:
+        """``"<provider>:<model>"`` of the STT, LLM or TTS in use, the key of its price entry.
+
+        A provider not built yet is named from the settings (no model is loaded for this).
+        """
+        built = {"stt": self._stt, "llm": self._llm, "tts": self._tts}[kind]
+        if built is not None:
+            model = getattr(built, "model_name", None) or getattr(built, "model", "") or ""
+            return f"{built.name}:{model}"
+        try:
+            name = resolve(kind, self.settings)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - a misconfigured provider has no price
+            return f"{kind}:unknown"
+        if name == "openai":
+            return f"openai-{kind}:" + getattr(self.settings, f"openai_{kind}_model")
+        return f"{name}:"
+
+    def turn_cost(self, usage: Usage) -> Cost:
+        """What ``usage`` cost with the providers in use (USD per stage, see voiceforge/cost.py)."""
+        return self.prices.turn(usage, self.price_key("stt"), self.price_key("llm"), self.price_key("tts"))
 
     @property
     def stt(self) -> STT:

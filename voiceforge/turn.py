@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from voiceforge.agent import Agent, Filler, ReplyDone, SentenceSplitter, TextDelta, ToolFinished, ToolStarted
 from voiceforge.agent.persona import Persona
 from voiceforge.audio.decode import decode_audio
+from voiceforge.cost import Usage
 from voiceforge.providers import ProviderError
 from voiceforge.store import conversations
 from voiceforge.tools import ToolContext
@@ -198,11 +199,14 @@ class TurnPipeline:
                     continue
                 if kind == "done":
                     done = item[1]
+                    result.usage.llm_input_tokens += done.input_tokens
+                    result.usage.llm_output_tokens += done.output_tokens
                     continue
                 _, text, filler = item
                 if not filler:
                     timeline.mark("first_sentence")
-                async for event in self._speak(text, index, filler, timeline, speak and not tts_failed):
+                async for event in self._speak(text, index, filler, timeline, speak and not tts_failed,
+                                               result.usage):
                     if isinstance(event, TurnError):
                         tts_failed = True
                         result.error = result.error or event.message
@@ -217,7 +221,8 @@ class TurnPipeline:
             if done.error:
                 stage = "agent" if done.error.startswith("agent failed") else "llm"
                 yield TurnError(stage, done.error)
-                async for event in self._speak(APOLOGIES["llm"], index, False, timeline, speak and not tts_failed):
+                async for event in self._speak(APOLOGIES["llm"], index, False, timeline, speak and not tts_failed,
+                                               result.usage):
                     yield event
                 result.sentences.append(APOLOGIES["llm"])
                 result.error = done.error
@@ -240,12 +245,16 @@ class TurnPipeline:
         yield SentenceEnd(index)
 
     async def _speak(self, text: str, index: int, filler: bool, timeline: Timeline,
-                     speak: bool) -> AsyncIterator[TurnEvent]:
+                     speak: bool, usage: Usage | None = None) -> AsyncIterator[TurnEvent]:
         if not speak:
             yield Sentence(index, text, filler)
             yield SentenceEnd(index)
             return
+        if usage is not None:
+            usage.tts_characters += len(text)
         async for event in self.say(text, timeline, start=index, filler=filler):
+            if usage is not None and isinstance(event, AudioChunk):
+                usage.tts_audio_s += len(event.pcm16) / 2 / event.sample_rate
             yield event
 
     # --- whole turns --------------------------------------------------------------------------
@@ -258,13 +267,15 @@ class TurnPipeline:
         """
         timeline = timeline or Timeline()
         timeline.set("speech_end", 0.0)
+        stt_audio_s = len(audio[0]) / 2 / audio[1] if audio is not None else 0.0
         if audio is not None:
             heard = await self.transcribe(*audio)
             timeline.mark("stt_final")
             if isinstance(heard, TurnError):
                 yield heard
                 result = TurnResult(user_text="", reply=APOLOGIES["stt"], error=heard.message,
-                                    sentences=[APOLOGIES["stt"]], timings_ms=timeline.marks)
+                                    sentences=[APOLOGIES["stt"]], timings_ms=timeline.marks,
+                                    usage=Usage(stt_audio_s=stt_audio_s))
                 if speak:
                     async for event in self.say(APOLOGIES["stt"], timeline):
                         yield event
@@ -273,7 +284,8 @@ class TurnPipeline:
             timeline.set("stt_ms", heard.stt_ms)
             yield heard
             if not heard.text:
-                result = TurnResult(user_text="", reply=NO_SPEECH_REPLY, timings_ms=timeline.marks)
+                result = TurnResult(user_text="", reply=NO_SPEECH_REPLY, timings_ms=timeline.marks,
+                                    usage=Usage(stt_audio_s=stt_audio_s))
                 if speak:
                     async for event in self.say(NO_SPEECH_REPLY, timeline):
                         yield event
@@ -281,6 +293,8 @@ class TurnPipeline:
                 return
             text = heard.text
         async for event in self.respond(text or "", timeline, speak=speak, first_token_s=first_token_s):
+            if isinstance(event, TurnDone):
+                event.result.usage.stt_audio_s += stt_audio_s
             yield event
 
     async def complete(self, *, text: str | None = None, audio: tuple[bytes, int] | None = None,
@@ -344,10 +358,13 @@ class TurnPipeline:
         if interrupted or result.error:
             self.memory.settle(" ".join(heard if heard is not None else result.sentences))
         reply_audio = (result.audio, result.sample_rate) if result.audio and result.sample_rate else None
+        if result.cost is None:
+            result.cost = self.engine.turn_cost(result.usage).to_json()
         record = conversations.NewTurn(
             user_text=result.user_text, assistant_text=result.reply, tool_calls=result.tool_calls,
             timings_ms=dict(result.timings_ms), error=result.error, interrupted=interrupted,
             providers=self.engine.provider_labels(), user_audio=user_audio, reply_audio=reply_audio,
+            usage=result.usage.to_json(), cost_usd=result.cost.get("total", 0.0),
         )
         return record
 

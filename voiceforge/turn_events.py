@@ -14,6 +14,7 @@ from typing import Any
 
 from voiceforge.agent import ToolFinished
 from voiceforge.audio.codecs import wrap_wav
+from voiceforge.cost import Usage
 
 
 class Timeline:
@@ -108,6 +109,8 @@ class TurnResult:
         error: the provider failure, if any.
         ended: end_call ran.
         audio: the reply's PCM16 at ``sample_rate`` Hz, when synthesized.
+        usage: what the providers consumed (audio seconds, tokens, characters).
+        cost: USD per stage and in total, from the price table (set when the turn is recorded).
     """
 
     user_text: str
@@ -123,6 +126,8 @@ class TurnResult:
     sample_rate: int | None = None
     audio_path: str | None = None
     sentences: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    cost: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (audio bytes omitted; ``audio_path`` where audio was written)."""
@@ -130,7 +135,7 @@ class TurnResult:
             "transcript": self.user_text, "reply": self.reply, "tool_calls": self.tool_calls,
             "timings_ms": self.timings_ms, "error": self.error, "ended": self.ended,
             "interrupted": self.interrupted, "turn_id": self.turn_id, "conversation_id": self.conversation_id,
-            "audio_path": self.audio_path,
+            "audio_path": self.audio_path, "usage": self.usage.to_json(), "cost": self.cost,
         }
 
     def reply_wav(self) -> bytes | None:

@@ -5,7 +5,7 @@ import pytest
 from tests.conftest import wer
 from voiceforge.config import load_settings
 from voiceforge.engine import Engine
-from voiceforge.providers import ProviderStatusError, ToolCall, build_llm, build_stt, build_tts
+from voiceforge.providers import ProviderStatusError, TokenUsage, ToolCall, build_llm, build_stt, build_tts
 from voiceforge.providers.openai_ import OpenAILLM, OpenAISTT, OpenAITTS
 from voiceforge.tools import build_registry
 
@@ -45,9 +45,11 @@ async def test_chat_stream_joins_tool_call_fragments(oai):
     assert items == [
         ToolCall(id="call_0", name="lookup_customer", arguments={"name": "Alice Johnson", "zip_code": "12345"}),
         ToolCall(id="call_1", name="list_appointments", arguments={"customer_id": 3}),
+        TokenUsage(input_tokens=1, output_tokens=1),  # the usage chunk, last
     ]
     body = server.requests[-1]["json"]
     assert body["model"] == "gpt-4o-mini" and body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
     assert [t["function"]["name"] for t in body["tools"]] == ["list_appointments", "lookup_customer"]
     lookup = next(t for t in body["tools"] if t["function"]["name"] == "lookup_customer")
     assert lookup["type"] == "function"
@@ -70,7 +72,8 @@ async def test_retryable_status_is_retried_once_then_translated(oai):
     llm = build_llm(keyed(url))
     server.fail_next[:] = [503]
     server.chat_script.append({"text": "Hello again."})
-    assert "".join([x async for x in llm.stream([{"role": "user", "content": "hi"}])]) == "Hello again."
+    assert "".join([x async for x in llm.stream([{"role": "user", "content": "hi"}])
+                    if isinstance(x, str)]) == "Hello again."
     server.fail_next[:] = [429, 429]
     with pytest.raises(ProviderStatusError) as info:
         _ = [x async for x in llm.stream([{"role": "user", "content": "hi"}])]
@@ -136,3 +139,26 @@ async def test_the_personas_voice_reaches_the_tts(oai, tmp_path):
         spoken = [r["json"] for r in server.requests if r["path"] == "/v1/audio/speech"]
         assert spoken[-1]["voice"] == voice, (persona, spoken[-1])
     assert engine.tts.pick_voice("not-a-voice") == "alloy"  # an unknown name falls back to the default
+
+
+async def test_a_turn_is_priced_from_the_tokens_the_server_reported(oai, tmp_path):
+    """Hand-computed: gpt-4o-mini at $0.15 / $0.60 per million tokens in / out (voiceforge/cost.py),
+    1,200 + 300 tokens over two steps (a tool call, then the answer) = 1,200 * 0.15e-6 + 300 * 0.6e-6."""
+    from voiceforge.store import conversations
+
+    server, url = oai
+    settings = keyed(url, openai_llm_model="gpt-4o-mini", forge_data_dir=tmp_path,
+                     database_url=f"sqlite:///{tmp_path / 'cost.db'}", stt_provider="whisper", tts_provider="piper")
+    engine = Engine(settings)
+    engine.ensure_mock_data()
+    server.chat_script += [
+        {"tool_calls": [("run_sql", {"query": "SELECT COUNT(*) FROM customers"})], "usage": {"prompt_tokens": 700, "completion_tokens": 100}},
+        {"text": "There are 40 customers.", "usage": {"prompt_tokens": 500, "completion_tokens": 200}},
+    ]
+    result = await engine.pipeline("customer_service").text_turn("How many customers are there?")
+    assert result.usage.llm_input_tokens == 1200 and result.usage.llm_output_tokens == 300
+    expected = 1200 * 0.15 / 1e6 + 300 * 0.60 / 1e6
+    assert result.cost["llm"] == pytest.approx(expected) and result.cost["total"] == pytest.approx(expected)
+    stored = conversations.get_conversation(engine.db, result.conversation_id)["turns"][0]
+    assert stored["cost_usd"] == pytest.approx(0.00036)
+    assert stored["usage"] == {"llm_input_tokens": 1200, "llm_output_tokens": 300}

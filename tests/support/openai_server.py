@@ -64,7 +64,13 @@ class OpenAIServer:
             body = await request.json()
             self.requests.append({"path": request.url.path, "headers": dict(request.headers), "json": body})
             step = self.chat_script.pop(0) if self.chat_script else {"text": "Okay."}
-            return StreamingResponse(self._chunks(step, body.get("model", "")), media_type="text/event-stream")
+            usage = None
+            if (body.get("stream_options") or {}).get("include_usage"):
+                # Scripted, or counted as a stand-in tokenizer would: one token per word sent and streamed.
+                sent = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+                streamed = len(step.get("text", "").split()) or 1
+                usage = step.get("usage") or {"prompt_tokens": sent, "completion_tokens": streamed}
+            return StreamingResponse(self._chunks(step, body.get("model", ""), usage), media_type="text/event-stream")
 
         @app.post("/v1/audio/speech")
         async def speech(request: Request):  # noqa: ANN202
@@ -82,7 +88,7 @@ class OpenAIServer:
             return StreamingResponse(body_iter(), media_type="audio/pcm")
 
     @staticmethod
-    def _chunks(step: dict[str, Any], model: str):  # noqa: ANN205
+    def _chunks(step: dict[str, Any], model: str, usage: dict[str, int] | None = None):  # noqa: ANN205
         def event(delta: dict[str, Any], finish: str | None = None) -> str:
             chunk = {"id": "chatcmpl-local", "object": "chat.completion.chunk", "created": 0, "model": model,
                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -102,4 +108,9 @@ class OpenAIServer:
                 for i in range(0, len(text), 5):
                     yield event({"tool_calls": [{"index": index, "function": {"arguments": text[i : i + 5]}}]})
             yield event({}, "tool_calls")
+        if usage is not None:  # the API's last chunk when stream_options.include_usage: no choices, the usage
+            total = usage["prompt_tokens"] + usage["completion_tokens"]
+            chunk = {"id": "chatcmpl-local", "object": "chat.completion.chunk", "created": 0, "model": model,
+                     "choices": [], "usage": {**usage, "total_tokens": total}}
+            yield f"data: {json.dumps(chunk)}\n\n"
         yield "data: [DONE]\n\n"

@@ -11,10 +11,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from voiceforge.agent.memory import ConversationMemory
 from voiceforge.agent.persona import Persona
-from voiceforge.providers.base import LLM, ProviderError, ToolCall
+from voiceforge.providers.base import LLM, ProviderError, TokenUsage, ToolCall
 from voiceforge.tools.registry import ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,17 @@ class ToolFinished:
 
 @dataclass
 class ReplyDone:
-    """The reply ended: its full text, the LLM failure that cut it short, whether end_call ran."""
+    """The reply ended: its text, the LLM failure that cut it short, whether end_call ran.
+
+    ``input_tokens`` / ``output_tokens``: what the LLM billed over all of the turn's steps (0
+    when it reports no usage, as the offline brain does).
+    """
 
     reply: str
     error: str | None = None
     ended: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 AgentEvent = TextDelta | Filler | ToolStarted | ToolFinished | ReplyDone
@@ -114,6 +121,11 @@ class Agent:
         tools = self.tools
         reply_parts: list[str] = []
         ended = False
+        tokens = [0, 0]
+
+        def done(reply: str, **kwargs: Any) -> ReplyDone:
+            return ReplyDone(reply=reply, input_tokens=tokens[0], output_tokens=tokens[1], **kwargs)
+
         for _step in range(self.max_steps):
             text, calls = "", []
             try:
@@ -121,6 +133,9 @@ class Agent:
                 async for item in self.llm.stream(messages, tools, first_token_s=first_token_s):
                     if isinstance(item, ToolCall):
                         calls.append(item)
+                    elif isinstance(item, TokenUsage):
+                        tokens[0] += item.input_tokens
+                        tokens[1] += item.output_tokens
                     else:
                         text += item
                         yield TextDelta(item)
@@ -128,12 +143,12 @@ class Agent:
                 log.warning("LLM failed: %s", exc)
                 reply = ("".join(reply_parts) + text).strip()
                 self.memory.add_assistant(reply)
-                yield ReplyDone(reply=reply, error=str(exc))
+                yield done(reply, error=str(exc))
                 return
             reply_parts.append(text)
             if not calls:
                 self.memory.add_assistant(text)
-                yield ReplyDone(reply="".join(reply_parts).strip(), ended=ended)
+                yield done("".join(reply_parts).strip(), ended=ended)
                 return
             self.memory.add_assistant(text, calls)
             for call in calls:
@@ -151,7 +166,7 @@ class Agent:
                     ended = True
         yield TextDelta(STEP_LIMIT_REPLY)
         self.memory.add_assistant(STEP_LIMIT_REPLY)
-        yield ReplyDone(reply=("".join(reply_parts) + " " + STEP_LIMIT_REPLY).strip(), ended=ended)
+        yield done(("".join(reply_parts) + " " + STEP_LIMIT_REPLY).strip(), ended=ended)
 
     async def _run_tool(self, call: ToolCall) -> AsyncIterator[Filler | ToolResult]:
         allowed = {t.name for t in self.tools}

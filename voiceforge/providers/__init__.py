@@ -18,6 +18,7 @@ from voiceforge.providers.base import (
     ProviderError,
     ProviderStatusError,
     ProviderTimeoutError,
+    TokenUsage,
     ToolCall,
     Transcript,
 )
@@ -54,6 +55,6 @@ def describe(provider: STT | LLM | TTS) -> str:
 
 __all__ = [
     "LLM", "PROVIDERS", "STT", "TTS", "Capabilities", "ProviderConnectionError", "ProviderError",
-    "ProviderStatusError", "ProviderTimeoutError", "ToolCall", "Transcript", "build", "build_llm", "build_stt",
+    "ProviderStatusError", "ProviderTimeoutError", "TokenUsage", "ToolCall", "Transcript", "build", "build_llm", "build_stt",
     "build_tts", "describe", "resolve",
 ]

@@ -100,6 +100,17 @@ class Transcript:
     elapsed_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens one LLM call billed, from its response (Chat Completions' final ``usage`` chunk).
+
+    An LLM's ``_stream`` yields it last, if the provider reports usage; it is not text.
+    """
+
+    input_tokens: int
+    output_tokens: int
+
+
 @dataclass
 class ToolCall:
     """A tool call requested by an LLM: an id, the tool's name, JSON-decoded arguments."""

@@ -28,6 +28,7 @@ from voiceforge.providers.base import (
     ProviderError,
     ProviderStatusError,
     ProviderTimeoutError,
+    TokenUsage,
     ToolCall,
 )
 
@@ -115,11 +116,15 @@ class OpenAILLM(LLM):
                 model=self.model,
                 messages=list(messages),
                 stream=True,
+                stream_options={"include_usage": True},  # a last chunk with the billed tokens
                 temperature=self.temperature,
                 **kwargs,
             )
             partial: dict[int, dict[str, str]] = {}
+            usage = None
             async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = TokenUsage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
                 if not chunk.choices:
                     continue
                 delta = chunk.choices[0].delta
@@ -142,6 +147,8 @@ class OpenAILLM(LLM):
             except json.JSONDecodeError:
                 arguments = {"_invalid_json": slot["arguments"]}
             yield ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=arguments)
+        if usage is not None:
+            yield usage
 
 
 class OpenAITTS(TTS):

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.store.db import Database
-from voiceforge.store.models import Call, Conversation, Customer, ToolCallRecord, Turn
+from voiceforge.store.models import Call, Conversation, Customer, SmsMessage, ToolCallRecord, Turn
 
 
 @dataclass
@@ -32,6 +32,8 @@ class NewTurn:
         error: the provider failure the turn apologized for, if any.
         interrupted: the user barged in before the reply finished.
         providers: labels of the STT, LLM and TTS that served the turn.
+        usage: what the providers consumed (voiceforge.cost.Usage.to_json()).
+        cost_usd: its price in US dollars.
         user_audio: (PCM16 mono, Hz) of the utterance, kept when recordings are on.
         reply_audio: (PCM16 mono, Hz) of the reply.
     """
@@ -43,6 +45,8 @@ class NewTurn:
     error: str | None = None
     interrupted: bool = False
     providers: dict[str, str] = field(default_factory=dict)
+    usage: dict[str, float] = field(default_factory=dict)
+    cost_usd: float = 0.0
     user_audio: tuple[bytes, int] | None = None
     reply_audio: tuple[bytes, int] | None = None
 
@@ -82,7 +86,7 @@ def save_turn(db: Database, conversation_id: int, turn: NewTurn, recordings: Pat
         row = Turn(
             conversation_id=conversation_id, index=index, user_text=turn.user_text,
             assistant_text=turn.assistant_text, interrupted=turn.interrupted, error=turn.error,
-            timings_ms=turn.timings_ms, providers=turn.providers,
+            timings_ms=turn.timings_ms, providers=turn.providers, usage=turn.usage, cost_usd=turn.cost_usd,
         )
         if not conv.title and turn.user_text:
             conv.title = turn.user_text[:200]
@@ -143,7 +147,8 @@ def turn_dict(turn: Turn) -> dict[str, Any]:
     return {
         "index": turn.index, "user_text": turn.user_text, "assistant_text": turn.assistant_text,
         "interrupted": turn.interrupted, "error": turn.error, "timings_ms": turn.timings_ms,
-        "providers": turn.providers, "created_at": _iso(turn.created_at),
+        "providers": turn.providers, "usage": turn.usage or {}, "cost_usd": turn.cost_usd or 0.0,
+        "created_at": _iso(turn.created_at),
         "user_audio_path": turn.user_audio_path, "reply_audio_path": turn.reply_audio_path,
         "tool_calls": [{"name": c.name, "arguments": c.arguments, "result": c.result, "error": c.error,
                         "duration_ms": c.duration_ms} for c in turn.tool_calls],
@@ -158,15 +163,15 @@ def turns_of(db: Database, conversation_id: int) -> list[dict[str, Any]]:
 
 
 def list_conversations(db: Database, limit: int = 500) -> list[dict[str, Any]]:
-    """Recent conversations, newest first: id, created_at, channel, persona, title, turns."""
+    """Recent conversations, newest first: id, created_at, channel, persona, title, turns, cost_usd."""
     with db.sessions() as s:
         rows = s.execute(
             select(Conversation.id, Conversation.created_at, Conversation.channel, Conversation.persona,
-                   Conversation.title, func.count(Turn.id))
+                   Conversation.title, func.count(Turn.id), func.coalesce(func.sum(Turn.cost_usd), 0.0))
             .outerjoin(Turn).group_by(Conversation.id).order_by(Conversation.id.desc()).limit(limit)
         ).all()
-    return [{"id": r[0], "created_at": r[1], "channel": r[2], "persona": r[3], "title": r[4], "turns": r[5]}
-            for r in rows]
+    return [{"id": r[0], "created_at": r[1], "channel": r[2], "persona": r[3], "title": r[4], "turns": r[5],
+             "cost_usd": float(r[6] or 0.0)} for r in rows]
 
 
 def get_conversation(db: Database, conversation_id: int) -> dict[str, Any] | None:
@@ -177,6 +182,21 @@ def get_conversation(db: Database, conversation_id: int) -> dict[str, Any] | Non
             return None
         return {"id": conv.id, "created_at": conv.created_at, "channel": conv.channel, "persona": conv.persona,
                 "title": conv.title, "turns": [turn_dict(t) for t in conv.turns]}
+
+
+def spend(db: Database) -> dict[str, Any]:
+    """What the stored conversations consumed, for the Home totals.
+
+    Returns:
+        ``{"turn_cost_usd": float, "turns": int, "call_seconds": [float per ended call],
+        "sms_sent": int}``: the providers' cost of every turn, and the phone usage Twilio bills.
+    """
+    with db.sessions() as s:
+        cost, turns = s.execute(select(func.coalesce(func.sum(Turn.cost_usd), 0.0), func.count(Turn.id))).one()
+        calls = s.execute(select(Call.created_at, Call.ended_at).where(Call.ended_at.is_not(None))).all()
+        sent = s.scalar(select(func.count(SmsMessage.id)).where(SmsMessage.direction == "outbound")) or 0
+    seconds = [max(0.0, (end - start).total_seconds()) for start, end in calls if start and end]
+    return {"turn_cost_usd": float(cost or 0.0), "turns": int(turns), "call_seconds": seconds, "sms_sent": int(sent)}
 
 
 def counts(db: Database) -> dict[str, int]:

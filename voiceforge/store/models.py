@@ -74,7 +74,8 @@ class Turn(Base):
 
     ``timings_ms`` maps stage names (``STAGES`` plus provider-specific extras such as
     ``stt_ms``) to milliseconds; ``interrupted`` marks a reply cut short by barge-in, in which
-    case ``assistant_text`` is only what was played.
+    case ``assistant_text`` is only what was played. ``usage`` is what the providers consumed
+    (audio seconds, tokens, characters) and ``cost_usd`` its price (voiceforge/cost.py).
     """
 
     __tablename__ = "turns"
@@ -89,6 +90,8 @@ class Turn(Base):
     error: Mapped[str | None] = mapped_column(Text)
     timings_ms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     providers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     user_audio_path: Mapped[str | None] = mapped_column(String(500))
     reply_audio_path: Mapped[str | None] = mapped_column(String(500))
 

@@ -1,0 +1,43 @@
+"""Prices, computed by hand from the table in voiceforge/cost.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from voiceforge.cost import PriceTable, Usage, format_usd
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_cloud_turn_priced_per_stage():
+    table = PriceTable()
+    usage = Usage(stt_audio_s=90, llm_input_tokens=1200, llm_output_tokens=300, tts_characters=1000)
+    cost = table.turn(usage, "openai-stt:gpt-4o-mini-transcribe", "openai-llm:gpt-4o-mini", "openai-tts:tts-1")
+    assert cost.stt == pytest.approx(1.5 * 0.003)  # 1.5 minutes at $0.003 a minute
+    assert cost.llm == pytest.approx(1200 * 0.15e-6 + 300 * 0.60e-6)
+    assert cost.tts == pytest.approx(1000 * 15e-6)  # $15 per million characters
+    assert cost.total == pytest.approx(0.0045 + 0.00036 + 0.015)
+    assert cost.to_json()["total"] == pytest.approx(0.01986)
+
+
+def test_local_providers_are_free_and_an_unknown_model_is_not_silently_free():
+    table = PriceTable()
+    usage = Usage(stt_audio_s=60, llm_input_tokens=500, tts_characters=300)
+    assert table.turn(usage, "whisper:", "offline:", "piper:").total == 0
+    cost = table.turn(usage, "whisper:", "openai-llm:llama3.2", "piper:")
+    assert cost.total == 0 and cost.unpriced == ["openai-llm:llama3.2"]
+    assert format_usd(0) == "$0 (local)" and format_usd(None) == "no price"
+
+
+def test_overrides_and_telephony():
+    table = PriceTable('{"openai-llm:llama3.2": {"per_1m_input_tokens": 1, "per_1m_output_tokens": 2},'
+                       ' "twilio:voice": {"per_minute": 0.02}}')
+    cost = table.turn(Usage(llm_input_tokens=1_000_000, llm_output_tokens=500_000), "whisper:",
+                      "openai-llm:llama3.2", "piper:")
+    assert cost.total == pytest.approx(2.0)
+    assert table.call(61) == pytest.approx(2 * 0.02)  # billed per started minute
+    assert table.call(0) == 0 and table.sms(3) == pytest.approx(3 * 0.0083)
+    with pytest.raises(ValueError, match="FORGE_PRICES"):
+        PriceTable("{not json")
+    with pytest.raises(ValueError, match="object of numbers"):
+        PriceTable({"x": {"per_minute": "cheap"}})
