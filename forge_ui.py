@@ -18,10 +18,18 @@ from voiceforge.engine import Engine
 UPLOAD_TYPES = ["wav", "mp3", "ogg", "opus", "webm", "m4a", "mp4", "flac"]
 """What the uploaders take (decoded by voiceforge/audio/decode.py)."""
 
-STAGES = ["stt_final", "llm_first_token", "first_sentence", "tts_first_audio", "first_frame_sent", "turn_done"]
-STAGE_LABELS = {"stt_final": "STT", "llm_first_token": "LLM first token", "first_sentence": "first sentence",
-                "tts_first_audio": "TTS first audio", "first_frame_sent": "first audio sent", "turn_done": "turn done"}
-
+MARKS = [("stt_final", "STT"), ("llm_first_token", "LLM first token"), ("tool_end", "tool"),
+         ("first_sentence", "first sentence"), ("tts_first_audio", "TTS first audio"),
+         ("first_audio_delta", "Realtime first audio"), ("first_frame_sent", "first audio sent"),
+         ("playback_confirmed", "playback confirmed"), ("turn_done", "turn done")]
+"""Timeline marks (ms after the end of the user's speech) in the order a turn reaches them, and
+the waterfall stage that ends at each."""
+STAGE_COLORS = {"endpointing": "#bab0ac", "STT": "#4c78a8", "LLM first token": "#f58518", "tool": "#e45756",
+                "first sentence": "#ffbf79", "TTS first audio": "#54a24b", "Realtime first audio": "#72b7b2",
+                "first audio sent": "#b279a2", "playback confirmed": "#d6a5c9", "turn done": "#9d755d"}
+"""One colour per stage, the same on every page."""
+FIRST_AUDIO = ("first_frame_sent", "first_audio_delta", "tts_first_audio")
+"""Which mark is "the agent starts speaking", best first (sent on the wire > Realtime delta > synthesised)."""
 
 @st.cache_resource
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -45,36 +53,105 @@ def engine() -> Engine:
 
 
 def waterfall(timings: dict[str, float]) -> pd.DataFrame:
-    """Stage bars for a latency waterfall: stage, start ms, end ms (after speech end)."""
-    rows, start = [], 0.0
-    for stage in STAGES:
-        if stage in timings:
-            end = float(timings[stage])
-            rows.append({"stage": STAGE_LABELS[stage], "start_ms": start, "end_ms": max(end, start + 1)})
-            start = end
-    return pd.DataFrame(rows)
+    """Stage bars of one turn: stage, start ms, end ms, and its length (ms after speech end).
+
+    Each stage runs from the latest earlier mark to its own; the tool stage from ``tool_start``
+    to ``tool_end``; ``endpointing`` (the silence the VAD waited for) is drawn before zero.
+    """
+    rows = []
+    if timings.get("endpointing_ms"):
+        rows.append({"stage": "endpointing", "start_ms": -float(timings["endpointing_ms"]), "end_ms": 0.0})
+    reached = 0.0
+    for mark, label in MARKS:
+        if mark not in timings:
+            continue
+        end = float(timings[mark])
+        start = float(timings.get("tool_start", reached)) if mark == "tool_end" else reached
+        rows.append({"stage": label, "start_ms": min(start, end), "end_ms": end})
+        reached = max(reached, end)
+    df = pd.DataFrame(rows, columns=["stage", "start_ms", "end_ms"])
+    df["length_ms"] = (df["end_ms"] - df["start_ms"]).round(0)
+    return df
 
 
-def show_waterfall(timings: dict[str, float], key: str) -> None:
-    """Draw the per-turn latency waterfall (Altair bars, one per stage)."""
+def first_audio_ms(timings: dict[str, float]) -> float | None:
+    """Voice-to-voice of a turn: from the last voiced frame to the first agent audio, ms (None: not spoken)."""
+    return next((float(timings[m]) for m in FIRST_AUDIO if m in timings), None)
+
+
+def show_waterfall(timings: dict[str, float], key: str, x_max: float | None = None) -> None:
+    """Draw one turn's latency waterfall: labelled bars per stage, stable colours, a shared scale.
+
+    Args:
+        timings: stage → ms after the end of the user's speech (a turn's ``timings_ms``).
+        key: the chart's widget key.
+        x_max: the right edge of the scale (ms), shared by every turn on a page; default this turn's.
+    """
     import altair as alt
 
     df = waterfall(timings)
     if df.empty:
         return
-    chart = (
-        alt.Chart(df)
-        .mark_bar()
-        .encode(
-            y=alt.Y("stage:N", sort=list(df["stage"]), title=None),
-            x=alt.X("start_ms:Q", title="ms after speech end"),
-            x2="end_ms:Q",
-            color=alt.Color("stage:N", legend=None),
-            tooltip=["stage", "start_ms", "end_ms"],
-        )
-        .properties(height=40 * len(df))
-    )
-    st.altair_chart(chart, key=key, width="stretch")
+    first = first_audio_ms(timings)
+    if first is not None:
+        st.caption(f"⏱️ first agent audio **{first:,.0f} ms** after the end of speech")
+    right = max(x_max or 0.0, float(df["end_ms"].max())) * 1.12 + 50
+    x = alt.X("start_ms:Q", title="ms after the end of speech", scale=alt.Scale(domain=[float(min(0, df["start_ms"].min())), right]))
+    base = alt.Chart(df).encode(y=alt.Y("stage:N", sort=list(df["stage"]), title=None))
+    bars = base.mark_bar(minWidth=2).encode(
+        x=x, x2="end_ms:Q",
+        color=alt.Color("stage:N", legend=None, scale=alt.Scale(domain=list(STAGE_COLORS),
+                                                                range=list(STAGE_COLORS.values()))),
+        tooltip=["stage", alt.Tooltip("start_ms:Q", format=".0f"), alt.Tooltip("end_ms:Q", format=".0f"),
+                 alt.Tooltip("length_ms:Q", format=".0f")])
+    labels = base.mark_text(align="left", dx=4, fontSize=11).encode(
+        x="end_ms:Q", text=alt.Text("length_ms:Q", format=",.0f"))
+    st.altair_chart((bars + labels).properties(height=26 * len(df) + 30), key=key, width="stretch")
+
+
+def latency_summary(turns: list[dict[str, Any]]) -> str | None:
+    """"p50 1,234 ms · p95 2,345 ms over N turns" of voice-to-voice, or None when no turn was spoken."""
+    from voiceforge.metrics import percentile
+
+    values = [v for t in turns if (v := first_audio_ms(t.get("timings_ms") or {})) is not None]
+    if not values:
+        return None
+    return (f"voice-to-voice p50 {percentile(values, 50):,.0f} ms · p95 {percentile(values, 95):,.0f} ms "
+            f"over {len(values)} turn{'s' if len(values) != 1 else ''}")
+
+
+def timeline_max(turns: list[dict[str, Any]]) -> float:
+    """The latest mark over ``turns`` (ms), for a scale shared by their waterfalls."""
+    return max((float(v) for t in turns for k, v in (t.get("timings_ms") or {}).items()
+                if k in dict(MARKS)), default=0.0)
+
+
+def cost_line(cost_usd: float | None, usage: dict[str, Any] | None, unpriced: list[str] | None = None) -> str:
+    """One line for a turn's price and what it consumed: "$0.0004 · 812 tokens in, 40 out · 3.1 s of STT"."""
+    from voiceforge.cost import format_usd
+
+    usage = usage or {}
+    parts = [format_usd(cost_usd or 0.0) if not unpriced else f"{format_usd(cost_usd or 0.0)} + no price for "
+             + ", ".join(unpriced)]
+    if usage.get("llm_input_tokens") or usage.get("llm_output_tokens"):
+        parts.append(f"{usage.get('llm_input_tokens', 0):,} tokens in, {usage.get('llm_output_tokens', 0):,} out")
+    if usage.get("realtime_input_tokens") or usage.get("realtime_output_tokens"):
+        parts.append(f"Realtime {usage.get('realtime_input_tokens', 0):,} tokens in, "
+                     f"{usage.get('realtime_output_tokens', 0):,} out")
+    if usage.get("stt_audio_s"):
+        parts.append(f"{usage['stt_audio_s']:.1f} s transcribed")
+    if usage.get("tts_characters"):
+        parts.append(f"{usage['tts_characters']:,} characters spoken")
+    return " · ".join(parts)
+
+
+def show_cost(turn: dict[str, Any]) -> None:
+    """The turn's cost line (a live turn's ``cost`` dict or a stored turn's ``cost_usd``)."""
+    cost = turn.get("cost") or {}
+    total = cost.get("total") if cost else turn.get("cost_usd")
+    if total is None and not turn.get("usage"):
+        return
+    st.caption("💲 " + cost_line(total, turn.get("usage"), cost.get("unpriced")))
 
 
 def show_tool_calls(tool_calls: list[dict]) -> None:
@@ -155,8 +232,9 @@ def live_call_status(call_sid: str) -> None:
     st.caption(" → ".join(h["status"] for h in call["history"]))
 
 
-def show_turn(turn: Any, key: str, autoplay: bool = False) -> None:
-    """One stored or live turn: user text, reply, tool calls, reply audio, waterfall."""
+def show_turn(turn: Any, key: str, autoplay: bool = False, x_max: float | None = None) -> None:
+    """One stored or live turn: user text, reply, tool calls, reply audio, cost, waterfall (``x_max``:
+    the shared scale's right edge, ms)."""
     with st.chat_message("user"):
         st.markdown(turn["user_text"] or "_(no speech recognized)_")
     with st.chat_message("assistant"):
@@ -166,4 +244,5 @@ def show_turn(turn: Any, key: str, autoplay: bool = False) -> None:
         show_tool_calls(turn.get("tool_calls", []))
         if turn.get("audio"):
             st.audio(turn["audio"], format="audio/wav", autoplay=autoplay)
-        show_waterfall(turn.get("timings_ms") or {}, key=f"{key}-waterfall")
+        show_cost(turn)
+        show_waterfall(turn.get("timings_ms") or {}, key=f"{key}-waterfall", x_max=x_max)

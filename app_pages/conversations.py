@@ -17,7 +17,7 @@ st.title("🗂️ Conversations")
 @st.cache_data(ttl=3)
 def conversations(url: str) -> pd.DataFrame:
     return pd.DataFrame(store.list_conversations(engine.db),
-                        columns=["id", "created_at", "channel", "persona", "title", "turns"])
+                        columns=["id", "created_at", "channel", "persona", "title", "turns", "cost_usd"])
 
 
 df = conversations(engine.db.url)
@@ -28,7 +28,8 @@ if channels:
     df = df[df["channel"].isin(channels)]
 if search:
     df = df[df["title"].str.contains(search, case=False, na=False)]
-st.dataframe(df, hide_index=True, key="conv_table")
+st.dataframe(df, hide_index=True, key="conv_table",
+             column_config={"cost_usd": st.column_config.NumberColumn("cost (USD)", format="$%.4f")})
 if df.empty:
     st.caption("Nothing stored yet: talk on Voice Chat, or run the call simulator.")
     st.stop()
@@ -40,10 +41,16 @@ turns = [{**t, "audio": Path(t["reply_audio_path"]).read_bytes()
           if t["reply_audio_path"] and Path(t["reply_audio_path"]).exists() else None,
           "user_audio": t["user_audio_path"]}
          for t in conv["turns"]]
-st.caption(f"{conv['channel']} · persona {conv['persona']} · {conv['created_at']:%Y-%m-%d %H:%M}")
+spent = sum(t.get("cost_usd") or 0.0 for t in turns)
+st.caption(f"{conv['channel']} · persona {conv['persona']} · {conv['created_at']:%Y-%m-%d %H:%M} · "
+           f"{len(turns)} turns · {forge_ui.cost_line(spent, None)}")
+summary = forge_ui.latency_summary(turns)
+if summary:
+    st.caption(summary)
+scale = forge_ui.timeline_max(turns)
 for i, turn in enumerate(turns):
     if turn["user_audio"] and Path(turn["user_audio"]).exists():
         st.audio(Path(turn["user_audio"]).read_bytes(), format="audio/wav")
-    forge_ui.show_turn(turn, key=f"conv-{conv_id}-{i}")
+    forge_ui.show_turn(turn, key=f"conv-{conv_id}-{i}", x_max=scale)
 if not engine.settings.enable_recordings:
     st.caption("Set ENABLE_RECORDINGS=true to keep each turn's audio for replay.")

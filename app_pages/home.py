@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import forge_ui
+from voiceforge.cost import format_usd
 from voiceforge.store import conversations
 
 engine = forge_ui.engine()
@@ -30,6 +31,24 @@ cols[3].metric("Database", engine.db.dialect)
 cols = st.columns(4)
 for col, (name, value) in zip(cols, counts(engine.db.url).items(), strict=True):
     col.metric(name.capitalize(), value)
+
+@st.cache_data(ttl=5)
+def spend(url: str) -> dict:
+    return conversations.spend(engine.db)
+
+
+totals = spend(engine.db.url)
+calls_usd = sum(engine.prices.call(s) for s in totals["call_seconds"])
+sms_usd = engine.prices.sms(totals["sms_sent"])
+cols = st.columns(4)
+cols[0].metric("Spent on providers", format_usd(totals["turn_cost_usd"]) if totals["turns"] else "$0",
+               help=f"STT, LLM and TTS over {totals['turns']} stored turns, at the prices in voiceforge/cost.py "
+                    "(FORGE_PRICES overrides them); local providers cost $0")
+cols[1].metric("Phone minutes", f"{sum(-(-int(s) // 60) for s in totals['call_seconds'])}",
+               help=f"{len(totals['call_seconds'])} ended calls, billed per started minute: {format_usd(calls_usd)} "
+                    "at Twilio's list price (simulated calls priced as if real)")
+cols[2].metric("SMS sent", totals["sms_sent"], help=f"{format_usd(sms_usd)} at Twilio's list price")
+cols[3].metric("Total", format_usd(totals["turn_cost_usd"] + calls_usd + sms_usd))
 
 st.subheader("Call a phone")
 forge_ui.call_widget("home")

@@ -15,6 +15,7 @@ from streamlit_webrtc import WebRtcMode, create_audio_sink_track, create_audio_s
 
 import forge_ui
 from server.transports.webrtc import OUTPUT_RATE, LiveSession
+from voiceforge.metrics import percentile
 
 engine = forge_ui.engine()
 persona = st.session_state.get("persona") or engine.settings.forge_persona
@@ -91,28 +92,30 @@ STATE_BADGES = {"connecting": "⏳ connecting", "listening": "👂 listening", "
                 "speaking": "🔊 speaking", "ended": "⏹️ ended"}
 
 
-@st.fragment(run_every=0.5)
+@st.fragment(run_every=0.7)
 def live_panel() -> None:
-    """State, level meter, transcript and latency; refreshed twice a second."""
+    """State, level meter, transcript and latency; refreshed every 0.7 s (the waterfall of the latest turn
+    only: rendering charts holds the GIL that aiortc's media thread needs to send audio on time)."""
     session: LiveSession | None = holder["session"]
     if session is None:
         st.info(f"Persona: {engine.persona(persona).name}. Press Start to begin.")
         return
     entries = session.transcript()
     turns = [e for e in entries if e["role"] == "agent" and e.get("done")]
-    v2v = [e["timings_ms"]["first_frame_sent"] for e in turns if "first_frame_sent" in e["timings_ms"]]
+    v2v = [v for e in turns if (v := forge_ui.first_audio_ms(e["timings_ms"])) is not None]
     cols = st.columns(4)
-    cols[0].markdown(f"**State:** {STATE_BADGES.get(session.state, session.state)}")
+    cols[0].markdown(f"State: **{STATE_BADGES.get(session.state, session.state)}**")
     level = session.transport.level_db
     cols[1].progress(min(1.0, max(0.0, (level + 60) / 60)), text=f"Mic {level:.0f} dBFS")
     if v2v:
         cols[2].metric("Voice-to-voice p50", f"{statistics.median(v2v):.0f} ms",
                        help="From the last voiced frame of your speech to the first agent audio sent")
-        cols[3].metric("p95", f"{sorted(v2v)[max(0, round(0.95 * len(v2v)) - 1)]:.0f} ms", help=f"{len(v2v)} turns")
+        cols[3].metric("p95", f"{percentile(v2v, 95):.0f} ms", help=f"{len(v2v)} turns")
     if session.error:
         st.error(f"The conversation stopped: {session.error}")
     if session.transport.hung_up:
         st.success("The agent ended the conversation. Press Stop, then Start for a new one.")
+    latest = max((e["generation"] for e in turns), default=None)
     for entry in entries:
         with st.chat_message("user" if entry["role"] == "user" else "assistant"):
             if entry["role"] == "user":
@@ -125,8 +128,14 @@ def live_panel() -> None:
             if entry.get("error"):
                 st.warning(f"Error: {entry['error']}")
             forge_ui.show_tool_calls(entry["tool_calls"])
-            if entry.get("timings_ms"):
-                forge_ui.show_waterfall(entry["timings_ms"], key=f"live-{entry['generation']}")
+            forge_ui.show_cost(entry)
+            timings = entry.get("timings_ms") or {}
+            if timings and entry["generation"] == latest:
+                forge_ui.show_waterfall(timings, key=f"live-{entry['generation']}", x_max=forge_ui.timeline_max(turns))
+            elif (first := forge_ui.first_audio_ms(timings)) is not None:
+                st.caption(f"⏱️ first agent audio {first:,.0f} ms after the end of speech")
+    spent = sum((e.get("cost") or {}).get("total", 0.0) for e in turns)
+    st.caption(f"This conversation: {len(turns)} turns · " + forge_ui.cost_line(spent, None))
     if session.backend == "realtime":
         st.caption("Speech-to-speech: the Realtime service finds the turns with its own VAD.")
     if session.conversation_id:

@@ -56,7 +56,7 @@ with tab_sim:
             st.warning("Add at least one clip.")
     result = st.session_state.get("sim_result")
     if result:
-        st.caption(f"Call {result['call_sid']}: greeting {result['greeting_ms']} ms, {result['clears']} barge-in(s)")
+        st.caption(f"Call {result['call_sid']}: greeting {result['greeting_ms'] / 1000:.1f} s long, {result['clears']} barge-in(s)")
         for i, (turn, ulaw) in enumerate(zip(result["turns"], result["_audio"], strict=True)):
             forge_ui.show_turn({"user_text": turn["transcript"], "assistant_text": turn["reply"],
                                 "interrupted": turn["interrupted"], "tool_calls": turn["tool_calls"],

@@ -43,10 +43,15 @@ if result is not None:
     st.session_state.chat_turns.append({
         "user_text": result.user_text, "assistant_text": result.reply, "error": result.error,
         "tool_calls": result.tool_calls, "timings_ms": result.timings_ms, "audio": result.reply_wav(),
+        "cost": result.cost, "usage": result.usage.to_json(),
     })
 
 turns = st.session_state.chat_turns
 if not turns:
     st.info("Say something like “How many customers are there?” or “Where is my order? I'm customer 2.”")
+summary = forge_ui.latency_summary(turns)
+if summary:
+    st.caption(f"This session: {summary} (the reply plays once it is whole: see “turn done”)")
+scale = forge_ui.timeline_max(turns)
 for i, turn in enumerate(turns):
-    forge_ui.show_turn(turn, key=f"chat-{i}", autoplay=i == len(turns) - 1)
+    forge_ui.show_turn(turn, key=f"chat-{i}", autoplay=i == len(turns) - 1, x_max=scale)

@@ -44,6 +44,9 @@ log = logging.getLogger("forge.webrtc")
 
 OUTPUT_RATE = 48000
 """Agent audio rate on the source track (Hz): Opus's native rate, so aiortc does not resample."""
+GAP_FILL_MS = 200
+"""A microphone silent on the wire this long (DTX, a muted track) is filled with digital silence,
+so the endpointer still sees the end of the utterance."""
 MAX_QUEUED_INPUT = 500
 """Inbound frames (20 ms each, 10 s) waiting for the loop before new ones are dropped."""
 FEED_LIMIT = 400
@@ -110,6 +113,7 @@ class WebRtcTransport(Transport):
         self._queued = 0  # bytes ever appended
         self._marks: collections.deque[tuple[int, str]] = collections.deque()
         self._dropped = 0
+        self.last_frame_at: float | None = None  # time.monotonic() of the last microphone frame
 
     # --- the conversation loop's side (Forge's loop) ---------------------------------------------
     async def send_audio(self, pcm16: bytes, sample_rate: int) -> None:
@@ -147,8 +151,21 @@ class WebRtcTransport(Transport):
             self.on_event(event)
 
     async def events(self) -> AsyncIterator[InboundEvent]:
-        """Inbound events (microphone audio, marks, typed text) until the session stops."""
-        while (event := await self.inbound.get()) is not None:
+        """Inbound events (microphone audio, marks, typed text) until the session stops.
+
+        While the peer sends no audio for :data:`GAP_FILL_MS` (after its first frame), 100 ms
+        of silence at 48 kHz is inserted every 100 ms.
+        """
+        while True:
+            try:
+                event = await asyncio.wait_for(self.inbound.get(), 0.1)
+            except TimeoutError:
+                quiet = self.last_frame_at is not None and time.monotonic() - self.last_frame_at > GAP_FILL_MS / 1000
+                if quiet:
+                    yield AudioIn(bytes(OUTPUT_RATE // 10 * 2), OUTPUT_RATE)
+                continue
+            if event is None:
+                return
             yield event
 
     # --- aiortc's side (its own thread) ----------------------------------------------------------
@@ -160,6 +177,7 @@ class WebRtcTransport(Transport):
         """Sink-track callback: one microphone frame → ``AudioIn`` on the conversation loop."""
         pcm = frame_to_pcm16(frame)
         self.level_db = level_dbfs(pcm)
+        self.last_frame_at = time.monotonic()
         if self.inbound.qsize() > MAX_QUEUED_INPUT:
             self._dropped += 1
             if self._dropped % 50 == 1:
@@ -339,7 +357,8 @@ class LiveSession:
                     agent["tool_calls"].append({k: v for k, v in event.items() if k not in ("type", "at")})
                 elif kind == "turn":
                     agent.update(interrupted=bool(event.get("interrupted")), timings_ms=event.get("timings_ms") or {},
-                                 done=True, error=event.get("error"))
+                                 done=True, error=event.get("error"), cost=event.get("cost"),
+                                 usage=event.get("usage"))
                     if event.get("interrupted") and event.get("reply") is not None:
                         agent["heard"] = event.get("reply")
         return entries

@@ -1,15 +1,18 @@
 """The Live page in Chromium: a hands-free spoken conversation over WebRTC, with a barge-in.
 
-Chromium's fake microphone plays one WAV once (``%noloop``): a pause for the greeting, a
-question, a pause for its answer, a request the offline brain answers at length, and — while
-that long answer is playing — a second question spoken over it. The page must show the live
-transcript and state, the long answer marked interrupted, and the second question answered;
-the stored conversation must agree. An analyser on the page's remote audio track proves the
-agent's audio really went silent within a moment of the barge-in.
+The page's microphone is a WebAudio stream the test speaks Piper clips into on cue (an init
+script replaces ``getUserMedia`` in the component's frame), so the test can talk over the agent
+exactly while it is speaking: a question, a request the offline brain answers at length, and a
+second question spoken over that long answer. Everything else is real: Chromium's WebRTC stack,
+Opus, aiortc in the Streamlit process, the conversation loop, Whisper and Piper. The page must
+show the live transcript and state, the long answer marked interrupted, and the second question
+answered; the stored conversation must agree; an analyser on the page's remote audio track
+proves the agent's audio went silent while the user talked over it.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 import subprocess
@@ -17,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
@@ -29,43 +31,59 @@ from voiceforge.audio.resample import resample
 pytestmark = pytest.mark.browser
 RATE = 48000
 
-# Measures the level of the agent audio the page receives, every 50 ms, into window.forgeLevels.
-LEVEL_PROBE = """
-() => {
-  const audio = document.querySelector('audio');
-  if (!audio || !audio.srcObject || window.forgeLevels) return !!window.forgeLevels;
-  const ctx = new AudioContext();
-  const analyser = ctx.createAnalyser();
-  analyser.fftSize = 2048;
-  ctx.createMediaStreamSource(audio.srcObject).connect(analyser);
-  const buf = new Float32Array(analyser.fftSize);
-  window.forgeLevels = [];
-  setInterval(() => {
-    analyser.getFloatTimeDomainData(buf);
-    let sum = 0; for (const v of buf) sum += v * v;
-    window.forgeLevels.push([performance.now(), Math.sqrt(sum / buf.length)]);
-  }, 50);
-  return true;
-}
+# In every frame: getUserMedia gives a WebAudio stream; window.forgeSpeak(base64 WAV) plays a clip
+# into it (and returns performance.now() at its start); window.forgeLevels samples the level of
+# the agent audio the page receives, every 50 ms, once window.forgeProbe() found the audio element.
+MICROPHONE = """
+(() => {
+  let ctx = null, dest = null;
+  const ensure = () => {
+    if (!ctx) {
+      ctx = new AudioContext({sampleRate: 48000});
+      dest = ctx.createMediaStreamDestination();
+      // A quiet hum (-80 dBFS) keeps the graph rendering between clips: Chromium stops a
+      // WebAudio track that carries nothing, and a microphone never does.
+      const hum = ctx.createOscillator(), gain = ctx.createGain();
+      hum.frequency.value = 120; gain.gain.value = 0.0001;
+      hum.connect(gain); gain.connect(dest); hum.start();
+    }
+    return dest;
+  };
+  navigator.mediaDevices.getUserMedia = async () => ensure().stream;
+  window.forgeSpeak = async (b64) => {
+    ensure();
+    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+    const buffer = await ctx.decodeAudioData(bytes.buffer);
+    const source = ctx.createBufferSource();
+    source.buffer = buffer; source.connect(dest); source.start();
+    return performance.now();
+  };
+  window.forgeProbe = () => {
+    const audio = document.querySelector('audio');
+    if (!audio || !audio.srcObject) return false;
+    if (window.forgeLevels) return true;
+    const actx = new AudioContext();
+    const analyser = actx.createAnalyser();
+    analyser.fftSize = 2048;
+    actx.createMediaStreamSource(audio.srcObject).connect(analyser);
+    const buf = new Float32Array(analyser.fftSize);
+    window.forgeLevels = [];
+    setInterval(() => {
+      analyser.getFloatTimeDomainData(buf);
+      let sum = 0; for (const v of buf) sum += v * v;
+      window.forgeLevels.push([performance.now(), Math.sqrt(sum / buf.length)]);
+    }, 50);
+    return true;
+  };
+})();
 """
 
 
-def microphone(speak, folder: Path) -> tuple[Path, float]:
-    """The fake microphone's WAV at 48 kHz, and the second at which the barge-in starts."""
-    def say(text: str) -> bytes:
-        pcm, rate = speak(text)
-        return resample(pcm, rate, RATE)
-
-    def pause(seconds: float) -> bytes:
-        return np.zeros(int(RATE * seconds), dtype="<i2").tobytes()
-
-    parts = [pause(7.0), say("How many customers are there?"), pause(9.0),
-             say("Tell me a joke about the weather."), pause(5.0)]
-    barge_in_at = sum(len(p) for p in parts) / 2 / RATE
-    parts += [say("How many customers are there?"), pause(20.0)]
-    path = folder / "live-mic.wav"
-    path.write_bytes(wrap_wav(b"".join(parts), RATE))
-    return path, barge_in_at
+def clip(speak, text: str) -> str:
+    """A Piper clip at 48 kHz with 0.2 s of silence either side, as a base64 WAV."""
+    pcm, rate = speak(text)
+    pad = b"\0\0" * (RATE // 5)
+    return base64.b64encode(wrap_wav(pad + resample(pcm, rate, RATE) + pad, RATE)).decode()
 
 
 @pytest.fixture(scope="module")
@@ -105,48 +123,72 @@ def test_live_page_holds_a_spoken_conversation_with_barge_in(live_app, speak):
     from playwright.sync_api import expect, sync_playwright
 
     base, folder = live_app
-    mic, barge_in_at = microphone(speak, folder)
     ARTIFACTS.mkdir(exist_ok=True)
+    question, request = clip(speak, "How many customers are there?"), clip(speak, "Tell me a joke about the weather.")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={mic}%noloop",
             "--autoplay-policy=no-user-gesture-required",
         ])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            context = browser.new_context(viewport={"width": 1400, "height": 1200})
+            context.add_init_script(MICROPHONE)
+            page = context.new_page()
             page.goto(base + "/live")
             component = page.frame_locator("iframe[title='streamlit_webrtc.component.webrtc_streamer']")
             start = component.get_by_role("button", name="START")
             start.wait_for(timeout=60_000)
             start.click()
-            started = time.monotonic()
-            expect(page.get_by_text("State:")).to_be_visible(timeout=30_000)
-            frame = next(f for f in page.frames if "webrtc" in (f.name + f.url) or f != page.main_frame)
+            state = page.get_by_text("State:")
+            expect(state).to_contain_text("speaking", timeout=60_000)  # the greeting
+            expect(state).to_contain_text("listening", timeout=60_000)
+            frame = next(f for f in page.frames if f != page.main_frame and f.evaluate("!!window.forgeSpeak"))
             deadline = time.monotonic() + 30
-            while not frame.evaluate(LEVEL_PROBE):
+            while not frame.evaluate("window.forgeProbe()"):
                 assert time.monotonic() < deadline, "no remote audio track on the page"
                 time.sleep(0.2)
 
             chat = page.get_by_test_id("stChatMessage")
+            frame.evaluate("b => window.forgeSpeak(b)", question)
             expect(chat.filter(has_text="40").first).to_be_visible(timeout=90_000)
             expect(chat.filter(has_text="customers").first).to_be_visible()
-            expect(chat.filter(has_text="interrupted")).to_have_count(1, timeout=90_000)
+            expect(state).to_contain_text("listening", timeout=60_000)
+
+            frame.evaluate("b => window.forgeSpeak(b)", request)
+            expect(state).to_contain_text("speaking", timeout=60_000)
+            frame.wait_for_function("window.forgeLevels.slice(-4).some(([, v]) => v > 0.01)", timeout=30_000)
+            time.sleep(0.5)  # the long answer is audible on the page
+            barge_at = frame.evaluate("b => window.forgeSpeak(b)", question)
+            expect(chat.filter(has_text="interrupted")).to_have_count(1, timeout=60_000)
             expect(chat.filter(has_text="40")).to_have_count(2, timeout=90_000)
             expect(page.get_by_text("Voice-to-voice p50")).to_be_visible(timeout=10_000)
+            # The last answer is stored once it has played (its marks came back).
+            db = sqlite3.connect(folder / "data" / "forge.db")
+            deadline = time.monotonic() + 30
+            while len(turns := db.execute("SELECT user_text, assistant_text, interrupted FROM turns "
+                                          "ORDER BY id").fetchall()) < 3 and time.monotonic() < deadline:
+                time.sleep(0.3)
             page.screenshot(path=str(ARTIFACTS / "live.png"), full_page=True)
             levels = frame.evaluate("window.forgeLevels")
         finally:
             browser.close()
 
     # The stored conversation agrees: three turns, the middle one interrupted and stored as heard.
-    db = sqlite3.connect(folder / "data" / "forge.db")
-    turns = db.execute("SELECT user_text, assistant_text, interrupted FROM turns ORDER BY id").fetchall()
     assert len(turns) == 3, turns
     assert "customers" in turns[0][0].lower() and "40" in turns[0][1]
     assert "joke" in turns[1][0].lower() and turns[1][2]
     assert "40" in turns[2][1]
-    # The agent's audio went quiet soon after the user started talking over it.
-    assert levels and max(v for _, v in levels) > 0.01, "no agent audio reached the page"
-    print(f"barge-in at {barge_in_at:.1f} s of microphone audio; {len(levels)} level samples; started {started}")
+    # The agent was audible just before the barge-in and silent while the user talked over it
+    # (from 0.6 s after the user started: VAD onset, the clear, and the jitter buffer).
+    # The agent was audible just before the barge-in, and its long answer (about 9 s, at least 4 s of
+    # it still to come) stopped: silence on the page 2.8-3.3 s after the user's clip began, before
+    # the next answer can arrive (speech end + 0.5 s endpointing + STT + the way back). How soon it
+    # stopped is printed: Chromium's jitter buffer holds 0.4-0.7 s of audio on this busy machine.
+    before = [v for t, v in levels if barge_at - 1000 <= t < barge_at]
+    during = [v for t, v in levels if barge_at + 2800 <= t <= barge_at + 3300]
+    assert before and max(before) > 0.01, "the long answer was not playing when the user barged in"
+    assert during and max(during) < 0.003, [(round(t - barge_at), round(v, 4)) for t, v in levels
+                                            if barge_at <= t <= barge_at + 3300]
+    stopped = max(t for t, v in levels if barge_at <= t <= barge_at + 2800 and v >= 0.003) - barge_at - 200
+    print(f"agent audio stopped {stopped:.0f} ms after the user's speech began (page-side, through WebRTC)")
