@@ -10,6 +10,7 @@
     forge db init|seed|reset|export               the database
     forge call-sim caller.wav [...]               a simulated Twilio call on loopback
     forge device-sim child.wav [...]              a simulated push-to-talk device (ESP32 protocol)
+    forge compare [--utterances DIR]              batch vs phone streaming vs speech-to-speech
     forge serve                                   the sidecar API
     forge up                                      the sidecar and the Streamlit app (make run)
 
@@ -46,6 +47,13 @@ def _print_turn(result: dict[str, Any], as_json: bool) -> None:
     timings = result.get("timings_ms") or {}
     if timings:
         print("        " + "  ".join(f"{k}={v:.0f}ms" for k, v in timings.items()))
+    cost = result.get("cost") or {}
+    if cost:
+        from voiceforge.cost import format_usd
+
+        usage = "  ".join(f"{k}={v}" for k, v in (result.get("usage") or {}).items())
+        print(f"cost  > {format_usd(cost.get('total', 0.0))}" + (f"  ({usage})" if usage else "")
+              + (f"  no price for {', '.join(cost['unpriced'])}" if cost.get("unpriced") else ""))
     if result.get("error"):
         print(f"error > {result['error']}")
     if result.get("audio_path"):
@@ -171,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--barge-in-ms", type=int, default=None)
     p.add_argument("--save-audio", default=None)
     common(p)
+    p = sub.add_parser("compare", help="the three prototype styles on the same utterances: latency, accuracy, cost")
+    p.add_argument("--utterances", default=None, help="a folder of recordings (x.wav with x.txt holding what it "
+                   "says, or a references.tsv); default: the shipped set spoken by Piper")
+    p.add_argument("--styles", default=None, help="comma-separated: batch,phone,speech-to-speech (default: all)")
+    common(p)
     p = sub.add_parser("device-sim", help="simulate a push-to-talk device (the ESP32's protocol)")
     p.add_argument("wavs", nargs="+", help="one WAV per press")
     p.add_argument("--url", default=None, help="a running sidecar (default: start one and register a device)")
@@ -195,6 +208,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime-port", type=int, default=8766,
                    help="Forge's offline Realtime-compatible server (the Live page's speech-to-speech backend)")
     return parser
+
+
+async def _compare(args: argparse.Namespace) -> int:
+    """`forge compare`: a table (or one JSON object per style with ``--json``); exit 1 if a style failed."""
+    from voiceforge.compare import STYLES, compare, default_utterances_async, load_utterances, table
+    from voiceforge.cost import format_usd
+    from voiceforge.engine import Engine
+
+    engine = Engine()
+    engine.ensure_mock_data()
+    if args.utterances:
+        utterances = await asyncio.to_thread(load_utterances, Path(args.utterances), engine.settings.forge_max_turn_s)
+    else:
+        utterances = await default_utterances_async()
+    styles = [s.strip() for s in args.styles.split(",")] if args.styles else None
+    as_json = getattr(args, "json", False)
+
+    def progress(style: str, done: int, total: int) -> None:
+        if not as_json:
+            print(f"  {STYLES[style]}: {done}/{total}", file=sys.stderr, flush=True)
+
+    runs = await compare(engine, utterances, getattr(args, "persona", None), styles, progress)
+    rows = table(runs)
+    if as_json:
+        for run, row in zip(runs, rows, strict=True):
+            print(json.dumps({**row, "utterances": run.turns}, default=str))
+        return 1 if any(r["error"] for r in rows) else 0
+
+    def ms(value: float | None) -> str:
+        return f"{value:.0f}" if value is not None else "—"
+
+    print(f"\n{len(utterances)} utterances; voice-to-voice from the last voiced frame to the first agent audio\n")
+    print(f"{'style':<36} {'p50 ms':>7} {'p95 ms':>7} {'WER':>5} {'cost/turn':>11} {'cost/min':>11}  stages (median ms)")
+    for row in rows:
+        if row["error"]:
+            print(f"{row['label']:<36} failed: {row['error']}")
+            continue
+        stages = " ".join(f"{k}={v:.0f}" for k, v in row["stages_ms"].items())
+        wer = f"{row['wer']:.2f}" if row["wer"] is not None else "—"
+        print(f"{row['label']:<36} {ms(row['v2v_p50_ms']):>7} {ms(row['v2v_p95_ms']):>7} {wer:>5} "
+              f"{format_usd(row['cost_per_turn_usd']):>11} {format_usd(row['cost_per_minute_usd']):>11}  {stages}")
+    return 1 if any(r["error"] for r in rows) else 0
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -265,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_talk(args))
         if args.command == "db":
             return _db(args)
+        if args.command == "compare":
+            return asyncio.run(_compare(args))
         if args.command == "call-sim":
             from voiceforge.telephony.simulator import run_cli
 

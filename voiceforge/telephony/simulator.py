@@ -43,7 +43,7 @@ class SimTurn:
     agent_ulaw: bytearray = field(default_factory=bytearray)
 
     def latency_ms(self) -> float | None:
-        """End of caller speech → first agent media frame, ms."""
+        """The caller's last voiced frame → the first agent media frame, ms."""
         return None if self.first_media is None else round((self.first_media - self.speech_end) * 1000, 1)
 
 
@@ -147,6 +147,7 @@ async def simulate_call(
             "interrupted": row.get("interrupted", False), "tool_calls": row.get("tool_calls", []),
             "error": row.get("error"),
             "latency_ms": sim.latency_ms(), "timings_ms": row.get("timings_ms", {}),
+            "cost_usd": row.get("cost_usd", 0.0), "usage": row.get("usage", {}),
             "barge_in_clear_ms": None if sim.clear_at is None else round((sim.clear_at - sim.speech_start) * 1000, 1),
             "agent_audio_ms": round(len(sim.agent_ulaw) / 8, 1), "media_after_clear": sim.media_after_clear,
         })
@@ -201,6 +202,22 @@ async def _play(ws, line: _Line) -> None:  # noqa: ANN001
         await asyncio.sleep(0.01)
 
 
+def last_voiced_frame(ulaw: bytes) -> int:
+    """Index of the last 20 ms frame of μ-law 8 kHz audio that webrtcvad calls speech (-1: none).
+
+    Latency is measured from the last voiced frame of the caller's speech everywhere in Forge,
+    so a recording's trailing silence is not counted as the agent's time.
+    """
+    from voiceforge.audio.vad import WebRtcVad
+
+    vad = WebRtcVad(8000)
+    last = -1
+    for n, k in enumerate(range(0, len(ulaw) - FRAME + 1, FRAME)):
+        if vad.confidence(ulaw_to_pcm16(ulaw[k : k + FRAME])) >= 0.5:
+            last = n
+    return last
+
+
 async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | None, silence_ms: int,
                  stream_sid: str) -> None:  # noqa: ANN001
     clock = time.perf_counter()
@@ -233,9 +250,13 @@ async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | No
             await send_frame(silence)
         turn = SimTurn(index=i, speech_start=time.perf_counter())
         line.turns.append(turn)
-        for k in range(0, len(ulaw), FRAME):
+        last_voiced = last_voiced_frame(ulaw)
+        for n, k in enumerate(range(0, len(ulaw), FRAME)):
             await send_frame(ulaw[k : k + FRAME].ljust(FRAME, b"\xff"))
-        turn.speech_end = time.perf_counter()
+            if n == last_voiced:
+                turn.speech_end = time.perf_counter()  # the clock starts at the last voiced frame
+        if turn.speech_end == 0.0:
+            turn.speech_end = time.perf_counter()
     last = line.turns[-1] if line.turns else None
     deadline = time.perf_counter() + 60
     while last is not None and time.perf_counter() < deadline and not line.reply_done(last.speech_end):
@@ -266,7 +287,7 @@ async def run_cli(args) -> int:  # noqa: ANN001
         for turn in result["turns"]:
             print(json.dumps({"call_sid": result["call_sid"], **turn}, default=str))
     else:
-        print(f"call {result['call_sid']} ({result['status']}), greeting {result['greeting_ms']} ms")
+        print(f"call {result['call_sid']} ({result['status']}), greeting: {result['greeting_ms'] / 1000:.1f} s of audio")
         for turn in result["turns"]:
             print(f"caller > {turn['transcript']}")
             for call in turn["tool_calls"]:
