@@ -96,10 +96,12 @@ def show_waterfall(timings: dict[str, float], key: str, x_max: float | None = No
     if first is not None:
         st.caption(f"⏱️ first agent audio **{first:,.0f} ms** after the end of speech")
     right = max(x_max or 0.0, float(df["end_ms"].max())) * 1.12 + 50
-    x = alt.X("start_ms:Q", title="ms after the end of speech", scale=alt.Scale(domain=[float(min(0, df["start_ms"].min())), right]))
+    left = float(min(0.0, df["start_ms"].min()))
+    x = alt.X("start_ms:Q", title="ms after the end of speech", scale=alt.Scale(domain=[left, right]))
+    df["bar_end_ms"] = df["end_ms"].clip(lower=df["start_ms"] + right / 250)  # a 0 ms stage still shows
     base = alt.Chart(df).encode(y=alt.Y("stage:N", sort=list(df["stage"]), title=None))
-    bars = base.mark_bar(minWidth=2).encode(
-        x=x, x2="end_ms:Q",
+    bars = base.mark_bar().encode(
+        x=x, x2="bar_end_ms:Q",
         color=alt.Color("stage:N", legend=None, scale=alt.Scale(domain=list(STAGE_COLORS),
                                                                 range=list(STAGE_COLORS.values()))),
         tooltip=["stage", alt.Tooltip("start_ms:Q", format=".0f"), alt.Tooltip("end_ms:Q", format=".0f"),

@@ -216,13 +216,16 @@ async def _compare(args: argparse.Namespace) -> int:
     from voiceforge.cost import format_usd
     from voiceforge.engine import Engine
 
+    styles = [s.strip() for s in args.styles.split(",")] if args.styles else None
+    unknown = [s for s in styles or [] if s not in STYLES]
+    if unknown:
+        raise ValueError(f"unknown style {unknown[0]!r}: one of {', '.join(STYLES)}")
     engine = Engine()
     engine.ensure_mock_data()
     if args.utterances:
         utterances = await asyncio.to_thread(load_utterances, Path(args.utterances), engine.settings.forge_max_turn_s)
     else:
         utterances = await default_utterances_async()
-    styles = [s.strip() for s in args.styles.split(",")] if args.styles else None
     as_json = getattr(args, "json", False)
 
     def progress(style: str, done: int, total: int) -> None:

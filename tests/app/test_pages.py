@@ -139,3 +139,18 @@ def test_devices_page_registers_configures_and_forgets(app):
     app.button(key=f"child_delete_{child['child_id']}").click().run()
     assert not app.exception and store.list_children(db()) == []
     assert store.get_device(db(), device["device_id"])["child_id"] is None
+
+
+def test_compare_page_runs_the_default_set_and_shows_its_table_and_charts(app):
+    goto(app, "app_pages/compare.py")
+    app.multiselect(key="cmp_styles").set_value(["batch"]).run()
+    app.button[0].click().run()  # "Run the comparison": the default set, spoken by Piper, through batch
+    assert not app.exception, app.exception
+    summary = app.dataframe[0].value  # results, then pros and cons, then every utterance
+    assert list(summary["style"]) == ["Batch: STT → LLM → TTS"] and summary["turns"][0] == 4
+    assert 0 < summary["voice-to-voice p50 (ms)"][0] <= summary["p95 (ms)"][0]
+    assert summary["WER"][0] <= 0.25 and summary["cost / turn"][0] == "$0 (local)"
+    assert len(app.get("vega_lite_chart")) == 2  # latency and stages
+    qualitative = app.dataframe[1].value
+    assert qualitative["real-time"][0].endswith("ms p50 to first audio")
+    assert "turns per minute" in qualitative["scalability"][0]
