@@ -6,7 +6,6 @@ import requests
 import streamlit as st
 
 import forge_ui
-from voiceforge.agent.persona import list_personas
 
 st.set_page_config(page_title="Forge", page_icon="🔨", layout="wide")
 
@@ -25,9 +24,9 @@ nav = st.navigation(pages)
 
 engine = forge_ui.engine()
 with st.sidebar:
-    st.selectbox("Persona", list_personas(), key="persona",
-                 index=list_personas().index(engine.settings.forge_persona)
-                 if engine.settings.forge_persona in list_personas() else 0)
+    names = forge_ui.persona_names()
+    st.selectbox("Persona", list(names), key="persona", format_func=names.get,
+                 index=list(names).index(engine.settings.forge_persona) if engine.settings.forge_persona in names else 0)
     status = engine.describe()
     st.caption("Providers")
     for kind in ("stt", "llm", "tts"):

@@ -52,6 +52,21 @@ def engine() -> Engine:
     return eng
 
 
+@st.cache_data(ttl=30)
+def persona_names() -> dict[str, str]:
+    """Persona id → "Name — description" for pickers (a broken persona file shows its id)."""
+    from voiceforge.agent.persona import PersonaError, list_personas
+
+    out = {}
+    for pid in list_personas():
+        try:
+            persona = engine().persona(pid)
+            out[pid] = f"{persona.name} ({pid.replace('_', ' ')})"
+        except PersonaError:
+            out[pid] = pid
+    return out
+
+
 def waterfall(timings: dict[str, float]) -> pd.DataFrame:
     """Stage bars of one turn: stage, start ms, end ms, and its length (ms after speech end).
 

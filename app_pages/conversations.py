@@ -1,7 +1,8 @@
-"""Conversations: every stored conversation and call, filterable; one opens to its timeline."""
+"""Conversations: a call log of every stored conversation and call; click a row to open its timeline."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,37 +14,59 @@ from voiceforge.store import conversations as store
 engine = forge_ui.engine()
 st.title("🗂️ Conversations")
 
+COLUMNS = ["id", "started", "channel", "persona", "title", "turns", "duration_s", "median_latency_ms", "errors",
+           "interruptions", "cost_usd"]
+
 
 @st.cache_data(ttl=3)
-def conversations(url: str) -> pd.DataFrame:
-    return pd.DataFrame(store.list_conversations(engine.db),
-                        columns=["id", "created_at", "channel", "persona", "title", "turns", "cost_usd"])
+def call_log(url: str) -> pd.DataFrame:
+    return pd.DataFrame(store.call_log(engine.db), columns=COLUMNS)
 
 
-df = conversations(engine.db.url)
+df = call_log(engine.db.url)
 col_a, col_b = st.columns(2)
 channels = col_a.multiselect("Channel", sorted(df["channel"].unique()) if not df.empty else [], key="conv_channel")
-search = col_b.text_input("Search titles", key="conv_search")
+search = col_b.text_input("Search what was said first", key="conv_search")
 if channels:
     df = df[df["channel"].isin(channels)]
 if search:
     df = df[df["title"].str.contains(search, case=False, na=False)]
-st.dataframe(df, hide_index=True, key="conv_table",
-             column_config={"cost_usd": st.column_config.NumberColumn("cost (USD)", format="$%.4f")})
 if df.empty:
-    st.caption("Nothing stored yet: talk on Voice Chat, or run the call simulator.")
+    st.caption("Nothing stored yet: talk on Live or Voice Chat, or run the call simulator.")
     st.stop()
+event = st.dataframe(
+    df, hide_index=True, key="conv_table", on_select="rerun", selection_mode="single-row",
+    column_config={
+        "id": st.column_config.NumberColumn("#", width="small"),
+        "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
+        "title": st.column_config.TextColumn("first thing said", width="large"),
+        "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+        "median_latency_ms": st.column_config.NumberColumn("latency p50 (ms)", format="%.0f",
+                                                           help="voice-to-voice, from the end of speech"),
+        "cost_usd": st.column_config.NumberColumn("cost (USD)", format="$%.4f"),
+    })
+st.download_button("Export this log (CSV)", df.to_csv(index=False).encode(), "forge-conversations.csv",
+                   "text/csv", key="conv_export_log")
+picked = event.selection.rows if event is not None else []
+conv_id = int(df.iloc[picked[0]]["id"]) if picked else int(df.iloc[0]["id"])
+if not picked:
+    st.caption("Click a row to open it; showing the newest.")
 
-conv_id = st.selectbox("Open", df["id"].tolist(), key="conv_open",
-                       format_func=lambda i: f"#{i} · {df.set_index('id').loc[i, 'title'] or '(untitled)'}")
-conv = store.get_conversation(engine.db, int(conv_id))
+conv = store.get_conversation(engine.db, conv_id)
+if conv is None:
+    st.warning("That conversation was deleted.")
+    st.stop()
 turns = [{**t, "audio": Path(t["reply_audio_path"]).read_bytes()
           if t["reply_audio_path"] and Path(t["reply_audio_path"]).exists() else None,
           "user_audio": t["user_audio_path"]}
          for t in conv["turns"]]
+st.subheader(f"#{conv_id} · {conv['title'] or '(untitled)'}")
 spent = sum(t.get("cost_usd") or 0.0 for t in turns)
 st.caption(f"{conv['channel']} · persona {conv['persona']} · {conv['created_at']:%Y-%m-%d %H:%M} · "
            f"{len(turns)} turns · {forge_ui.cost_line(spent, None)}")
+export = {k: v for k, v in conv.items() if k != "turns"} | {"turns": conv["turns"]}
+st.download_button("Export this conversation (JSON)", json.dumps(export, default=str, indent=2).encode(),
+                   f"forge-conversation-{conv_id}.json", "application/json", key="conv_export_one")
 summary = forge_ui.latency_summary(turns)
 if summary:
     st.caption(summary)

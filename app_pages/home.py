@@ -15,6 +15,13 @@ st.markdown(
     "Give it tools, call a phone with it, text with it, and read back every conversation.  \n"
     "Runs offline with no keys; OpenAI, Twilio and PostgreSQL come in by configuration."
 )
+cols = st.columns(3)
+with cols[0]:
+    st.page_link("app_pages/live.py", label="**Talk to the agent** — live, hands-free", icon="🗣️")
+with cols[1]:
+    st.page_link("app_pages/voice_chat.py", label="Record, upload or type a turn", icon="🎙️")
+with cols[2]:
+    st.page_link("app_pages/compare.py", label="Compare batch, phone and speech-to-speech", icon="⚖️")
 
 
 @st.cache_data(ttl=5)
@@ -53,7 +60,6 @@ cols[3].metric("Total", format_usd(totals["turn_cost_usd"] + calls_usd + sms_usd
 st.subheader("Call a phone")
 forge_ui.call_widget("home")
 
-st.subheader("Start here")
-st.page_link("app_pages/voice_chat.py", label="Talk to the agent", icon="🎙️")
+st.subheader("More")
 st.page_link("app_pages/tools.py", label="Try the tools", icon="🔧")
 st.page_link("app_pages/phone.py", label="Phone & SMS, and the call simulator", icon="📞")

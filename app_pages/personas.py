@@ -5,21 +5,59 @@ from __future__ import annotations
 import streamlit as st
 
 import forge_ui
-from voiceforge.agent.persona import PersonaError, list_personas, load_personalization, save_personalization
+from voiceforge.agent.persona import (
+    PersonaError,
+    list_personas,
+    load_personalization,
+    persona_overrides,
+    save_persona_overrides,
+    save_personalization,
+)
 
 engine = forge_ui.engine()
 st.title("🎭 Personas & settings")
 
-pid = st.selectbox("Persona", list_personas(), key="personas_pick")
+names = forge_ui.persona_names()
+pid = st.selectbox("Persona", list_personas(), key="personas_pick", format_func=lambda p: names.get(p, p))
 persona = engine.persona(pid)
 st.markdown(f"**{persona.name}** — {persona.description}")
-st.markdown(f"Greeting: _{persona.greeting}_")
-st.caption(f"Tools: {', '.join(persona.tools)} · phone replies ≤ {persona.phone_max_sentences} sentences · "
-           f"voices: {persona.voice}")
-st.code(persona.system_prompt, language=None)
+st.caption(f"Tools: {', '.join(persona.tools)} · phone replies ≤ {persona.phone_max_sentences} sentences")
+
+data_dir = engine.settings.forge_data_dir
+overrides = persona_overrides(data_dir, pid)
+tts = engine.tts
+voices = list(tts.capabilities.voices)
+with st.form(f"persona_edit_{pid}"):
+    st.markdown("**Edit this persona** (kept in the data folder; the file in prompts/ stays as shipped)")
+    prompt = st.text_area("System prompt", overrides.get("system_prompt") or persona.system_prompt, height=220,
+                          key=f"pe_prompt_{pid}")
+    greeting = st.text_input("Greeting", overrides.get("greeting") or persona.greeting, key=f"pe_greeting_{pid}")
+    cols = st.columns(3)
+    current = persona.voice.get(tts.provider_id) or tts.voice
+    voice = cols[0].selectbox(f"Voice ({tts.name})", voices or [current or "default"],
+                              index=voices.index(current) if current in voices else 0, key=f"pe_voice_{pid}")
+    silence = cols[1].slider("Silence that ends a turn (ms)", 100, 2000,
+                             int(persona.endpointing_ms or engine.settings.forge_endpointing_ms), 20,
+                             key=f"pe_silence_{pid}")
+    threshold = cols[2].slider("VAD sensitivity", 0.3, 0.95, float(persona.vad_threshold or 0.5), 0.05,
+                               key=f"pe_vad_{pid}")
+    cols = st.columns(2)
+    save = cols[0].form_submit_button("Save persona", type="primary")
+    reset = cols[1].form_submit_button("Back to the shipped persona")
+if save:
+    try:
+        values = {"system_prompt": prompt, "greeting": greeting, "endpointing_ms": silence, "vad_threshold": threshold}
+        if voices:
+            values["voice"] = {tts.provider_id: voice}
+        path = save_persona_overrides(data_dir, pid, values)
+        st.success(f"Saved to {path}; it applies from the next conversation (the prompt from the next turn).")
+    except PersonaError as exc:
+        st.error(str(exc))
+if reset:
+    (data_dir / "personas" / f"{pid}.json").unlink(missing_ok=True)
+    st.success("Back to the shipped persona.")
 
 st.subheader("Personalization (customer-service persona)")
-data_dir = engine.settings.forge_data_dir
 values = load_personalization(data_dir)
 with st.form("personalization"):
     edited = {

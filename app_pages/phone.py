@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -49,23 +52,61 @@ with tab_sim:
             st.error(f"A clip could not be read: {exc}")
             utterances = []
         if utterances:
-            with st.spinner("Calling…"):
-                st.session_state.sim_result = forge_ui.run(
-                    run_local(utterances, st.session_state.get("persona"), int(barge) or None))
+            events: list[dict] = []
+            future = asyncio.run_coroutine_threadsafe(
+                run_local(utterances, st.session_state.get("persona"), int(barge) or None, events.append),
+                forge_ui.background_loop())
+            with st.status("Calling… (starting a local sidecar and loading its models)", expanded=True) as box:
+                shown = 0
+                while not future.done() or shown < len(events):
+                    for event in events[shown:]:
+                        if event["event"] == "greeting":
+                            box.write(f"📞 Answered; the greeting played ({event['seconds']:.1f} s long)")
+                        elif event["event"] == "speaking":
+                            box.write(f"🗣️ Caller turn {event['turn']} of {event['of']}…")
+                        elif event["event"] == "answered":
+                            box.write(f"🤖 Turn {event['turn']} answered: first agent audio "
+                                      f"{event['latency_ms']:,.0f} ms after the caller's last voiced frame")
+                    shown = len(events)
+                    time.sleep(0.2)
+                try:
+                    st.session_state.sim_result = future.result()
+                    box.update(label="Call completed", state="complete", expanded=False)
+                except Exception as exc:  # noqa: BLE001 - shown, the page goes on
+                    box.update(label=f"The simulated call failed: {exc}", state="error")
+            st.rerun()  # the Calls tab lists the new call
         elif not clips and recorded is None:
             st.warning("Add at least one clip.")
     result = st.session_state.get("sim_result")
     if result:
-        st.caption(f"Call {result['call_sid']}: greeting {result['greeting_ms'] / 1000:.1f} s long, {result['clears']} barge-in(s)")
+        st.caption(f"Call {result['call_sid']} ({result['status']}): greeting {result['greeting_ms'] / 1000:.1f} s "
+                   f"long, {result['clears']} barge-in(s)")
         for i, (turn, ulaw) in enumerate(zip(result["turns"], result["_audio"], strict=True)):
             forge_ui.show_turn({"user_text": turn["transcript"], "assistant_text": turn["reply"],
                                 "interrupted": turn["interrupted"], "tool_calls": turn["tool_calls"],
                                 "timings_ms": turn["timings_ms"],
                                 "audio": wrap_wav(ulaw_to_pcm16(ulaw), 8000) if ulaw else None},
                                key=f"sim-{i}")
-            st.caption(f"First agent audio {turn['latency_ms']} ms after the caller stopped")
+            if turn["latency_ms"] is not None:
+                st.caption(f"First agent audio {turn['latency_ms']:,.0f} ms after the caller's last voiced frame")
 
 with tab_sms:
+    st.markdown("**Text the agent** (offline: answered here exactly as the SMS webhook answers a real text)")
+    with st.form("sms_sim_form"):
+        cols = st.columns([1, 3])
+        sim_from = cols[0].text_input("From", "+15005550006", key="sms_sim_from")
+        sim_body = cols[1].text_input("Message", key="sms_sim_body", max_chars=1600,
+                                      placeholder="Do I have any appointments? I'm customer 3.")
+        texted = st.form_submit_button("Send to the agent")
+    if texted and sim_body.strip():
+        from voiceforge.telephony.sms import answer_sms
+
+        with st.spinner("The agent is answering…"):
+            reply = forge_ui.run(answer_sms(engine, sim_from, engine.settings.twilio_phone_number or "+15005550001",
+                                            sim_body, persona_id=st.session_state.get("persona")))
+        st.success(f"Reply: {reply}")
+    st.divider()
+    st.markdown("**Send a real SMS** (through Twilio)")
     missing = forge_ui.twilio_missing()
     with st.form("sms_form"):
         to = st.text_input("To (E.164)", placeholder="+14155550100", key="sms_to")

@@ -46,13 +46,14 @@ async def in_process_sidecar(settings: Settings | None = None, port: int | None 
 
 
 async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = None,
-                    barge_in_ms: int | None = None) -> dict[str, Any]:
+                    barge_in_ms: int | None = None, progress: Any = None) -> dict[str, Any]:
     """Start a sidecar on a free loopback port (this machine's settings) and simulate one call on it.
 
     Args:
         utterances: caller speech, each (PCM16 mono, Hz).
         persona: the persona to answer with.
         barge_in_ms: barge in this many ms into each reply after the first utterance.
+        progress: :func:`simulate_call`'s progress callback.
 
     Returns:
         What :func:`simulate_call` returns.
@@ -63,7 +64,8 @@ async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = N
     base = f"http://127.0.0.1:{port}"
     settings = get_settings().model_copy(update={"public_base_url": base, "twilio_auth_token": token})
     async with in_process_sidecar(settings, port) as (app, url):
-        return await simulate_call(url, token, utterances, persona, barge_in_ms, api_key=app.state.api_key)
+        return await simulate_call(url, token, utterances, persona, barge_in_ms, api_key=app.state.api_key,
+                                   progress=progress)
 
 
 async def run_local_device_press(utterances: list[tuple[bytes, int]], persona: str, child_id: int | None,

@@ -147,10 +147,13 @@ class ConversationLoop:
         self.first_token_s = first_token_s if first_token_s is not None else settings.forge_llm_first_token_ms / 1000
         stt_rate = pipeline.engine.stt.capabilities.sample_rate
         self.rate = stt_rate if stt_rate in VAD_RATES else 16000
-        self.endpointing_ms = endpointing_ms or settings.forge_endpointing_ms
+        persona = pipeline.persona
+        self.endpointing_ms = endpointing_ms or persona.endpointing_ms or settings.forge_endpointing_ms
         detector = TurnDetector(start_ms=60, stop_ms=self.endpointing_ms,
                                 max_utterance_ms=int(settings.forge_max_turn_s * 1000))
         self._segmenter = UtteranceSegmenter(self.rate, 20, detector, vad or WebRtcVad(self.rate))
+        if vad is None and persona.vad_threshold is not None:
+            self.configure_vad(threshold=persona.vad_threshold)  # the persona's turn detection
         self._frames = FrameBuffer(frame_bytes(self.rate, 20))
         self._inbound: StreamResampler | None = None
         self._pacer = Pacer(frame_ms=transport.frame_ms, lead_ms=80)

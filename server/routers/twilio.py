@@ -26,6 +26,7 @@ from voiceforge.store import calls as call_store
 from voiceforge.telephony import media, twiml
 from voiceforge.telephony.numbers import mask_number
 from voiceforge.telephony.security import valid_signature
+from voiceforge.telephony.sms import answer_sms
 
 router = APIRouter(prefix="/twilio", tags=["twilio"])
 webhooks = APIRouter(prefix="/webhooks/twilio", tags=["twilio"])
@@ -107,17 +108,9 @@ async def status(form: dict = Depends(signed_form), engine: Engine = Depends(get
 
 async def sms(form: dict = Depends(signed_form), engine: Engine = Depends(get_engine)) -> Response:
     """Store an inbound SMS and reply through the agent with TwiML <Message>."""
-    sender, body = form.get("From", "")[:20], form.get("Body", "")[:1600]
-    persona = engine.persona(None)
-    conversation_id = await asyncio.to_thread(call_store.sms_conversation, engine.db, sender, persona.id)
-    await asyncio.to_thread(call_store.record_sms, engine.db, "inbound", sender, form.get("To", "")[:20], body,
-                            form.get("MessageSid"), "received", conversation_id)
-    pipeline = await asyncio.to_thread(engine.resume, conversation_id, persona.id, "sms")
-    pipeline.ctx.caller = sender
-    result = await pipeline.text_turn(body or "(empty message)")
-    await asyncio.to_thread(call_store.record_sms, engine.db, "outbound", form.get("To", "")[:20], sender,
-                            result.reply, None, "replied", conversation_id)
-    return _xml(twiml.message(result.reply))
+    reply = await answer_sms(engine, form.get("From", ""), form.get("To", ""), form.get("Body", ""),
+                             form.get("MessageSid"))
+    return _xml(twiml.message(reply))
 
 
 async def stream(ws: WebSocket) -> None:

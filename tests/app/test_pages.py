@@ -93,13 +93,45 @@ def test_phone_page_lists_calls_and_sms(app):
     assert any(e.label.startswith("+14155550100") for e in app.expander)
 
 
+def test_offline_sms_simulator_texts_the_agent_and_keeps_the_thread(app):
+    goto(app, "app_pages/phone.py")
+    app.text_input(key="sms_sim_from").set_value("+14155550123")
+    app.text_input(key="sms_sim_body").set_value("How many customers are there?")
+    app.button(key="FormSubmitter:sms_sim_form-Send to the agent").click().run()
+    assert not app.exception, app.exception
+    assert app.success[0].value == "Reply: The answer is 40."
+    app.run()
+    thread = next(e for e in app.expander if e.label.startswith("+14155550123"))
+    assert thread.label.endswith("(2)")  # the text and the agent's reply, stored on the sender's thread
+
+
 def test_conversations_page_opens_a_timeline(app):
     goto(app, "app_pages/voice_chat.py")
     app.chat_input(key="voice_text").set_value("Show the appointments for customer 2").run()
     goto(app, "app_pages/conversations.py")
-    assert app.selectbox(key="conv_open").value == 1
+    log = app.dataframe[0].value
+    assert list(log["title"]) == ["Show the appointments for customer 2"] and log["turns"][0] == 1
+    assert log["errors"][0] == 0 and log["interruptions"][0] == 0
+    assert app.subheader[0].value == "#1 · Show the appointments for customer 2"  # the newest opens
     texts = [m.value for m in app.markdown]
     assert "Show the appointments for customer 2" in texts
+
+
+def test_voice_chat_survives_a_reload_and_asks_before_a_persona_switch(app):
+    goto(app, "app_pages/voice_chat.py")
+    app.chat_input(key="voice_text").set_value("How many customers are there?").run()
+    assert app.query_params["conversation"] == "1"
+    reloaded = AppTest.from_file(APP, default_timeout=120)  # a new browser session on the same URL
+    reloaded.query_params["conversation"] = "1"
+    reloaded.run()
+    reloaded.switch_page("app_pages/voice_chat.py").run()
+    assert not reloaded.exception, reloaded.exception
+    assert "The answer is 40." in [m.value for m in reloaded.markdown]
+    reloaded.sidebar.selectbox(key="persona").set_value("friendly_guide").run()
+    assert "starts a new conversation" in reloaded.warning[0].value
+    reloaded.button(key="chat_keep").click().run()
+    assert reloaded.sidebar.selectbox(key="persona").value == "customer_service"
+    assert "The answer is 40." in [m.value for m in reloaded.markdown]
 
 
 def test_personalization_edit_applies_on_the_next_turn(app):
@@ -154,3 +186,32 @@ def test_compare_page_runs_the_default_set_and_shows_its_table_and_charts(app):
     qualitative = app.dataframe[1].value
     assert qualitative["real-time"][0].endswith("ms p50 to first audio")
     assert "turns per minute" in qualitative["scalability"][0]
+
+
+def test_a_persona_edited_on_the_settings_page_drives_the_next_conversation(app):
+    from voiceforge.conversation import ConversationLoop
+    from voiceforge.engine import Engine
+    from voiceforge.transport import Transport
+
+    goto(app, "app_pages/personas.py")
+    app.selectbox(key="personas_pick").set_value("friendly_guide").run()
+    app.text_input(key="pe_greeting_friendly_guide").set_value("Hello from the settings page.")
+    app.slider(key="pe_silence_friendly_guide").set_value(720)
+    app.slider(key="pe_vad_friendly_guide").set_value(0.8)
+    app.button(key="FormSubmitter:persona_edit_friendly_guide-Save persona").click().run()
+    assert not app.exception, app.exception
+    assert app.success[0].value.startswith("Saved to")
+
+    class Silent(Transport):
+        async def send_audio(self, pcm16, sample_rate): ...
+        async def clear(self): ...
+        async def mark(self, name): ...
+        async def hang_up(self): ...
+
+    engine = Engine(load_settings())
+    persona = engine.persona("friendly_guide")
+    assert persona.greeting == "Hello from the settings page." and persona.vad_threshold == 0.8
+    loop = ConversationLoop(engine.pipeline("friendly_guide"), Silent(), greet=False)
+    assert loop.endpointing_ms == 720 and loop._segmenter.vad.aggressiveness == 3  # 0.8 → the strictest webrtcvad
+    app.button(key="FormSubmitter:persona_edit_friendly_guide-Back to the shipped persona").click().run()
+    assert engine.persona("friendly_guide").greeting != "Hello from the settings page."

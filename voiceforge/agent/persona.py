@@ -6,6 +6,9 @@ A persona file holds: ``id``, ``name``, ``description``, ``greeting``, ``system_
 session) and ``[voice]`` with one voice per provider.
 A persona with ``personalized = true`` fills ``{assistant_name}``, ``{user_name}``,
 ``{missing_data}`` and ``{system_message_suffix}`` from the personalization file.
+
+Edits made on the settings page (system prompt, greeting, voices, turn detection) are kept in
+``<data dir>/personas/<id>.json`` and laid over the file, so the repository's files stay as shipped.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Persona:
     voice: dict[str, str] = field(default_factory=dict)
     kid_safe: bool = False
     realtime: bool = False
+    endpointing_ms: int | None = None
+    vad_threshold: float | None = None
 
     def prompt_for(self, channel: str) -> str:
         """The system prompt, with the reply-length rule for phone calls added."""
@@ -76,6 +81,48 @@ def save_personalization(data_dir: Path, values: dict[str, str]) -> Path:
     return path
 
 
+OVERRIDE_KEYS = ("system_prompt", "greeting", "voice", "endpointing_ms", "vad_threshold")
+"""What the settings page may change per persona."""
+
+
+def persona_overrides(data_dir: Path, persona_id: str) -> dict:
+    """The saved edits of ``persona_id`` (empty when none).
+
+    Raises:
+        PersonaError: the overrides file is not valid JSON.
+    """
+    path = data_dir / "personas" / f"{persona_id}.json"
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PersonaError(f"{path} is not valid JSON: {exc}") from None
+    return {k: v for k, v in raw.items() if k in OVERRIDE_KEYS} if isinstance(raw, dict) else {}
+
+
+def save_persona_overrides(data_dir: Path, persona_id: str, values: dict) -> Path:
+    """Keep edits of a persona (only :data:`OVERRIDE_KEYS`; None or "" drops one) in the data folder.
+
+    Raises:
+        PersonaError: no such persona, an empty system prompt, an endpointing silence outside
+            100–5,000 ms or a VAD threshold outside 0.3–0.95.
+    """
+    load_persona(persona_id, data_dir)  # it must exist
+    clean = {k: v for k, v in values.items() if k in OVERRIDE_KEYS and v not in (None, "", {})}
+    if "system_prompt" in values and not str(values["system_prompt"] or "").strip():
+        raise PersonaError("the system prompt cannot be empty")
+    if "endpointing_ms" in clean and not 100 <= int(clean["endpointing_ms"]) <= 5000:
+        raise PersonaError("endpointing silence must be 100-5000 ms")
+    if "vad_threshold" in clean and not 0.3 <= float(clean["vad_threshold"]) <= 0.95:
+        raise PersonaError("VAD threshold must be 0.3-0.95")
+    folder = data_dir / "personas"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{persona_id}.json"
+    path.write_text(json.dumps(clean, indent=2))
+    return path
+
+
 def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Persona:
     """Load ``folder/<persona_id>.toml``.
 
@@ -92,7 +139,10 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Per
     missing = [k for k in ("name", "greeting", "system_prompt") if k not in raw]
     if missing:
         raise PersonaError(f"{path.name} lacks {', '.join(missing)}")
-    name, greeting, prompt = raw["name"], raw["greeting"], raw["system_prompt"]
+    overrides = persona_overrides(data_dir, persona_id)
+    name = raw["name"]
+    greeting = overrides.get("greeting") or raw["greeting"]
+    prompt = overrides.get("system_prompt") or raw["system_prompt"]
     if raw.get("personalized"):
         values = load_personalization(data_dir)
         name = values["assistant_name"] or name
@@ -107,9 +157,11 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Per
         tools=list(raw.get("tools", ["*"])),
         phone_max_sentences=int(raw.get("phone_max_sentences", 2)),
         domain_words=list(raw.get("domain_words", [])) + ([name] if raw.get("personalized") else []),
-        voice=dict(raw.get("voice", {})),
+        voice={**dict(raw.get("voice", {})), **dict(overrides.get("voice") or {})},
         kid_safe=bool(raw.get("kid_safe", False)),
         realtime=bool(raw.get("realtime", False)),
+        endpointing_ms=int(overrides["endpointing_ms"]) if overrides.get("endpointing_ms") else None,
+        vad_threshold=float(overrides["vad_threshold"]) if overrides.get("vad_threshold") else None,
     )
 
 

@@ -43,7 +43,7 @@ class WebRtcVad:
     def __init__(self, sample_rate: int = 16000, aggressiveness: int = 2) -> None:
         if sample_rate not in (8000, 16000, 32000, 48000):
             raise ValueError(f"webrtcvad supports 8/16/32/48 kHz, not {sample_rate} Hz")
-        self.sample_rate = sample_rate
+        self.sample_rate, self.aggressiveness = sample_rate, aggressiveness
         self._vad = webrtcvad.Vad(aggressiveness)
 
     def confidence(self, frame: bytes) -> float:

@@ -174,6 +174,45 @@ def list_conversations(db: Database, limit: int = 500) -> list[dict[str, Any]]:
              "cost_usd": float(r[6] or 0.0)} for r in rows]
 
 
+FIRST_AUDIO_MARKS = ("first_frame_sent", "first_audio_delta", "tts_first_audio")
+"""A turn's voice-to-voice mark, best first (as the app's waterfall reads it)."""
+
+
+def call_log(db: Database, limit: int = 500) -> list[dict[str, Any]]:
+    """Recent conversations as a call log, newest first.
+
+    Each row: id, started (datetime), channel, persona, title (the first thing said), turns,
+    duration_s (first to last turn), median_latency_ms (voice-to-voice over spoken turns, None
+    when none), errors, interruptions, cost_usd.
+    """
+    rows = list_conversations(db, limit)
+    if not rows:
+        return []
+    ids = [r["id"] for r in rows]
+    with db.sessions() as s:
+        turns = s.execute(select(Turn.conversation_id, Turn.created_at, Turn.timings_ms, Turn.error, Turn.interrupted)
+                          .where(Turn.conversation_id.in_(ids))).all()
+    by_conv: dict[int, list[Any]] = {}
+    for t in turns:
+        by_conv.setdefault(t[0], []).append(t)
+    out = []
+    for r in rows:
+        own = by_conv.get(r["id"], [])
+        latencies = sorted(float(v) for _, _, timings, _, _ in own
+                           if (v := next(((timings or {}).get(m) for m in FIRST_AUDIO_MARKS
+                                          if m in (timings or {})), None)) is not None)
+        stamps = [created for _, created, _, _, _ in own if created]
+        out.append({
+            "id": r["id"], "started": r["created_at"], "channel": r["channel"], "persona": r["persona"],
+            "title": r["title"] or "(nothing said)", "turns": r["turns"],
+            "duration_s": round((max(stamps) - r["created_at"]).total_seconds(), 1) if stamps and r["created_at"] else 0.0,
+            "median_latency_ms": latencies[len(latencies) // 2] if latencies else None,
+            "errors": sum(1 for t in own if t[3]), "interruptions": sum(1 for t in own if t[4]),
+            "cost_usd": r["cost_usd"],
+        })
+    return out
+
+
 def get_conversation(db: Database, conversation_id: int) -> dict[str, Any] | None:
     """One conversation with its turns, or None."""
     with db.sessions() as s:

@@ -15,6 +15,7 @@ import json
 import secrets
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ class _Line:
         self.greeting = bytearray()
         self.clears = 0
         self.marks_received: list[float] = []  # when each mark arrived from the agent
+        self.progress: Callable[[dict[str, Any]], None] | None = None
+
+    def report(self, **event: Any) -> None:
+        """Tell the caller of :func:`simulate_call` how the call is going (never raises)."""
+        if self.progress is not None:
+            try:
+                self.progress(event)
+            except Exception:  # noqa: BLE001 - a display callback must not end the call
+                pass
 
     def reply_done(self, since: float) -> bool:
         """The agent sent a mark after ``since`` and everything it sent has played."""
@@ -77,6 +87,7 @@ async def simulate_call(
     silence_ms: int = 800,
     timeout_s: float = 90.0,
     api_key: str | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one simulated call; returns {"call_sid", "turns": [...], "clears", ...}.
 
@@ -90,6 +101,9 @@ async def simulate_call(
         silence_ms: caller silence before each utterance, ms.
         timeout_s: give up on the call after this long.
         api_key: the sidecar's API key, to read the stored turns back from ``/api/calls``.
+        progress: called (from the event loop) with ``{"event": "greeting", "seconds"}``,
+            ``{"event": "speaking", "turn", "of"}`` and ``{"event": "answered", "turn", "latency_ms"}``
+            as the call goes; turn numbers start at 1.
     """
     call_sid = "CA" + secrets.token_hex(16)
     stream_sid = "MZ" + secrets.token_hex(16)
@@ -107,6 +121,7 @@ async def simulate_call(
         params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
         frames = [pcm16_to_ulaw(resample(pcm, rate, 8000)) for pcm, rate in utterances]
         line = _Line()
+        line.progress = progress
         headers = {"X-Twilio-Signature": sign(auth_token, stream_url, {})}
         async with websockets.connect(stream_url, additional_headers=headers, max_size=1 << 20) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
@@ -172,6 +187,7 @@ async def _receive(ws, line: _Line) -> None:  # noqa: ANN001
             elif now >= turn.speech_end > 0:
                 if turn.first_media is None:
                     turn.first_media = now
+                    line.report(event="answered", turn=turn.index + 1, latency_ms=turn.latency_ms())
                 turn.agent_ulaw += ulaw
         elif msg["event"] == "mark":
             line.marks_received.append(now)
@@ -246,8 +262,11 @@ async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | No
             elif line.reply_done(previous.speech_end) or time.perf_counter() - previous.speech_end > 60:
                 break
             await send_frame(silence)
+        if i == 0:
+            line.report(event="greeting", seconds=round(len(line.greeting) / 8000, 1))
         for _ in range(silence_ms // 40 if barge_in_ms is None else 0):
             await send_frame(silence)
+        line.report(event="speaking", turn=i + 1, of=len(utterances))
         turn = SimTurn(index=i, speech_start=time.perf_counter())
         line.turns.append(turn)
         last_voiced = last_voiced_frame(ulaw)

@@ -1,0 +1,46 @@
+"""An SMS conversation: one inbound text answered by the agent, both stored on the sender's thread.
+
+Used by the sidecar's Twilio SMS webhook (which replies with TwiML ``<Message>``) and by the app's
+offline SMS simulator, so a text is answered the same way with or without Twilio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from voiceforge.store import calls as call_store
+
+if TYPE_CHECKING:
+    from voiceforge.engine import Engine
+
+MAX_SMS_BODY = 1600
+"""Characters of an SMS body Forge keeps (Twilio's limit for a concatenated message)."""
+
+
+async def answer_sms(engine: Engine, sender: str, to: str, body: str, message_sid: str | None = None,
+                     persona_id: str | None = None) -> str:
+    """Store ``body`` from ``sender``, answer it in the sender's SMS thread, store and return the reply.
+
+    Args:
+        engine: Forge's engine.
+        sender: the texter's E.164 number (cut to 20 characters).
+        to: Forge's number it texted (cut to 20 characters).
+        body: the message (cut to 1,600 characters).
+        message_sid: Twilio's MessageSid of the inbound text (None when simulated).
+        persona_id: the persona (default ``FORGE_PERSONA``).
+
+    Raises:
+        PersonaError: no such persona.
+    """
+    sender, to, body = sender[:20], to[:20], body[:MAX_SMS_BODY]
+    persona = engine.persona(persona_id)
+    conversation_id = await asyncio.to_thread(call_store.sms_conversation, engine.db, sender, persona.id)
+    await asyncio.to_thread(call_store.record_sms, engine.db, "inbound", sender, to, body, message_sid, "received",
+                            conversation_id)
+    pipeline = await asyncio.to_thread(engine.resume, conversation_id, persona.id, "sms")
+    pipeline.ctx.caller = sender  # send_sms from this thread may text the sender back
+    result = await pipeline.text_turn(body or "(empty message)")
+    await asyncio.to_thread(call_store.record_sms, engine.db, "outbound", to, sender, result.reply, None, "replied",
+                            conversation_id)
+    return result.reply
