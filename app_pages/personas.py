@@ -87,6 +87,35 @@ st.caption(("OpenAI's Realtime API (" + s.openai_realtime_model + ")") if s.open
 st.caption("Phone calls run over Realtime " + ("for every call (FORGE_REALTIME_PHONE)." if s.forge_realtime_phone
            else "when a persona sets realtime = true or a call asks for it."))
 
+st.subheader("OpenAI-compatible servers")
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def server_models(kind: str, base_url: str) -> tuple[list[str], str | None]:
+    from voiceforge.providers import ProviderError
+    from voiceforge.providers.openai_ import list_models
+
+    try:
+        return list_models(engine.settings, kind), None
+    except ProviderError as exc:
+        return [], str(exc)
+
+
+rows = []
+for kind in ("stt", "llm", "tts"):
+    base_url = engine.settings.openai_base_url_for(kind)
+    model = getattr(engine.settings, f"openai_{kind}_model")
+    rows.append((kind, base_url, model))
+    if base_url:
+        models, error = server_models(kind, base_url)
+        listed = ", ".join(models[:30]) if models else f"(none listed: {error})"
+        st.markdown(f"**{kind.upper()}** → `{base_url}` · model `{model}`"
+                    + ("" if not models or model in models else " ⚠️ not among the server's models"))
+        st.caption(f"Models on that server: {listed}")
+if not any(base for _, base, _ in rows):
+    st.caption("None configured. Set OPENAI_BASE_URL (or OPENAI_STT_BASE_URL, OPENAI_LLM_BASE_URL, "
+               "OPENAI_TTS_BASE_URL) to a server such as Ollama's http://127.0.0.1:11434/v1; no key is needed.")
+
 st.subheader("Settings in use")
 s = engine.settings
 st.json({"providers": engine.describe(), "openai_base_url": s.openai_base_url, "use_azure": s.use_azure,

@@ -32,7 +32,12 @@ class Settings(BaseSettings):
 
     # OpenAI, Azure OpenAI or any OpenAI-compatible server (Ollama, vLLM, llama.cpp).
     openai_api_key: str | None = None
-    openai_base_url: str | None = None
+    openai_base_url: str | None = Field(
+        default=None, description="An OpenAI-compatible server (Ollama, vLLM, llama.cpp) for every stage; "
+                                  "no key needed: it alone selects the openai providers.")
+    openai_stt_base_url: str | None = Field(default=None, description="An OpenAI-compatible server for STT only.")
+    openai_llm_base_url: str | None = Field(default=None, description="An OpenAI-compatible server for the LLM only.")
+    openai_tts_base_url: str | None = Field(default=None, description="An OpenAI-compatible server for TTS only.")
     use_azure: bool = False
     azure_openai_endpoint: str | None = None
     azure_openai_api_key: str | None = None
@@ -135,7 +140,8 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown provider {value!r}; one of {', '.join(names(kind))}")
         return value
 
-    @field_validator("openai_base_url", "public_base_url", "azure_openai_endpoint", "twilio_api_base")
+    @field_validator("openai_base_url", "openai_stt_base_url", "openai_llm_base_url", "openai_tts_base_url",
+                     "public_base_url", "azure_openai_endpoint", "twilio_api_base")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -156,10 +162,23 @@ class Settings(BaseSettings):
     # --- derived -------------------------------------------------------------------------
     @property
     def openai_configured(self) -> bool:
-        """True when OpenAI (or Azure OpenAI, or a compatible base URL) can be called."""
+        """True when OpenAI with a key, or Azure OpenAI, is configured.
+
+        A keyless OpenAI-compatible base URL counts per stage (:meth:`openai_ready`); Realtime
+        and the cost of cloud calls need this.
+        """
         if self.use_azure:
             return bool(self.azure_openai_endpoint and self.azure_openai_api_key)
         return bool(self.openai_api_key)
+
+    def openai_base_url_for(self, kind: str | None) -> str | None:
+        """The base URL of stage ``kind`` ("stt", "llm", "tts"): its own, else ``OPENAI_BASE_URL``."""
+        own = getattr(self, f"openai_{kind}_base_url", None) if kind else None
+        return own or self.openai_base_url
+
+    def openai_ready(self, kind: str) -> bool:
+        """Stage ``kind`` can call an OpenAI-compatible API: Azure, a key, or a base URL (keyless local server)."""
+        return self.openai_configured or bool(self.openai_base_url_for(kind))
 
     @property
     def twilio_configured(self) -> bool:

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-PAGES = ["home", "voice-chat", "tools", "phone", "devices", "conversations", "personas"]
+PAGES = ["home", "voice-chat", "compare", "tools", "phone", "devices", "conversations", "personas"]
+"""Pages screenshotted here (the Live page has its own test, which leaves live.png)."""
 
 
 @pytest.fixture(scope="module")

@@ -162,3 +162,44 @@ async def test_a_turn_is_priced_from_the_tokens_the_server_reported(oai, tmp_pat
     stored = conversations.get_conversation(engine.db, result.conversation_id)["turns"][0]
     assert stored["cost_usd"] == pytest.approx(0.00036)
     assert stored["usage"] == {"llm_input_tokens": 1200, "llm_output_tokens": 300}
+
+
+async def test_a_keyless_local_server_serves_all_three_stages(oai, speak, tmp_path):
+    """OPENAI_BASE_URL alone (how Ollama and llama.cpp servers are used) selects the OpenAI providers."""
+    from voiceforge.providers.openai_ import NO_KEY, list_models
+
+    server, url = oai
+    settings = load_settings(openai_base_url=url, openai_llm_model="llama3.2:3b", forge_data_dir=tmp_path,
+                             database_url=f"sqlite:///{tmp_path / 'k.db'}")
+    assert not settings.openai_api_key and [settings.resolve_provider(k) for k in ("stt", "llm", "tts")] == [
+        "openai", "openai", "openai"]
+    engine = Engine(settings)
+    engine.ensure_mock_data()
+    server.chat_script.append({"text": "There are 40 customers."})
+    pcm, rate = speak("How many customers are there?")
+    result = await engine.pipeline("customer_service").voice_turn(pcm, rate)
+    assert wer("How many customers are there?", result.user_text) <= 0.2 and result.reply == "There are 40 customers."
+    assert result.audio and result.sample_rate == 24000
+    paths = [r["path"] for r in server.requests]
+    assert paths == ["/v1/audio/transcriptions", "/v1/chat/completions", "/v1/audio/speech"]
+    assert {r["headers"]["authorization"] for r in server.requests} == {f"Bearer {NO_KEY}"}
+    assert server.requests[1]["json"]["model"] == "llama3.2:3b"
+    assert list_models(settings, "llm") == ["kokoro", "llama3.2:3b", "whisper-small"]
+
+
+async def test_each_stage_may_point_at_its_own_server(oai, tmp_path):
+    from tests.support.openai_server import OpenAIServer
+    from tests.support.servers import serve
+
+    server, url = oai
+    other = OpenAIServer(load_settings().forge_cache_dir)
+    with serve(other.app) as other_base:
+        settings = load_settings(openai_llm_base_url=other_base + "/v1", forge_data_dir=tmp_path,
+                                 database_url=f"sqlite:///{tmp_path / 's.db'}")
+        assert [settings.resolve_provider(k) for k in ("stt", "llm", "tts")] == ["whisper", "openai", "piper"]
+        engine = Engine(settings)
+        engine.ensure_mock_data()
+        other.chat_script.append({"text": "Hello from the other server."})
+        result = await engine.pipeline("customer_service").text_turn("Hi there")
+    assert result.reply == "Hello from the other server."
+    assert [r["path"] for r in other.requests] == ["/v1/chat/completions"] and server.requests == []

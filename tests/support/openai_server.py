@@ -4,6 +4,7 @@
 - `POST /v1/chat/completions` with `stream=true` answers from a script (text or tool calls)
   as server-sent `chat.completion.chunk` events, tool-call arguments split into fragments.
 - `POST /v1/audio/speech` with `response_format=pcm` speaks with Piper, resampled to 24 kHz.
+- `GET /v1/models` lists three made-up local model ids.
 
 Every request is recorded (path, headers, JSON or form fields) so tests check what our code sent.
 """
@@ -58,6 +59,12 @@ class OpenAIServer:
             pcm, rate = unwrap_wav(data)
             text, _ = WhisperSTT(self.cache_dir)._run(pcm, rate)
             return {"text": text.strip()}
+
+        @app.get("/v1/models")
+        async def models(request: Request):  # noqa: ANN202
+            self.requests.append({"path": request.url.path, "headers": dict(request.headers)})
+            return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "local"}
+                                               for m in ("llama3.2:3b", "whisper-small", "kokoro")]}
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request):  # noqa: ANN202

@@ -44,8 +44,17 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "m
 """The built-in voices of `/v1/audio/speech` (OpenAI text-to-speech guide)."""
 
 
-def make_client(settings: Settings, timeout_s: float = 30.0) -> openai.AsyncOpenAI:
-    """An AsyncOpenAI (or AsyncAzureOpenAI) client from settings, with SDK retries off."""
+NO_KEY = "no-key-required"
+"""The API key sent to an OpenAI-compatible server configured without one (the SDK needs a value;
+Ollama, vLLM and llama.cpp servers ignore it). Never sent to api.openai.com: only with a base URL."""
+
+
+def make_client(settings: Settings, timeout_s: float = 30.0, kind: str | None = None) -> openai.AsyncOpenAI:
+    """An AsyncOpenAI (or AsyncAzureOpenAI) client for stage ``kind``, with SDK retries off.
+
+    The stage's own base URL (``OPENAI_<KIND>_BASE_URL``) wins over ``OPENAI_BASE_URL``; with a
+    base URL and no key, :data:`NO_KEY` is sent.
+    """
     if settings.use_azure:
         return openai.AsyncAzureOpenAI(
             azure_endpoint=settings.azure_openai_endpoint,
@@ -54,12 +63,28 @@ def make_client(settings: Settings, timeout_s: float = 30.0) -> openai.AsyncOpen
             max_retries=0,
             timeout=timeout_s,
         )
+    base_url = settings.openai_base_url_for(kind)
     return openai.AsyncOpenAI(
-        api_key=settings.openai_api_key,
-        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key or (NO_KEY if base_url else None),
+        base_url=base_url,
         max_retries=0,
         timeout=timeout_s,
     )
+
+
+def list_models(settings: Settings, kind: str, timeout_s: float = 3.0) -> list[str]:
+    """Model ids the stage's server lists at ``/v1/models`` (sorted), through the official SDK.
+
+    Raises:
+        ProviderError: the server could not be reached or refused (the message says which).
+    """
+    base_url = settings.openai_base_url_for(kind)
+    client = openai.OpenAI(api_key=settings.openai_api_key or (NO_KEY if base_url else None), base_url=base_url,
+                           max_retries=0, timeout=timeout_s)
+    try:
+        return sorted(model.id for model in client.models.list())
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, f"openai-{kind}") from exc
 
 
 def translate_error(exc: Exception, provider: str) -> ProviderError:

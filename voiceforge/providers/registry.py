@@ -44,12 +44,15 @@ class ProviderSpec:
     missing: Callable[[Settings], str | None] = lambda settings: None
 
 
-def _openai_missing(settings: Settings) -> str | None:
-    if settings.openai_configured:
-        return None
-    if settings.use_azure:
-        return "needs AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY"
-    return "needs OPENAI_API_KEY"
+def _openai_missing(kind: Kind) -> Callable[[Settings], str | None]:
+    def missing(settings: Settings) -> str | None:
+        if settings.openai_ready(kind):
+            return None
+        if settings.use_azure:
+            return "needs AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY"
+        return f"needs OPENAI_API_KEY, OPENAI_BASE_URL or OPENAI_{kind.upper()}_BASE_URL"
+
+    return missing
 
 
 def _whisper(settings: Settings, words: Sequence[str]) -> STT:
@@ -67,7 +70,7 @@ def _pocketsphinx(settings: Settings, words: Sequence[str]) -> STT:
 def _openai_stt(settings: Settings, words: Sequence[str]) -> STT:
     from voiceforge.providers.openai_ import OpenAISTT, make_client
 
-    return OpenAISTT(make_client(settings), settings.openai_stt_model, words)
+    return OpenAISTT(make_client(settings, kind="stt"), settings.openai_stt_model, words)
 
 
 def _offline_brain(settings: Settings, words: Sequence[str]) -> LLM:
@@ -80,7 +83,7 @@ def _openai_llm(settings: Settings, words: Sequence[str]) -> LLM:
     from voiceforge.providers.openai_ import OpenAILLM, make_client
 
     model = settings.azure_openai_deployment if settings.use_azure else settings.openai_llm_model
-    return OpenAILLM(make_client(settings), model or settings.openai_llm_model)
+    return OpenAILLM(make_client(settings, kind="llm"), model or settings.openai_llm_model)
 
 
 def _piper(settings: Settings, words: Sequence[str]) -> TTS:
@@ -92,22 +95,22 @@ def _piper(settings: Settings, words: Sequence[str]) -> TTS:
 def _openai_tts(settings: Settings, words: Sequence[str]) -> TTS:
     from voiceforge.providers.openai_ import OpenAITTS, make_client
 
-    return OpenAITTS(make_client(settings), settings.openai_tts_model, settings.openai_tts_voice)
+    return OpenAITTS(make_client(settings, kind="tts"), settings.openai_tts_model, settings.openai_tts_voice)
 
 
 PROVIDERS: dict[Kind, dict[str, ProviderSpec]] = {
     "stt": {
         "whisper": ProviderSpec("stt", "whisper", True, _whisper),
         "pocketsphinx": ProviderSpec("stt", "pocketsphinx", True, _pocketsphinx),
-        "openai": ProviderSpec("stt", "openai", False, _openai_stt, _openai_missing),
+        "openai": ProviderSpec("stt", "openai", False, _openai_stt, _openai_missing("stt")),
     },
     "llm": {
         "offline": ProviderSpec("llm", "offline", True, _offline_brain),
-        "openai": ProviderSpec("llm", "openai", False, _openai_llm, _openai_missing),
+        "openai": ProviderSpec("llm", "openai", False, _openai_llm, _openai_missing("llm")),
     },
     "tts": {
         "piper": ProviderSpec("tts", "piper", True, _piper),
-        "openai": ProviderSpec("tts", "openai", False, _openai_tts, _openai_missing),
+        "openai": ProviderSpec("tts", "openai", False, _openai_tts, _openai_missing("tts")),
     },
 }
 """Every provider Forge can build, by kind and name."""
@@ -130,7 +133,7 @@ def resolve(kind: Kind, settings: Settings) -> str:
     """
     chosen = getattr(settings, f"{kind}_provider")
     if chosen == "auto":
-        return "openai" if settings.openai_configured else OFFLINE_DEFAULT[kind]
+        return "openai" if settings.openai_ready(kind) else OFFLINE_DEFAULT[kind]
     spec = PROVIDERS[kind][chosen]
     problem = spec.missing(settings)
     if problem:
