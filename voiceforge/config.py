@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     # The live conversation loop.
     forge_endpointing_ms: int = Field(default=500, ge=100, le=5000)
     forge_llm_first_token_ms: int = Field(default=4000, ge=200, le=60_000)
+    forge_phone_reply_max_chars: int = Field(
+        default=300, ge=40, le=10_000,
+        description="Hard cap on a phone reply's characters, applied after the LLM at a sentence boundary "
+                    "(the seed's 300-character rule).")
+    forge_phone_reply_max_s: float = Field(
+        default=20.0, ge=2, le=600, description="Hard cap on a phone reply's spoken seconds (sentence boundary).")
 
     # run_sql over the mock business tables.
     forge_sql_timeout_ms: int = Field(default=2000, ge=50, le=60_000)

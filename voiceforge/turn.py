@@ -57,6 +57,19 @@ APOLOGIES = {
 """The one apology per failed stage; the failure itself is stored as the turn's error."""
 
 
+def cut_at_words(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a clause or word boundary, ending in a period."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    for mark in (";", ",", " "):
+        at = head.rfind(mark)
+        if at >= limit // 2:
+            head = head[:at]
+            break
+    return head.rstrip(" ,;:-") + "."
+
+
 class TurnPipeline:
     """One conversation's turn pipeline: an agent with memory under a persona, storing each turn.
 
@@ -183,6 +196,9 @@ class TurnPipeline:
         index = 0
         tts_failed = False
         done = ReplyDone(reply="")
+        settings = self.engine.settings
+        capped = False  # a phone reply stops at the cap; the LLM's remaining sentences are not spoken
+        spoken_chars = 0
         try:
             while (item := await queue.get()) is not None:
                 kind = item[0]
@@ -203,6 +219,16 @@ class TurnPipeline:
                     result.usage.llm_output_tokens += done.output_tokens
                     continue
                 _, text, filler = item
+                if capped:
+                    continue
+                if self.channel == "phone" and not filler:
+                    if spoken_chars + len(text) > settings.forge_phone_reply_max_chars:
+                        if spoken_chars:
+                            capped = True
+                            continue
+                        text = cut_at_words(text, settings.forge_phone_reply_max_chars)
+                        capped = True
+                    spoken_chars += len(text) + 1
                 if not filler:
                     timeline.mark("first_sentence")
                 async for event in self._speak(text, index, filler, timeline, speak and not tts_failed,
@@ -213,6 +239,12 @@ class TurnPipeline:
                     yield event
                 result.sentences.append(text)
                 index += 1
+                if self.channel == "phone" and result.usage.tts_audio_s >= settings.forge_phone_reply_max_s:
+                    capped = True
+            if capped:
+                log.info("phone reply capped at %d characters / %.0f s", settings.forge_phone_reply_max_chars,
+                         settings.forge_phone_reply_max_s)
+                self.memory.settle(" ".join(result.sentences))  # the agent remembers what was said
             for title, pcm, rate in list(self.ctx.playback):  # a recitation a tool asked for
                 async for event in self._play_recording(title, pcm, rate, index, speak):
                     yield event

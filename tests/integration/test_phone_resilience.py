@@ -118,3 +118,39 @@ async def test_a_locked_database_holds_up_no_audio(tmp_path, speak):
     assert result["greeting_ms"] > 1500  # the greeting kept streaming while the lock was held
     turn = result["turns"][0]
     assert turn["reply"] == "The answer is 40.", turn  # answered and stored once the lock was gone
+
+
+async def test_a_long_offline_reply_on_a_call_is_cut_at_the_cap(tmp_path, speak):
+    """The seed's 300-character rule as a hard cap after the LLM: here 120 characters, at a word
+    boundary inside the offline brain's 170-character first sentence, and nothing after it."""
+    port = free_port()
+    settings = sidecar_settings(tmp_path, port, forge_phone_reply_max_chars=120)
+    app = create_app(settings)
+    with serve(app, port=port) as base:
+        app.state.engine.warm_up()
+        result = await simulate_call(base, TOKEN, [speak("Tell me a joke about the weather.")], api_key=KEY)
+    turn = result["turns"][0]
+    full = "I'm running on Forge's offline brain, so I can help with"
+    assert turn["reply"].startswith(full) and len(turn["reply"]) <= 120 and turn["reply"].endswith("."), turn
+    assert "another way" not in turn["reply"]
+    assert turn["agent_audio_ms"] < 9000  # the whole answer is about 12 s of speech
+    # The next turn's context holds what the caller heard, not the whole answer.
+    pipeline = app.state.engine.resume(turn_conversation(app, result["call_sid"]))
+    assert pipeline.memory.messages("")[-1]["content"] == turn["reply"]
+
+
+def turn_conversation(app, call_sid: str) -> int:  # noqa: ANN001
+    from voiceforge.store.calls import get_call
+
+    return get_call(app.state.engine.db, call_sid)["conversation_id"]
+
+
+async def test_a_phone_reply_is_also_capped_in_seconds(tmp_path):
+    engine = Engine(load_settings(forge_data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'c.db'}",
+                                  forge_phone_reply_max_s=3))
+    engine.ensure_mock_data()
+    result = await engine.pipeline("customer_service", channel="phone").text_turn(
+        "Tell me a joke about the weather.", speak=True)
+    assert len(result.sentences) == 1 and result.usage.tts_audio_s >= 3  # stopped after the sentence that passed 3 s
+    chat = await engine.pipeline("customer_service", channel="chat").text_turn("Tell me a joke about the weather.")
+    assert len(chat.sentences) == 2  # other channels are not capped

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from voiceforge.store.conversations import turn_dict
 from voiceforge.store.db import Database
 from voiceforge.store.models import Call, CallEvent, Conversation, SmsMessage, utcnow
 
@@ -143,7 +144,7 @@ def list_calls(db: Database, limit: int = 50) -> list[dict[str, Any]]:
 
 
 def get_call(db: Database, call_sid: str) -> dict[str, Any] | None:
-    """One call with its status history and conversation turns (with tool calls), or None."""
+    """One call with its status history and conversation turns (``conversations.turn_dict``), or None."""
     with db.sessions() as s:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
         if call is None:
@@ -152,13 +153,7 @@ def get_call(db: Database, call_sid: str) -> dict[str, Any] | None:
         out["turns"] = []
         if call.conversation_id:
             conv = s.get(Conversation, call.conversation_id)
-            out["turns"] = [
-                {"index": t.index, "user_text": t.user_text, "assistant_text": t.assistant_text,
-                 "interrupted": t.interrupted, "error": t.error, "timings_ms": t.timings_ms,
-                 "tool_calls": [{"name": c.name, "arguments": c.arguments, "result": c.result, "error": c.error}
-                                for c in t.tool_calls]}
-                for t in conv.turns
-            ]
+            out["turns"] = [turn_dict(t) for t in conv.turns]  # the same shape as every stored turn
         return out
 
 
