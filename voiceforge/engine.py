@@ -166,7 +166,7 @@ class Engine:
             raise LookupError(f"no conversation {conversation_id}")
         if persona_id is None and stored.persona != pipeline.persona.id:
             pipeline = self.pipeline(stored.persona, channel, conversation_id)
-        pipeline.memory.restore(stored.summary, stored.turns)
+        pipeline.memory.restore(stored.summary, stored.turns, stored.tool_calls)
         return pipeline
 
     async def synthesize(self, text: str, voice: str | None = None) -> tuple[bytes, int]:

@@ -105,6 +105,24 @@ async def test_a_resumed_conversation_keeps_its_last_turns_and_a_rolling_summary
     assert users == [f"Hello number {i}" for i in range(3, 11)]
 
 
+async def test_a_resumed_conversation_keeps_what_its_tools_found(database):
+    """The customer a tool identified before the conversation was resumed is still known after it."""
+    from voiceforge.store import business, mockdata
+
+    engine = Engine(load_settings(), db=database, llm=OfflineBrain())
+    mockdata.generate(database, 40)
+    first = engine.pipeline("customer_service", channel="api")
+    await first.text_turn("What appointments does customer 3 have?")
+    resumed = engine.resume(first.conversation_id, channel="api")
+    answer = await resumed.text_turn("Do I have any appointments?")
+    assert [c["name"] for c in answer.tool_calls] == ["list_appointments"], answer.reply
+    assert answer.tool_calls[0]["arguments"] == {"customer_id": 3}
+    name = business.find_customers(database, customer_id=3)[0]["name"]
+    assert answer.reply.startswith(name)
+    cold = await engine.pipeline("customer_service", channel="api").text_turn("Do I have any appointments?")
+    assert not cold.tool_calls and "customer number" in cold.reply  # without that context it must ask
+
+
 def test_the_migrations_match_the_models(database):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext

@@ -45,15 +45,28 @@ class ConversationMemory:
         """The rolling summary of folded turns (what is persisted with the conversation)."""
         return " ".join(self.summary_lines)[-self.summary_chars :]
 
-    def restore(self, summary: str, turns: list[tuple[str, str]]) -> None:
+    def restore(self, summary: str, turns: list[tuple[str, str]],
+                tool_calls: list[list[dict]] | None = None) -> None:
         """Rebuild from a stored conversation: its summary, then its recent (user, assistant) turns.
 
-        Only the last ``max_turns`` are kept verbatim; older ones given here are folded in.
+        ``tool_calls[i]`` (name, arguments, result, error) are replayed as turn i's tool call and
+        tool result messages, so what a tool found (a customer's id) stays in the context. Only
+        the last ``max_turns`` are kept verbatim; older ones given here are folded in.
         """
+        import json
+
         self._messages.clear()
         self.summary_lines = [summary] if summary else []
-        for user, assistant in turns:
+        for i, (user, assistant) in enumerate(turns):
             self.add_user(user)
+            calls = (tool_calls or [])[i] if tool_calls and i < len(tool_calls) else []
+            if calls:
+                ids = [f"call_r{i}_{k}" for k in range(len(calls))]
+                self.add_assistant("", [ToolCall(id=cid, name=c["name"], arguments=dict(c.get("arguments") or {}))
+                                        for cid, c in zip(ids, calls, strict=True)])
+                for cid, c in zip(ids, calls, strict=True):
+                    payload = {"error": c["error"]} if c.get("error") else {"result": c.get("result")}
+                    self.add_tool_result(cid, json.dumps(payload, default=str))
             self.add_assistant(assistant)
 
     def checkpoint(self) -> tuple[int, int]:

@@ -114,28 +114,34 @@ def _save_wav(path: Path, audio: tuple[bytes, int] | None) -> str | None:
 
 @dataclass
 class History:
-    """A stored conversation's persona, channel, rolling summary and recent (user, assistant) turns."""
+    """A stored conversation's persona, channel, rolling summary and recent (user, assistant) turns.
+
+    ``tool_calls[i]`` are turn i's tool calls (name, arguments, result, error), oldest first.
+    """
 
     persona: str
     channel: str
     turns: list[tuple[str, str]]
     summary: str = ""
     child_id: int | None = None
+    tool_calls: list[list[dict[str, Any]]] = field(default_factory=list)
 
 
 def history(db: Database, conversation_id: int, last: int | None = None) -> History | None:
-    """A conversation's persona, summary and turn texts (only the ``last`` ones), or None."""
+    """A conversation's persona, summary, turn texts and tool calls (only the ``last`` turns), or None."""
     with db.sessions() as s:
         conv = s.get(Conversation, conversation_id)
         if conv is None:
             return None
-        query = select(Turn.user_text, Turn.assistant_text).where(Turn.conversation_id == conversation_id)
+        query = select(Turn).where(Turn.conversation_id == conversation_id)
         if last is not None:
-            query = query.order_by(Turn.index.desc()).limit(last)
-            rows = list(reversed(s.execute(query).all()))
+            rows = list(reversed(s.scalars(query.order_by(Turn.index.desc()).limit(last)).all()))
         else:
-            rows = s.execute(query.order_by(Turn.index)).all()
-        return History(conv.persona, conv.channel, [(u, a) for u, a in rows], conv.summary, conv.child_id)
+            rows = list(s.scalars(query.order_by(Turn.index)).all())
+        calls = [[{"name": c.name, "arguments": c.arguments, "result": c.result, "error": c.error}
+                  for c in t.tool_calls] for t in rows]
+        return History(conv.persona, conv.channel, [(t.user_text, t.assistant_text) for t in rows], conv.summary,
+                       conv.child_id, calls)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
