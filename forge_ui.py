@@ -261,5 +261,8 @@ def show_turn(turn: Any, key: str, autoplay: bool = False, x_max: float | None =
         show_tool_calls(turn.get("tool_calls", []))
         if turn.get("audio"):
             st.audio(turn["audio"], format="audio/wav", autoplay=autoplay)
+        for note in turn.get("failover") or (turn.get("providers") or {}).get("failover") or []:
+            st.caption(f"↪️ {note['stage'].upper()} served by {note['served_by']} instead of {note['configured']}: "
+                       f"{note['reason']}")
         show_cost(turn)
         show_waterfall(turn.get("timings_ms") or {}, key=f"{key}-waterfall", x_max=x_max)

@@ -103,7 +103,7 @@ if result is not None:
     st.session_state.chat_turns.append({
         "user_text": result.user_text, "assistant_text": result.reply, "error": result.error,
         "tool_calls": result.tool_calls, "timings_ms": result.timings_ms, "audio": result.reply_wav(),
-        "cost": result.cost, "usage": result.usage.to_json(),
+        "cost": result.cost, "usage": result.usage.to_json(), "failover": result.failover,
     })
     if pipeline.conversation_id:
         st.query_params["conversation"] = str(pipeline.conversation_id)

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     # The live conversation loop.
     forge_endpointing_ms: int = Field(default=500, ge=100, le=5000)
     forge_llm_first_token_ms: int = Field(default=4000, ge=200, le=60_000)
+    forge_failover: bool = Field(
+        default=True, description="A cloud STT/LLM/TTS that fails (retryable error or no answer in time) falls back "
+                                  "to the embedded provider for that call.")
+    forge_failover_after_s: float = Field(
+        default=5.0, gt=0, le=120, description="How long a cloud stage may take before it fails over, s.")
     forge_phone_reply_max_chars: int = Field(
         default=300, ge=40, le=10_000,
         description="Hard cap on a phone reply's characters, applied after the LLM at a sentence boundary "

@@ -103,6 +103,7 @@ class LiveTurn:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     reply_pcm: bytearray = field(default_factory=bytearray)
     reply_rate: int | None = None
+    failover: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def mergeable(self) -> bool:
@@ -373,6 +374,7 @@ class ConversationLoop:
             elif outcome.text:
                 heard.append(outcome.text)
                 turn.timeline.set("stt_ms", outcome.stt_ms)
+                turn.failover += outcome.failover
         turn.timeline.mark("stt_final")
         if turn.after is not None:
             await asyncio.wait({turn.after})  # a queued turn waits for the one before it
@@ -473,6 +475,7 @@ class ConversationLoop:
         result.error = result.error or turn.error
         result.timings_ms = dict(turn.timeline.marks)
         result.usage.stt_audio_s = len(turn.user_audio) / 2 / self.rate
+        result.failover[:0] = turn.failover
         if turn.result is None and turn.sentences:
             result.sentences = [turn.sentences[i] for i in sorted(turn.sentences)]
             result.reply = " ".join(result.sentences)

@@ -24,7 +24,7 @@ from voiceforge.agent import Agent, Filler, ReplyDone, SentenceSplitter, TextDel
 from voiceforge.agent.persona import Persona
 from voiceforge.audio.decode import decode_audio
 from voiceforge.cost import Usage
-from voiceforge.providers import ProviderError
+from voiceforge.providers import ProviderError, failover
 from voiceforge.store import conversations
 from voiceforge.tools import ToolContext
 from voiceforge.turn_events import (
@@ -119,12 +119,13 @@ class TurnPipeline:
     # --- stages -------------------------------------------------------------------------------
     async def transcribe(self, pcm16: bytes, sample_rate: int) -> Transcribed | TurnError:
         """Speech to text for one utterance (PCM16 mono at ``sample_rate`` Hz); never raises."""
+        notes = failover.collect()
         try:
             transcript = await self.engine.stt.transcribe(pcm16, sample_rate, self.persona.domain_words)
         except ProviderError as exc:
             log.warning("STT failed: %s", exc)
             return TurnError("stt", str(exc))
-        return Transcribed(transcript.text, transcript.elapsed_ms)
+        return Transcribed(transcript.text, transcript.elapsed_ms, notes)
 
     async def say(self, text: str, timeline: Timeline | None = None, start: int = 0,
                   filler: bool = False) -> AsyncIterator[TurnEvent]:
@@ -166,6 +167,7 @@ class TurnPipeline:
         """
         self._refresh_persona()
         self.ctx.playback.clear()
+        notes = failover.collect()  # stages that fail over while answering (LLM, TTS)
         await self.ensure_conversation(title=user_text)  # tools (send_sms) link what they store to it
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -261,6 +263,7 @@ class TurnPipeline:
         finally:
             producer.cancel()
         timeline.mark("turn_done")
+        result.failover = list(notes)
         result.reply = " ".join(result.sentences) if result.sentences else done.reply
         result.ended = done.ended
         result.timings_ms = timeline.marks
@@ -327,6 +330,7 @@ class TurnPipeline:
         async for event in self.respond(text or "", timeline, speak=speak, first_token_s=first_token_s):
             if isinstance(event, TurnDone):
                 event.result.usage.stt_audio_s += stt_audio_s
+                event.result.failover[:0] = heard.failover if audio is not None else []
             yield event
 
     async def complete(self, *, text: str | None = None, audio: tuple[bytes, int] | None = None,
@@ -392,10 +396,13 @@ class TurnPipeline:
         reply_audio = (result.audio, result.sample_rate) if result.audio and result.sample_rate else None
         if result.cost is None:
             result.cost = self.engine.turn_cost(result.usage).to_json()
+        providers: dict[str, Any] = dict(self.engine.provider_labels())
+        if result.failover:
+            providers["failover"] = result.failover  # which stage the embedded provider served, and why
         record = conversations.NewTurn(
             user_text=result.user_text, assistant_text=result.reply, tool_calls=result.tool_calls,
             timings_ms=dict(result.timings_ms), error=result.error, interrupted=interrupted,
-            providers=self.engine.provider_labels(), user_audio=user_audio, reply_audio=reply_audio,
+            providers=providers, user_audio=user_audio, reply_audio=reply_audio,
             usage=result.usage.to_json(), cost_usd=result.cost.get("total", 0.0),
         )
         return record

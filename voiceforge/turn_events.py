@@ -46,6 +46,7 @@ class Transcribed:
 
     text: str
     stt_ms: float = 0.0
+    failover: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +112,7 @@ class TurnResult:
         audio: the reply's PCM16 at ``sample_rate`` Hz, when synthesized.
         usage: what the providers consumed (audio seconds, tokens, characters).
         cost: USD per stage and in total, from the price table (set when the turn is recorded).
+        failover: stages served by the embedded provider instead of the configured one, with why.
     """
 
     user_text: str
@@ -128,6 +130,7 @@ class TurnResult:
     sentences: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     cost: dict[str, Any] | None = None
+    failover: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (audio bytes omitted; ``audio_path`` where audio was written)."""
@@ -136,6 +139,7 @@ class TurnResult:
             "timings_ms": self.timings_ms, "error": self.error, "ended": self.ended,
             "interrupted": self.interrupted, "turn_id": self.turn_id, "conversation_id": self.conversation_id,
             "audio_path": self.audio_path, "usage": self.usage.to_json(), "cost": self.cost,
+            "failover": self.failover,
         }
 
     def reply_wav(self) -> bytes | None:

@@ -25,7 +25,8 @@ STT_BOUNDS = {"whisper": 0.15, "pocketsphinx": 0.6, "openai": 0.15}
 
 def settings_for(kind: str, name: str, url: str):
     if name == "openai":
-        return load_settings(openai_api_key="sk-test", openai_base_url=url, **{f"{kind}_provider": "openai"})
+        return load_settings(openai_api_key="sk-test", openai_base_url=url, forge_failover=False,  # the provider itself
+                             **{f"{kind}_provider": "openai"})
     return load_settings(**{f"{kind}_provider": name})
 
 

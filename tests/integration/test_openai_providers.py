@@ -13,7 +13,8 @@ pytestmark = pytest.mark.integration
 
 
 def keyed(url, **extra):
-    return load_settings(openai_api_key="sk-test-not-real", openai_base_url=url, **extra)
+    """Settings for the OpenAI providers themselves (failover off: these tests see their errors)."""
+    return load_settings(openai_api_key="sk-test-not-real", openai_base_url=url, forge_failover=False, **extra)
 
 
 async def test_transcription_request_is_multipart_wav(oai, speak):

@@ -155,4 +155,16 @@ def build(kind: Kind, settings: Settings, prompt_words: Sequence[str] = ()) -> S
     name = resolve(kind, settings)
     provider = PROVIDERS[kind][name].build(settings, prompt_words)
     provider.provider_id = name
+    if settings.forge_failover and not PROVIDERS[kind][name].offline:
+        from voiceforge.providers.failover import WRAPPERS
+
+        embedded = PROVIDERS[kind][OFFLINE_DEFAULT[kind]]
+
+        def fallback() -> STT | LLM | TTS:
+            built = embedded.build(settings, prompt_words)
+            built.provider_id = embedded.name
+            return built
+
+        provider = WRAPPERS[kind](provider, fallback, settings.forge_failover_after_s)
+        provider.provider_id = name
     return provider
