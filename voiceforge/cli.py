@@ -11,6 +11,7 @@
     forge call-sim caller.wav [...]               a simulated Twilio call on loopback
     forge device-sim child.wav [...]              a simulated push-to-talk device (ESP32 protocol)
     forge compare [--utterances DIR]              batch vs phone streaming vs speech-to-speech
+    forge config                                  the effective settings and where each came from
     forge serve                                   the sidecar API
     forge up                                      the sidecar and the Streamlit app (make run)
 
@@ -179,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--barge-in-ms", type=int, default=None)
     p.add_argument("--save-audio", default=None)
     common(p)
+    p = sub.add_parser("config", help="the effective settings, where each came from (secrets masked)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     p = sub.add_parser("compare", help="the three prototype styles on the same utterances: latency, accuracy, cost")
     p.add_argument("--utterances", default=None, help="a folder of recordings (x.wav with x.txt holding what it "
                    "says, or a references.tsv); default: the shipped set spoken by Piper")
@@ -208,6 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime-port", type=int, default=8766,
                    help="Forge's offline Realtime-compatible server (the Live page's speech-to-speech backend)")
     return parser
+
+
+def _config(args: argparse.Namespace) -> int:
+    """`forge config`: every setting's effective value and source; unknown .env keys named; exit 0."""
+    from voiceforge.config import effective_settings, unknown_env_keys
+
+    rows = effective_settings(get_settings())
+    unknown = unknown_env_keys()
+    if getattr(args, "json", False):
+        print(json.dumps({"settings": [{"name": n, "value": v, "source": s} for n, v, s in rows],
+                          "unknown_in_env_file": unknown}))
+        return 0
+    width = max(len(n) for n, _, _ in rows)
+    for name, value, source in rows:
+        print(f"{name:<{width}}  {value or '—':<48}  {source}")
+    for name in unknown:
+        print(f"warning: {name} in .env is not a Forge setting (see .env.sample); it is ignored", file=sys.stderr)
+    return 0
 
 
 async def _compare(args: argparse.Namespace) -> int:
@@ -323,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_talk(args))
         if args.command == "db":
             return _db(args)
+        if args.command == "config":
+            return _config(args)
         if args.command == "compare":
             return asyncio.run(_compare(args))
         if args.command == "call-sim":

@@ -7,14 +7,17 @@ Azure set) is configured and the embedded offline providers otherwise.
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: `prompts/`, `db/` and `data/` live here."""
 
@@ -86,10 +89,18 @@ class Settings(BaseSettings):
 
     # Storage and messaging.
     database_url: str | None = None
+    sql_dialect: str | None = Field(
+        default=None, description="The seeds' way to pick a database: sqlite or postgresql (with SQLITE_URL / "
+                                  "POSTGRES_URL); DATABASE_URL wins over both.")
+    sqlite_url: str | None = Field(default=None, description="The seeds' SQLite URL (used with SQL_DIALECT=sqlite).")
+    postgres_url: str | None = Field(default=None, description="The seeds' PostgreSQL URL (SQL_DIALECT=postgresql).")
     redis_url: str | None = None
     telegram_bot_token: str | None = None
     telegram_chat_id: str | None = None
     telegram_api_base: str = "https://api.telegram.org"
+    telegram_url: str | None = Field(
+        default=None, description="The seeds' https://api.telegram.org/bot<token>/sendMessage; its token and base "
+                                  "are used when TELEGRAM_BOT_TOKEN is not set.")
     enable_recordings: bool = False
 
     # Forge itself.
@@ -196,11 +207,34 @@ class Settings(BaseSettings):
         """True when the account SID, auth token and phone number are all set."""
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_phone_number)
 
+    @field_validator("sql_dialect")
+    @classmethod
+    def _dialect(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        value = value.strip().lower()
+        if value not in ("sqlite", "postgres", "postgresql"):
+            raise ValueError("must be sqlite or postgresql")
+        return value
+
+    @model_validator(mode="after")
+    def _seed_telegram_url(self) -> Settings:
+        """TELEGRAM_URL (the seeds' form) gives the bot token and API base when they are not set."""
+        if self.telegram_url and not self.telegram_bot_token:
+            match = re.match(r"^(https?://[^/]+)/bot([^/]+)(/|$)", self.telegram_url)
+            if match is None:
+                raise ValueError("TELEGRAM_URL must look like https://api.telegram.org/bot<token>/sendMessage")
+            self.telegram_api_base, self.telegram_bot_token = match.group(1), match.group(2)
+        return self
+
     @property
     def database_url_resolved(self) -> str:
-        """`DATABASE_URL`, or the SQLite file `<data dir>/forge.db`."""
-        if self.database_url:
-            url = self.database_url
+        """`DATABASE_URL`; else the seeds' SQL_DIALECT with SQLITE_URL / POSTGRES_URL; else `<data dir>/forge.db`."""
+        dialect = (self.sql_dialect or "").lower()
+        seed = (self.postgres_url if dialect in ("postgres", "postgresql") else
+                self.sqlite_url if dialect == "sqlite" else self.postgres_url or self.sqlite_url)
+        if self.database_url or seed:
+            url = self.database_url or seed or ""
             # Bare postgres URLs get the psycopg 3 driver, the one we install.
             if url.startswith("postgres://"):
                 url = "postgresql://" + url[len("postgres://") :]
@@ -315,5 +349,73 @@ def load_settings(**overrides: object) -> Settings:
 
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide Settings, built once (tests call ``get_settings.cache_clear()``)."""
-    return load_settings()
+    """The process-wide Settings, built once (tests call ``get_settings.cache_clear()``).
+
+    A key in `.env` that Forge does not know is logged as a warning naming it (a typo, or a
+    variable of another project), never silently dropped.
+    """
+    settings = load_settings()
+    for name in unknown_env_keys():
+        log.warning("%s in .env is not a Forge setting (see .env.sample); it is ignored", name)
+    return settings
+
+
+SECRET = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+
+
+def _names(field: str) -> list[str]:
+    """The environment names of a setting: its own upper-case name and any aliases."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    names = [field.upper()]
+    if isinstance(alias, AliasChoices):
+        names = [str(c) for c in alias.choices]
+    return names
+
+
+def known_env_names() -> set[str]:
+    """Every environment variable name Forge reads."""
+    return {n.upper() for f in Settings.model_fields for n in _names(f)}
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    return {k.upper(): v or "" for k, v in dotenv_values(path).items()} if path.exists() else {}
+
+
+def unknown_env_keys(path: Path | None = None) -> list[str]:
+    """Keys of ``path`` (default the `.env` Settings read) that are not Forge settings, sorted."""
+    env_file = Settings.model_config.get("env_file")
+    target = path or (Path(env_file) if env_file else None)
+    if target is None:
+        return []
+    return sorted(set(_dotenv(target)) - known_env_names())
+
+
+def effective_settings(settings: Settings) -> list[tuple[str, str, str]]:
+    """(NAME, value as shown, where it came from) for every setting; secrets masked.
+
+    Sources: ``environment``, ``.env``, ``default`` (an alias such as PHONE_NUMBER_FROM is named).
+    """
+    env_file = Settings.model_config.get("env_file")
+    dotenv = _dotenv(Path(env_file)) if env_file else {}
+    rows = []
+    for field in Settings.model_fields:
+        names = _names(field)
+        value = getattr(settings, field)
+        source = "default"
+        for name in names:
+            if os.environ.get(name) not in (None, ""):
+                source = f"environment ({name})" if name != field.upper() else "environment"
+                break
+            if dotenv.get(name) not in (None, ""):
+                source = f".env ({name})" if name != field.upper() else ".env"
+                break
+        shown = "" if value is None else str(value)
+        if shown and (SECRET.search(field) or field == "telegram_url"):
+            shown = shown[:3] + "…" + f" ({len(shown)} characters)"
+        elif shown and "://" in shown:
+            shown = re.sub(r"//([^:/@]+):([^@]+)@", r"//\1:***@", shown)  # a password in a URL
+        rows.append((names[0].upper(), shown, source))
+    return rows

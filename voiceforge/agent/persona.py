@@ -14,15 +14,21 @@ Edits made on the settings page (system prompt, greeting, voices, turn detection
 from __future__ import annotations
 
 import json
+import logging
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from voiceforge.config import ROOT
 
+log = logging.getLogger(__name__)
 PROMPTS = ROOT / "prompts"
 DEFAULT_PERSONALIZATION = PROMPTS / "personalization.json"
 PERSONALIZATION_KEYS = ("assistant_name", "user_name", "missing_data", "system_message_suffix")
+SEED_KEYS = {"ai_assistant_name": "assistant_name", "patient_name": "user_name"}
+"""The seeds' personalization.json names for Forge's keys (``missing_data`` and
+``system_message_suffix`` are the same in both)."""
+IGNORED_SEED_KEYS = {"sql_dialect": "the SQL dialect follows the database (DATABASE_URL or SQL_DIALECT)"}
 
 
 class PersonaError(ValueError):
@@ -59,14 +65,33 @@ class Persona:
 
 
 def load_personalization(data_dir: Path) -> dict[str, str]:
-    """The personalization: `<data dir>/personalization.json` over `prompts/personalization.json`."""
+    """The personalization: `<data dir>/personalization.json` over `prompts/personalization.json`.
+
+    The seeds' format is read too (``ai_assistant_name``, ``patient_name``, ``missing_data``,
+    ``system_message_suffix``; ``sql_dialect`` is noted and left to the database settings). A
+    key neither format knows is a warning naming it.
+
+    Raises:
+        PersonaError: the saved file is not a JSON object.
+    """
     values = json.loads(DEFAULT_PERSONALIZATION.read_text())
     saved = data_dir / "personalization.json"
     if saved.exists():
         try:
-            values.update({k: v for k, v in json.loads(saved.read_text()).items() if k in PERSONALIZATION_KEYS})
+            raw = json.loads(saved.read_text())
         except json.JSONDecodeError as exc:
             raise PersonaError(f"{saved} is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise PersonaError(f"{saved} must hold a JSON object")
+        for key, value in raw.items():
+            name = SEED_KEYS.get(key, key)
+            if name in PERSONALIZATION_KEYS:
+                values[name] = value
+            elif key in IGNORED_SEED_KEYS:
+                log.info("%s: %s is not used: %s", saved.name, key, IGNORED_SEED_KEYS[key])
+            else:
+                log.warning("%s: unknown key %r ignored (known: %s)", saved,
+                            key, ", ".join([*PERSONALIZATION_KEYS, *SEED_KEYS]))
     return {k: str(values.get(k, "")) for k in PERSONALIZATION_KEYS}
 
 
