@@ -67,6 +67,18 @@ st.caption(f"{conv['channel']} · persona {conv['persona']} · {conv['created_at
 export = {k: v for k, v in conv.items() if k != "turns"} | {"turns": conv["turns"]}
 st.download_button("Export this conversation (JSON)", json.dumps(export, default=str, indent=2).encode(),
                    f"forge-conversation-{conv_id}.json", "application/json", key="conv_export_one")
+calls = [p for p in store.recordings_of(engine.settings.forge_data_dir, conv_id) if p.name.startswith("call-")]
+if calls:
+    st.markdown("**Recordings of the whole conversation**")
+    for path in calls:
+        st.caption(path.stem.removeprefix("call-"))
+        st.audio(path.read_bytes(), format="audio/wav")
+with st.popover("🗑️ Delete this conversation"):
+    st.caption("Its turns, tool calls and recordings are deleted; calls and SMS stay in their lists.")
+    if st.button("Delete for good", key=f"conv_delete_{conv_id}", type="primary"):
+        store.delete_conversation(engine.db, conv_id, engine.settings.forge_data_dir)
+        call_log.clear()
+        st.rerun()
 summary = forge_ui.latency_summary(turns)
 if summary:
     st.caption(summary)

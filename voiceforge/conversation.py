@@ -34,6 +34,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from voiceforge.audio.framing import FrameBuffer, Pacer, frame_bytes
@@ -120,6 +121,59 @@ class LiveTurn:
         return out
 
 
+class CallRecorder:
+    """The whole conversation as audio (``ENABLE_RECORDINGS``): the caller's track, the agent's, and both mixed.
+
+    Both tracks are PCM16 mono at ``rate`` Hz. The caller's is every inbound frame in order (its
+    own clock: the wire delivers it in real time). Agent audio is placed at the caller track's
+    position when it was sent, or straight after the previous agent audio if that is later (a
+    reply queued faster than real time plays back to back), so the mix lines up turn by turn.
+    Audio a barge-in cleared from the far end's buffer is still in the agent track.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._caller = bytearray()
+        self._agent = bytearray()
+        self._agent_end = 0  # bytes
+        self._resampler: StreamResampler | None = None
+
+    def caller(self, frame: bytes) -> None:
+        """One inbound frame (PCM16 at ``rate``)."""
+        self._caller += frame
+
+    def agent(self, frame: bytes, sample_rate: int) -> None:
+        """One frame of agent audio as sent (PCM16 at ``sample_rate``)."""
+        if self._resampler is None or self._resampler.in_rate != sample_rate:
+            self._resampler = StreamResampler(sample_rate, self.rate)
+        pcm = self._resampler.process(frame)
+        at = max(len(self._caller), self._agent_end)
+        if len(self._agent) < at:
+            self._agent += bytes(at - len(self._agent))
+        self._agent[at : at + len(pcm)] = pcm
+        self._agent_end = at + len(pcm)
+
+    def save(self, folder: Path) -> list[Path]:
+        """Write ``call-caller.wav``, ``call-agent.wav`` and ``call-mixed.wav`` into ``folder``; returns them."""
+        import numpy as np
+
+        from voiceforge.audio.codecs import wrap_wav
+
+        if not self._caller and not self._agent:
+            return []
+        folder.mkdir(parents=True, exist_ok=True)
+        length = max(len(self._caller), len(self._agent))
+        caller = bytes(self._caller).ljust(length, b"\0")
+        agent = bytes(self._agent).ljust(length, b"\0")
+        mixed = np.clip(np.frombuffer(caller, "<i2").astype(np.int32) + np.frombuffer(agent, "<i2"), -32768, 32767)
+        paths = []
+        for name, pcm in (("caller", caller), ("agent", agent), ("mixed", mixed.astype("<i2").tobytes())):
+            path = folder / f"call-{name}.wav"
+            path.write_bytes(wrap_wav(pcm, self.rate))
+            paths.append(path)
+        return paths
+
+
 class ConversationLoop:
     """One live conversation: a turn pipeline talking over a transport.
 
@@ -173,6 +227,7 @@ class ConversationLoop:
         self.push_to_talk = push_to_talk
         self._held: bytearray | None = None  # push-to-talk audio while the button is down
         self._max_held = int(settings.forge_max_turn_s * self.rate) * 2
+        self.recorder = CallRecorder(self.rate) if settings.enable_recordings else None
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self, events: AsyncIterator[InboundEvent]) -> None:
@@ -243,6 +298,13 @@ class ConversationLoop:
         if self._writer is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._writer), 20)
+        conversation_id = self.pipeline.conversation_id
+        if self.recorder is not None and conversation_id and self.pipeline.persist:
+            folder = self.pipeline.engine.settings.forge_data_dir / "recordings" / str(conversation_id)
+            try:
+                await asyncio.to_thread(self.recorder.save, folder)
+            except OSError:
+                log.exception("saving the recordings of %s failed", self.name)
         for task in list(self._background):
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), 5)
@@ -257,6 +319,8 @@ class ConversationLoop:
                 self._held += self._inbound.process(pcm16)
             return
         for frame in self._frames.push(self._inbound.process(pcm16)):
+            if self.recorder is not None:
+                self.recorder.caller(frame)
             event = self._segmenter.push(frame)
             if self._segmenter.detector.state is VadState.SPEAKING:
                 self._last_voiced = time.perf_counter()
@@ -445,6 +509,8 @@ class ConversationLoop:
             if self.transport.paced:
                 await self._pacer.wait()
             await self.transport.send_audio(frame, self.transport.output_rate)
+            if self.recorder is not None:
+                self.recorder.agent(frame, self.transport.output_rate)
             if not turn.audio_started:
                 turn.audio_started = True
                 turn.timeline.mark("first_frame_sent")

@@ -140,6 +140,16 @@ def conversation(conversation_id: int = Path(ge=1, le=2**31 - 1), engine: Engine
     return found
 
 
+@router.delete("/api/conversations/{conversation_id}", status_code=204)
+async def conversation_delete(conversation_id: int = Path(ge=1, le=2**31 - 1),
+                              engine: Engine = Depends(get_engine)) -> None:
+    """Delete a conversation with its turns and recordings (its calls and SMS stay, unlinked)."""
+    deleted = await asyncio.to_thread(conversations.delete_conversation, engine.db, conversation_id,
+                                      engine.settings.forge_data_dir)
+    if not deleted:
+        raise HTTPException(404, f"no conversation {conversation_id}")
+
+
 @router.get("/api/sms")
 def sms(limit: int = 100, engine: Engine = Depends(get_engine)) -> list[dict]:
     """Recent SMS messages, newest first."""

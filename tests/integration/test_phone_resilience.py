@@ -154,3 +154,31 @@ async def test_a_phone_reply_is_also_capped_in_seconds(tmp_path):
     assert len(result.sentences) == 1 and result.usage.tts_audio_s >= 3  # stopped after the sentence that passed 3 s
     chat = await engine.pipeline("customer_service", channel="chat").text_turn("Tell me a joke about the weather.")
     assert len(chat.sentences) == 2  # other channels are not capped
+
+
+async def test_a_recorded_call_leaves_both_tracks_and_deleting_it_removes_them(tmp_path, speak):
+    port = free_port()
+    settings = sidecar_settings(tmp_path, port, enable_recordings=True)
+    app = create_app(settings)
+    with serve(app, port=port) as base:
+        app.state.engine.warm_up()
+        result = await simulate_call(base, TOKEN, [speak("How many customers are there?")], api_key=KEY)
+        conversation_id = turn_conversation(app, result["call_sid"])
+        folder = tmp_path / "recordings" / str(conversation_id)
+        names = sorted(p.name for p in folder.glob("*.wav"))
+        assert {"call-caller.wav", "call-agent.wav", "call-mixed.wav", "000-user.wav", "000-reply.wav"} <= set(names)
+        from voiceforge.audio.codecs import unwrap_wav
+
+        judge = WhisperSTT(settings.forge_cache_dir)
+        caller, rate = unwrap_wav((folder / "call-caller.wav").read_bytes())
+        agent, _ = unwrap_wav((folder / "call-agent.wav").read_bytes())
+        mixed, _ = unwrap_wav((folder / "call-mixed.wav").read_bytes())
+        assert len(caller) == len(agent) == len(mixed) and len(caller) / 2 / rate > 4  # greeting, question, answer
+        assert wer("How many customers are there?", (await judge.transcribe(caller, rate)).text) <= 0.2
+        heard = (await judge.transcribe(agent, rate)).text
+        assert "40" in heard or "forty" in heard.lower(), heard
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
+            assert (await http.delete(f"{base}/api/conversations/{conversation_id}")).status_code == 204
+            assert (await http.get(f"{base}/api/conversations/{conversation_id}")).status_code == 404
+            assert (await http.delete(f"{base}/api/conversations/{conversation_id}")).status_code == 404
+    assert not folder.exists()

@@ -244,6 +244,28 @@ def spend(db: Database) -> dict[str, Any]:
     return {"turn_cost_usd": float(cost or 0.0), "turns": int(turns), "call_seconds": seconds, "sms_sent": int(sent)}
 
 
+def recordings_of(data_dir: Path, conversation_id: int) -> list[Path]:
+    """The conversation's recordings (per-turn and whole-call WAVs), sorted by name."""
+    folder = data_dir / "recordings" / str(int(conversation_id))
+    return sorted(folder.glob("*.wav")) if folder.is_dir() else []
+
+
+def delete_conversation(db: Database, conversation_id: int, data_dir: Path) -> bool:
+    """Delete a conversation, its turns and tool calls, and its recordings; False when there was none.
+
+    Calls and SMS keep their rows (their link to the conversation is cleared by the database).
+    """
+    import shutil
+
+    with db.session() as s:
+        conv = s.get(Conversation, conversation_id)
+        if conv is None:
+            return False
+        s.delete(conv)
+    shutil.rmtree(data_dir / "recordings" / str(int(conversation_id)), ignore_errors=True)
+    return True
+
+
 def counts(db: Database) -> dict[str, int]:
     """How many conversations, turns, calls and customers are stored."""
     with db.sessions() as s:
