@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SIDECAR_PORT ?= 8765
 APP_PORT ?= 8501
+BIND ?= 127.0.0.1
 
 .PHONY: run test lint bench db clean
 
@@ -24,7 +25,7 @@ db: $(VENV)/.runtime
 	$(BIN)/forge db init
 
 run: db
-	@$(BIN)/forge up --sidecar-port $(SIDECAR_PORT) --app-port $(APP_PORT)
+	@$(BIN)/forge up --sidecar-port $(SIDECAR_PORT) --app-port $(APP_PORT) --bind $(BIND)
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -ra

@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="run the sidecar and the Streamlit app together (Ctrl-C stops both)")
     p.add_argument("--sidecar-port", type=int, default=8765)
     p.add_argument("--app-port", type=int, default=8501)
+    p.add_argument("--bind", default="127.0.0.1", help="the address the app and sidecar listen on (0.0.0.0 in a "
+                   "container; the default keeps them on this machine)")
     p.add_argument("--realtime-port", type=int, default=8766,
                    help="Forge's offline Realtime-compatible server (the Live page's speech-to-speech backend)")
     return parser
@@ -293,10 +295,10 @@ def _up(args: argparse.Namespace) -> int:
     if not settings.openai_configured:  # speech-to-speech then runs on Forge's own Realtime server
         env["FORGE_REALTIME_URL"] = f"ws://127.0.0.1:{args.realtime_port}/v1"
     children = [
-        subprocess.Popen([sys.executable, "-m", "voiceforge.cli", "serve", "--host", "127.0.0.1",
+        subprocess.Popen([sys.executable, "-m", "voiceforge.cli", "serve", "--host", args.bind,
                           "--port", str(args.sidecar_port)], env=env, start_new_session=True),
         subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-                          "--server.address", "127.0.0.1", "--server.port", str(args.app_port),
+                          "--server.address", args.bind, "--server.port", str(args.app_port),
                           "--browser.gatherUsageStats", "false"], env=env, cwd=ROOT, start_new_session=True),
     ]
     if not settings.openai_configured:
