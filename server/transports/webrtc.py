@@ -6,8 +6,10 @@ sink track's callback; agent audio leaves through a source track that pulls one 
 every 20 ms of wall clock. Both callbacks run on aiortc's event-loop thread; the conversation
 loop runs on Forge's own loop, and the two meet in a thread-safe playout buffer:
 
-- ``send_audio`` appends to the buffer (unpaced: the source track is the real-time clock, so the
-  whole reply may be queued as fast as it is synthesised);
+- ``send_audio`` appends to the buffer, paced by the loop to the wall clock (80 ms ahead): when
+  aiortc's thread stalls, its source track catches up by pulling frames back to back, and an
+  unpaced buffer would hand it the whole reply at once, to sit in the browser's jitter buffer
+  where no ``clear`` reaches it;
 - ``clear`` (barge-in) empties it, so the next frame pulled is silence;
 - ``mark`` records the buffer position; once the source track has pulled every byte before it,
   a :class:`MarkPlayed` goes back to the loop. "Played" is "sent on the RTP track": the
@@ -96,8 +98,8 @@ class WebRtcTransport(Transport):
     """
 
     frame_ms = 20
-    paced = False  # the source track pulls in real time; queued audio is what a clear drops
-    confirms_playback = True
+    paced = True  # only ~80 ms ahead of the source track: a catch-up burst after a stall pulls silence,
+    confirms_playback = True  # not the rest of the reply (which would then sit past the reach of a clear)
 
     def __init__(self, loop: asyncio.AbstractEventLoop, output_rate: int = OUTPUT_RATE,
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> None:

@@ -91,6 +91,7 @@ def test_the_detectors_see_a_connection_when_there_is_one(tmp_path, speak, recor
     log = tmp_path / "net.log"
     env = {**{k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
            "STT_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": proxy + "/v1",
+           "FORGE_FAILOVER": "false",  # the failure itself is the evidence here, not Whisper's answer
            "FORGE_DATA_DIR": str(tmp_path / "data")}
     out = subprocess.run([sys.executable, "-c", HOOK, str(log), "transcribe", str(wav)], env=env,
                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
