@@ -100,7 +100,7 @@ def test_record_on_voice_chat_and_screenshot_every_page(streamlit_app, speak):
                     continue
                 page.goto(f"{base}/" + ("" if name == "home" else name))  # Home is the default page at /
                 page.get_by_test_id("stAppViewContainer").wait_for()
-                page.wait_for_timeout(1500)
+                page.wait_for_timeout(1000)
                 errors = page.get_by_test_id("stException")
                 assert errors.count() == 0, (name, errors.first.inner_text()[:2000])
                 expect(page.get_by_text("Page not found")).to_have_count(0)

@@ -62,9 +62,14 @@ def test_forge_compare_on_a_folder_of_recordings(speak, tmp_path):
     assert row["style"] == "batch" and row["turns"] == 1 and row["wer"] <= 0.2
     assert row["utterances"][0]["heard"].lower().startswith("hello")
 
-    bad = subprocess.run([sys.executable, "-m", "voiceforge.cli", "compare", "--utterances", str(tmp_path / "none")],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and "is not a folder" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "voiceforge.cli", "compare", "--styles", "fax"],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and "unknown style 'fax'" in bad.stderr
+
+
+def test_forge_compare_refuses_a_missing_folder_and_an_unknown_style(tmp_path, capsys, monkeypatch):
+    from voiceforge.cli import main
+
+    monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    assert main(["compare", "--utterances", str(tmp_path / "none")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["compare", "--styles", "fax"]) == 2
+    assert "unknown style 'fax'" in capsys.readouterr().err

@@ -120,23 +120,44 @@ async def test_a_locked_database_holds_up_no_audio(tmp_path, speak):
     assert turn["reply"] == "The answer is 40.", turn  # answered and stored once the lock was gone
 
 
-async def test_a_long_offline_reply_on_a_call_is_cut_at_the_cap(tmp_path, speak):
-    """The seed's 300-character rule as a hard cap after the LLM: here 120 characters, at a word
-    boundary inside the offline brain's 170-character first sentence, and nothing after it."""
+async def test_a_long_reply_on_a_recorded_call_is_cut_at_the_cap_and_both_tracks_are_kept(tmp_path, speak):
+    """The seed's 300-character rule as a hard cap after the LLM (here 120 characters, at a word
+    boundary inside the offline brain's 170-character first sentence, nothing after it); with
+    recordings on, the call leaves the caller's and the agent's tracks, and deleting the
+    conversation removes them. One call checks both, to keep the suite short."""
+    from voiceforge.audio.codecs import unwrap_wav
+
     port = free_port()
-    settings = sidecar_settings(tmp_path, port, forge_phone_reply_max_chars=120)
+    settings = sidecar_settings(tmp_path, port, forge_phone_reply_max_chars=120, enable_recordings=True)
     app = create_app(settings)
     with serve(app, port=port) as base:
         app.state.engine.warm_up()
         result = await simulate_call(base, TOKEN, [speak("Tell me a joke about the weather.")], api_key=KEY)
-    turn = result["turns"][0]
-    full = "I'm running on Forge's offline brain, so I can help with"
-    assert turn["reply"].startswith(full) and len(turn["reply"]) <= 120 and turn["reply"].endswith("."), turn
-    assert "another way" not in turn["reply"]
-    assert turn["agent_audio_ms"] < 9000  # the whole answer is about 12 s of speech
-    # The next turn's context holds what the caller heard, not the whole answer.
-    pipeline = app.state.engine.resume(turn_conversation(app, result["call_sid"]))
-    assert pipeline.memory.messages("")[-1]["content"] == turn["reply"]
+        turn = result["turns"][0]
+        full = "I'm running on Forge's offline brain, so I can help with"
+        assert turn["reply"].startswith(full) and len(turn["reply"]) <= 120 and turn["reply"].endswith("."), turn
+        assert "another way" not in turn["reply"]
+        assert turn["agent_audio_ms"] < 9000  # the whole answer is about 12 s of speech
+        conversation_id = turn_conversation(app, result["call_sid"])
+        # The next turn's context holds what the caller heard, not the whole answer.
+        pipeline = app.state.engine.resume(conversation_id)
+        assert pipeline.memory.messages("")[-1]["content"] == turn["reply"]
+
+        folder = tmp_path / "recordings" / str(conversation_id)
+        names = {p.name for p in folder.glob("*.wav")}
+        assert {"call-caller.wav", "call-agent.wav", "call-mixed.wav", "000-user.wav", "000-reply.wav"} <= names
+        judge = WhisperSTT(settings.forge_cache_dir)
+        caller, rate = unwrap_wav((folder / "call-caller.wav").read_bytes())
+        agent, _ = unwrap_wav((folder / "call-agent.wav").read_bytes())
+        mixed, _ = unwrap_wav((folder / "call-mixed.wav").read_bytes())
+        assert len(caller) == len(agent) == len(mixed) and len(caller) / 2 / rate > 4  # greeting, question, answer
+        assert wer("Tell me a joke about the weather.", (await judge.transcribe(caller, rate)).text) <= 0.2
+        assert "offline brain" in (await judge.transcribe(agent, rate)).text.lower()
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
+            assert (await http.delete(f"{base}/api/conversations/{conversation_id}")).status_code == 204
+            assert (await http.get(f"{base}/api/conversations/{conversation_id}")).status_code == 404
+            assert (await http.delete(f"{base}/api/conversations/{conversation_id}")).status_code == 404
+    assert not folder.exists()
 
 
 def turn_conversation(app, call_sid: str) -> int:  # noqa: ANN001
@@ -154,31 +175,3 @@ async def test_a_phone_reply_is_also_capped_in_seconds(tmp_path):
     assert len(result.sentences) == 1 and result.usage.tts_audio_s >= 3  # stopped after the sentence that passed 3 s
     chat = await engine.pipeline("customer_service", channel="chat").text_turn("Tell me a joke about the weather.")
     assert len(chat.sentences) == 2  # other channels are not capped
-
-
-async def test_a_recorded_call_leaves_both_tracks_and_deleting_it_removes_them(tmp_path, speak):
-    port = free_port()
-    settings = sidecar_settings(tmp_path, port, enable_recordings=True)
-    app = create_app(settings)
-    with serve(app, port=port) as base:
-        app.state.engine.warm_up()
-        result = await simulate_call(base, TOKEN, [speak("How many customers are there?")], api_key=KEY)
-        conversation_id = turn_conversation(app, result["call_sid"])
-        folder = tmp_path / "recordings" / str(conversation_id)
-        names = sorted(p.name for p in folder.glob("*.wav"))
-        assert {"call-caller.wav", "call-agent.wav", "call-mixed.wav", "000-user.wav", "000-reply.wav"} <= set(names)
-        from voiceforge.audio.codecs import unwrap_wav
-
-        judge = WhisperSTT(settings.forge_cache_dir)
-        caller, rate = unwrap_wav((folder / "call-caller.wav").read_bytes())
-        agent, _ = unwrap_wav((folder / "call-agent.wav").read_bytes())
-        mixed, _ = unwrap_wav((folder / "call-mixed.wav").read_bytes())
-        assert len(caller) == len(agent) == len(mixed) and len(caller) / 2 / rate > 4  # greeting, question, answer
-        assert wer("How many customers are there?", (await judge.transcribe(caller, rate)).text) <= 0.2
-        heard = (await judge.transcribe(agent, rate)).text
-        assert "40" in heard or "forty" in heard.lower(), heard
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
-            assert (await http.delete(f"{base}/api/conversations/{conversation_id}")).status_code == 204
-            assert (await http.get(f"{base}/api/conversations/{conversation_id}")).status_code == 404
-            assert (await http.delete(f"{base}/api/conversations/{conversation_id}")).status_code == 404
-    assert not folder.exists()
