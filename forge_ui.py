@@ -114,7 +114,8 @@ def show_waterfall(timings: dict[str, float], key: str, x_max: float | None = No
     left = float(min(0.0, df["start_ms"].min()))
     x = alt.X("start_ms:Q", title="ms after the end of speech", scale=alt.Scale(domain=[left, right]))
     df["bar_end_ms"] = df["end_ms"].clip(lower=df["start_ms"] + right / 250)  # a 0 ms stage still shows
-    base = alt.Chart(df).encode(y=alt.Y("stage:N", sort=list(df["stage"]), title=None))
+    base = alt.Chart(df).encode(y=alt.Y("stage:N", sort=list(df["stage"]), title=None,
+                                        axis=alt.Axis(labelOverlap=False, labelLimit=180)))
     bars = base.mark_bar().encode(
         x=x, x2="bar_end_ms:Q",
         color=alt.Color("stage:N", legend=None, scale=alt.Scale(domain=list(STAGE_COLORS),
@@ -123,7 +124,7 @@ def show_waterfall(timings: dict[str, float], key: str, x_max: float | None = No
                  alt.Tooltip("length_ms:Q", format=".0f")])
     labels = base.mark_text(align="left", dx=4, fontSize=11).encode(
         x="end_ms:Q", text=alt.Text("length_ms:Q", format=",.0f"))
-    st.altair_chart((bars + labels).properties(height=26 * len(df) + 30), key=key, width="stretch")
+    st.altair_chart((bars + labels).properties(height=28 * len(df) + 30), key=key, width="stretch")
 
 
 def latency_summary(turns: list[dict[str, Any]]) -> str | None:

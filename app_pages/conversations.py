@@ -63,7 +63,7 @@ turns = [{**t, "audio": Path(t["reply_audio_path"]).read_bytes()
 st.subheader(f"#{conv_id} · {conv['title'] or '(untitled)'}")
 spent = sum(t.get("cost_usd") or 0.0 for t in turns)
 st.caption(f"{conv['channel']} · persona {conv['persona']} · {conv['created_at']:%Y-%m-%d %H:%M} · "
-           f"{len(turns)} turns · {forge_ui.cost_line(spent, None)}")
+           f"{len(turns)} turn{'' if len(turns) == 1 else 's'} · {forge_ui.cost_line(spent, None)}")
 export = {k: v for k, v in conv.items() if k != "turns"} | {"turns": conv["turns"]}
 st.download_button("Export this conversation (JSON)", json.dumps(export, default=str, indent=2).encode(),
                    f"forge-conversation-{conv_id}.json", "application/json", key="conv_export_one")

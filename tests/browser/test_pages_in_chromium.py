@@ -69,6 +69,19 @@ def fake_microphone_wav(speak, folder: Path) -> Path:
     return path
 
 
+def settled(page, timeout_s: float = 20.0) -> None:  # noqa: ANN001
+    """Wait until the page's script has run: the same elements for 0.6 s, and no skeletons (or 6 s)."""
+    started = time.monotonic()
+    last = -1
+    while time.monotonic() < started + timeout_s:
+        count = page.locator("[data-testid='stElementContainer']").count()
+        quiet = page.get_by_test_id("stSkeleton").count() == 0 or time.monotonic() - started > 6
+        if count > 1 and count == last and quiet:
+            return
+        last = count
+        page.wait_for_timeout(600)
+
+
 def test_record_on_voice_chat_and_screenshot_every_page(streamlit_app, speak):
     from playwright.sync_api import expect, sync_playwright
 
@@ -100,7 +113,7 @@ def test_record_on_voice_chat_and_screenshot_every_page(streamlit_app, speak):
                     continue
                 page.goto(f"{base}/" + ("" if name == "home" else name))  # Home is the default page at /
                 page.get_by_test_id("stAppViewContainer").wait_for()
-                page.wait_for_timeout(1000)
+                settled(page)
                 errors = page.get_by_test_id("stException")
                 assert errors.count() == 0, (name, errors.first.inner_text()[:2000])
                 expect(page.get_by_text("Page not found")).to_have_count(0)
