@@ -22,7 +22,7 @@ import contextlib
 import logging
 from typing import Any
 
-from realtime.session import PCM_RATE, RealtimeSession
+from realtime.session import PCM_RATE, RealtimeError, RealtimeSession
 from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
 from voiceforge.audio.framing import FrameBuffer, Pacer
 from voiceforge.audio.resample import StreamResampler
@@ -145,7 +145,11 @@ class RealtimeBridge:
             self._hang_up_after = self._item  # end_call ran: hang up once this item has played
 
     async def _report(self) -> None:
-        """Each stored turn to the transport, as the conversation loop reports its turns."""
+        """Each stored turn to the transport, as the conversation loop reports its turns (until the session ends)."""
+        with contextlib.suppress(RealtimeError, TimeoutError):
+            await self._report_turns()
+
+    async def _report_turns(self) -> None:
         async for turn in self.session.events():
             for call in turn.tool_calls:
                 await self.transport.notify({"type": "tool_result", **call, "generation": self._generation})
