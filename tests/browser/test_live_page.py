@@ -13,18 +13,14 @@ proves the agent's audio went silent while the user talked over it.
 from __future__ import annotations
 
 import base64
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.browser.test_pages_in_chromium import ARTIFACTS, CHROMIUM, ROOT
-from tests.support.servers import free_port
+from tests.browser.test_pages_in_chromium import ARTIFACTS, CHROMIUM
+from tests.support.streamlit_app import streamlit_app as run_streamlit
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.audio.resample import resample
 
@@ -91,32 +87,8 @@ def live_app(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install chromium (.ci/run does)")
     folder = tmp_path_factory.mktemp("live")
-    port = free_port()
-    env = {**os.environ, "FORGE_DATA_DIR": str(folder / "data"), "FORGE_SIDECAR_URL": "http://127.0.0.1:9",
-           "FORGE_PERSONA": "friendly_guide"}
-    log = (folder / "streamlit.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/_stcore/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("streamlit did not start")
-            time.sleep(0.3)
+    with run_streamlit(folder, FORGE_PERSONA="friendly_guide") as base:
         yield base, folder
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def test_live_page_holds_a_spoken_conversation_with_barge_in(live_app, speak):

@@ -6,18 +6,14 @@ the reply audio element and the latency waterfall. A screenshot of every page go
 test-artifacts/.
 """
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 
-from tests.support.servers import free_port
+from tests.support.streamlit_app import streamlit_app as run_streamlit
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.audio.resample import resample
 
@@ -34,29 +30,8 @@ def streamlit_app(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install chromium (.ci/run does)")
     folder = tmp_path_factory.mktemp("browser")
-    port = free_port()
-    env = {**os.environ, "FORGE_DATA_DIR": str(folder / "data"), "FORGE_SIDECAR_URL": "http://127.0.0.1:9"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/_stcore/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("streamlit did not start")
-            time.sleep(0.3)
+    with run_streamlit(folder) as base:
         yield base, folder
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def fake_microphone_wav(speak, folder: Path) -> Path:
