@@ -155,20 +155,22 @@ class WebRtcTransport(Transport):
     async def events(self) -> AsyncIterator[InboundEvent]:
         """Inbound events (microphone audio, marks, typed text) until the session stops.
 
-        While the peer sends no audio for :data:`GAP_FILL_MS` (after its first frame), 100 ms
-        of silence at 48 kHz is inserted every 100 ms.
+        While the peer sends no audio for :data:`GAP_FILL_MS` (after its first frame), a watchdog
+        inserts 100 ms of silence at 48 kHz every 100 ms (off the per-frame path).
         """
+        watchdog = asyncio.create_task(self._fill_gaps())
+        try:
+            while (event := await self.inbound.get()) is not None:
+                yield event
+        finally:
+            watchdog.cancel()
+
+    async def _fill_gaps(self) -> None:
+        silence = AudioIn(bytes(OUTPUT_RATE // 10 * 2), OUTPUT_RATE)
         while True:
-            try:
-                event = await asyncio.wait_for(self.inbound.get(), 0.1)
-            except TimeoutError:
-                quiet = self.last_frame_at is not None and time.monotonic() - self.last_frame_at > GAP_FILL_MS / 1000
-                if quiet:
-                    yield AudioIn(bytes(OUTPUT_RATE // 10 * 2), OUTPUT_RATE)
-                continue
-            if event is None:
-                return
-            yield event
+            await asyncio.sleep(0.1)
+            if self.last_frame_at is not None and time.monotonic() - self.last_frame_at > GAP_FILL_MS / 1000:
+                self.inbound.put_nowait(silence)
 
     # --- aiortc's side (its own thread) ----------------------------------------------------------
     def _post(self, event: InboundEvent | None) -> None:
