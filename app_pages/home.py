@@ -26,7 +26,7 @@ with cols[2]:
 
 @st.cache_data(ttl=5)
 def counts(url: str) -> dict[str, int]:
-    return conversations.counts(engine.db)
+    return conversations.counts(engine.db, engine.business_db)
 
 
 status = engine.describe()
@@ -34,7 +34,10 @@ cols = st.columns(4)
 cols[0].metric("Speech to text", status["stt"].split(" ")[0])
 cols[1].metric("LLM", "offline brain" if status["llm"].startswith("offline") else status["llm"].split(" ")[0])
 cols[2].metric("Text to speech", status["tts"].split(" ")[0])
-cols[3].metric("Database", engine.db.dialect)
+cols[3].metric("Database", engine.db.dialect if engine.business_db is engine.db
+               else f"{engine.db.dialect} + {engine.business_db.dialect}",
+               help=None if engine.business_db is engine.db
+               else f"customers, orders and appointments in {engine.business_db.describe()}")
 cols = st.columns(4)
 for col, (name, value) in zip(cols, counts(engine.db.url).items(), strict=True):
     col.metric(name.capitalize(), value)

@@ -59,13 +59,13 @@ def postgres_url() -> str | None:
     return os.environ.get("FORGE_TEST_POSTGRES_URL") or None
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path):
-    """A migrated, empty Database on SQLite and on PostgreSQL (when FORGE_TEST_POSTGRES_URL is set)."""
+def _database(dialect: str, folder: Path):
     from voiceforge.store.db import Database
 
-    if request.param == "sqlite":
-        db = Database(sqlite_url(tmp_path))
+    if dialect == "duckdb":
+        db = Database(f"duckdb:///{folder / 'business.duckdb'}")
+    elif dialect == "sqlite":
+        db = Database(sqlite_url(folder))
     else:
         url = postgres_url()
         if not url:
@@ -74,5 +74,20 @@ def database(request: pytest.FixtureRequest, tmp_path: Path):
         with db.engine.begin() as conn:
             conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     db.migrate()
+    return db
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path):
+    """A migrated, empty Database on SQLite and on PostgreSQL (when FORGE_TEST_POSTGRES_URL is set)."""
+    db = _database(request.param, tmp_path)
+    yield db
+    db.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "duckdb"])
+def business_database(request: pytest.FixtureRequest, tmp_path: Path):
+    """An empty Database that can hold the mock business tables: SQLite, PostgreSQL, DuckDB."""
+    db = _database(request.param, tmp_path)
     yield db
     db.engine.dispose()

@@ -127,18 +127,22 @@ def _db(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     db = get_database(settings.database_url_resolved)
+    business_url = settings.business_database_url_resolved
+    business = get_database(business_url) if business_url else db
     if args.action == "init":
         _, path = settings.ensure_api_key()
         print(f"API key for the sidecar: {path or 'FORGE_API_KEY'} (send it as Authorization: Bearer <key>)")
     if args.action == "reset":
         db.reset()
-    if args.action in ("seed", "reset") or (args.action == "init" and db.is_empty()):
-        counts = mockdata.generate(db, args.customers or settings.forge_mock_customers, seed=args.seed)
-        print(f"{db.describe()}: seeded {counts}")
+        if business is not db:
+            business.reset()
+    if args.action in ("seed", "reset") or (args.action == "init" and business.is_empty()):
+        counts = mockdata.generate(business, args.customers or settings.forge_mock_customers, seed=args.seed)
+        print(f"{business.describe()}: seeded {counts}")
     elif args.action == "init":
-        print(f"{db.describe()}: migrated, data kept")
+        print(f"{business.describe()}: migrated, data kept")
     if args.action == "export":
-        print(mockdata.export_json(db, settings.forge_data_dir / "exports"))
+        print(mockdata.export_json(business, settings.forge_data_dir / "exports"))
     return 0
 
 

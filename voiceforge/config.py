@@ -91,7 +91,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     sql_dialect: str | None = Field(
         default=None, description="The seeds' way to pick a database: sqlite or postgresql (with SQLITE_URL / "
-                                  "POSTGRES_URL); DATABASE_URL wins over both.")
+                                  "POSTGRES_URL; DATABASE_URL wins over both), or duckdb for the mock business "
+                                  "tables (DUCKDB_URL, default <data dir>/business.duckdb).")
+    business_database_url: str | None = Field(
+        default=None, description="Where the mock business tables (customers, orders, appointments) live, when not "
+                                  "in Forge's own database: a SQLite, PostgreSQL or duckdb:///path URL.")
+    duckdb_url: str | None = Field(default=None, description="The seeds' DuckDB URL or file (with SQL_DIALECT=duckdb).")
     sqlite_url: str | None = Field(default=None, description="The seeds' SQLite URL (used with SQL_DIALECT=sqlite).")
     postgres_url: str | None = Field(default=None, description="The seeds' PostgreSQL URL (SQL_DIALECT=postgresql).")
     redis_url: str | None = None
@@ -213,8 +218,16 @@ class Settings(BaseSettings):
         if value in (None, ""):
             return None
         value = value.strip().lower()
-        if value not in ("sqlite", "postgres", "postgresql"):
-            raise ValueError("must be sqlite or postgresql")
+        if value not in ("sqlite", "postgres", "postgresql", "duckdb"):
+            raise ValueError("must be sqlite, postgresql or duckdb")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _not_duckdb(cls, value: str | None) -> str | None:
+        if value and value.startswith("duckdb"):
+            raise ValueError("DuckDB holds the mock business tables only: set BUSINESS_DATABASE_URL (or "
+                             "SQL_DIALECT=duckdb) and leave DATABASE_URL to SQLite or PostgreSQL")
         return value
 
     @model_validator(mode="after")
@@ -242,6 +255,20 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url[len("postgresql://") :]
             return url
         return f"sqlite:///{self.forge_data_dir / 'forge.db'}"
+
+    @property
+    def business_database_url_resolved(self) -> str | None:
+        """Where the mock business tables live when not in Forge's own database, else None.
+
+        `BUSINESS_DATABASE_URL`; else, with the seeds' `SQL_DIALECT=duckdb`, `DUCKDB_URL` (a URL
+        or a file path) or `<data dir>/business.duckdb`.
+        """
+        if self.business_database_url:
+            return self.business_database_url
+        if (self.sql_dialect or "").lower() != "duckdb":
+            return None
+        url = self.duckdb_url or str(self.forge_data_dir / "business.duckdb")
+        return url if url.startswith("duckdb:") else f"duckdb:///{url}"
 
     def resolve_provider(self, kind: Literal["stt", "llm", "tts"]) -> str:
         """The concrete provider name for ``kind``, with ``auto`` resolved (see providers/registry.py).

@@ -47,6 +47,9 @@ class Engine:
     ) -> None:
         self.settings = settings or get_settings()
         self.db = db or get_database(self.settings.database_url_resolved)
+        business_url = self.settings.business_database_url_resolved
+        self.business_db = get_database(business_url) if business_url else self.db
+        """Where customers, orders and appointments live: ``db`` unless configured apart (DuckDB)."""
         self.registry = registry or build_registry(self.settings.forge_tool_delay_ms)
         self._stt, self._llm, self._tts = stt, llm, tts
         # Clients tools may use, by name (a zero-argument callable is called on first use).
@@ -97,10 +100,10 @@ class Engine:
 
     def ensure_mock_data(self) -> None:
         """Seed the mock business data when the database has none (first run)."""
-        if self.db.is_empty():
+        if self.business_db.is_empty():
             from voiceforge.store import mockdata
 
-            mockdata.generate(self.db, self.settings.forge_mock_customers)
+            mockdata.generate(self.business_db, self.settings.forge_mock_customers)
 
     def warm_up(self, speech: bool = True) -> float:
         """Load the speech models now (blocking); return the time it took in ms.

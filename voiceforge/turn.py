@@ -90,8 +90,9 @@ class TurnPipeline:
         self.conversation_id = conversation_id
         self.child_id, self.persist = child_id, persist
         self.voice: str | None = None  # a voice that overrides the persona's (a device's setting)
-        self.ctx = ToolContext(db=engine.db, settings=engine.settings, conversation_id=conversation_id,
-                               services=engine.services, caller=caller, child_id=child_id)
+        self.ctx = ToolContext(db=engine.db, business_db=engine.business_db, settings=engine.settings,
+                               conversation_id=conversation_id, services=engine.services, caller=caller,
+                               child_id=child_id)
         self.agent = Agent(engine.llm, engine.registry, persona, self.ctx, channel=channel,
                            filler_after_ms=engine.settings.forge_filler_after_ms)
 

@@ -1,4 +1,4 @@
-"""Storage and the business tools on real SQLite and PostgreSQL."""
+"""Storage and the business tools on real SQLite and PostgreSQL (and DuckDB for the business tables)."""
 
 import datetime as dt
 
@@ -19,6 +19,13 @@ pytestmark = pytest.mark.integration
 def seeded(database):
     mockdata.generate(database, customers=12, seed=3)
     return database
+
+
+@pytest.fixture
+def business(business_database):
+    """The mock business tables, seeded, on SQLite, PostgreSQL and DuckDB."""
+    mockdata.generate(business_database, customers=12, seed=3)
+    return business_database
 
 
 def ctx_for(db):
@@ -48,8 +55,8 @@ async def test_conversation_turns_tool_calls_and_timings_read_back(seeded):
             assert turn.providers["llm"].startswith("offline")
 
 
-async def test_appointment_tools_change_the_database(seeded):
-    reg, ctx = build_registry(), ctx_for(seeded)
+async def test_appointment_tools_change_the_database(business):
+    reg, ctx = build_registry(), ctx_for(business)
     when = (dt.datetime.now(dt.UTC) + dt.timedelta(days=40)).replace(hour=10, minute=0)
     booked = await reg.execute("schedule_appointment",
                                {"customer_id": 4, "service": "repair", "starts_at": when.strftime("%Y-%m-%dT%H:%M")}, ctx)
@@ -63,7 +70,7 @@ async def test_appointment_tools_change_the_database(seeded):
     assert (await reg.execute("cancel_appointment", {"appointment_id": aid}, ctx)).ok
     again = await reg.execute("cancel_appointment", {"appointment_id": aid}, ctx)
     assert again.error == f"there is no scheduled appointment number {aid}"
-    with seeded.sessions() as s:
+    with business.sessions() as s:
         row = s.get(Appointment, aid)
         starts = row.starts_at if row.starts_at.tzinfo else row.starts_at.replace(tzinfo=dt.UTC)
         assert row.status == "cancelled" and starts.strftime("%Y-%m-%dT%H:%M") == later
@@ -71,9 +78,9 @@ async def test_appointment_tools_change_the_database(seeded):
     assert "past" in past.error
 
 
-async def test_lookup_verifies_by_zip_and_hides_contact_details(seeded):
-    reg, ctx = build_registry(), ctx_for(seeded)
-    with seeded.sessions() as s:
+async def test_lookup_verifies_by_zip_and_hides_contact_details(business):
+    reg, ctx = build_registry(), ctx_for(business)
+    with business.sessions() as s:
         c = s.get(Customer, 3)
     found = await reg.execute("lookup_customer", {"name": c.name.lower()}, ctx)
     assert found.result["customer_id"] == 3 and found.result["verified"] is False and "phone" not in found.result
@@ -85,21 +92,21 @@ async def test_lookup_verifies_by_zip_and_hides_contact_details(seeded):
     assert by_phone.result["customer_id"] == 3
 
 
-async def test_run_sql_is_read_only_on_both_dialects(seeded):
-    reg, ctx = build_registry(), ctx_for(seeded)
+async def test_run_sql_is_read_only_on_every_dialect(business):
+    reg, ctx = build_registry(), ctx_for(business)
     ok = await reg.execute("run_sql", {"query": "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status"}, ctx)
-    assert ok.ok and ok.result["dialect"] == seeded.dialect and ok.result["columns"][0] == "status"
+    assert ok.ok and ok.result["dialect"] == business.dialect and ok.result["columns"][0] == "status"
     for query in ["DELETE FROM customers", "SELECT 1; DROP TABLE customers", "UPDATE customers SET name = 'x'",
                   "WITH x AS (DELETE FROM orders RETURNING *) SELECT * FROM x"]:
         result = await reg.execute("run_sql", {"query": query}, ctx)
         assert result.error == "only a single read-only SELECT statement is allowed", query
     bad = await reg.execute("run_sql", {"query": "SELECT nope FROM customers"}, ctx)
-    assert bad.error.startswith(f"the query failed ({seeded.dialect})")
-    with seeded.sessions() as s:
+    assert bad.error.startswith(f"the query failed ({business.dialect})")
+    with business.sessions() as s:
         assert len(s.scalars(select(Customer)).all()) == 12
     # The session-level guard holds even for a write the text check does not catch.
-    with seeded.engine.connect() as conn:
-        if seeded.dialect == "sqlite":
+    with business.engine.connect() as conn:
+        if business.dialect == "sqlite":
             conn.exec_driver_sql("PRAGMA query_only = ON")
             with pytest.raises(Exception, match="readonly"):
                 conn.exec_driver_sql("INSERT INTO customers (id, name, phone, email, zip_code, tier, created_at) "
@@ -107,14 +114,14 @@ async def test_run_sql_is_read_only_on_both_dialects(seeded):
             conn.exec_driver_sql("PRAGMA query_only = OFF")
 
 
-def test_mock_data_is_seeded_deterministically_and_exports(seeded, tmp_path):
-    with seeded.sessions() as s:
+def test_mock_data_is_business_deterministically_and_exports(business, tmp_path):
+    with business.sessions() as s:
         names = [c.name for c in s.scalars(select(Customer).order_by(Customer.id))]
-    again = mockdata.generate(seeded, customers=12, seed=3)
-    with seeded.sessions() as s:
+    again = mockdata.generate(business, customers=12, seed=3)
+    with business.sessions() as s:
         assert [c.name for c in s.scalars(select(Customer).order_by(Customer.id))] == names
     assert again["customers"] == 12
-    path = mockdata.export_json(seeded, tmp_path)
+    path = mockdata.export_json(business, tmp_path)
     assert path.name.startswith("mockdata-") and path.name.endswith("Z.json")
     import json
 

@@ -107,6 +107,17 @@ class Agent:
         """The tools this persona (or a client that declared its own) may call."""
         return self.registry.select(self.allowed_tools if self.allowed_tools is not None else self.persona.tools)
 
+    def _system_prompt(self, tools: list[Any]) -> str:
+        """The persona's prompt (or a Realtime client's), plus run_sql's dialect and tables when offered."""
+        prompt = self.instructions or self.persona.prompt_for(self.channel)
+        business = getattr(self.ctx, "business", None)
+        if business is not None and any(t.name == "run_sql" for t in tools):
+            from voiceforge.tools.sql import TABLES
+
+            names = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "duckdb": "DuckDB"}
+            prompt += f"\n\nrun_sql runs {names.get(business.dialect, business.dialect)} SQL over {TABLES}."
+        return prompt
+
     async def respond(self, user_text: str, first_token_s: float | None = None) -> AsyncIterator[AgentEvent]:
         """Run one turn for ``user_text``; yields events, ending with exactly one ReplyDone.
 
@@ -129,7 +140,7 @@ class Agent:
         for _step in range(self.max_steps):
             text, calls = "", []
             try:
-                messages = self.memory.messages(self.instructions or self.persona.prompt_for(self.channel))
+                messages = self.memory.messages(self._system_prompt(tools))
                 async for item in self.llm.stream(messages, tools, first_token_s=first_token_s):
                     if isinstance(item, ToolCall):
                         calls.append(item)

@@ -266,9 +266,11 @@ def delete_conversation(db: Database, conversation_id: int, data_dir: Path) -> b
     return True
 
 
-def counts(db: Database) -> dict[str, int]:
-    """How many conversations, turns, calls and customers are stored."""
+def counts(db: Database, business: Database | None = None) -> dict[str, int]:
+    """How many conversations, turns, calls (in ``db``) and customers (in ``business``, default ``db``)."""
     with db.sessions() as s:
-        return {name: s.scalar(select(func.count(model.id))) or 0
-                for name, model in (("conversations", Conversation), ("turns", Turn), ("calls", Call),
-                                    ("customers", Customer))}
+        found = {name: s.scalar(select(func.count(model.id))) or 0
+                 for name, model in (("conversations", Conversation), ("turns", Turn), ("calls", Call))}
+    with (business or db).sessions() as s:
+        found["customers"] = s.scalar(select(func.count(Customer.id))) or 0
+    return found

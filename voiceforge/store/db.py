@@ -1,4 +1,9 @@
-"""The database: engine, sessions and Alembic migrations. SQLite by default, PostgreSQL by URL."""
+"""The database: engine, sessions and Alembic migrations. SQLite by default, PostgreSQL by URL.
+
+DuckDB (``duckdb:///path``) may hold the mock business tables only (customers, orders,
+appointments; see ``BUSINESS_DATABASE_URL``): Forge's own tables need concurrent writers from
+two processes, which a DuckDB file does not allow.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,34 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import DDL, Engine, Integer, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import CreateColumn
 
 from voiceforge.config import ROOT
 
 log = logging.getLogger(__name__)
 MIGRATIONS = ROOT / "db"
+BUSINESS_TABLES = ("customers", "orders", "appointments")
+"""The mock business tables, the only ones a DuckDB database holds."""
+DUCKDB_LOCK_WAIT_S = 5.0
+"""How long a DuckDB open waits for another process to release the file (s)."""
 
 
 class Database:
     """One engine and session factory for a URL.
 
     Args:
-        url: a SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+        url: a SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://...``, or
+            ``duckdb:///path`` for the mock business tables only).
+
+    A DuckDB file admits one writing process at a time (https://duckdb.org/docs/stable/connect/concurrency),
+    and the app and the sidecar are two processes; so each DuckDB session opens the file and
+    closes it after (about 40 ms on this machine), waiting up to ``DUCKDB_LOCK_WAIT_S`` while
+    the other process has it open.
     """
 
     def __init__(self, url: str) -> None:
@@ -35,9 +53,15 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
+        if self.dialect == "duckdb":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs = {"poolclass": NullPool}
         self.engine: Engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        if self.dialect == "duckdb":
+            event.listen(self.engine, "do_connect", _duckdb_connect)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.cache: dict[str, Any] = {}
         """Objects other store modules keep per database (the SQL reader); cleared on reset."""
@@ -56,9 +80,16 @@ class Database:
                 raise
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent, once per process)."""
+        """Bring the schema to the newest Alembic revision (idempotent, once per process).
+
+        A DuckDB database gets the mock business tables (created if missing) instead.
+        """
         with self._lock:
             if self._migrated:
+                return
+            if self.dialect == "duckdb":
+                _business_metadata().create_all(self.engine)
+                self._migrated = True
                 return
             from alembic import command
             from alembic.config import Config
@@ -86,7 +117,7 @@ class Database:
         from voiceforge.store.models import Base
 
         with self.engine.begin() as connection:
-            Base.metadata.drop_all(connection)
+            (_business_metadata() if self.dialect == "duckdb" else Base.metadata).drop_all(connection)
             connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
         self._migrated = False
         self.cache.clear()
@@ -104,6 +135,49 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.close()
+
+
+# --- DuckDB ------------------------------------------------------------------------------------
+@compiles(CreateColumn, "duckdb")
+def _duckdb_column(element: CreateColumn, compiler, **kw) -> str:  # noqa: ANN001
+    """An integer primary key draws from ``<table>_id_seq``: DuckDB has no SERIAL type."""
+    column = element.element
+    if column.primary_key and isinstance(column.type, Integer) and len(column.table.primary_key.columns) == 1:
+        return f"{column.name} INTEGER DEFAULT nextval('{column.table.name}_{column.name}_seq') NOT NULL"
+    return compiler.visit_create_column(element, **kw)
+
+
+_business: Any = None
+
+
+def _business_metadata() -> Any:
+    """A copy of the business tables' metadata whose CREATE/DROP also handle their sequences."""
+    global _business
+    if _business is None:
+        from sqlalchemy import MetaData
+
+        from voiceforge.store.models import Base
+
+        metadata = MetaData()
+        for name in BUSINESS_TABLES:
+            table = Base.metadata.tables[name].to_metadata(metadata)
+            event.listen(table, "before_create", DDL(f"CREATE SEQUENCE IF NOT EXISTS {name}_id_seq"))
+            event.listen(table, "after_drop", DDL(f"DROP SEQUENCE IF EXISTS {name}_id_seq"))
+        _business = metadata
+    return _business
+
+
+def _duckdb_connect(dialect, _record, cargs, cparams):  # noqa: ANN001, ANN202
+    """Open the DuckDB file, waiting while another process holds its lock (see :class:`Database`)."""
+    import duckdb
+    from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
+
+    def locked(exc: BaseException) -> bool:
+        return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+    opener = retry(retry=retry_if_exception(locked), stop=stop_after_delay(DUCKDB_LOCK_WAIT_S),
+                   wait=wait_random(0.02, 0.1), reraise=True)(dialect.connect)
+    return opener(*cargs, **cparams)
 
 
 _databases: dict[str, Database] = {}

@@ -49,6 +49,8 @@ def generate(db: Database, customers: int = 40, seed: int = 7, today: dt.date | 
     if customers > len(pairs):
         pairs += [(f"{f}", f"{last} {i}") for i in range(2, customers // len(pairs) + 2) for f, last in pairs]
     counts = {"customers": 0, "orders": 0, "appointments": 0}
+    if db.dialect == "duckdb":  # DuckDB has no setval: new tables restart every id sequence at 1
+        db.reset()
     with db.session() as s:
         s.execute(delete(Appointment))
         s.execute(delete(Order))
@@ -94,6 +96,8 @@ def generate(db: Database, customers: int = 40, seed: int = 7, today: dt.date | 
                 s.connection().exec_driver_sql(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"
                 )
+        if db.dialect == "duckdb":  # the customers' ids were explicit: move their sequence past them
+            s.connection().exec_driver_sql(f"SELECT max(nextval('customers_id_seq')) FROM range({customers})")
     return counts
 
 

@@ -11,6 +11,10 @@ the confinement cannot be a regular expression or a prompt. Here it is the datab
   own connections with the extended query protocol (one statement, no ``; RESET ROLE``).
   ``FORGE_SQL_READER_URL`` names a read-only login instead when Forge's user may not create
   roles.
+- DuckDB: its own ``read_only`` connection with file access, extension loading and the
+  configuration itself locked (``enable_external_access=false``, ``lock_configuration``), one
+  parsed statement that must be a SELECT naming only the mock tables, an interrupt at the
+  deadline, one thread and a memory limit.
 
 Rows and bytes are capped. Every call is blocking; the tool runs it on its own small pool.
 """
@@ -134,6 +138,65 @@ def _run_sqlite(path: str, sql: str, limits: QueryLimits) -> QueryResult:
     return QueryResult("sqlite", columns, rows, truncated)
 
 
+# --- DuckDB ------------------------------------------------------------------------------------
+_DUCKDB_CONFIG = {
+    # https://duckdb.org/docs/stable/operations_manual/securing_duckdb/overview
+    "enable_external_access": False,  # no files, no URLs, no ATTACH, no extension installs
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "allow_community_extensions": False,
+    "threads": 1,
+    "memory_limit": "256MB",
+    "lock_configuration": True,  # a SET cannot undo any of the above
+}
+
+
+def _run_duckdb(path: str, sql: str, limits: QueryLimits) -> QueryResult:
+    import duckdb
+
+    from voiceforge.store.db import DUCKDB_LOCK_WAIT_S
+
+    deadline = time.monotonic() + DUCKDB_LOCK_WAIT_S
+    while True:  # the writer (the app or the sidecar) holds the file for a session at a time
+        try:
+            conn = duckdb.connect(path, read_only=True, config=_DUCKDB_CONFIG)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() and "different configuration" not in str(exc):
+                raise QueryRefused(str(exc).splitlines()[0]) from None
+            if time.monotonic() > deadline:
+                raise QueryRefused("the business database is busy; try again") from None
+            time.sleep(0.05)
+        except duckdb.ConnectionException as exc:  # this process has it open read-write right now
+            if time.monotonic() > deadline:
+                raise QueryRefused(str(exc).splitlines()[0]) from None
+            time.sleep(0.05)
+    timer = threading.Timer(limits.timeout_ms / 1000, conn.interrupt)
+    try:
+        try:
+            statements = conn.extract_statements(sql)
+            if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+                raise QueryRefused("only a single read-only SELECT statement is allowed")
+            named = {name.lower().rsplit(".", 1)[-1] for name in duckdb.get_table_names(sql)}
+            if named - set(MOCK_TABLES):
+                raise QueryRefused(f"not allowed: run_sql reads only {', '.join(MOCK_TABLES)}")
+            timer.start()
+            cursor = conn.execute(sql)
+            columns = [d[0] for d in cursor.description or ()]
+            rows = [list(r) for r in cursor.fetchmany(limits.max_rows + 1)]
+        except duckdb.InterruptException:
+            raise QueryRefused(f"the query ran past its {limits.timeout_ms} ms limit") from None
+        except duckdb.PermissionException:
+            raise QueryRefused(f"not allowed: run_sql reads only {', '.join(MOCK_TABLES)}") from None
+        except duckdb.Error as exc:
+            raise QueryRefused(str(exc).splitlines()[0]) from None
+    finally:
+        timer.cancel()
+        conn.close()
+    rows, truncated = _cap(rows, limits)
+    return QueryResult("duckdb", columns, rows, truncated)
+
+
 # --- PostgreSQL --------------------------------------------------------------------------------
 def reader_role(db: Database) -> str:
     """The reader role's name for ``db``'s database: ``forge_reader_<database>`` (≤ 63 chars)."""
@@ -231,7 +294,7 @@ def run_query(db: Database, sql: str, limits: QueryLimits, reader_url: str | Non
     """Run one read-only statement over the mock tables (blocking).
 
     Args:
-        db: Forge's database (SQLite file or PostgreSQL).
+        db: the database holding the mock tables (SQLite file, PostgreSQL or DuckDB file).
         sql: one SELECT in the database's dialect.
         limits: time, row and byte caps.
         reader_url: a read-only PostgreSQL login to use instead of Forge's own reader role.
@@ -245,6 +308,11 @@ def run_query(db: Database, sql: str, limits: QueryLimits, reader_url: str | Non
         if not path or path == ":memory:":
             raise QueryRefused("run_sql needs a SQLite database file")
         return _run_sqlite(path, sql, limits)
+    if db.dialect == "duckdb":
+        path = make_url(db.url).database
+        if not path or path == ":memory:":
+            raise QueryRefused("run_sql needs a DuckDB database file")
+        return _run_duckdb(path, sql, limits)
     if db.dialect == "postgresql":
         with _readers_lock:
             readers = db.cache.setdefault("sql_readers", {})

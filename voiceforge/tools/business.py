@@ -40,7 +40,7 @@ def lookup_customer(
     """
     if not (name or phone or customer_id):
         raise ToolError("give a name, phone number or customer id to look up")
-    found = data.find_customers(ctx.db, name=name, phone=phone, customer_id=customer_id)
+    found = data.find_customers(ctx.business, name=name, phone=phone, customer_id=customer_id)
     if not found:
         raise ToolError("no customer matches that; please check the spelling or number")
     if len(found) > 1:
@@ -64,7 +64,7 @@ def get_order_history(ctx: ToolContext, customer_id: int, limit: int = 5) -> dic
         limit: how many recent orders to return, 1 to 20.
     """
     try:
-        customer, rows = data.recent_orders(ctx.db, customer_id, max(1, min(limit, 20)))
+        customer, rows = data.recent_orders(ctx.business, customer_id, max(1, min(limit, 20)))
     except LookupError:
         raise ToolError(f"there is no customer number {customer_id}") from None
     ctx.state["customer_id"] = customer_id
@@ -91,7 +91,7 @@ def list_appointments(ctx: ToolContext, customer_id: int) -> dict[str, Any]:
         customer_id: the numeric customer id (from lookup_customer).
     """
     try:
-        customer, rows = data.scheduled_appointments(ctx.db, customer_id)
+        customer, rows = data.scheduled_appointments(ctx.business, customer_id)
     except LookupError:
         raise ToolError(f"there is no customer number {customer_id}") from None
     ctx.state["customer_id"] = customer_id
@@ -135,7 +135,7 @@ def schedule_appointment(
     if not 15 <= duration_min <= 180:
         raise ToolError("duration_min must be between 15 and 180")
     try:
-        out = data.book_appointment(ctx.db, customer_id, service, when, duration_min)
+        out = data.book_appointment(ctx.business, customer_id, service, when, duration_min)
     except LookupError:
         raise ToolError(f"there is no customer number {customer_id}") from None
     except data.SlotTaken:
@@ -154,7 +154,7 @@ def reschedule_appointment(ctx: ToolContext, appointment_id: int, starts_at: str
     """
     when = _parse_start(starts_at)
     try:
-        out = data.move_appointment(ctx.db, appointment_id, when)
+        out = data.move_appointment(ctx.business, appointment_id, when)
     except LookupError:
         raise ToolError(f"there is no scheduled appointment number {appointment_id}") from None
     except data.SlotTaken:
@@ -170,7 +170,7 @@ def cancel_appointment(ctx: ToolContext, appointment_id: int) -> dict[str, Any]:
         appointment_id: the numeric appointment id.
     """
     try:
-        out = data.cancel_appointment(ctx.db, appointment_id)
+        out = data.cancel_appointment(ctx.business, appointment_id)
     except LookupError:
         raise ToolError(f"there is no scheduled appointment number {appointment_id}") from None
     out["summary"] = f"Appointment {appointment_id}, the {out['service']}, is cancelled."

@@ -35,7 +35,7 @@ class ToolContext:
     """What a tool may use: the database, settings, the conversation and call controls.
 
     Attributes:
-        db: the :class:`voiceforge.store.db.Database`.
+        db: the :class:`voiceforge.store.db.Database` (conversations, calls, devices).
         settings: the :class:`voiceforge.config.Settings`.
         conversation_id: the conversation the call belongs to, if stored.
         state: per-conversation scratch (e.g. the verified customer id), kept between turns.
@@ -44,6 +44,8 @@ class ToolContext:
         caller: the E.164 number of the person on the phone or SMS thread, if any.
         child_id: the child a storyteller device belongs to, if any.
         playback: recordings a tool asks to play after the reply: (title, PCM16, Hz).
+        business_db: the Database holding the mock business tables when it is not ``db``
+            (``BUSINESS_DATABASE_URL``, DuckDB); read it through :attr:`business`.
     """
 
     db: Any
@@ -55,6 +57,12 @@ class ToolContext:
     caller: str | None = None
     child_id: int | None = None
     playback: list[tuple[str, bytes, int]] = field(default_factory=list)
+    business_db: Any = None
+
+    @property
+    def business(self) -> Any:
+        """The Database of customers, orders and appointments: ``business_db``, else ``db``."""
+        return self.business_db if self.business_db is not None else self.db
 
 
 Extractor = Callable[[str, dict[str, Any]], "dict[str, Any] | str | None"]

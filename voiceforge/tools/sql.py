@@ -44,14 +44,14 @@ async def run_sql(ctx: ToolContext, query: str) -> dict[str, Any]:
                          max_bytes=settings.forge_sql_max_bytes)
     reader_url = settings.forge_sql_reader_url
     loop = asyncio.get_running_loop()
-    work = loop.run_in_executor(_SQL_POOL, run_query, ctx.db, sql, limits, reader_url)
+    work = loop.run_in_executor(_SQL_POOL, run_query, ctx.business, sql, limits, reader_url)
     try:
         # The database enforces the limit; this bound also covers queueing behind other queries.
         result = await asyncio.wait_for(asyncio.shield(work), limits.timeout_ms / 1000 + 5)
     except TimeoutError:
-        raise ToolError(f"the query failed ({ctx.db.dialect}): it waited too long to run") from None
+        raise ToolError(f"the query failed ({ctx.business.dialect}): it waited too long to run") from None
     except QueryRefused as exc:
-        raise ToolError(f"the query failed ({ctx.db.dialect}): {exc}") from None
+        raise ToolError(f"the query failed ({ctx.business.dialect}): {exc}") from None
     rows = result.rows
     if len(rows) == 1 and len(result.columns) == 1:
         summary = f"The answer is {rows[0][0]}."
