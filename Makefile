@@ -34,6 +34,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
 bench: $(VENV)/.dev
+	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/turn_latency.py
 	$(BIN)/python bench/phone_latency.py
 

@@ -106,13 +106,13 @@ class Engine:
             mockdata.generate(self.business_db, self.settings.forge_mock_customers)
 
     def warm_up(self, speech: bool = True) -> float:
-        """Load the speech models now (blocking); return the time it took in ms.
+        """Load the speech models and the offline brain's embeddings now (blocking); return the time in ms.
 
         Offline models load on first use otherwise, which would land in the first turn's STT
         or TTS time.
         """
         start = time.perf_counter()
-        for provider in (self.stt, self.tts) if speech else ():
+        for provider in (self.stt, self.llm, self.tts) if speech else ():
             warm = getattr(provider, "warm_up", None)
             if warm is not None:
                 warm()

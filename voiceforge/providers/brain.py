@@ -1,9 +1,13 @@
 """The offline brain: a deterministic, tool-aware responder behind the LLM interface.
 
-No local model that ships here can hold a conversation, so offline Forge matches the user's
-utterance against each offered tool's trigger patterns, extracts arguments, calls the tool
-and phrases its result; anything else gets a short, honest reply. It reads only the message
-list, like a real model, so the agent loop treats it exactly like OpenAI. The UI labels it.
+No local model that ships here can hold a conversation, so offline Forge reads the user's
+utterance in two ways: each offered tool's trigger patterns (phrasings that certainly mean the
+tool), then, when none fires, sentence embeddings against the example requests each tool and
+each kind of small talk declares (voiceforge/agent/intents.py). A confident match extracts the
+arguments by rule, calls the tool and phrases its result for the ear; a plausible one is
+asked back ("Did you want me to check your orders?"); small talk gets its answer; anything
+else a short, honest reply naming a few things it can do. It reads only the message list,
+like a real model, so the agent loop treats it exactly like OpenAI. The UI labels it.
 """
 
 from __future__ import annotations
@@ -13,19 +17,37 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from voiceforge.agent import intents
 from voiceforge.providers.base import LLM, Capabilities, Message, ToolCall
+from voiceforge.tools import spoken
 
 if TYPE_CHECKING:
     from voiceforge.tools.registry import Tool
 
 _CUSTOMER_KEYS = ("name", "phone")
 
+_SMALL_TALK_PATTERNS = [
+    # Small talk is a closed set where a pattern is exact and static embeddings are not ("my"
+    # and "your" name sit 0.98 apart), so these are read first.
+    ("user_name", re.compile(r"\b(what'?s|what is|say|tell me|do you know|remember)\s+my name\b|\bwho am i\b(?! (talking|speaking))"
+                             r"|\bdo you know who i am\b", re.I)),
+    ("agent_name", re.compile(r"\byour name\b|\bwho are you\b|\bwho am i (talking|speaking)\b|\bwhat are you\b"
+                              r"|\bare you (a |an )?(real|human|person|bot|robot|machine|ai)\b", re.I)),
+    ("capabilities", re.compile(r"\bwhat (can|do|else can) you (do|help)|\bhow can you help\b|\bwhat are you able\b"
+                                r"|\bwhat (services|things) (do|can)\b", re.I)),
+    ("how_are_you", re.compile(r"\bhow are you\b|\bhow'?s it going\b", re.I)),
+    ("thanks", re.compile(r"\b(thanks|thank you|cheers)\b", re.I)),
+    ("greeting", re.compile(r"^\W*(hello|hi|hey|hiya|good (morning|afternoon|evening))\b", re.I)),
+]
 TAG_OFFERS = {
-    "customers": "looking up customers", "orders": "orders", "appointments": "appointments",
-    "sql": "questions about the customer records", "messages": "sending a text or a team message",
-    "chalisa": "the Hanuman Chalisa", "stories": "stories about Hanuman",
+    "orders": "check your orders", "appointments": "book or change appointments",
+    "customers": "look up your account", "messages": "send a text", "sql": "answer questions about our records",
+    "stories": "tell a story about Hanuman", "chalisa": "teach the Hanuman Chalisa",
 }
-"""How the offline brain names what its tools can do (end_call needs no mention)."""
+"""What the brain says it can do, per tool tag, most useful first; a reply names three at most."""
+_CLARIFY_PREFIX = "Did you want me to "
+_YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|please|correct|right|exactly|that'?s (right|it)|uh-huh|ok(ay)?)\b", re.I)
+_NO = re.compile(r"^\W*(no|nope|not really|nah|wrong)\b", re.I)
 
 
 def _facts(messages: Sequence[Message]) -> dict[str, Any]:
@@ -47,6 +69,19 @@ def _facts(messages: Sequence[Message]) -> dict[str, Any]:
     return known
 
 
+def small_talk_kind(utterance: str) -> str | None:
+    """The kind of small talk by pattern ("user_name", "agent_name", "capabilities", …), or None."""
+    return next((kind for kind, pattern in _SMALL_TALK_PATTERNS if pattern.search(utterance)), None)
+
+
+def _extract(tool: Tool, utterance: str, plain: str, known: dict[str, Any]) -> dict[str, Any] | str | None:
+    """The tool's arguments from the words as spoken, else from their canonical form (or None)."""
+    if tool.extract is None:
+        return None
+    args = tool.extract(utterance, known)
+    return tool.extract(plain, known) if args is None and plain != utterance else args
+
+
 def _tool_name_of(messages: Sequence[Message], call_id: str) -> str | None:
     for m in messages:
         for tc in m.get("tool_calls") or ():
@@ -65,6 +100,10 @@ class OfflineBrain(LLM):
     def __init__(self) -> None:
         super().__init__(attempts=1)
         self._calls = 0
+
+    def warm_up(self) -> None:
+        """Load the sentence-embedding model (about 0.5 s) before the first turn needs it."""
+        intents.warm_up()
 
     async def _stream(self, messages: Sequence[Message], tools: Sequence[Tool]) -> AsyncIterator[str | ToolCall]:
         reply = self._respond(messages, tools)
@@ -88,11 +127,25 @@ class OfflineBrain(LLM):
         known = _facts(messages[:last])
         intent, args = None, None
         asked = messages[last - 1] if last > 0 else {}
-        if len(users) > 1 and asked.get("role") == "assistant" and str(asked.get("content") or "").rstrip().endswith("?"):
+        question = str(asked.get("content") or "") if asked.get("role") == "assistant" else ""
+        if question.startswith(_CLARIFY_PREFIX) and len(users) > 1:
+            # The answer to "Did you want me to <offer>?": yes runs that tool on the earlier request.
+            offered = next((t for t in tools if t.offer and question == self._clarify(t)), None)
+            if offered is not None and _NO.match(utterance):
+                return "Okay. What would you like me to do?"
+            if offered is not None and _YES.match(utterance) and offered.extract is not None:
+                earlier = str(messages[users[-2]].get("content") or "")
+                intent, args = offered, offered.extract(earlier + " " + utterance, known)
+                if args is None:
+                    intent = None
+        if intent is None and len(users) > 1 and question.rstrip().endswith("?") and not question.startswith(_CLARIFY_PREFIX):
             # An answer to our own question ("Could you tell me your name?") continues the
             # earlier request, so match the two utterances together first.
             earlier = str(messages[users[-2]].get("content") or "")
             intent, args = self._match(earlier + " " + utterance, tools, known)
+            if intent is None:
+                how, tool, found = self._read_meaning(earlier + " " + utterance, tools, known)
+                intent, args = (tool, found) if how == "tool" else (None, None)
             if isinstance(args, str):
                 intent, args = None, None
         if intent is None:
@@ -100,7 +153,7 @@ class OfflineBrain(LLM):
         results = [m for m in messages[last + 1 :] if m.get("role") == "tool"]
         if not results:
             if intent is None:
-                return self._small_talk(utterance, messages, tools)
+                return self._by_meaning(utterance, messages, tools, known)
             if isinstance(args, str):
                 return args
             return self._plan(intent, args, by_name, fresh_customer=None)
@@ -120,13 +173,93 @@ class OfflineBrain(LLM):
             return self._plan(intent, args, by_name, fresh_customer=result["customer_id"])
         return self._phrase(by_name.get(done or ""), result)
 
-    def _match(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any]):  # noqa: ANN202
-        for tool in tools:
-            if tool.extract is None or not tool.matches(utterance):
-                continue
-            args = tool.extract(utterance, known)
+    def understand(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any] | None = None) -> str | None:
+        """What the brain takes ``utterance`` to ask for, on its own, with nothing asked before.
+
+        Returns:
+            A tool name (confident, by trigger or by meaning), ``"clarify:<tool>"`` when it
+            would ask whether that tool is meant, ``"small_talk:<kind>"``, or None.
+        """
+        known = known or {}
+        intent, _args = self._match(utterance, tools, known)
+        if intent is not None:
+            return intent.name
+        how, tool, _args = self._read_meaning(utterance, tools, known)
+        if how == "tool":
+            return tool.name
+        if how == "clarify":
+            return f"clarify:{tool.name}"
+        return f"small_talk:{how}" if how else None
+
+    def _read_meaning(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any]) -> tuple[str | None, Any, Any]:
+        """Read an utterance no trigger fired on, by meaning.
+
+        Returns:
+            ("tool", tool, args) when the closest meaning is a confident tool; else (small-talk
+            kind, None, None) by pattern; else ("clarify", tool, None) when a tool is plausible;
+            else (small-talk kind by meaning, or None; None, None).
+        """
+        match = self._meaning(utterance, tools)
+        tool = next((t for t in tools if match is not None and t.name == match.intent), None)
+        if tool is not None and match.confident:
+            args = _extract(tool, utterance, spoken.canonical(utterance), known)
             if args is not None:
-                return tool, args
+                return "tool", tool, args
+        kind = small_talk_kind(utterance)
+        if kind is not None:
+            return kind, None, None
+        if tool is not None and match.plausible and tool.offer:
+            return "clarify", tool, None
+        if match is not None and match.confident and match.intent in intents.SMALL_TALK:
+            return match.intent, None, None
+        return None, None, None
+
+    @staticmethod
+    def _meaning_scores(utterance: str, tools: Sequence[Tool]) -> dict[str, float]:
+        offered = [t for t in tools if t.examples]
+        allowed = {t.name for t in offered} | set(intents.SMALL_TALK)
+        return intents.index_for(offered, spoken.canonical).scores(spoken.canonical(utterance), allowed)
+
+    @staticmethod
+    def _meaning(utterance: str, tools: Sequence[Tool]) -> intents.Match | None:
+        offered = [t for t in tools if t.examples]
+        allowed = {t.name for t in offered} | set(intents.SMALL_TALK)
+        return intents.index_for(offered, spoken.canonical).match(spoken.canonical(utterance), allowed)
+
+    @staticmethod
+    def _clarify(tool: Tool) -> str:
+        return f"{_CLARIFY_PREFIX}{tool.offer}?"
+
+    def _by_meaning(self, utterance: str, messages: Sequence[Message], tools: Sequence[Tool],
+                    known: dict[str, Any]) -> str | ToolCall:
+        """No trigger fired: act on the closest intent by meaning, ask about it, or reply."""
+        how, tool, args = self._read_meaning(utterance, tools, known)
+        if how == "tool":
+            if isinstance(args, str):
+                return args
+            return self._plan(tool, args, {t.name: t for t in tools}, fresh_customer=None)
+        if how == "clarify":
+            return self._clarify(tool)
+        return self._small_talk(utterance, messages, tools, how, known)
+
+    def _match(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any]):  # noqa: ANN202
+        plain = spoken.canonical(utterance)
+        for tool in tools:
+            if tool.extract is None or not (tool.matches(utterance) or tool.matches(plain)):
+                continue
+            args = _extract(tool, utterance, plain, known)
+            if args is None:
+                continue
+            # A broad trigger ("appointment") gives way to a clearly closer meaning ("scrap my booking").
+            scores = self._meaning_scores(utterance, tools)
+            best = max(scores, key=scores.get, default=None)
+            if best and best != tool.name and best not in intents.SMALL_TALK \
+                    and scores[best] >= intents.ACCEPT and scores[best] - scores.get(tool.name, 0.0) >= intents.MARGIN:
+                closer = next(t for t in tools if t.name == best)
+                closer_args = _extract(closer, utterance, plain, known)
+                if closer_args is not None:
+                    return closer, closer_args
+            return tool, args
         return None, None
 
     def _plan(self, intent: Tool, args: dict[str, Any], by_name: dict[str, Tool], fresh_customer: int | None) -> ToolCall:
@@ -149,21 +282,35 @@ class OfflineBrain(LLM):
         return "Done."
 
     @staticmethod
-    def _small_talk(utterance: str, messages: Sequence[Message], tools: Sequence[Tool]) -> str:
+    def _small_talk(utterance: str, messages: Sequence[Message], tools: Sequence[Tool], kind: str | None = None,
+                    known: dict[str, Any] | None = None) -> str:
+        """Replies to small talk (``kind`` from the intent index, else by pattern), short, for the ear."""
         system = str(messages[0].get("content", "")) if messages and messages[0].get("role") == "system" else ""
         m = re.search(r"\byou are ([A-Z][\w-]+)", system, re.I)
         me = m.group(1) if m else "Forge's assistant"
-        text = utterance.lower()
-        if re.search(r"\b(hello|hi|hey|good (morning|afternoon|evening))\b", text):
+        if kind is None:
+            kind = small_talk_kind(utterance)
+        storyteller = "stories" in {tag for t in tools for tag in t.tags}
+        tags = {tag for t in tools for tag in t.tags}
+        offers = [offer for tag, offer in TAG_OFFERS.items() if tag in tags][:3]
+        listed = f"{offers[0]}, {offers[1]}, or {offers[2]}" if len(offers) > 2 else " or ".join(offers)
+        if kind == "greeting":
             return f"Hi, I'm {me}. How can I help you today?"
-        if re.search(r"\b(thanks|thank you)\b", text):
+        if kind == "thanks":
             return "You're welcome. Is there anything else I can do?"
-        if re.search(r"\b(who are you|your name|what are you)\b", text):
-            return f"I'm {me}, running on Forge's offline brain."
-        offers = [TAG_OFFERS[tag] for tag in dict.fromkeys(tag for t in tools for tag in t.tags) if tag in TAG_OFFERS]
-        if "stories" in {tag for t in tools for tag in t.tags}:  # a child's storyteller: an invitation, not a menu
+        if kind == "agent_name":
+            return f"I'm {me}, an assistant running on Forge's offline brain."
+        if kind == "how_are_you":
+            return "I'm doing well, thanks for asking. How can I help?"
+        if kind == "user_name":
+            name = (known or {}).get("customer_name")
+            if name:
+                return f"You're {name}."
+            return "I don't know your name yet. If you tell me, I can look up your account."
+        if storyteller:  # a child's storyteller: an invitation, not a menu
             return "Would you like a story about Hanuman, or shall we learn a verse of the Hanuman Chalisa?"
+        if kind == "capabilities" and offers:
+            return f"I can {listed}. What would you like?"
         if offers:
-            listed = offers[0] if len(offers) == 1 else ", ".join(offers[:-1]) + " and " + offers[-1]
-            return f"I'm running on Forge's offline brain, so I can help with {listed}. Could you say that another way?"
-        return "I'm running on Forge's offline brain and can't answer that. Could you say it another way?"
+            return f"Sorry, I can't help with that here. I can {listed}."
+        return "Sorry, I can't help with that here. Could you say it another way?"

@@ -29,4 +29,8 @@ def register(registry: ToolRegistry) -> None:
         triggers=[r"\b(good ?bye|bye|hang up|end (the )?call|that'?s all)\b"],
         extract=lambda utterance, known: {"reason": "the caller said goodbye"},
         tags=("calls",),
+        offer="end the call",
+        examples=["goodbye", "bye for now", "hang up", "that's all, thank you", "I'm all set, bye",
+                  "nothing else, see you", "end the call", "we're done",
+                  "alright, talk to you later", "that will be all", "I have to go now, bye"],
     )

@@ -225,7 +225,9 @@ def register(registry: ToolRegistry) -> None:
         triggers=[r"\b(sing|play|recit|chant|hear|listen to)\w*\b.*\b(chalisa|prayer|song|hymn|verse)\b",
                   r"\b(chalisa|prayer|song|hymn)\b.*\b(sing|play|recite|chant)\b"],
         extract=_extract_play, phrase=_phrase_play, filler="Let me warm up my voice.", tags=("chalisa",),
-        opt_in=True,
+        opt_in=True, offer="play the Hanuman Chalisa",
+        examples=["play the chalisa", "sing the hanuman chalisa for me", "can I hear the prayer",
+                  "put on the hanuman song", "recite the whole chalisa"],
     )
     registry.add(
         teach_hanuman_chalisa,
@@ -233,6 +235,9 @@ def register(registry: ToolRegistry) -> None:
                   r"\b(next|another|first|last|new)\s+(verse|line|part|doha|chaupai)\b",
                   r"\b(verse|doha|chaupai|chalisa)\b"],
         extract=_extract_teach, phrase=_phrase_teach, tags=("chalisa",), opt_in=True,
+        offer="learn a verse of the Chalisa",
+        examples=["teach me the chalisa", "I want to learn the next verse", "help me practise the prayer",
+                  "can we learn a new line", "repeat that verse", "let's memorise the chalisa"],
     )
     registry.add(
         tell_a_story,
@@ -240,4 +245,8 @@ def register(registry: ToolRegistry) -> None:
                   r"\b(lanka|sanjeevani|sanjivani|mountain|herb|necklace|pearls?|ring|ocean)\b",
                   r"\bhow did hanuman\b", r"\b(jump|jumped|leap|leapt|fly|flew)\b", r"\babout hanuman\b"],
         extract=_extract_story, phrase=_phrase_story, tags=("stories",), opt_in=True,
+        offer="tell you a story about Hanuman",
+        examples=["tell me a story", "I want a hanuman story", "how did hanuman cross the ocean",
+                  "tell me about the flying monkey god", "what did hanuman do when he was little",
+                  "a bedtime story please"],
     )

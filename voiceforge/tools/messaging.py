@@ -111,6 +111,14 @@ def _extract_telegram(utterance: str, known: dict[str, Any]) -> dict[str, Any] |
 def register(registry: ToolRegistry) -> None:
     """Add send_sms and notify_telegram to ``registry``."""
     registry.add(send_sms, triggers=[r"\b(text|sms)\b", r"\bsend\b.*\bmessage\b.*\d"], extract=_extract_sms,
-                 tags=("messages",))
+                 tags=("messages",), offer="send you a text",
+                 examples=["text me", "send an sms", "send a text message to my phone", "can you text me that",
+                           "message my mobile the details", "send me the information by text",
+                           "text this number a reminder", "send me a message with my order details",
+                           "can I get that as a text", "please send a reminder to my cell"])
     registry.add(notify_telegram, triggers=[r"\btelegram\b", r"\b(notify|tell|alert)\b.*\bteam\b"],
-                 extract=_extract_telegram, tags=("messages",))
+                 extract=_extract_telegram, tags=("messages",), offer="pass a message to the team",
+                 examples=["notify the team", "tell the team about this", "alert the staff", "escalate this",
+                           "send a message on telegram", "let my colleagues know", "report this to the office",
+                           "get a supervisor involved", "let the team know there is a problem",
+                           "pass this on to your colleagues", "raise this with the office"])

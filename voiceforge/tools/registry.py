@@ -84,6 +84,8 @@ class Tool:
     filler: str = "One moment while I check that."
     tags: tuple[str, ...] = ()
     opt_in: bool = False
+    examples: list[str] = field(default_factory=list)
+    offer: str = ""
 
     def openai_schema(self) -> dict[str, Any]:
         """The Chat Completions `tools` entry: {"type": "function", "function": {...}}."""
@@ -217,8 +219,16 @@ class ToolRegistry:
         filler: str | None = None,
         tags: tuple[str, ...] = (),
         opt_in: bool = False,
+        examples: list[str] = (),  # type: ignore[assignment]
+        offer: str = "",
     ) -> Tool:
-        """Register a function as a tool, deriving its schema (see :func:`schema_for`)."""
+        """Register a function as a tool, deriving its schema (see :func:`schema_for`).
+
+        ``triggers``, ``extract``, ``phrase``, ``examples`` and ``offer`` serve the offline brain:
+        patterns that certainly mean this tool, the argument extractor, the reply phrasing,
+        example requests matched by meaning (voiceforge/agent/intents.py), and how to offer
+        the tool in a question ("check your orders").
+        """
         description, parameters = schema_for(func)
         tool = Tool(
             name=func.__name__,
@@ -230,6 +240,8 @@ class ToolRegistry:
             phrase=phrase,
             tags=tags,
             opt_in=opt_in,
+            examples=list(examples),
+            offer=offer,
         )
         if filler:
             tool.filler = filler

@@ -19,6 +19,31 @@ _NUMBER_WORDS = "|".join(sorted([*_UNITS, *_TENS], key=len, reverse=True))
 _NUMBER = rf"(\d+|(?:{_NUMBER_WORDS})(?:[\s-](?:{_NUMBER_WORDS}))?)"
 
 
+# Words callers use for the business's own nouns, mapped to the nouns the tools are described in.
+_CANONICAL = {
+    "order": ("package", "parcel", "delivery", "shipment", "purchase"),
+    "orders": ("packages", "parcels", "deliveries", "shipments", "purchases"),
+    "appointment": ("visit", "booking", "reservation", "slot", "session"),
+    "appointments": ("visits", "bookings", "reservations", "slots", "sessions"),
+    "customer": ("client", "member"),
+    "customers": ("clients", "members"),
+    "team": ("staff", "crew", "colleagues", "manager", "supervisor", "group chat"),
+}
+_CANONICAL_RE = [(re.compile(rf"\b{re.escape(word)}\b", re.I), noun) for noun, words in _CANONICAL.items()
+                 for word in words]
+
+
+def canonical(utterance: str) -> str:
+    """The utterance with the business's nouns in one spelling ("my parcel" → "my order").
+
+    The offline brain matches triggers and meanings on this form; arguments are read from the
+    words as spoken.
+    """
+    for pattern, noun in _CANONICAL_RE:
+        utterance = pattern.sub(noun, utterance)
+    return utterance
+
+
 def spoken_int(text: str) -> int | None:
     """"12", "twelve", "forty-two", "forty two" → int; anything else → None."""
     text = text.strip().lower()

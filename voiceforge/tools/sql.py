@@ -74,10 +74,11 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
     raw = re.search(r"\b(select\b.*)", utterance, re.I | re.S)
     if raw and re.search(r"\b(sql|query)\b", utterance, re.I):
         return {"query": raw.group(1).strip().rstrip(".?!")}
-    m = re.search(r"\bhow many\s+(\w+\s+)?(customer|order|appointment)s?\b", utterance, re.I)
+    m = re.search(r"\b(?:how many|number of|count|total)\b(?:\s+\w+){0,4}?\s+(customer|order|appointment)s?\b",
+                  utterance, re.I)
     if not m:
         return None
-    table = _COUNTABLE[m.group(2).lower()]
+    table = _COUNTABLE[m.group(1).lower()]
     status = next((s for s in _STATUSES if re.search(rf"\b{s}\b", utterance, re.I)), None)
     tier = next((t for t in ("gold", "platinum", "standard") if re.search(rf"\b{t}\b", utterance, re.I)), None)
     where = []
@@ -96,5 +97,11 @@ def register(registry: ToolRegistry) -> None:
         triggers=[r"\bhow many\s+(\w+\s+)?(customers?|orders?|appointments?)\b", r"\b(sql|query)\b.*\bselect\b"],
         extract=_extract,
         tags=("sql",),
+        offer="answer a question about the customer records",
+        examples=["how many customers are there", "how many orders have shipped", "count the appointments",
+                  "what's the number of customers in each tier", "how many orders were returned",
+                  "total count of cancelled appointments", "run a sql query", "query the database",
+                  "how many appointments are scheduled", "number of platinum customers", "how many orders are processing",
+                  "count how many customers are gold"],
     )
     tool.description += f" Tables: {TABLES}."

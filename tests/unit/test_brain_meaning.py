@@ -1,0 +1,97 @@
+"""The offline brain reads requests by meaning, not only by trigger words (real WordLlama vectors).
+
+The phrasings here are neither the tools' declared examples nor the held-out set in
+bench/data/routing_heldout.tsv, which the bench reports on.
+"""
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from voiceforge.agent import intents
+from voiceforge.agent.persona import load_persona
+from voiceforge.providers.base import ToolCall
+from voiceforge.providers.brain import OfflineBrain
+from voiceforge.tools import build_registry
+from voiceforge.tools.business import ASK_CUSTOMER
+
+
+@pytest.fixture(scope="module")
+def tools():
+    return build_registry().select(load_persona("customer_service", Path(tempfile.mkdtemp())).tools)
+
+
+def reply(tools, *turns: str):  # noqa: ANN201
+    """The brain's answer to a conversation given as alternating user/assistant texts."""
+    messages = [{"role": "system", "content": "You are Ava, a support agent."}]
+    for i, text in enumerate(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return OfflineBrain()._respond(messages, tools)
+
+
+def test_a_paraphrase_no_trigger_matches_reaches_its_tool(tools):
+    bare = build_registry().select([t.name for t in tools])
+    for t in bare:
+        t.examples = []  # the brain as it was: triggers only
+    for utterance, tool in [("could someone come over and fix my heater", "schedule_appointment"),
+                            ("please inform the people in the office", "notify_telegram")]:
+        assert not any(t.matches(utterance) for t in tools), utterance
+        assert OfflineBrain().understand(utterance, bare) is None  # triggers alone miss it
+        assert OfflineBrain().understand(utterance, tools) == tool
+    # Understood, the tool's own rules ask for what it still needs.
+    assert reply(tools, "could someone come over and fix my heater") == ASK_CUSTOMER
+
+
+def test_a_broad_trigger_gives_way_to_a_clearly_closer_meaning(tools):
+    # "appointment" fires list_appointments' trigger; the request is a cancellation.
+    call = reply(tools, "I cannot attend appointment 7 so please remove it")
+    assert isinstance(call, ToolCall) and call.name == "cancel_appointment" and call.arguments == {"appointment_id": 7}
+
+
+def test_callers_words_for_the_business_nouns_are_understood(tools):
+    call = reply(tools, "I'd like to know whether my parcel has been sent, I'm customer 3")
+    assert isinstance(call, ToolCall) and call.name == "get_order_history" and call.arguments == {"customer_id": 3}
+    counted = reply(tools, "what's the number of clients with a platinum tier")
+    assert isinstance(counted, ToolCall) and counted.name == "run_sql"
+    assert counted.arguments == {"query": "SELECT COUNT(*) AS n FROM customers WHERE tier = 'platinum'"}
+
+
+def test_a_plausible_request_is_asked_back_and_yes_runs_it(tools):
+    asked = reply(tools, "I have a question about something I bought")
+    assert asked == "Did you want me to check your orders?"
+    call = reply(tools, "I have a question about something I bought", asked, "yes, I'm customer 3")
+    assert isinstance(call, ToolCall) and call.name == "get_order_history" and call.arguments == {"customer_id": 3}
+    assert reply(tools, "I have a question about something I bought", asked, "no") == "Okay. What would you like me to do?"
+
+
+def test_small_talk_is_answered_and_lists_are_short_and_spoken(tools):
+    assert reply(tools, "What is my name?") == "I don't know your name yet. If you tell me, I can look up your account."
+    assert reply(tools, "what's your name") == "I'm Ava, an assistant running on Forge's offline brain."
+    can = reply(tools, "What can you do?")
+    assert can == "I can check your orders, book or change appointments, or look up your account. What would you like?"
+    assert "sql" not in can.lower()
+    assert reply(tools, "thank you so much") == "You're welcome. Is there anything else I can do?"
+    out_of_scope = reply(tools, "what's the capital of peru")
+    assert out_of_scope.startswith("Sorry, I can't help with that here.") and "sql" not in out_of_scope.lower()
+
+
+def test_the_name_is_known_once_a_tool_found_the_customer(tools):
+    messages = [
+        {"role": "system", "content": "You are Ava."},
+        {"role": "user", "content": "customer number 4 here"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "lookup_customer", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"result": {"customer_id": 4, "name": "Rachel Miller"}}'},
+        {"role": "assistant", "content": "I found Rachel Miller."},
+        {"role": "user", "content": "remind me, what is my name"},
+    ]
+    assert OfflineBrain()._respond(messages, tools) == "You're Rachel Miller."
+
+
+def test_match_scores_are_cosines_and_the_index_is_built_once(tools):
+    offered = [t for t in tools if t.examples]
+    index = intents.index_for(offered)
+    assert intents.index_for(offered) is index
+    match = index.match("please cancel the appointment I have")
+    assert match.intent == "cancel_appointment" and 0 < match.runner_up < match.score <= 1.0001 and match.confident
