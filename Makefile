@@ -35,6 +35,7 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/stt_accuracy.py --windows 10
 	$(BIN)/python bench/turn_latency.py
 	$(BIN)/python bench/phone_latency.py
 

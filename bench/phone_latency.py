@@ -4,9 +4,10 @@ Prints median and p95 of end-of-caller-speech → first agent media frame as the
 it, and the sidecar's own split of the same interval, measured from the last voiced frame:
 endpointing (the silence the VAD waits for), STT, agent, TTS to first audio, and the wire
 (resampling, framing, pacing); then the barge-in reaction time.
-Run: .venv/bin/python bench/phone_latency.py
+Run: .venv/bin/python bench/phone_latency.py [--concurrent 1,4]
 """
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -31,14 +32,17 @@ def pct(values, p):  # noqa: ANN001, ANN201
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-async def run(base: str) -> None:
+async def run(base: str, concurrent: int) -> None:
     rows, barge = [], []
-    for _ in range(3):
-        result = await simulate_call(base, TOKEN, [_piper(t) for t in TURNS], api_key=KEY)
-        rows += [t for t in result["turns"] if t["latency_ms"]]
-        b = await simulate_call(base, TOKEN, [_piper("What appointments does customer number two have?"),
-                                              _piper("Wait, stop please.")], barge_in_ms=1500, api_key=KEY)
-        barge += [t["barge_in_clear_ms"] for t in b["turns"] if t["barge_in_clear_ms"] is not None]
+    rounds = 3 if concurrent == 1 else 2
+    for _ in range(rounds):
+        results = await asyncio.gather(*[
+            simulate_call(base, TOKEN, [_piper(t) for t in TURNS], api_key=KEY) for _ in range(concurrent)])
+        rows += [t for result in results for t in result["turns"] if t["latency_ms"]]
+        if concurrent == 1:
+            b = await simulate_call(base, TOKEN, [_piper("What appointments does customer number two have?"),
+                                                  _piper("Wait, stop please.")], barge_in_ms=1500, api_key=KEY)
+            barge += [t["barge_in_clear_ms"] for t in b["turns"] if t["barge_in_clear_ms"] is not None]
     total = [r["latency_ms"] for r in rows]
     t = [r["timings_ms"] for r in rows]
     split = {
@@ -49,14 +53,19 @@ async def run(base: str) -> None:
         "tts_first_audio": [x["tts_first_audio"] - x["first_sentence"] for x in t],
         "wire": [x["first_frame_sent"] - x["tts_first_audio"] for x in t],
     }
-    print(f"turns: {len(rows)}")
+    print(f"{concurrent} concurrent call{'s' if concurrent > 1 else ''}, turns: {len(rows)}, "
+          f"speculative STT used on {sum(1 for x in t if x.get('stt_speculative'))}")
     print(f"speech end -> first agent frame: median {statistics.median(total):.0f} ms, p95 {pct(total, 95):.0f} ms")
     for name, values in split.items():
         print(f"  {name:>16}: median {statistics.median(values):.0f} ms, p95 {pct(values, 95):.0f} ms")
-    print(f"barge-in (speech onset -> clear): median {statistics.median(barge):.0f} ms, max {max(barge):.0f} ms")
+    if barge:
+        print(f"barge-in (speech onset -> clear): median {statistics.median(barge):.0f} ms, max {max(barge):.0f} ms")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrent", default="1,4", help="simultaneous calls per run, comma-separated")
+    args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -64,7 +73,8 @@ def main() -> None:
                                    database_url=f"sqlite:///{folder / 'b.db'}", forge_api_key=KEY))
     with serve(app, port=port):
         app.state.engine.warm_up()
-        asyncio.run(run(base))
+        for concurrent in [int(n) for n in args.concurrent.split(",")]:
+            asyncio.run(run(base, concurrent))
 
 
 main()

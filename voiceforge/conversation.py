@@ -13,6 +13,12 @@ An utterance that ends while the previous turn is still being transcribed or tho
 tool has run, the new utterance is queued and answered after. Either way every utterance is
 answered and stored.
 
+Speculative transcription: once the speaker has been quiet for ``FORGE_SPECULATIVE_STT_MS``
+(less than the endpointing silence), the utterance so far is sent to STT. If they stay quiet
+until the endpoint, that transcript is the utterance's (the audio after it is silence) and the
+endpointing wait has overlapped with STT; if they speak again it is dropped and never answered.
+At most one runs at a time.
+
 Latency is measured the same way on every wire: from the last voiced frame of the user's
 speech (the zero of the turn's timeline) to the first agent frame sent (``first_frame_sent``);
 ``endpointing_ms`` is the silence the VAD waited for before calling the utterance finished.
@@ -218,6 +224,10 @@ class ConversationLoop:
         self._current: LiveTurn | None = None
         self._cleared: set[int] = set()
         self._last_voiced: float | None = None
+        self.speculate_ms = settings.forge_speculative_stt_ms if settings.forge_speculative_stt_ms < self.endpointing_ms else 0
+        self._speculation: asyncio.Task | None = None  # STT of the utterance so far, while it may still be the whole
+        self._speculating: asyncio.Task | None = None  # the last one started, until it finishes (one at a time)
+        self.speculations = {"used": 0, "dropped": 0}
         self._writes: asyncio.Queue[Any] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
@@ -325,6 +335,8 @@ class ConversationLoop:
             if self._segmenter.detector.state is VadState.SPEAKING:
                 self._last_voiced = time.perf_counter()
             if event is None:
+                if self.speculate_ms:
+                    self._speculate()
                 continue
             kind, utterance = event
             if kind is TurnEvent.SPEECH_START:
@@ -332,6 +344,18 @@ class ConversationLoop:
                 await self.on_speech_start()
             elif utterance:
                 await self.on_utterance(audio=utterance)
+
+    def _speculate(self) -> None:
+        """Start STT on the utterance so far after a short silence; drop it if speech resumes."""
+        detector = self._segmenter.detector
+        if self._speculation is not None and detector.state is VadState.SPEAKING:
+            self._speculation = None  # the speaker went on: its transcript is never used
+            self.speculations["dropped"] += 1
+        elif (self._speculation is None and detector.state is VadState.STOPPING
+              and detector.silence_ms >= self.speculate_ms
+              and (self._speculating is None or self._speculating.done())):
+            audio = self._segmenter.audio_so_far()
+            self._speculation = self._speculating = asyncio.create_task(self.pipeline.transcribe(audio, self.rate))
 
     async def on_speech_start(self) -> None:
         """The user started speaking: barge in on audible agent speech, hold back thinking."""
@@ -351,7 +375,13 @@ class ConversationLoop:
         if audio is not None:
             timeline.set("endpointing_ms", (now - zero) * 1000)
             await self.transport.notify({"type": "speech_stopped", "audio_ms": round(len(audio) / 2 / self.rate * 1000)})
-            source: asyncio.Future = asyncio.create_task(self.pipeline.transcribe(audio, self.rate))
+            source: asyncio.Future
+            if self._speculation is not None:  # quiet since it started: the rest of the audio is silence
+                source, self._speculation = self._speculation, None
+                self.speculations["used"] += 1
+                timeline.set("stt_speculative", 1)
+            else:
+                source = asyncio.create_task(self.pipeline.transcribe(audio, self.rate))
         else:
             source = asyncio.get_running_loop().create_future()
             source.set_result(Transcribed(text or ""))

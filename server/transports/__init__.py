@@ -12,7 +12,7 @@ async def close(ws: WebSocket, code: int = 1000, reason: str = "") -> None:
     if ws.application_state is WebSocketState.CONNECTED:
         try:
             await ws.close(code=code, reason=reason)
-        except (RuntimeError, OSError):
+        except (WebSocketDisconnect, RuntimeError, OSError):  # the far end left first (uvicorn's ClientDisconnected)
             pass
 
 

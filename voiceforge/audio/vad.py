@@ -114,6 +114,11 @@ class TurnDetector:
             return self._end("max_length")
         return None
 
+    @property
+    def silence_ms(self) -> int:
+        """How long the speaker has been quiet inside an utterance (STOPPING), else 0 (ms)."""
+        return self._run_ms if self.state is VadState.STOPPING else 0
+
     def _start(self) -> TurnEvent:
         self.state, self._run_ms = VadState.SPEAKING, 0
         self.utterance_ms = self.start_ms
@@ -165,6 +170,10 @@ class UtteranceSegmenter:
         if event is TurnEvent.SPEECH_START:
             return event, None
         return None
+
+    def audio_so_far(self) -> bytes:
+        """The PCM16 of the utterance in progress (preroll included); b"" outside one."""
+        return bytes(self._speech) if self.speaking else b""
 
     def set_preroll(self, preroll_ms: int) -> None:
         """Keep ``preroll_ms`` of audio from before each detected start (from the next utterance)."""

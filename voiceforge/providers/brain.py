@@ -250,12 +250,15 @@ class OfflineBrain(LLM):
             args = _extract(tool, utterance, plain, known)
             if args is None:
                 continue
-            # A broad trigger ("appointment") gives way to a clearly closer meaning ("scrap my booking").
+            if tool.matches_exactly(utterance) or tool.matches_exactly(plain):
+                return tool, args
+            # A broad trigger ("appointment") gives way to a clearly closer meaning among the
+            # tools of the same tag ("scrap my booking": cancel, not list).
             scores = self._meaning_scores(utterance, tools)
             best = max(scores, key=scores.get, default=None)
-            if best and best != tool.name and best not in intents.SMALL_TALK \
-                    and scores[best] >= intents.ACCEPT and scores[best] - scores.get(tool.name, 0.0) >= intents.MARGIN:
-                closer = next(t for t in tools if t.name == best)
+            closer = next((t for t in tools if t.name == best and t is not tool and set(t.tags) & set(tool.tags)), None)
+            if closer is not None and scores[best] >= intents.ACCEPT \
+                    and scores[best] - scores.get(tool.name, 0.0) >= intents.MARGIN:
                 closer_args = _extract(closer, utterance, plain, known)
                 if closer_args is not None:
                     return closer, closer_args

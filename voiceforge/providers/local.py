@@ -91,21 +91,100 @@ def load_whisper(model: str | None, cache_dir: Path):  # noqa: ANN201 - faster_w
         return _whisper_models[key]
 
 
+WHISPER_WINDOW_S = 30
+"""Whisper's trained input window (s): faster-whisper pads every utterance's features to it."""
+
+
+class _ShortWindow:
+    """Whisper over a window shorter than its 30 s: the encoder's cost follows the window.
+
+    faster-whisper pads every input to 30 s of features; on this 2-core machine the encoder
+    then takes about 1.1 s of a 1.3 s transcription of a 3 s utterance. CTranslate2's encoder
+    accepts a shorter input (10 s: 0.15 s), so an utterance that fits is padded to ``window_s``
+    only and decoded here as faster-whisper decodes a segment: the prompt Whisper expects
+    (``<|startofprev|>`` + the vocabulary, then ``<|startoftranscript|><|en|><|transcribe|>
+    <|notimestamps|>``), greedy first, then sampling at rising temperatures while the result
+    is unsure (average log-probability under -1) or repetitive (gzip ratio over 2.4), and the
+    no-speech rule (no-speech probability over 0.6 with the average under -1: nothing was
+    said); the thresholds are faster-whisper's defaults. New tokens are capped by the audio's
+    length, since a window shorter than trained can loop on its last words; windows under 10 s
+    looped on short clips when measured.
+    """
+
+    def __init__(self, model, window_s: float) -> None:  # noqa: ANN001 - faster_whisper.WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+
+        self.model, self.frames = model, int(window_s * 100)  # 100 feature frames per second (hop 160 at 16 kHz)
+        self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+        import ctranslate2
+
+        ctranslate2.set_random_seed(0)  # the sampling fallback is the same on every run
+
+    def fits(self, audio_s: float) -> bool:
+        """True when the audio plus 0.5 s fits in the window."""
+        return audio_s + 0.5 <= self.frames / 100
+
+    def transcribe(self, audio, prompt: str | None) -> str:  # noqa: ANN001 - float32 samples at 16 kHz
+        import ctranslate2
+        import numpy as np
+        from faster_whisper.audio import pad_or_trim
+
+        tok = self.tokenizer
+        features = pad_or_trim(self.model.feature_extractor(audio), self.frames)
+        encoded = self.model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)), to_cpu=False)
+        tokens = [*tok.sot_sequence, tok.no_timestamps]
+        if prompt:
+            tokens = [tok.sot_prev, *tok.encode(" " + prompt.strip())[-(self.model.max_length // 2 - 1):], *tokens]
+        new_tokens = 12 + int(len(audio) / 16000 * 10)  # about twice a fast talker's tokens per second
+        best: tuple[float, str] | None = None
+        for temperature in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+            sampling = {"beam_size": 1} if temperature == 0 else {"sampling_topk": 0, "sampling_temperature": temperature}
+            result = self.model.model.generate(
+                encoded, [tokens], max_length=len(tokens) + new_tokens, return_scores=True,
+                return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1], **sampling)[0]
+            ids = [t for t in result.sequences_ids[0] if t < tok.eot]
+            # CTranslate2's score is the log-probability per token; faster-whisper's average counts the end token.
+            avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1)
+            if temperature == 0 and result.no_speech_prob > 0.6 and avg_logprob < -1.0:
+                return ""  # nothing was said
+            text = tok.decode(ids).strip()
+            if avg_logprob >= -1.0 and _compression_ratio(text) <= 2.4:
+                return text
+            if best is None or avg_logprob > best[0]:
+                best = (avg_logprob, text)
+        return best[1] if best else ""
+
+
+def _compression_ratio(text: str) -> float:
+    """Gzip's compression ratio of ``text``: above 2.4, Whisper is repeating itself (its own rule)."""
+    import zlib
+
+    data = text.encode()
+    return len(data) / max(1, len(zlib.compress(data)))
+
+
 class WhisperSTT(STT):
     """Whisper (base by default) through faster-whisper, int8 on CPU, 16 kHz input.
 
     Domain words (``prompt_words``) go into Whisper's ``initial_prompt`` so that names like
-    Hanuman or a persona's name are spelled right.
+    Hanuman or a persona's name are spelled right. An utterance shorter than ``window_s``
+    (``FORGE_WHISPER_WINDOW_S``, 10 s) is decoded over that window instead of Whisper's 30 s
+    (see :class:`_ShortWindow`); longer ones, or ``window_s`` 30, go through faster-whisper's
+    own ``transcribe``.
     """
 
     name = "whisper"
     capabilities = Capabilities(streaming=False, sample_rate=16000, offline=True)
 
-    def __init__(self, cache_dir: Path, model: str | None = None, prompt_words: Sequence[str] = ()) -> None:
+    def __init__(self, cache_dir: Path, model: str | None = None, prompt_words: Sequence[str] = (),
+                 window_s: float = 10.0) -> None:
         super().__init__(prompt_words=prompt_words, attempts=1)
         self.model_name = model or "whisper-base (bundled)"
         self._model_arg = model
         self._cache_dir = cache_dir
+        self.window_s = window_s
+        self._window: _ShortWindow | None = None
 
     def warm_up(self) -> None:
         """Load the model now rather than on the first utterance (blocking)."""
@@ -121,6 +200,11 @@ class WhisperSTT(STT):
             return "", None
         words = self.prompt_words if words is None else words
         prompt = ("Vocabulary: " + ", ".join(words) + ".") if words else None
+        if self.window_s < WHISPER_WINDOW_S:
+            if self._window is None or self._window.model is not model:
+                self._window = _ShortWindow(model, self.window_s)
+            if self._window.fits(audio.size / 16000):
+                return self._window.transcribe(audio, prompt), "en"
         segments, info = model.transcribe(
             audio,
             language="en",

@@ -58,7 +58,7 @@ def _openai_missing(kind: Kind) -> Callable[[Settings], str | None]:
 def _whisper(settings: Settings, words: Sequence[str]) -> STT:
     from voiceforge.providers.local import WhisperSTT
 
-    return WhisperSTT(settings.forge_cache_dir, settings.whisper_model, words)
+    return WhisperSTT(settings.forge_cache_dir, settings.whisper_model, words, settings.forge_whisper_window_s)
 
 
 def _pocketsphinx(settings: Settings, words: Sequence[str]) -> STT:

@@ -283,7 +283,7 @@ def register(registry: ToolRegistry) -> None:
     )
     registry.add(
         list_appointments,
-        triggers=[r"\bappointments?\b"],
+        broad_triggers=[r"\bappointments?\b"],
         extract=_needs_customer,
         tags=("appointments",),
         offer="check your appointments",

@@ -86,6 +86,7 @@ class Tool:
     opt_in: bool = False
     examples: list[str] = field(default_factory=list)
     offer: str = ""
+    broad_triggers: list[re.Pattern[str]] = field(default_factory=list)
 
     def openai_schema(self) -> dict[str, Any]:
         """The Chat Completions `tools` entry: {"type": "function", "function": {...}}."""
@@ -95,7 +96,11 @@ class Tool:
         }
 
     def matches(self, utterance: str) -> bool:
-        """True when any trigger pattern matches the utterance (case-insensitive)."""
+        """True when any trigger pattern, exact or broad, matches the utterance (case-insensitive)."""
+        return self.matches_exactly(utterance) or any(p.search(utterance) for p in self.broad_triggers)
+
+    def matches_exactly(self, utterance: str) -> bool:
+        """True when a trigger that certainly means this tool matches (not only a broad one)."""
         return any(p.search(utterance) for p in self.triggers)
 
 
@@ -221,13 +226,16 @@ class ToolRegistry:
         opt_in: bool = False,
         examples: list[str] = (),  # type: ignore[assignment]
         offer: str = "",
+        broad_triggers: list[str] = (),  # type: ignore[assignment]
     ) -> Tool:
         """Register a function as a tool, deriving its schema (see :func:`schema_for`).
 
-        ``triggers``, ``extract``, ``phrase``, ``examples`` and ``offer`` serve the offline brain:
-        patterns that certainly mean this tool, the argument extractor, the reply phrasing,
-        example requests matched by meaning (voiceforge/agent/intents.py), and how to offer
-        the tool in a question ("check your orders").
+        ``triggers``, ``broad_triggers``, ``extract``, ``phrase``, ``examples`` and ``offer``
+        serve the offline brain: patterns that certainly mean this tool, patterns that name
+        only its subject (a clearly closer meaning among tools of the same tag wins over them),
+        the argument extractor, the reply phrasing, example requests matched by meaning
+        (voiceforge/agent/intents.py), and how to offer the tool in a question ("check your
+        orders").
         """
         description, parameters = schema_for(func)
         tool = Tool(
@@ -242,6 +250,7 @@ class ToolRegistry:
             opt_in=opt_in,
             examples=list(examples),
             offer=offer,
+            broad_triggers=[re.compile(t, re.I) for t in broad_triggers],
         )
         if filler:
             tool.filler = filler

@@ -1,0 +1,139 @@
+"""Whisper's accuracy and speed on voices and phrasings the tests never use, per condition.
+
+Run: .venv/bin/python bench/stt_accuracy.py [--windows 10,30] [--quick]
+
+Voices: four eSpeak NG voices (libespeak-ng from the espeakng-loader wheel, a dev dependency)
+at different speeds and pitches, and Piper's joe voice slowed down; the tests speak with Piper
+joe at its normal pace, so that row is the nearest to what the project tunes on and is shown
+apart. Phrases: bench/data/stt_heldout.txt (callers' requests written for this set only).
+
+Conditions, as the phone path sees them: 16 kHz clean; the 8 kHz telephone band (soxr down to
+8 kHz, G.711 μ-law encoded and decoded: what Twilio's media stream carries); the same with
+white noise at 15 dB SNR. Each is transcribed by Forge's WhisperSTT with the customer-service
+persona's vocabulary prompt, once per Whisper window (``FORGE_WHISPER_WINDOW_S``).
+
+Prints corpus WER per condition and window, and the median transcription time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from voiceforge.agent.persona import load_persona  # noqa: E402
+from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16  # noqa: E402
+from voiceforge.audio.resample import resample  # noqa: E402
+from voiceforge.config import load_settings  # noqa: E402
+from voiceforge.metrics import corpus_wer  # noqa: E402
+from voiceforge.providers.local import WhisperSTT  # noqa: E402
+
+PHRASES = Path(__file__).parent / "data" / "stt_heldout.txt"
+ESPEAK_VOICES = [  # (voice+variant, words per minute, pitch 0-100)
+    ("en-us+m3", 150, 40),
+    ("en-gb+f3", 170, 65),
+    ("en-us+f2", 190, 55),
+    ("en+m7", 135, 30),
+]
+
+
+class Espeak:
+    """eSpeak NG through its C API (espeak_Synth with a synchronous callback), PCM16 at 22,050 Hz."""
+
+    def __init__(self) -> None:
+        import espeakng_loader
+
+        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.rate = self.lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)  # 2: SYNCHRONOUS
+        self._chunks: list[np.ndarray] = []
+        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+        def collect(wav, n, _events):  # noqa: ANN001, ANN202
+            if n > 0:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            return 0
+
+        self._callback = callback_type(collect)  # kept alive as long as the library may call it
+        self.lib.espeak_SetSynthCallback(self._callback)
+
+    def say(self, text: str, voice: str, wpm: int, pitch: int) -> tuple[bytes, int]:
+        self._chunks = []
+        self.lib.espeak_SetVoiceByName(voice.encode())
+        self.lib.espeak_SetParameter(1, wpm, 0)  # espeakRATE
+        self.lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH
+        data = text.encode()
+        self.lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 0, None, None)
+        self.lib.espeak_Synchronize()
+        return np.concatenate(self._chunks).astype("<i2").tobytes(), self.rate
+
+
+def piper_slow(text: str) -> tuple[bytes, int]:
+    from piper.config import SynthesisConfig
+
+    from voiceforge.providers.local import PiperTTS, load_piper
+
+    config = SynthesisConfig(length_scale=1.25, noise_scale=0.5, noise_w_scale=0.6)
+    return b"".join(c.audio_int16_bytes for c in load_piper().synthesize(text, config)), PiperTTS.sample_rate
+
+
+def phone_band(pcm: bytes, rate: int) -> tuple[bytes, int]:
+    """What a Twilio media stream carries: 8 kHz G.711 μ-law, decoded back to PCM16."""
+    return ulaw_to_pcm16(pcm16_to_ulaw(resample(pcm, rate, 8000))), 8000
+
+
+def with_noise(pcm: bytes, snr_db: float, seed: int) -> bytes:
+    signal = np.frombuffer(pcm, "<i2").astype(np.float64)
+    power = np.mean(signal**2) / (10 ** (snr_db / 10))
+    noise = np.random.default_rng(seed).normal(0, np.sqrt(power), signal.size)
+    return np.clip(signal + noise, -32768, 32767).astype("<i2").tobytes()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", default="10,30", help="Whisper windows to compare, in s")
+    parser.add_argument("--quick", action="store_true", help="the first 8 phrases only")
+    args = parser.parse_args()
+    phrases = [p.strip() for p in PHRASES.read_text().splitlines() if p.strip() and not p.startswith("#")]
+    if args.quick:
+        phrases = phrases[:8]
+    espeak = Espeak()
+    voices: dict[str, list[tuple[str, bytes, int]]] = {"espeak (held-out)": [], "piper joe slow (seen voice)": []}
+    for i, text in enumerate(phrases):
+        voice, wpm, pitch = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
+        voices["espeak (held-out)"].append((text, *espeak.say(text, voice, wpm, pitch)))
+        voices["piper joe slow (seen voice)"].append((text, *piper_slow(text)))
+    settings = load_settings()
+    words = load_persona("customer_service", Path(tempfile.mkdtemp())).domain_words
+    print(f"{len(phrases)} phrases x {len(voices)} voice sets; WER is corpus WER (edits / reference words)")
+    for window in [float(w) for w in args.windows.split(",")]:
+        stt = WhisperSTT(settings.forge_cache_dir, prompt_words=words, window_s=window)
+        stt.warm_up()
+        for name, clips in voices.items():
+            conditions = {
+                "16 kHz clean": [(t, pcm, rate) for t, pcm, rate in clips],
+                "8 kHz phone": [(t, *phone_band(pcm, rate)) for t, pcm, rate in clips],
+                "8 kHz phone + noise 15 dB": [(t, with_noise(phone_band(pcm, rate)[0], 15, i), 8000)
+                                              for i, (t, pcm, rate) in enumerate(clips)],
+            }
+            for condition, items in conditions.items():
+                pairs, times = [], []
+                for text, pcm, rate in items:
+                    start = time.perf_counter()
+                    heard = asyncio.run(stt.transcribe(pcm, rate)).text
+                    times.append((time.perf_counter() - start) * 1000)
+                    pairs.append((text, heard))
+                print(f"window {window:>4.0f} s | {name:<28} | {condition:<26} | WER {corpus_wer(pairs):.3f} | "
+                      f"median {statistics.median(times):5.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
