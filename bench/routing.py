@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from voiceforge.agent import intents  # noqa: E402
 from voiceforge.agent.persona import load_persona  # noqa: E402
+from voiceforge.providers import intents  # noqa: E402
 from voiceforge.providers.brain import OfflineBrain  # noqa: E402
 from voiceforge.tools import build_registry, spoken  # noqa: E402
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from voiceforge.agent import intents
 from voiceforge.agent.persona import load_persona
+from voiceforge.providers import intents
 from voiceforge.providers.base import ToolCall
 from voiceforge.providers.brain import OfflineBrain
 from voiceforge.tools import build_registry

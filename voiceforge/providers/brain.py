@@ -3,7 +3,7 @@
 No local model that ships here can hold a conversation, so offline Forge reads the user's
 utterance in two ways: each offered tool's trigger patterns (phrasings that certainly mean the
 tool), then, when none fires, sentence embeddings against the example requests each tool and
-each kind of small talk declares (voiceforge/agent/intents.py). A confident match extracts the
+each kind of small talk declares (voiceforge/providers/intents.py). A confident match extracts the
 arguments by rule, calls the tool and phrases its result for the ear; a plausible one is
 asked back ("Did you want me to check your orders?"); small talk gets its answer; anything
 else a short, honest reply naming a few things it can do. It reads only the message list,
@@ -17,7 +17,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from voiceforge.agent import intents
+from voiceforge.providers import intents
 from voiceforge.providers.base import LLM, Capabilities, Message, ToolCall
 from voiceforge.tools import spoken
 

@@ -234,7 +234,7 @@ class ToolRegistry:
         serve the offline brain: patterns that certainly mean this tool, patterns that name
         only its subject (a clearly closer meaning among tools of the same tag wins over them),
         the argument extractor, the reply phrasing, example requests matched by meaning
-        (voiceforge/agent/intents.py), and how to offer the tool in a question ("check your
+        (voiceforge/providers/intents.py), and how to offer the tool in a question ("check your
         orders").
         """
         description, parameters = schema_for(func)
