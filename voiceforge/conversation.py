@@ -94,6 +94,7 @@ class LiveTurn:
     timeline: Timeline
     inputs: list[asyncio.Future] = field(default_factory=list)
     user_audio: bytearray = field(default_factory=bytearray)
+    typed: bool = False  # some input was text, not speech
     store: bool = True
     after: asyncio.Task | None = None
     task: asyncio.Task | None = None
@@ -375,31 +376,44 @@ class ConversationLoop:
         if audio is not None:
             timeline.set("endpointing_ms", (now - zero) * 1000)
             await self.transport.notify({"type": "speech_stopped", "audio_ms": round(len(audio) / 2 / self.rate * 1000)})
-            source: asyncio.Future
-            if self._speculation is not None:  # quiet since it started: the rest of the audio is silence
-                source, self._speculation = self._speculation, None
-                self.speculations["used"] += 1
-                timeline.set("stt_speculative", 1)
-            else:
-                source = asyncio.create_task(self.pipeline.transcribe(audio, self.rate))
-        else:
-            source = asyncio.get_running_loop().create_future()
-            source.set_result(Transcribed(text or ""))
         await self._barge_in_audible()  # typed, or the agent began while the user still spoke
         previous = self._current
+        merge = previous is not None and previous.store and previous.mergeable
+        # Speech split by a pause is transcribed again as one: Whisper hears the two parts
+        # together better than apart (on its own, "a joke about the weather" once came out as
+        # "how did you talk about the weather").
+        joint = merge and audio is not None and not previous.typed and bool(previous.user_audio)
+        source: asyncio.Future
+        if audio is None:
+            source = asyncio.get_running_loop().create_future()
+            source.set_result(Transcribed(text or ""))
+        elif self._speculation is not None and not joint:  # quiet since it started: the rest is silence
+            source, self._speculation = self._speculation, None
+            self.speculations["used"] += 1
+            timeline.set("stt_speculative", 1)
+        else:
+            if self._speculation is not None:
+                self._speculation = None
+                self.speculations["dropped"] += 1
+            heard = bytes(previous.user_audio) + audio if joint else audio
+            source = asyncio.create_task(self.pipeline.transcribe(heard, self.rate))
         turn = self._new_turn(timeline)
-        if previous is not None and previous.store and previous.mergeable:
+        if merge:
             await self._cancel(previous)
             previous.finished = True  # absorbed into this turn
             self._turns.pop(previous.generation, None)
-            turn.inputs += previous.inputs
             turn.user_audio += previous.user_audio
             turn.after = previous.after
+            turn.typed = previous.typed
+            if not joint:
+                turn.inputs += previous.inputs
         elif previous is not None and previous.task is not None and not previous.finished:
             turn.after = previous.task
         turn.inputs.append(source)
         if audio is not None:
             turn.user_audio += audio
+        else:
+            turn.typed = True
         turn.task = asyncio.create_task(self._answer(turn), name=f"turn-{self.name}-{turn.generation}")
         await self._set_state("thinking")
 

@@ -137,7 +137,9 @@ async def test_barge_in_clears_and_keeps_only_what_was_heard(tmp_path):
 
 
 async def test_an_utterance_during_transcription_is_merged_not_dropped(tmp_path):
-    stt = FakeSTT(["I need to move", "my appointment on Friday"], delay=0.6)
+    # The second transcription is of both utterances' audio together (Whisper hears a sentence
+    # split by a pause better whole), so the fake answers it with the whole sentence.
+    stt = FakeSTT(["I need to move", "I need to move my appointment on Friday"], delay=0.6)
     llm = ScriptedLLM(["Which appointment number is it?"])
     async with Call(tmp_path, stt, llm) as call:
         await call.utterance(300)
@@ -146,6 +148,7 @@ async def test_an_utterance_during_transcription_is_merged_not_dropped(tmp_path)
         await until(call.idle)
     (turn,) = call.turns()
     assert turn["user_text"] == "I need to move my appointment on Friday"
+    assert len(stt.calls) == 2 and stt.calls[1] > stt.calls[0] + 0.25  # the joint audio
     assert len(llm.requests) == 1 and llm.requests[0][-1]["content"] == "I need to move my appointment on Friday"
 
 
