@@ -50,7 +50,7 @@ async def stored(base: str, conversation_id: int) -> list[dict]:
 
 async def test_a_spoken_two_turn_conversation_then_a_barge_in(sidecar, speak):
     base, app = sidecar
-    judge = WhisperSTT(app.state.engine.settings.forge_cache_dir)
+    judge = WhisperSTT(app.state.engine.settings.forge_cache_dir, window_s=30)
     customer = business.find_customers(app.state.engine.db, customer_id=3)[0]
     busy = next(c for c in range(1, 41) if len(business.scheduled_appointments(app.state.engine.db, c)[1]) >= 1)
     async with connect(base, KEY, persona="customer_service", output_rate=24000) as page:

@@ -52,7 +52,7 @@ async def test_stt_returns_empty_text_for_silence():
 async def test_tts_conformance(name, oai):
     _, url = oai
     tts = build_tts(settings_for("tts", name, url))
-    judge = WhisperSTT(load_settings().forge_cache_dir)
+    judge = WhisperSTT(load_settings().forge_cache_dir, window_s=30)
     errors = []
     for sentence in SENTENCES:
         chunks = [c async for c in tts.stream(sentence)]

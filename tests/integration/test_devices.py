@@ -84,7 +84,7 @@ async def test_spoken_presses_are_answered_and_continue_one_conversation(sidecar
     assert wer("How many customers are there?", turn["transcript"]) <= 0.2  # re-sent chunks not heard twice
     assert turn["reply"] == "The answer is 40." and turn["tool_calls"] == ["run_sql"]
     assert turn["latency_ms"] is not None and turn["latency_ms"] < 6000, turn
-    heard = (await WhisperSTT(app.state.engine.settings.forge_cache_dir).transcribe(result["_audio"][0], 16000)).text
+    heard = (await WhisperSTT(app.state.engine.settings.forge_cache_dir, window_s=30).transcribe(result["_audio"][0], 16000)).text
     assert wer(turn["reply"], heard) <= 0.25, heard
     again = await simulate_device(base, token, [speak("Look up customer number three.")])  # a new connection
     assert again["turns"][0]["tool_calls"] == ["lookup_customer"]

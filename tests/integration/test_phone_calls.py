@@ -58,7 +58,7 @@ async def test_three_turn_call_round_trips_through_speech(sidecar, speak):
     assert [t["tool_calls"][0]["name"] for t in turns] == ["run_sql", "lookup_customer", "end_call"]
     assert turns[0]["reply"] == "The answer is 40."
     assert customer(app, 3).name in turns[1]["reply"]
-    judge = WhisperSTT(app.state.engine.settings.forge_cache_dir)
+    judge = WhisperSTT(app.state.engine.settings.forge_cache_dir, window_s=30)
     for request, turn, ulaw in zip(requests, turns, result["_audio"], strict=True):
         assert wer(request, turn["transcript"]) <= 0.2, turn
         assert not turn["interrupted"] and turn["latency_ms"] and turn["latency_ms"] < 6000

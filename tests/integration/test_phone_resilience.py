@@ -82,7 +82,7 @@ async def test_a_hung_llm_gives_the_caller_the_apology_within_5_s(tmp_path, spea
     timings = turn["timings_ms"]
     assert timings["first_frame_sent"] - timings["stt_final"] < 5000, timings
     assert turn["reply"] == APOLOGIES["llm"] and "no first token within 4.0 s" in turn["error"]
-    heard = (await WhisperSTT(settings.forge_cache_dir).transcribe(ulaw_to_pcm16(result["_audio"][0]), 8000)).text
+    heard = (await WhisperSTT(settings.forge_cache_dir, window_s=30).transcribe(ulaw_to_pcm16(result["_audio"][0]), 8000)).text
     assert wer(APOLOGIES["llm"], heard) <= 0.3, heard
 
 
@@ -144,7 +144,7 @@ async def test_a_long_reply_on_a_recorded_call_is_cut_at_the_cap_and_both_tracks
         folder = tmp_path / "recordings" / str(conversation_id)
         names = {p.name for p in folder.glob("*.wav")}
         assert {"call-caller.wav", "call-agent.wav", "call-mixed.wav", "000-user.wav", "000-reply.wav"} <= names
-        judge = WhisperSTT(settings.forge_cache_dir)
+        judge = WhisperSTT(settings.forge_cache_dir, window_s=30)
         caller, rate = unwrap_wav((folder / "call-caller.wav").read_bytes())
         agent, _ = unwrap_wav((folder / "call-agent.wav").read_bytes())
         mixed, _ = unwrap_wav((folder / "call-mixed.wav").read_bytes())

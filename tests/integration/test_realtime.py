@@ -81,7 +81,7 @@ async def test_a_spoken_turn_in_audio_and_transcript_out(server, speak):
     assert wer("How many customers are there?", heard) <= 0.2
     said = next(e for e in events if e.type == "response.output_audio_transcript.done").transcript
     assert said == "The answer is 40." and events[-1].response.status == "completed"
-    back = (await WhisperSTT(app.state.engine.settings.forge_cache_dir).transcribe(audio, 24000)).text
+    back = (await WhisperSTT(app.state.engine.settings.forge_cache_dir, window_s=30).transcribe(audio, 24000)).text
     assert wer(said, back) <= 0.25, back
 
 
@@ -234,7 +234,7 @@ async def test_a_phone_call_over_realtime_with_mulaw_passthrough(server, speak, 
     assert wer("How many customers are there?", first["transcript"]) <= 0.2
     assert first["reply"] == "The answer is 40." and first["tool_calls"][0]["name"] == "run_sql"
     assert first["latency_ms"] is not None and first["latency_ms"] < 6000
-    heard = (await WhisperSTT(settings.forge_cache_dir).transcribe(ulaw_to_pcm16(result["_audio"][0]), 8000)).text
+    heard = (await WhisperSTT(settings.forge_cache_dir, window_s=30).transcribe(ulaw_to_pcm16(result["_audio"][0]), 8000)).text
     assert wer("The answer is 40.", heard) <= 0.25, heard
     assert last["tool_calls"][0]["name"] == "end_call" and result["status"] == "completed"
 

@@ -112,7 +112,7 @@ def test_cascade_two_turns_and_a_barge_in_over_the_webrtc_callbacks(engine, back
     session.start()
     peer = Peer(session)
     peer.start()
-    judge = WhisperSTT(engine.settings.forge_cache_dir)
+    judge = WhisperSTT(engine.settings.forge_cache_dir, window_s=30)
     try:
         wait_for(lambda: session.state == "speaking", 30, "the greeting")
         wait_for(lambda: session.state == "listening" and session.transport.queued_ms == 0, 60, "the greeting's end")
@@ -164,7 +164,7 @@ def test_realtime_backend_answers_over_the_webrtc_callbacks(engine, background_l
     session.start()
     peer = Peer(session)
     peer.start()
-    judge = WhisperSTT(engine.settings.forge_cache_dir)
+    judge = WhisperSTT(engine.settings.forge_cache_dir, window_s=30)
     try:
         wait_for(lambda: session.state == "speaking", 30, "the greeting")
         wait_for(lambda: session.state != "speaking" or session.transport.queued_ms == 0, 60, "the greeting's end")
