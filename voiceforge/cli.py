@@ -123,12 +123,11 @@ async def _talk(args: argparse.Namespace) -> int:
 
 def _db(args: argparse.Namespace) -> int:
     from voiceforge.store import mockdata
-    from voiceforge.store.db import get_database
+    from voiceforge.store.db import business_database, get_database
 
     settings = get_settings()
     db = get_database(settings.database_url_resolved)
-    business_url = settings.business_database_url_resolved
-    business = get_database(business_url) if business_url else db
+    business = business_database(settings.business_database_url_resolved, db)
     if args.action == "init":
         _, path = settings.ensure_api_key()
         print(f"API key for the sidecar: {path or 'FORGE_API_KEY'} (send it as Authorization: Bearer <key>)")

@@ -15,7 +15,7 @@ from voiceforge.config import Settings, get_settings
 from voiceforge.cost import Cost, PriceTable, Usage
 from voiceforge.providers import LLM, STT, TTS, build, describe, resolve
 from voiceforge.store import conversations
-from voiceforge.store.db import Database, get_database
+from voiceforge.store.db import Database, business_database, get_database
 from voiceforge.tools import ToolRegistry, build_registry
 from voiceforge.turn import TurnPipeline
 
@@ -47,8 +47,7 @@ class Engine:
     ) -> None:
         self.settings = settings or get_settings()
         self.db = db or get_database(self.settings.database_url_resolved)
-        business_url = self.settings.business_database_url_resolved
-        self.business_db = get_database(business_url) if business_url else self.db
+        self.business_db = business_database(self.settings.business_database_url_resolved, self.db)
         """Where customers, orders and appointments live: ``db`` unless configured apart (DuckDB)."""
         self.registry = registry or build_registry(self.settings.forge_tool_delay_ms)
         self._stt, self._llm, self._tts = stt, llm, tts

@@ -220,11 +220,8 @@ class OfflineBrain(LLM):
         allowed = {t.name for t in offered} | set(intents.SMALL_TALK)
         return intents.index_for(offered, spoken.canonical).scores(spoken.canonical(utterance), allowed)
 
-    @staticmethod
-    def _meaning(utterance: str, tools: Sequence[Tool]) -> intents.Match | None:
-        offered = [t for t in tools if t.examples]
-        allowed = {t.name for t in offered} | set(intents.SMALL_TALK)
-        return intents.index_for(offered, spoken.canonical).match(spoken.canonical(utterance), allowed)
+    def _meaning(self, utterance: str, tools: Sequence[Tool]) -> intents.Match | None:
+        return intents.best_of(self._meaning_scores(utterance, tools))
 
     @staticmethod
     def _clarify(tool: Tool) -> str:
@@ -293,8 +290,8 @@ class OfflineBrain(LLM):
         me = m.group(1) if m else "Forge's assistant"
         if kind is None:
             kind = small_talk_kind(utterance)
-        storyteller = "stories" in {tag for t in tools for tag in t.tags}
         tags = {tag for t in tools for tag in t.tags}
+        storyteller = "stories" in tags
         offers = [offer for tag, offer in TAG_OFFERS.items() if tag in tags][:3]
         listed = f"{offers[0]}, {offers[1]}, or {offers[2]}" if len(offers) > 2 else " or ".join(offers)
         if kind == "greeting":

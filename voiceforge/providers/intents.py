@@ -139,10 +139,15 @@ class IntentIndex:
 
     def match(self, utterance: str, allowed: set[str] | None = None) -> Match | None:
         """The best intent for ``utterance`` with its runner-up's score, or None when none is allowed."""
-        ranked = sorted(self.scores(utterance, allowed).items(), key=lambda kv: -kv[1])
-        if not ranked:
-            return None
-        return Match(ranked[0][0], ranked[0][1], ranked[1][1] if len(ranked) > 1 else 0.0)
+        return best_of(self.scores(utterance, allowed))
+
+
+def best_of(scores: dict[str, float]) -> Match | None:
+    """The best of per-intent ``scores`` (from :meth:`IntentIndex.scores`) with its runner-up's score."""
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    if not ranked:
+        return None
+    return Match(ranked[0][0], ranked[0][1], ranked[1][1] if len(ranked) > 1 else 0.0)
 
 
 _indexes: dict[tuple, IntentIndex] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -167,21 +167,40 @@ def _business_metadata() -> Any:
     return _business
 
 
-def _duckdb_connect(dialect, _record, cargs, cparams):  # noqa: ANN001, ANN202
-    """Open the DuckDB file, waiting while another process holds its lock (see :class:`Database`)."""
+def open_duckdb(connect: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``connect(*args, **kwargs)``, retried for up to ``DUCKDB_LOCK_WAIT_S`` while the file is busy.
+
+    Busy: another process holds its lock, or this process has it open with another
+    configuration (read-write vs read-only) for a moment.
+
+    Raises:
+        duckdb.Error: any other failure, or still busy at the deadline.
+    """
     import duckdb
     from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 
-    def locked(exc: BaseException) -> bool:
-        return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+    def busy(exc: BaseException) -> bool:
+        message = str(exc).lower()
+        return isinstance(exc, duckdb.IOException | duckdb.ConnectionException) and (
+            "lock" in message or "different configuration" in message)
 
-    opener = retry(retry=retry_if_exception(locked), stop=stop_after_delay(DUCKDB_LOCK_WAIT_S),
-                   wait=wait_random(0.02, 0.1), reraise=True)(dialect.connect)
-    return opener(*cargs, **cparams)
+    opener = retry(retry=retry_if_exception(busy), stop=stop_after_delay(DUCKDB_LOCK_WAIT_S),
+                   wait=wait_random(0.02, 0.1), reraise=True)(connect)
+    return opener(*args, **kwargs)
+
+
+def _duckdb_connect(dialect, _record, cargs, cparams):  # noqa: ANN001, ANN202
+    """SQLAlchemy's connect for DuckDB files, waiting while the file is busy (see :class:`Database`)."""
+    return open_duckdb(dialect.connect, *cargs, **cparams)
 
 
 _databases: dict[str, Database] = {}
 _dbs_lock = threading.Lock()
+
+
+def business_database(url: str | None, db: Database) -> Database:
+    """The Database of the mock business tables: the one at ``url`` (``business_database_url_resolved``), else ``db``."""
+    return get_database(url) if url else db
 
 
 def get_database(url: str, migrate: bool = True) -> Database:

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from voiceforge.store.db import Database
+from voiceforge.store.db import Database, open_duckdb
 
 MOCK_TABLES = ("customers", "orders", "appointments")
 """The only tables run_sql may read."""
@@ -154,23 +154,10 @@ _DUCKDB_CONFIG = {
 def _run_duckdb(path: str, sql: str, limits: QueryLimits) -> QueryResult:
     import duckdb
 
-    from voiceforge.store.db import DUCKDB_LOCK_WAIT_S
-
-    deadline = time.monotonic() + DUCKDB_LOCK_WAIT_S
-    while True:  # the writer (the app or the sidecar) holds the file for a session at a time
-        try:
-            conn = duckdb.connect(path, read_only=True, config=_DUCKDB_CONFIG)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() and "different configuration" not in str(exc):
-                raise QueryRefused(str(exc).splitlines()[0]) from None
-            if time.monotonic() > deadline:
-                raise QueryRefused("the business database is busy; try again") from None
-            time.sleep(0.05)
-        except duckdb.ConnectionException as exc:  # this process has it open read-write right now
-            if time.monotonic() > deadline:
-                raise QueryRefused(str(exc).splitlines()[0]) from None
-            time.sleep(0.05)
+    try:  # the writer (the app or the sidecar) holds the file for a session at a time
+        conn = open_duckdb(duckdb.connect, path, read_only=True, config=_DUCKDB_CONFIG)
+    except duckdb.Error as exc:
+        raise QueryRefused(f"the business database could not be opened: {str(exc).splitlines()[0]}") from None
     timer = threading.Timer(limits.timeout_ms / 1000, conn.interrupt)
     try:
         try:
