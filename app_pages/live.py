@@ -63,6 +63,12 @@ def next_agent_frame(pts, time_base):  # noqa: ANN001, ANN201
     return session.transport.next_agent_frame(pts, time_base)
 
 
+if backend == "cascade":
+    # Load the speech models before a peer exists: loading holds the GIL for seconds, and
+    # aiortc's thread, starved while streaming, would send in bursts that leave Chromium's jitter
+    # buffer ~1 s deep for the rest of the call (and a barge-in as late).
+    with st.spinner("Loading the speech models…"):
+        engine.warm_up()
 sink = create_audio_sink_track(callback=on_microphone, key="live-microphone")
 source = create_audio_source_track(callback=next_agent_frame, key="live-agent", sample_rate=OUTPUT_RATE)
 ctx = webrtc_streamer(
