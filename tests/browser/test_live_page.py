@@ -13,6 +13,7 @@ proves the agent's audio went silent while the user talked over it.
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -46,6 +47,16 @@ MICROPHONE = """
     return dest;
   };
   navigator.mediaDevices.getUserMedia = async () => ensure().stream;
+  // Every peer connection, so the test can read Chromium's jitter buffer from getStats().
+  const PC = window.RTCPeerConnection; const pcs = [];
+  window.RTCPeerConnection = function(...args) { const pc = new PC(...args); pcs.push(pc); return pc; };
+  window.RTCPeerConnection.prototype = PC.prototype;
+  window.forgeJitterBufferMs = async () => {
+    for (const pc of pcs) for (const s of (await pc.getStats()).values())
+      if (s.type === 'inbound-rtp' && s.kind === 'audio' && s.jitterBufferEmittedCount)
+        return 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount;
+    return null;
+  };
   window.forgeSpeak = async (b64) => {
     ensure();
     const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
@@ -147,6 +158,7 @@ def test_live_page_holds_a_spoken_conversation_with_barge_in(live_app, speak):
                 time.sleep(0.3)
             page.screenshot(path=str(ARTIFACTS / "live.png"), full_page=True)
             levels = frame.evaluate("window.forgeLevels")
+            jitter_buffer_ms = frame.evaluate("window.forgeJitterBufferMs()")
         finally:
             browser.close()
 
@@ -155,16 +167,24 @@ def test_live_page_holds_a_spoken_conversation_with_barge_in(live_app, speak):
     assert "customers" in turns[0][0].lower() and "40" in turns[0][1]
     assert "joke" in turns[1][0].lower() and turns[1][2]
     assert "40" in turns[2][1]
-    # The agent was audible just before the barge-in and silent while the user talked over it
-    # (from 0.6 s after the user started: VAD onset, the clear, and the jitter buffer).
     # The agent was audible just before the barge-in, and its long answer (about 9 s, at least 4 s of
-    # it still to come) stopped: silence on the page 2.8-3.3 s after the user's clip began, while the
-    # user is still speaking, so before the next answer can arrive. How soon it
-    # stopped is printed: Chromium's jitter buffer holds 0.4-0.7 s of audio on this busy machine.
+    # it still to come) stopped while the user still spoke: a silence of 700 ms or more (at least
+    # ten level samples: a starved page samples late) begins on the page within 3 s of the user's
+    # first word. That allows VAD onset, the clear, Chromium's jitter buffer (0.3-0.6 s here) and a
+    # loaded CI machine. The answer to the interruption cannot fill it: the clip lasts about 3.9 s
+    # and is endpointed 0.5 s after it ends, and Piper's pauses between sentences are 0.2-0.4 s,
+    # so an answer that kept playing has no such silence. The levels are kept in test-artifacts.
+    (ARTIFACTS / "live_levels.json").write_text(json.dumps([[round(t - barge_at), round(v, 4)] for t, v in levels]))
     before = [v for t, v in levels if barge_at - 1000 <= t < barge_at]
-    during = [v for t, v in levels if barge_at + 2800 <= t <= barge_at + 3300]
     assert before and max(before) > 0.01, "the long answer was not playing when the user barged in"
-    assert during and max(during) < 0.003, [(round(t - barge_at), round(v, 4)) for t, v in levels
-                                            if barge_at <= t <= barge_at + 3300]
-    stopped = max(t for t, v in levels if barge_at <= t <= barge_at + 2800 and v >= 0.003) - barge_at - 200
-    print(f"agent audio stopped {stopped:.0f} ms after the user's speech began (page-side, through WebRTC)")
+    spoken_at = barge_at + 200  # the clip's leading silence
+    after = [(t - spoken_at, v) for t, v in levels if t >= spoken_at]
+
+    def silent_from(i: int) -> bool:
+        window = [v for u, v in after[i:] if u <= after[i][0] + 700]
+        return len(window) >= 10 and max(window) < 0.003 and after[-1][0] >= after[i][0] + 700
+
+    stopped = next((t for i, (t, _) in enumerate(after) if silent_from(i)), None)
+    assert stopped is not None and stopped <= 3000, [(round(t), round(v, 4)) for t, v in after if t <= 4500]
+    print(f"agent audio stopped {stopped:.0f} ms after the user's speech began (page-side, through WebRTC); "
+          f"Chromium's jitter buffer held {jitter_buffer_ms or 0:.0f} ms on average")
