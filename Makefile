@@ -37,6 +37,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/stt_accuracy.py --windows 10
 	$(BIN)/python bench/turn_latency.py
+	$(BIN)/python bench/speech_gaps.py
 	$(BIN)/python bench/phone_latency.py
 
 clean:

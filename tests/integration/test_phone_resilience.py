@@ -170,6 +170,9 @@ async def test_a_phone_reply_is_also_capped_in_seconds(tmp_path):
     engine.ensure_mock_data()
     result = await engine.pipeline("customer_service", channel="phone").text_turn(
         "What can you do?", speak=True)
-    assert len(result.sentences) == 1 and result.usage.tts_audio_s >= 2  # stopped after the sentence that passed 2 s
+    # Spoken as "I can check your orders," + "book or change appointments, or look up your
+    # account." + "What would you like?": it stops after the piece that passed 2 s.
+    assert result.usage.tts_audio_s >= 2 and len(result.sentences) == 2, result.sentences
+    assert "What would you like" not in result.reply
     chat = await engine.pipeline("customer_service", channel="chat").text_turn("What can you do?")
-    assert len(chat.sentences) == 2  # other channels are not capped
+    assert len(chat.sentences) == 2 and "What would you like" in chat.reply  # other channels are not capped

@@ -24,6 +24,19 @@ def test_sentences_stream_out_as_they_complete():
     assert s.flush() == ["It costs $12.50 today"]
 
 
+def test_the_first_piece_may_end_at_a_clause_so_speech_starts_sooner():
+    s = SentenceSplitter(first_clause_chars=20)
+    assert s.push("Customer 3 is Maria") == []
+    assert s.push(" Lopez, a gold member since 2021. Her email,") == ["Customer 3 is Maria Lopez,",
+                                                                    "a gold member since 2021."]
+    assert s.push(" phone and address are on file.") == []  # later sentences end at their full stop
+    assert s.flush() == ["Her email, phone and address are on file."]
+    # A short lead-in ("Sorry,") or a first sentence that ends before a long-enough clause stays whole.
+    s = SentenceSplitter(first_clause_chars=20)
+    assert s.push("Sorry, I cannot. I can check orders, or book one. ") == ["Sorry, I cannot.",
+                                                                           "I can check orders, or book one."]
+
+
 def test_split_sentences_whole_text():
     # "Okay?" is under min_chars, so it joins the next sentence rather than becoming a clip of its own
     assert split_sentences("One moment please. Okay? Fine") == ["One moment please.", "Okay? Fine"]
