@@ -108,6 +108,10 @@ class _Synthesis:
                 raise item
             yield item
 
+    async def finished(self) -> None:
+        """Wait until the synthesis has ended (done, failed or cancelled)."""
+        await asyncio.wait({self._task})
+
     def cancel(self) -> None:
         """Stop synthesizing (the sentence will not be spoken)."""
         self._task.cancel()
@@ -251,7 +255,11 @@ class TurnPipeline:
                 if item[0] == "say" and speak:
                     await slots.acquire()
                     started.append(synthesis := _Synthesis(self.engine.tts, item[1], self._voice()))
-                    item = (*item, synthesis)
+                    await ahead.put((*item, synthesis))
+                    # One synthesis at a time per turn: other calls' first sentences queue for the
+                    # one TTS thread between this turn's sentences, not behind all of them.
+                    await synthesis.finished()
+                    continue
                 await ahead.put(item)
             await ahead.put(None)
 

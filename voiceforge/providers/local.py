@@ -313,6 +313,8 @@ class PiperTTS(TTS):
 
         def work() -> None:
             try:
+                if stop.is_set():
+                    return  # dropped while it waited for the thread (a barge-in, a capped reply)
                 piper_voice = load_piper(model)
                 for chunk in piper_voice.synthesize(text):
                     if stop.is_set():
