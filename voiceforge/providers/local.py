@@ -98,8 +98,9 @@ WHISPER_WINDOW_S = 30
 WHISPER_BEAM_SIZE = 5
 """Beam width of Whisper's first (temperature 0) pass: faster-whisper's default. Over greedy
 (beam 1), on the held-out eSpeak voices (bench/stt_accuracy.py): WER 0.107-0.112 -> 0.092 at
-16 kHz, 0.262-0.267 -> 0.228 on the 8 kHz phone band, 0.451-0.456 -> 0.413 with 15 dB noise,
-for about 45 ms more per utterance (300 -> 345 ms median)."""
+16 kHz, 0.262-0.267 -> 0.228 on the 8 kHz phone band, 0.451-0.456 -> 0.413-0.437 with 15 dB
+noise; 45-80 ms more per utterance, which puts 70-90 ms of STT after the endpoint on a call
+(bench/phone_latency.py: p50 719-755 -> 796-806 ms)."""
 
 
 class _ShortWindow:
@@ -111,11 +112,11 @@ class _ShortWindow:
     only and decoded here as faster-whisper decodes a segment: the prompt Whisper expects
     (``<|startofprev|>`` + the vocabulary, then ``<|startoftranscript|><|en|><|transcribe|>
     <|notimestamps|>``), beam search first (:data:`WHISPER_BEAM_SIZE`), then sampling at rising
-    temperatures while the result is unsure (average log-probability under -1) or repetitive (gzip ratio over 2.4), and the
-    no-speech rule (no-speech probability over 0.6 with the average under -1: nothing was
-    said); the thresholds are faster-whisper's defaults. New tokens are capped by the audio's
-    length, since a window shorter than trained can loop on its last words; windows under 10 s
-    looped on short clips when measured.
+    temperatures while the result is unsure (average log-probability under -1) or repetitive
+    (gzip ratio over 2.4), and the no-speech rule (no-speech probability over 0.6 with the
+    average under -1: nothing was said); the thresholds are faster-whisper's defaults. New
+    tokens are capped by the audio's length, since a window shorter than trained can loop on
+    its last words; windows under 10 s looped on short clips when measured.
     """
 
     def __init__(self, model, window_s: float) -> None:  # noqa: ANN001 - faster_whisper.WhisperModel
