@@ -98,7 +98,7 @@ WHISPER_WINDOW_S = 30
 WHISPER_BEAM_SIZE = 5
 """Beam width of Whisper's first (temperature 0) pass: faster-whisper's default. Over greedy
 (beam 1), on the held-out eSpeak voices (bench/stt_accuracy.py): WER 0.107-0.112 -> 0.092 at
-16 kHz, 0.262-0.267 -> 0.228 on the 8 kHz phone band, 0.451-0.456 -> 0.413-0.437 with 15 dB
+16 kHz, 0.262-0.267 -> 0.228-0.233 on the 8 kHz phone band, 0.451-0.456 -> 0.413-0.437 with 15 dB
 noise; 45-80 ms more per utterance, which puts 70-90 ms of STT after the endpoint on a call
 (bench/phone_latency.py: p50 719-755 -> 796-806 ms)."""
 
@@ -146,17 +146,27 @@ class _ShortWindow:
         # the same audio gives the same text whatever was transcribed before (seeded once, the
         # held-out phone WER moved between 0.27 and 0.34 with the order of the bench's runs).
         ctranslate2.set_random_seed(0)
-        best: tuple[float, str] | None = None
-        for temperature in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
-            sampling = {"beam_size": WHISPER_BEAM_SIZE} if temperature == 0 else {"sampling_topk": 0, "sampling_temperature": temperature}
+        def decode(**sampling) -> tuple[object, list[int], float]:  # noqa: ANN003
             result = self.model.model.generate(
                 encoded, [tokens], max_length=len(tokens) + new_tokens, return_scores=True,
                 return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1], **sampling)[0]
             ids = [t for t in result.sequences_ids[0] if t < tok.eot]
             # CTranslate2's score is the log-probability per token; faster-whisper's average counts the end token.
-            avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1)
-            if temperature == 0 and result.no_speech_prob > 0.6 and avg_logprob < -1.0:
-                return ""  # nothing was said
+            return result, ids, result.scores[0] * len(ids) / (len(ids) + 1)
+
+        best: tuple[float, str] | None = None
+        for temperature in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+            if temperature == 0:
+                result, ids, avg_logprob = decode(beam_size=WHISPER_BEAM_SIZE)
+                if result.no_speech_prob > 0.6:
+                    # Likely no speech: judged on the greedy pass, as before the beam. A beam finds a
+                    # confident word in noise ("Forge." from the prompt, on white noise) that
+                    # greedy decoding scores under -1.
+                    greedy = decode(beam_size=1) if WHISPER_BEAM_SIZE > 1 else (result, ids, avg_logprob)
+                    if greedy[2] < -1.0:
+                        return ""  # nothing was said
+            else:
+                result, ids, avg_logprob = decode(sampling_topk=0, sampling_temperature=temperature)
             text = tok.decode(ids).strip()
             if avg_logprob >= -1.0 and _compression_ratio(text) <= 2.4:
                 return text
@@ -217,7 +227,7 @@ class WhisperSTT(STT):
         segments, info = model.transcribe(
             audio,
             language="en",
-            beam_size=WHISPER_BEAM_SIZE,
+            beam_size=1,
             initial_prompt=prompt,
             vad_filter=False,
             condition_on_previous_text=False,
