@@ -250,6 +250,10 @@ class TurnPipeline:
         slots = asyncio.Semaphore(TTS_LOOKAHEAD + 1)  # the sentence being spoken and those ahead
         started: list[_Synthesis] = []
 
+        def drop(synthesis: _Synthesis) -> None:  # a started sentence that will not be spoken
+            synthesis.cancel()
+            slots.release()
+
         async def synthesize_ahead() -> None:
             while (item := await queue.get()) is not None:
                 if item[0] == "say" and speak:
@@ -301,14 +305,12 @@ class TurnPipeline:
                         if not skip:  # a first sentence over the cap is cut, and synthesized as cut
                             text = cut_at_words(text, settings.forge_phone_reply_max_chars)
                             if synthesis is not None:
-                                synthesis.cancel()
-                                slots.release()
+                                drop(synthesis)
                                 synthesis = None
                     if not skip:
                         spoken_chars += len(text) + 1
                 if synthesis is not None and (skip or tts_failed):
-                    synthesis.cancel()
-                    slots.release()
+                    drop(synthesis)
                     synthesis = None
                 if skip:
                     continue

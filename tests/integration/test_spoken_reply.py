@@ -17,10 +17,16 @@ from voiceforge.turn_events import AudioChunk, Sentence, Timeline, TurnDone
 pytestmark = pytest.mark.integration
 
 
-def test_the_next_piece_of_a_reply_is_ready_when_the_one_before_it_has_played(tmp_path):
+@pytest.fixture
+def engine(tmp_path) -> Engine:
+    """The offline engine (brain, Piper) over ten mock customers in SQLite."""
     engine = Engine(load_settings(forge_data_dir=tmp_path), db=Database(f"sqlite:///{tmp_path / 'f.db'}"))
     engine.db.migrate()
     mockdata.generate(engine.db, 10)
+    return engine
+
+
+def test_the_next_piece_of_a_reply_is_ready_when_the_one_before_it_has_played(engine):
     engine.warm_up()
 
     async def run() -> tuple[list[str], list[bool]]:
@@ -51,11 +57,7 @@ def test_the_next_piece_of_a_reply_is_ready_when_the_one_before_it_has_played(tm
     assert ready and all(ready), (pieces, ready)
 
 
-def test_a_reply_split_into_pieces_is_stored_whole(tmp_path):
-    engine = Engine(load_settings(forge_data_dir=tmp_path), db=Database(f"sqlite:///{tmp_path / 'f.db'}"))
-    engine.db.migrate()
-    mockdata.generate(engine.db, 10)
-
+def test_a_reply_split_into_pieces_is_stored_whole(engine):
     async def run():  # noqa: ANN202
         async for event in engine.pipeline(None, channel="browser").respond("Look up customer number three.",
                                                                            Timeline(time.perf_counter())):

@@ -33,7 +33,7 @@ class SentenceSplitter:
         out = []
         start = 0
         if not self._started and self.first_clause_chars:
-            end = next((m for m in _BOUNDARY.finditer(self._buf)), None)
+            end = _BOUNDARY.search(self._buf)
             for m in _CLAUSE.finditer(self._buf):
                 if end is not None and m.start() > end.start():
                     break  # the first sentence ends before any long-enough clause
