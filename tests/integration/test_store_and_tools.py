@@ -139,3 +139,52 @@ def test_turn_rows_cascade_with_their_conversation(seeded):
         s.delete(s.scalars(select(Conversation)).one())
     with seeded.sessions() as s:
         assert s.scalars(select(ToolCallRecord)).all() == []
+
+
+async def test_spoken_questions_about_the_records_are_answered_on_every_dialect(business):
+    """The offline brain's run_sql rules give the answers Python computes from the same rows."""
+    reg, ctx = build_registry(), ctx_for(business)
+    tool = reg.get("run_sql")
+    with business.sessions() as s:
+        customers = s.scalars(select(Customer)).all()
+        orders = [o for c in customers for o in c.orders]
+        appointments = [a for c in customers for a in c.appointments]
+        spent = {c.name: sum(o.total_cents for o in c.orders) for c in customers}
+        items: dict[str, int] = {}
+        for o in orders:
+            items[o.item] = items.get(o.item, 0) + 1
+    today = dt.datetime.now(dt.UTC).date()
+    this_month = today.replace(day=1)
+    last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
+    next_monday = today + dt.timedelta(days=7 - today.weekday())
+
+    def day(stamp: dt.datetime) -> dt.date:
+        return (stamp.astimezone(dt.UTC) if stamp.tzinfo else stamp).date()
+
+    expected = {
+        "how many orders were returned": sum(o.status == "returned" for o in orders),
+        "how many gold members do we have": sum(c.tier == "gold" for c in customers),
+        "what is the total revenue from all orders": round(sum(o.total_cents for o in orders) / 100, 2),
+        "what's the average order value": round(sum(o.total_cents for o in orders) / len(orders) / 100, 2),
+        "which customer has spent the most money": max(spent, key=spent.get),
+        "how many orders were placed last month": sum(last_month <= day(o.placed_at) < this_month for o in orders),
+        "how many appointments are there next week": sum(
+            next_monday <= day(a.starts_at) < next_monday + dt.timedelta(days=7) for a in appointments),
+        "what percentage of customers are platinum": round(100 * sum(c.tier == "platinum" for c in customers) / len(customers), 1),
+        "which item sells the most": max(items.values()),
+    }
+    for question, answer in expected.items():
+        args = tool.extract(question, {})
+        assert args is not None, question
+        result = await reg.execute("run_sql", args, ctx)
+        assert result.ok, (question, result.error)
+        row = result.result["rows"][0]
+        got = row[-1] if question.startswith("which item") else row[0]
+        if isinstance(answer, float):
+            assert float(got) == pytest.approx(answer, abs=0.051), question
+        else:
+            assert got == answer, question
+        assert tool.phrase(result.result).startswith(("The answer is", str(row[0]))), question
+    # Periods the rules cannot narrow are not answered unfiltered.
+    assert tool.extract("how many orders were placed two years ago", {}) is None
+    assert tool.extract("how many customers joined this year", {}) is None

@@ -8,11 +8,13 @@ tests exercise with statements that pass the text check.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from voiceforge.store.readonly import QueryLimits, QueryRefused, run_query
+from voiceforge.tools import spoken
 from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
 
 _READ_ONLY_START = re.compile(r"^\s*(select|with)\b", re.I)
@@ -66,28 +68,166 @@ def _strip_strings(sql: str) -> str:
     return re.sub(r"'(?:[^']|'')*'", "''", sql)
 
 
-_COUNTABLE = {"customer": "customers", "order": "orders", "appointment": "appointments"}
-_STATUSES = ["processing", "shipped", "delivered", "returned", "scheduled", "cancelled"]
+_TABLE_WORDS = [
+    # The first table named wins; money words mean orders (they are the only priced rows).
+    ("appointments", r"appointments?|bookings?|booked|visits?|services?"),
+    ("orders", r"orders?|ordered|purchases?|sales|revenue|items?|products?|spen[dt]|spending|sells?|sold|money|made|earned"),
+    ("customers", r"customers?|clients?|members?|accounts?|people"),
+]
+_STATUSES = {
+    "processing": r"processing|pending|being processed|not shipped", "shipped": r"shipped|dispatched|sent out|on the way",
+    "delivered": r"delivered|arrived", "returned": r"returned|refunded", "scheduled": r"scheduled|upcoming",
+    "cancelled": r"cancell?ed|called off",
+}
+"""Each status in the mock tables, and the words callers use for it."""
+_TIERS = ["gold", "platinum", "standard"]
+_MONEY = r"\b(revenue|sales|spen[dt]|spending|money|dollars|value|worth|income|takings|earn\w*)\b"
+_UNITS = {"dollars", "orders", "appointments", "percent", "minutes", "customers"}
+_PERIOD = re.compile(r"\b(today|yesterday|tomorrow|(this|last|next|past|coming) (week|month|year))\b", re.I)
+_UNSUPPORTED_PERIOD = re.compile(r"\b(ago|since|before|after|between|in (january|february|march|april|may|june|july|"
+                                 r"august|september|october|november|december|\d{4}))\b", re.I)
+_DATE_COLUMN = {"orders": "placed_at", "appointments": "starts_at"}
 
 
-def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | None:
-    raw = re.search(r"\b(select\b.*)", utterance, re.I | re.S)
-    if raw and re.search(r"\b(sql|query)\b", utterance, re.I):
-        return {"query": raw.group(1).strip().rstrip(".?!")}
-    m = re.search(r"\b(?:how many|number of|count|total)\b(?:\s+\w+){0,4}?\s+(customer|order|appointment)s?\b",
-                  utterance, re.I)
-    if not m:
+def _period(utterance: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
+    """The days [start, end) a spoken period covers: "last month" on 2026-11-25 → (2026-10-01, 2026-11-01)."""
+    m = _PERIOD.search(utterance)
+    if m is None:
         return None
-    table = _COUNTABLE[m.group(1).lower()]
-    status = next((s for s in _STATUSES if re.search(rf"\b{s}\b", utterance, re.I)), None)
-    tier = next((t for t in ("gold", "platinum", "standard") if re.search(rf"\b{t}\b", utterance, re.I)), None)
+    word = m.group(1).lower()
+    day = dt.timedelta(days=1)
+    if word in ("today", "yesterday", "tomorrow"):
+        start = today + {"today": 0, "yesterday": -1, "tomorrow": 1}[word] * day
+        return start, start + day
+    which, unit = m.group(2).lower(), m.group(3).lower()
+    step = {"this": 0, "last": -1, "past": -1, "next": 1, "coming": 1}[which]
+    if unit == "week":
+        start = today - today.weekday() * day + 7 * step * day
+        return start, start + 7 * day
+    if unit == "month":
+        month = today.year * 12 + today.month - 1 + step
+        start = dt.date(month // 12, month % 12 + 1, 1)
+        following = month + 1
+        return start, dt.date(following // 12, following % 12 + 1, 1)
+    return dt.date(today.year + step, 1, 1), dt.date(today.year + step + 1, 1, 1)
+
+
+def _first_table(utterance: str) -> str | None:
+    found = [(m.start(), table) for table, words in _TABLE_WORDS if (m := re.search(rf"\b({words})\b", utterance, re.I))]
+    return min(found)[1] if found else None
+
+
+def _where(utterance: str, table: str, today: dt.date | None = None) -> list[str]:
+    """Conditions on status and period (orders, appointments) and tier (customers) in the utterance.
+
+    A period is compared as ISO date literals, which SQLite (ISO text), PostgreSQL and DuckDB
+    (timestamps) all order correctly.
+    """
     where = []
+    status = next((s for s, words in _STATUSES.items() if re.search(rf"\b({words})\b", utterance, re.I)), None)
+    tier = next((t for t in _TIERS if re.search(rf"\b{t}\b", utterance, re.I)), None)
     if status and table != "customers":
         where.append(f"status = '{status}'")
     if tier and table == "customers":
         where.append(f"tier = '{tier}'")
-    query = f"SELECT COUNT(*) AS n FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
-    return {"query": query}
+    period = _period(utterance, today or dt.datetime.now(dt.UTC).date())
+    if period is not None and table in _DATE_COLUMN:
+        column = _DATE_COLUMN[table]
+        where += [f"{column} >= '{period[0].isoformat()}'", f"{column} < '{period[1].isoformat()}'"]
+    return where
+
+
+def _how_many(utterance: str) -> int:
+    """"the five biggest orders" → 5; a plural without a number → 5; a singular → 1."""
+    m = re.search(r"\b(?:top|the|first|last)\s+(\d+|\w+)\b", utterance, re.I)
+    n = spoken.spoken_int(m.group(1)) if m else None
+    if n is None:
+        n = 5 if re.search(r"\b(orders|customers|appointments|items|products)\b", utterance, re.I) else 1
+    return max(1, min(n, 10))
+
+
+def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | None:
+    """The SELECT that answers a spoken question about the records, for the offline brain.
+
+    Rules over the three tables: counts ("how many gold customers"), totals and averages of
+    money ("total revenue", "average order value"), the biggest orders, the top customer by
+    spending or by orders, the most ordered item or booked service, shares ("what percentage of
+    orders are returned"), each narrowed by a status, a tier or a period ("last month", "next
+    week"), and a SELECT read out as such. A question these rules cannot narrow as asked ("two
+    years ago", customers "this year") gets None rather than an unfiltered, wrong answer.
+    """
+    raw = re.search(r"\b(select\b.*)", utterance, re.I | re.S)
+    if raw and re.search(r"\b(sql|query)\b", utterance, re.I):
+        return {"query": raw.group(1).strip().rstrip(".?!")}
+    table = _first_table(utterance)
+    if table is None or _UNSUPPORTED_PERIOD.search(utterance):
+        return None
+    if _PERIOD.search(utterance) and table not in _DATE_COLUMN:
+        return None  # customers have no date a caller can ask about
+    text = utterance.lower()
+    where = _where(utterance, table)
+
+    def where_sql(conditions: list[str], prefix: str = "") -> str:
+        return " WHERE " + " AND ".join(prefix + c for c in conditions) if conditions else ""
+
+    most = re.search(r"\b(most|best|top|biggest|largest|highest|popular|favou?rite)\b", text)
+    if most and re.search(r"\b(which|what|who)\b.*\b(customers?|clients?|members?)\b|\btop customers?\b|\bbiggest spenders?\b", text):
+        n = _how_many(utterance)
+        if re.search(_MONEY, text) or re.search(r"\bspender", text):
+            return {"query": "SELECT c.name, ROUND(SUM(o.total_cents) / 100.0, 2) AS dollars FROM customers c "
+                             "JOIN orders o ON o.customer_id = c.id" + where_sql(_where(utterance, "orders"), "o.")
+                             + f" GROUP BY c.name ORDER BY dollars DESC LIMIT {n}"}
+        counted = "appointments" if re.search(r"\b(appointments?|bookings?|visits?)\b", text) else "orders"
+        return {"query": f"SELECT c.name, COUNT(*) AS {counted} FROM customers c JOIN {counted} x ON x.customer_id = c.id"
+                         + where_sql(_where(utterance, counted), "x.")
+                         + f" GROUP BY c.name ORDER BY {counted} DESC LIMIT {n}"}
+    if most and re.search(r"\b(item|product|thing)s?\b", text) and table == "orders":
+        return {"query": "SELECT item, COUNT(*) AS orders FROM orders" + where_sql(where)
+                         + f" GROUP BY item ORDER BY orders DESC LIMIT {_how_many(utterance)}"}
+    if most and re.search(r"\bservices?\b", text):
+        return {"query": "SELECT service, COUNT(*) AS appointments FROM appointments" + where_sql(_where(utterance, "appointments"))
+                         + f" GROUP BY service ORDER BY appointments DESC LIMIT {_how_many(utterance)}"}
+    if table == "orders" and re.search(r"\b(biggest|largest|most expensive|highest|priciest)\b", text):
+        return {"query": "SELECT id, item, ROUND(total_cents / 100.0, 2) AS dollars FROM orders" + where_sql(where)
+                         + f" ORDER BY total_cents DESC LIMIT {_how_many(utterance)}"}
+    if re.search(r"\b(percent(age)?|proportion|share|fraction)\b", text) and where:
+        return {"query": f"SELECT ROUND(100.0 * SUM(CASE WHEN {' AND '.join(where)} THEN 1 ELSE 0 END) / COUNT(*), 1)"
+                         f" AS percent FROM {table}"}
+    if re.search(r"\b(average|mean|typical)\b", text):
+        if table == "appointments":
+            return {"query": "SELECT ROUND(AVG(duration_min), 1) AS minutes FROM appointments" + where_sql(where)}
+        if table == "orders" or re.search(_MONEY, text):
+            return {"query": "SELECT ROUND(AVG(total_cents) / 100.0, 2) AS dollars FROM orders" + where_sql(_where(utterance, "orders"))}
+    if re.search(_MONEY, text) and re.search(r"\b(total|sum|all|overall|how much|altogether)\b", text):
+        return {"query": "SELECT ROUND(SUM(total_cents) / 100.0, 2) AS dollars FROM orders" + where_sql(_where(utterance, "orders"))}
+    if re.search(r"\b(how many|number of|count|total|tally)\b", text):
+        return {"query": f"SELECT COUNT(*) AS n FROM {table}" + where_sql(where)}
+    if table == "customers" and re.search(r"\b(list|show|name|which|who)\b", text) and (where or re.search(r"\ball\b", text)):
+        return {"query": "SELECT name FROM customers" + where_sql(where) + " ORDER BY name LIMIT 20"}
+    return None
+
+
+def _spoken_value(value: Any, column: str) -> str:
+    if isinstance(value, float):
+        value = f"{value:,.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value):,}"
+    elif isinstance(value, int):
+        value = f"{value:,}"
+    return f"{value} {column}" if column in _UNITS else str(value)
+
+
+def _phrase(result: Any) -> str:
+    """A run_sql result for the ear: the value, or at most three rows and how many more."""
+    if not isinstance(result, dict) or not result.get("columns"):
+        return "Done."
+    columns, rows = result["columns"], result["rows"]
+    if not rows:
+        return "There are none."
+    if len(rows) == 1 and len(columns) == 1:
+        return f"The answer is {_spoken_value(rows[0][0], columns[0])}."
+    spoken_rows = [", ".join(_spoken_value(v, c) for v, c in zip(row, columns, strict=False)) for row in rows[:3]]
+    more = len(rows) - 3
+    tail = f"; and {more}{'+' if result.get('truncated') else ''} more." if more > 0 else "."
+    return "; ".join(spoken_rows) + tail
 
 
 def register(registry: ToolRegistry) -> None:
@@ -96,12 +236,16 @@ def register(registry: ToolRegistry) -> None:
         run_sql,
         triggers=[r"\bhow many\s+(\w+\s+)?(customers?|orders?|appointments?)\b", r"\b(sql|query)\b.*\bselect\b"],
         extract=_extract,
+        phrase=_phrase,
         tags=("sql",),
         offer="answer a question about the customer records",
         examples=["how many customers are there", "how many orders have shipped", "count the appointments",
                   "what's the number of customers in each tier", "how many orders were returned",
                   "total count of cancelled appointments", "run a sql query", "query the database",
                   "how many appointments are scheduled", "number of platinum customers", "how many orders are processing",
-                  "count how many customers are gold"],
+                  "count how many customers are gold",
+                  "what is the total value of all orders", "which customer spends the most",
+                  "what's the most popular product", "what share of orders get returned",
+                  "how many bookings are there next month", "average length of an appointment"],
     )
     tool.description += f" Tables: {TABLES}."
