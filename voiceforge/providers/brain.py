@@ -30,6 +30,7 @@ _SMALL_TALK_PATTERNS = [
     # Small talk is a closed set where a pattern is exact and static embeddings are not ("my"
     # and "your" name sit 0.98 apart), so these are read first.
     ("user_name", re.compile(r"\b(what'?s|what is|say|tell me|do you know|remember)\s+my name\b|\bwho am i\b(?! (talking|speaking))"
+                             r"|\bwhat my name is\b"
                              r"|\bdo you know who i am\b", re.I)),
     ("agent_name", re.compile(r"\byour name\b|\bwho are you\b|\bwho am i (talking|speaking)\b|\bwhat are you\b"
                               r"|\bare you (a |an )?(real|human|person|bot|robot|machine|ai)\b", re.I)),
@@ -240,6 +241,8 @@ class OfflineBrain(LLM):
         return self._small_talk(utterance, messages, tools, how, known)
 
     def _match(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any]):  # noqa: ANN202
+        if small_talk_kind(utterance) in ("user_name", "agent_name"):
+            return None, None  # "do you know what my name is" asks; the trigger "my name is" would look it up
         plain = spoken.canonical(utterance)
         for tool in tools:
             if tool.extract is None or not (tool.matches(utterance) or tool.matches(plain)):

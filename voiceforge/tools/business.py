@@ -241,7 +241,9 @@ def register(registry: ToolRegistry) -> None:
                   "is my parcel on its way", "my order hasn't arrived", "list the orders for a customer",
                   "what did I purchase last month", "order history please", "when will my order be delivered",
                   "I'm calling about an order I placed", "can you see if my order went out", "did my order ship",
-                  "what happened to the thing I ordered", "how is my order doing", "I ordered something last week"],
+                  "what happened to the thing I ordered", "how is my order doing", "I ordered something last week",
+                  "has the package left yet", "any word on my shipment", "show the purchases of customer 4",
+                  "what orders does Mark Evans have", "the item I bought never turned up"],
     )
     registry.add(
         reschedule_appointment,
@@ -253,7 +255,9 @@ def register(registry: ToolRegistry) -> None:
                   "can I switch my appointment to the afternoon", "I need a different time for my visit",
                   "postpone my appointment", "bring my appointment forward", "push my booking back an hour",
                   "can we find another time for my appointment", "my appointment needs to be on a different date",
-                  "could you make my appointment later in the day", "I have a conflict, can we rearrange my appointment"],
+                  "could you make my appointment later in the day", "I have a conflict, can we rearrange my appointment",
+                  "move appointment 7 to wednesday at 11", "I'd rather come in on a different day",
+                  "change my visit to next week", "can my booking be an hour earlier"],
     )
     registry.add(
         cancel_appointment,
@@ -265,7 +269,9 @@ def register(registry: ToolRegistry) -> None:
                   "I won't be coming in, cancel it", "remove my appointment", "delete my reservation",
                   "I have to cancel my visit", "take me off the schedule",
                   "I can't come to my appointment, please cancel", "forget about the appointment",
-                  "I no longer want the appointment", "count me out of my appointment"],
+                  "I no longer want the appointment", "count me out of my appointment",
+                  "cancel appointment 5", "scratch my visit on monday", "I won't make it, so drop the booking",
+                  "please call off the technician's visit", "undo my booking"],
     )
     registry.add(
         schedule_appointment,
@@ -279,7 +285,9 @@ def register(registry: ToolRegistry) -> None:
                   "do you have any openings on friday", "get me an appointment for a cleaning",
                   "I want to book a time to see you", "is there availability tomorrow morning",
                   "I'd like someone to come and repair my boiler", "reserve an appointment for me",
-                  "when could I come in for a checkup", "arrange a visit from a technician"],
+                  "when could I come in for a checkup", "arrange a visit from a technician",
+                  "book me in for tuesday at 2 pm", "I'd like an engineer to install it next week",
+                  "can I get an appointment on the 12th", "I need to see someone about a repair"],
     )
     registry.add(
         list_appointments,
@@ -291,7 +299,9 @@ def register(registry: ToolRegistry) -> None:
                   "do I have a booking with you", "what's on my schedule", "list the appointments for a customer",
                   "when am I due to come in", "is my appointment still on",
                   "what day is my appointment", "do I have anything booked", "tell me about my upcoming appointments",
-                  "check my appointments"],
+                  "check my appointments",
+                  "what are customer 6's bookings", "when's my repair visit",
+                  "have I got an appointment this week", "what time is my booking"],
     )
     registry.add(
         lookup_customer,
@@ -305,5 +315,6 @@ def register(registry: ToolRegistry) -> None:
                   "can you find my details", "search for a client by name", "I'd like to check my account",
                   "I'm an existing customer", "pull up customer number 5",
                   "hi, it's David Brown here", "do you have my details on record", "who is customer 8",
-                  "find the account for Sarah Jones"],
+                  "find the account for Sarah Jones",
+                  "am I in your system", "look up the caller with phone number 555 0100", "you should have me as Chris Walker"],
     )

@@ -115,10 +115,15 @@ def register(registry: ToolRegistry) -> None:
                  examples=["text me", "send an sms", "send a text message to my phone", "can you text me that",
                            "message my mobile the details", "send me the information by text",
                            "text this number a reminder", "send me a message with my order details",
-                           "can I get that as a text", "please send a reminder to my cell"])
+                           "can I get that as a text", "please send a reminder to my cell",
+                  "send the details to my phone", "could you sms me the time",
+                           "drop me a text with the address"])
     registry.add(notify_telegram, triggers=[r"\btelegram\b", r"\b(notify|tell|alert)\b.*\bteam\b"],
                  extract=_extract_telegram, tags=("messages",), offer="pass a message to the team",
                  examples=["notify the team", "tell the team about this", "alert the staff", "escalate this",
                            "send a message on telegram", "let my colleagues know", "report this to the office",
                            "get a supervisor involved", "let the team know there is a problem",
-                           "pass this on to your colleagues", "raise this with the office"])
+                           "pass this on to your colleagues", "raise this with the office",
+                  "inform the staff that the printer is jammed",
+                           "flag this for the manager", "post in the team chat that we need help",
+                           "tell support the app keeps crashing"])

@@ -87,6 +87,10 @@ _STOP = {
     "customer", "account", "number", "id", "today", "tomorrow", "next", "on", "at", "and", "to", "is",
     "with", "in", "thanks", "thank", "you", "details", "record", "records", "profile", "info", "information",
     "for", "of", "about", "named", "called", "up", "find", "look", "lookup", "pull", "can", "could", "zip", "code", "status", "what", "where", "when", "i", "am", "this", "name", "it", "client", "was",
+    # Words that follow a cue ("about something", "of them") and are never a name.
+    "something", "anything", "nothing", "everything", "someone", "somebody", "anyone", "anybody", "stuff",
+    "thing", "things", "that", "these", "those", "them", "him", "her", "it's", "calling", "here", "just",
+    "question", "problem", "issue", "help", "purchase", "purchases", "delivery", "package", "parcel",
 }
 
 
