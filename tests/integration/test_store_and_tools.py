@@ -188,3 +188,5 @@ async def test_spoken_questions_about_the_records_are_answered_on_every_dialect(
     # Periods the rules cannot narrow are not answered unfiltered.
     assert tool.extract("how many orders were placed two years ago", {}) is None
     assert tool.extract("how many customers joined this year", {}) is None
+    # "today" on customers, which have no date, is the count now.
+    assert tool.extract("how many customers are there in the shop today", {}) == {"query": "SELECT COUNT(*) AS n FROM customers"}

@@ -162,8 +162,9 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
     table = _first_table(utterance)
     if table is None or _UNSUPPORTED_PERIOD.search(utterance):
         return None
-    if _PERIOD.search(utterance) and table not in _DATE_COLUMN:
-        return None  # customers have no date a caller can ask about
+    period = _PERIOD.search(utterance)
+    if period and table not in _DATE_COLUMN and period.group(1).lower() != "today":
+        return None  # customers have no date a caller can ask about; "today" there means now
     text = utterance.lower()
     where = _where(utterance, table)
 
