@@ -40,3 +40,46 @@ async def test_audio_longer_than_the_window_goes_through_the_full_decoder(stts, 
     heard = (await stts[10].transcribe(pcm, rate)).text
     assert not stts[10]._window.fits(len(pcm) / 2 / rate)  # over 9.5 s: Whisper's own 30 s path
     assert wer(first + " " + second, heard) <= 0.15, heard
+
+
+class _CountingWhisper:
+    """CTranslate2's Whisper with its decoding passes counted (everything else is the real model's)."""
+
+    def __init__(self, model) -> None:  # noqa: ANN001
+        self._model, self.beams = model, []
+
+    def generate(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self.beams.append(kwargs.get("beam_size", 1))
+        return self._model.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._model, name)
+
+
+class _Model:
+    """faster-whisper's model with the counting CTranslate2 model inside."""
+
+    def __init__(self, model) -> None:  # noqa: ANN001
+        self._outer, self.model = model, _CountingWhisper(model.model)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._outer, name)
+
+
+async def test_the_beam_runs_only_when_greedy_decoding_is_unsure(stts, speak):
+    from voiceforge.audio.codecs import pcm16_to_float32
+    from voiceforge.audio.resample import resample
+    from voiceforge.providers.local import WHISPER_BEAM_SIZE, _ShortWindow, load_whisper
+
+    model = _Model(load_whisper(None, load_settings().forge_cache_dir))
+    window = _ShortWindow(model, 10)
+    text = "How many customers are there?"
+    pcm, rate = speak(text)
+    clean = pcm16_to_float32(resample(pcm, rate, 16000))
+    assert wer(text, window.transcribe(clean, "Vocabulary: Forge.")) == 0
+    assert model.model.beams == [1]  # a confident greedy pass is the answer
+    model.model.beams.clear()
+    # Noise twice as loud as the speech (-6 dB SNR): greedy decoding is unsure, so the beam decodes again.
+    noisy = clean + np.random.default_rng(5).normal(0, clean.std() * 2, clean.size).astype(np.float32)
+    heard = window.transcribe(noisy, "Vocabulary: Forge.")
+    assert model.model.beams[:2] == [1, WHISPER_BEAM_SIZE] and heard, (model.model.beams, heard)
