@@ -99,7 +99,7 @@ MAX_TOKENS = 128
 
 
 class ModelUnavailable(RuntimeError):
-    """The packaged sentence model or its tokenizer is not installed (``make install`` brings both)."""
+    """The packaged sentence model or its tokenizer is not installed (requirements.txt brings both)."""
 
 
 def _tokenizer_file() -> Path:

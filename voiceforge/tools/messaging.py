@@ -116,7 +116,7 @@ def register(registry: ToolRegistry) -> None:
                            "message my mobile the details", "send me the information by text",
                            "text this number a reminder", "send me a message with my order details",
                            "can I get that as a text", "please send a reminder to my cell",
-                  "send the details to my phone", "could you sms me the time",
+                           "send the details to my phone", "could you sms me the time",
                            "drop me a text with the address"])
     registry.add(notify_telegram, triggers=[r"\btelegram\b", r"\b(notify|tell|alert)\b.*\bteam\b"],
                  extract=_extract_telegram, tags=("messages",), offer="pass a message to the team",
@@ -124,6 +124,5 @@ def register(registry: ToolRegistry) -> None:
                            "send a message on telegram", "let my colleagues know", "report this to the office",
                            "get a supervisor involved", "let the team know there is a problem",
                            "pass this on to your colleagues", "raise this with the office",
-                  "inform the staff that the printer is jammed",
-                           "flag this for the manager", "post in the team chat that we need help",
-                           "tell support the app keeps crashing"])
+                           "inform the staff that the printer is jammed", "flag this for the manager",
+                           "post in the team chat that we need help", "tell support the app keeps crashing"])

@@ -137,13 +137,13 @@ def _where(utterance: str, table: str, today: dt.date | None = None) -> list[str
     return where
 
 
-def _how_many(utterance: str) -> int:
-    """"the five biggest orders" → 5; a plural without a number → 5; a singular → 1."""
-    m = re.search(r"\b(?:top|the|first|last)\s+(\d+|\w+)\b", utterance, re.I)
-    n = spoken.spoken_int(m.group(1)) if m else None
-    if n is None:
-        n = 5 if re.search(r"\b(orders|customers|appointments|items|products)\b", utterance, re.I) else 1
-    return max(1, min(n, 10))
+def _how_many(utterance: str, noun: str) -> int:
+    """Rows asked for: "the five biggest orders" → 5; ``noun`` in the plural without a number → 5; else 1."""
+    for m in re.finditer(r"\b(?:top|the|first|last)\s+(\d+|\w+)\b", utterance, re.I):
+        n = spoken.spoken_int(m.group(1))
+        if n is not None:
+            return max(1, min(n, 10))
+    return 5 if re.search(rf"\b({noun})s\b", utterance, re.I) else 1
 
 
 def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | None:
@@ -173,7 +173,7 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
 
     most = re.search(r"\b(most|best|top|biggest|largest|highest|popular|favou?rite)\b", text)
     if most and re.search(r"\b(which|what|who)\b.*\b(customers?|clients?|members?)\b|\btop customers?\b|\bbiggest spenders?\b", text):
-        n = _how_many(utterance)
+        n = _how_many(utterance, "customer|client|member|spender")
         if re.search(_MONEY, text) or re.search(r"\bspender", text):
             return {"query": "SELECT c.name, ROUND(SUM(o.total_cents) / 100.0, 2) AS dollars FROM customers c "
                              "JOIN orders o ON o.customer_id = c.id" + where_sql(_where(utterance, "orders"), "o.")
@@ -184,13 +184,13 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
                          + f" GROUP BY c.name ORDER BY {counted} DESC LIMIT {n}"}
     if most and re.search(r"\b(item|product|thing)s?\b", text) and table == "orders":
         return {"query": "SELECT item, COUNT(*) AS orders FROM orders" + where_sql(where)
-                         + f" GROUP BY item ORDER BY orders DESC LIMIT {_how_many(utterance)}"}
+                         + f" GROUP BY item ORDER BY orders DESC LIMIT {_how_many(utterance, 'item|product|thing')}"}
     if most and re.search(r"\bservices?\b", text):
         return {"query": "SELECT service, COUNT(*) AS appointments FROM appointments" + where_sql(_where(utterance, "appointments"))
-                         + f" GROUP BY service ORDER BY appointments DESC LIMIT {_how_many(utterance)}"}
+                         + f" GROUP BY service ORDER BY appointments DESC LIMIT {_how_many(utterance, 'service')}"}
     if table == "orders" and re.search(r"\b(biggest|largest|most expensive|highest|priciest)\b", text):
         return {"query": "SELECT id, item, ROUND(total_cents / 100.0, 2) AS dollars FROM orders" + where_sql(where)
-                         + f" ORDER BY total_cents DESC LIMIT {_how_many(utterance)}"}
+                         + f" ORDER BY total_cents DESC LIMIT {_how_many(utterance, 'order|purchase')}"}
     if re.search(r"\b(percent(age)?|proportion|share|fraction)\b", text) and where:
         return {"query": f"SELECT ROUND(100.0 * SUM(CASE WHEN {' AND '.join(where)} THEN 1 ELSE 0 END) / COUNT(*), 1)"
                          f" AS percent FROM {table}"}
