@@ -14,6 +14,7 @@ from voiceforge.agent.persona import Persona, load_persona
 from voiceforge.config import Settings, get_settings
 from voiceforge.cost import Cost, PriceTable, Usage
 from voiceforge.providers import LLM, STT, TTS, build, describe, resolve
+from voiceforge.providers.brain import OfflineBrain
 from voiceforge.store import conversations
 from voiceforge.store.db import Database, business_database, get_database
 from voiceforge.tools import ToolRegistry, build_registry
@@ -108,12 +109,16 @@ class Engine:
         """Load the speech models and the offline brain's embeddings now (blocking); return the time in ms.
 
         Offline models load on first use otherwise, which would land in the first turn's STT
-        or TTS time.
+        or TTS time, and the brain embeds every tool's example phrasings (about 1.4 s).
         """
         start = time.perf_counter()
         for provider in (self.stt, self.llm, self.tts) if speech else ():
             warm = getattr(provider, "warm_up", None)
-            if warm is not None:
+            if warm is None:
+                continue
+            if provider is self.llm and isinstance(provider, OfflineBrain):
+                warm(self.registry.select(self.registry.names()))  # every tool, the opt-in ones too
+            else:
                 warm()
         return (time.perf_counter() - start) * 1000
 

@@ -102,3 +102,15 @@ def test_match_scores_are_cosines_and_the_index_is_built_once(tools):
     assert intents.index_for(offered) is index
     match = index.match("please cancel the appointment I have")
     assert match.intent == "cancel_appointment" and 0 < match.runner_up < match.score <= 1.0001 and match.confident
+
+
+def test_warm_up_embeds_every_tools_examples_ahead_of_a_turn():
+    from voiceforge.tools import spoken
+
+    registry = build_registry()
+    every = registry.select(registry.names())  # the storyteller's opt-in tools too
+    intents._indexes.clear()
+    intents._example_vectors.clear()
+    OfflineBrain().warm_up(every)
+    assert {spoken.canonical(e) for t in every for e in t.examples} <= set(intents._example_vectors)
+    assert any(t.opt_in and t.examples for t in every)

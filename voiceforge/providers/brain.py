@@ -102,9 +102,9 @@ class OfflineBrain(LLM):
         super().__init__(attempts=1)
         self._calls = 0
 
-    def warm_up(self) -> None:
-        """Load the sentence-embedding model (about 0.5 s) before the first turn needs it."""
-        intents.warm_up()
+    def warm_up(self, tools: Sequence[Tool] = ()) -> None:
+        """Load the sentence model and embed ``tools``' example phrasings before a turn needs them."""
+        intents.warm_up(list(tools), spoken.canonical)
 
     async def _stream(self, messages: Sequence[Message], tools: Sequence[Tool]) -> AsyncIterator[str | ToolCall]:
         reply = self._respond(messages, tools)

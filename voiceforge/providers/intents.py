@@ -161,9 +161,35 @@ def embed(texts: list[str]) -> np.ndarray:
     return (pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)).astype(np.float32)
 
 
-def warm_up() -> None:
-    """Load the sentence model now (about 0.6 s) instead of in the first turn."""
+_example_vectors: dict[str, np.ndarray] = {}
+_example_lock = threading.Lock()
+
+
+def example_vectors(texts: list[str]) -> np.ndarray:
+    """Vectors of example phrasings, shape (len(texts), ``DIMENSIONS``), each embedded once per process.
+
+    Every tool set (each persona offers its own) has its own index, but they share phrasings:
+    those embedded for one are not embedded again for the next.
+    """
+    with _example_lock:
+        missing = [t for t in dict.fromkeys(texts) if t not in _example_vectors]
+    if missing:
+        vectors = embed(missing)
+        with _example_lock:
+            _example_vectors.update(zip(missing, vectors, strict=True))
+    with _example_lock:
+        return np.array([_example_vectors[t] for t in texts], dtype=np.float32).reshape(len(texts), DIMENSIONS)
+
+
+def warm_up(tools: list[Tool] | None = None, prepare: Callable[[str], str] = str) -> None:
+    """Load the sentence model (about 0.6 s) and embed ``tools``' examples now, not in a first turn.
+
+    Embedding the examples of every built-in tool takes about 1.4 s on one thread of this
+    machine; done lazily, it landed in the first turn that no trigger caught.
+    """
     embed(["hello"])
+    if tools:
+        index_for([t for t in tools if t.examples], prepare)
 
 
 class IntentIndex:
@@ -181,7 +207,7 @@ class IntentIndex:
                 self.labels.append(intent)
                 texts.append(text)
         self.texts = texts
-        self.vectors = embed(texts)
+        self.vectors = example_vectors(texts)
 
     def scores(self, utterance: str, allowed: set[str] | None = None) -> dict[str, float]:
         """Each intent's score for ``utterance``: the mean cosine of its ``TOP_K`` closest examples.
