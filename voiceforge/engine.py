@@ -14,7 +14,6 @@ from voiceforge.agent.persona import Persona, load_persona
 from voiceforge.config import Settings, get_settings
 from voiceforge.cost import Cost, PriceTable, Usage
 from voiceforge.providers import LLM, STT, TTS, build, describe, resolve
-from voiceforge.providers.brain import OfflineBrain
 from voiceforge.store import conversations
 from voiceforge.store.db import Database, business_database, get_database
 from voiceforge.tools import ToolRegistry, build_registry
@@ -112,14 +111,12 @@ class Engine:
         or TTS time, and the brain embeds every tool's example phrasings (about 1.4 s).
         """
         start = time.perf_counter()
-        for provider in (self.stt, self.llm, self.tts) if speech else ():
-            warm = getattr(provider, "warm_up", None)
-            if warm is None:
-                continue
-            if provider is self.llm and isinstance(provider, OfflineBrain):
-                warm(self.registry.select(self.registry.names()))  # every tool, the opt-in ones too
-            else:
-                warm()
+        if speech:
+            for provider in (self.stt, self.tts):
+                warm = getattr(provider, "warm_up", None)
+                if warm is not None:
+                    warm()
+            self.llm.warm_up(self.registry.select(self.registry.names()))  # every tool, the opt-in ones too
         return (time.perf_counter() - start) * 1000
 
     def _prompt_words(self) -> list[str]:

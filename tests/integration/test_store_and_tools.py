@@ -161,6 +161,8 @@ async def test_spoken_questions_about_the_records_are_answered_on_every_dialect(
     def day(stamp: dt.datetime) -> dt.date:
         return (stamp.astimezone(dt.UTC) if stamp.tzinfo else stamp).date()
 
+    orders_last_month = [o for o in orders if last_month <= day(o.placed_at) < this_month]
+
     expected = {
         "how many orders were returned": sum(o.status == "returned" for o in orders),
         "how many gold members do we have": sum(c.tier == "gold" for c in customers),
@@ -172,6 +174,9 @@ async def test_spoken_questions_about_the_records_are_answered_on_every_dialect(
             next_monday <= day(a.starts_at) < next_monday + dt.timedelta(days=7) for a in appointments),
         "what percentage of customers are platinum": round(100 * sum(c.tier == "platinum" for c in customers) / len(customers), 1),
         "which item sells the most": max(items.values()),
+        # The period narrows the orders counted; the share is of those.
+        "what percentage of last month's orders were returned": round(
+            100 * sum(o.status == "returned" for o in orders_last_month) / len(orders_last_month), 1),
     }
     for question, answer in expected.items():
         args = tool.extract(question, {})

@@ -1,7 +1,7 @@
 """The offline brain reads requests by meaning, not only by trigger words (real all-MiniLM-L6-v2 vectors).
 
-The phrasings here are neither the tools' declared examples nor the held-out set in
-bench/data/routing_heldout.tsv, which the bench reports on.
+The phrasings here are neither the tools' declared examples nor the held-out sets in
+bench/data/routing_heldout*.tsv, which the bench reports on.
 """
 
 import tempfile

@@ -196,6 +196,9 @@ class LLM(ABC):
     def __init__(self, attempts: int = 2) -> None:
         self.attempts = attempts
 
+    def warm_up(self, tools: Sequence[Tool] = ()) -> None:  # noqa: B027 - optional hook, nothing by default
+        """Load whatever answering ``tools``' requests needs, before a turn waits for it (blocking)."""
+
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[Tool] = (), first_token_s: float | None = None
     ) -> AsyncIterator[str | ToolCall]:

@@ -12,6 +12,8 @@ like a real model, so the agent loop treats it exactly like OpenAI. The UI label
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -100,14 +102,16 @@ class OfflineBrain(LLM):
 
     def __init__(self) -> None:
         super().__init__(attempts=1)
-        self._calls = 0
+        self._call_ids = itertools.count(1)
 
     def warm_up(self, tools: Sequence[Tool] = ()) -> None:
         """Load the sentence model and embed ``tools``' example phrasings before a turn needs them."""
         intents.warm_up(list(tools), spoken.canonical)
 
     async def _stream(self, messages: Sequence[Message], tools: Sequence[Tool]) -> AsyncIterator[str | ToolCall]:
-        reply = self._respond(messages, tools)
+        # Off the event loop: reading by meaning runs the sentence model (about 10 ms a lookup),
+        # and the loop is pacing every call's 20 ms audio frames meanwhile.
+        reply = await asyncio.to_thread(self._respond, messages, tools)
         if isinstance(reply, ToolCall):
             yield reply
             return
@@ -115,8 +119,7 @@ class OfflineBrain(LLM):
             yield word if i == 0 else " " + word
 
     def _call(self, name: str, arguments: dict[str, Any]) -> ToolCall:
-        self._calls += 1
-        return ToolCall(id=f"call_offline_{self._calls}", name=name, arguments=arguments)
+        return ToolCall(id=f"call_offline_{next(self._call_ids)}", name=name, arguments=arguments)
 
     def _respond(self, messages: Sequence[Message], tools: Sequence[Tool]) -> str | ToolCall:
         users = [i for i, m in enumerate(messages) if m.get("role") == "user"]

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import re
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 
 from voiceforge.store.readonly import QueryLimits, QueryRefused, run_query
@@ -191,9 +192,10 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
     if table == "orders" and re.search(r"\b(biggest|largest|most expensive|highest|priciest)\b", text):
         return {"query": "SELECT id, item, ROUND(total_cents / 100.0, 2) AS dollars FROM orders" + where_sql(where)
                          + f" ORDER BY total_cents DESC LIMIT {_how_many(utterance, 'order|purchase')}"}
-    if re.search(r"\b(percent(age)?|proportion|share|fraction)\b", text) and where:
-        return {"query": f"SELECT ROUND(100.0 * SUM(CASE WHEN {' AND '.join(where)} THEN 1 ELSE 0 END) / COUNT(*), 1)"
-                         f" AS percent FROM {table}"}
+    share_of = [c for c in where if not c.startswith(_DATE_COLUMN.get(table, "-"))]  # the period narrows the whole
+    if re.search(r"\b(percent(age)?|proportion|share|fraction)\b", text) and share_of:
+        return {"query": f"SELECT ROUND(100.0 * SUM(CASE WHEN {' AND '.join(share_of)} THEN 1 ELSE 0 END) / NULLIF(COUNT(*), 0), 1)"
+                         f" AS percent FROM {table}" + where_sql([c for c in where if c not in share_of])}
     if re.search(r"\b(average|mean|typical)\b", text):
         if table == "appointments":
             return {"query": "SELECT ROUND(AVG(duration_min), 1) AS minutes FROM appointments" + where_sql(where)}
@@ -209,6 +211,8 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
 
 
 def _spoken_value(value: Any, column: str) -> str:
+    if isinstance(value, Decimal):  # PostgreSQL's ROUND and AVG give numeric
+        value = float(value)
     if isinstance(value, float):
         value = f"{value:,.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value):,}"
     elif isinstance(value, int):
