@@ -83,3 +83,14 @@ async def test_the_beam_runs_only_when_greedy_decoding_is_unsure(stts, speak):
     noisy = clean + np.random.default_rng(5).normal(0, clean.std() * 2, clean.size).astype(np.float32)
     heard = window.transcribe(noisy, "Vocabulary: Forge.")
     assert model.model.beams[:2] == [1, WHISPER_BEAM_SIZE] and heard, (model.model.beams, heard)
+
+
+def test_when_every_temperature_fails_a_looping_text_loses_to_a_plain_one():
+    from voiceforge.providers.local import _best_of_failed
+
+    loop = " ".join(["What's the standard?"] * 7)
+    # The loop is the most probable text, yet a plain one is kept; with only loops, the likeliest loop.
+    assert _best_of_failed([(-0.5, loop), (-1.6, "What's the standard of my order?"), (-1.9, "What's that?")]) \
+        == "What's the standard of my order?"
+    assert _best_of_failed([(-0.5, loop), (-0.2, loop + " Yes.")]) == loop + " Yes."
+    assert _best_of_failed([]) == ""
