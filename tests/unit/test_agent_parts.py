@@ -149,6 +149,11 @@ def test_spoken_dates():
     assert spoken.when_in("December 3rd at 2:30 pm", now) == "2026-12-03T14:30"
     assert spoken.when_in("January 5th", now) == "2027-01-05T09:00"
     assert spoken.when_in("no time here", now) is None
+    # times said in words, as callers say them and Whisper sometimes writes them
+    assert spoken.when_in("friday at four pm", now) == "2026-11-27T16:00"
+    assert spoken.when_in("tomorrow at four thirty", now) == "2026-11-24T16:30"
+    assert spoken.when_in("half past ten on Monday", now) == "2026-11-30T10:30"
+    assert spoken.when_in("one more thing about Friday", now) == "2026-11-27T09:00"
 
 
 def test_settings_name_the_bad_variable():

@@ -114,3 +114,29 @@ def test_warm_up_embeds_every_tools_examples_ahead_of_a_turn():
     OfflineBrain().warm_up(every)
     assert {spoken.canonical(e) for t in every for e in t.examples} <= set(intents._example_vectors)
     assert any(t.opt_in and t.examples for t in every)
+
+
+@pytest.mark.parametrize(("utterance", "name", "arguments"), [
+    # the verb decides among the appointment tools, in either order, and not by a look-alike phrase
+    ("we won't make our appointment 4, please scrap it", "cancel_appointment", {"appointment_id": 4}),
+    ("could you call off the repair visit number 2", "cancel_appointment", {"appointment_id": 2}),
+    ("customer 3 here, I want to arrange a cleaning for Friday at 9am", "schedule_appointment", None),
+    ("customer 3: could I do appointment 5 at four instead of two", "reschedule_appointment", None),
+    ("customer 3 asking, is the electrician still coming on Monday", "list_appointments", {"customer_id": 3}),
+    # a caller saying who they are after a greeting
+    ("Hello, this is Priya Natarajan calling.", "lookup_customer", {"name": "Priya Natarajan"}),
+    ("my name's Omar Haddad", "lookup_customer", {"name": "Omar Haddad"}),
+])
+def test_what_a_request_is_for_follows_its_verb(tools, utterance, name, arguments):
+    call = reply(tools, utterance)
+    assert isinstance(call, ToolCall) and call.name == name, call
+    if arguments is not None:
+        assert call.arguments == arguments
+
+
+def test_look_alike_phrases_do_not_fire_the_wrong_appointment_tool(tools):
+    brain = OfflineBrain()
+    assert brain.understand("can I drop off my laptop for a repair tomorrow", tools) != "cancel_appointment"
+    assert brain.understand("I might not make my appointment 6 on time", tools) != "schedule_appointment"
+    assert brain.understand("what was my biggest order last month", tools) != "run_sql"  # the caller's own
+    assert reply(tools, "hello? can you hear me?") == "Yes, I can hear you. How can I help?"

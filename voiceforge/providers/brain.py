@@ -39,6 +39,7 @@ _SMALL_TALK_PATTERNS = [
     ("capabilities", re.compile(r"\bwhat (can|do|else can) you (do|help)|\bhow can you help\b|\bwhat are you able\b"
                                 r"|\bwhat (services|things) (do|can)\b", re.I)),
     ("how_are_you", re.compile(r"\bhow are you\b|\bhow'?s it going\b", re.I)),
+    ("hearing", re.compile(r"\bcan you hear me\b|\bare you (still )?there\b", re.I)),
     ("thanks", re.compile(r"\b(thanks|thank you|cheers)\b", re.I)),
     ("greeting", re.compile(r"^\W*(hello|hi|hey|hiya|good (morning|afternoon|evening))\b", re.I)),
 ]
@@ -247,7 +248,9 @@ class OfflineBrain(LLM):
         if small_talk_kind(utterance) in ("user_name", "agent_name"):
             return None, None  # "do you know what my name is" asks; the trigger "my name is" would look it up
         plain = spoken.canonical(utterance)
-        for tool in tools:
+        # Tools whose certain trigger fired come before those whose broad one did, whatever their order.
+        exact = [t for t in tools if t.matches_exactly(utterance) or t.matches_exactly(plain)]
+        for tool in exact + [t for t in tools if t not in exact]:
             if tool.extract is None or not (tool.matches(utterance) or tool.matches(plain)):
                 continue
             args = _extract(tool, utterance, plain, known)
@@ -306,6 +309,8 @@ class OfflineBrain(LLM):
             return "You're welcome. Is there anything else I can do?"
         if kind == "agent_name":
             return f"I'm {me}, an assistant running on Forge's offline brain."
+        if kind == "hearing":
+            return "Yes, I can hear you. How can I help?"
         if kind == "how_are_you":
             return "I'm doing well, thanks for asking. How can I help?"
         if kind == "user_name":

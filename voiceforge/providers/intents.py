@@ -66,6 +66,7 @@ SMALL_TALK: dict[str, list[str]] = {
     "capabilities": ["what can you do", "how can you help me", "what are you able to help with",
                      "what services do you offer", "what kind of things can I ask you", "help"],
     "how_are_you": ["how are you", "how's it going", "how are you doing today", "are you doing well"],
+    "hearing": ["can you hear me", "are you still there", "is this line working", "hello, are you there"],
 }
 """Small talk the offline brain answers itself, as intent → example phrasings."""
 

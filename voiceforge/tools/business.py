@@ -206,7 +206,7 @@ def _extract_schedule(utterance: str, known: dict[str, Any]) -> dict[str, Any] |
 
 
 def _extract_appointment_id(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
-    aid = spoken.number_after(utterance, "appointment", "booking", "reservation")
+    aid = spoken.number_after(utterance, "appointment", "booking", "reservation", "visit")
     if aid is None:
         return "Which appointment number is it?"
     return {"appointment_id": aid}
@@ -222,6 +222,14 @@ def _extract_reschedule(utterance: str, known: dict[str, Any]) -> dict[str, Any]
     return {**ref, "starts_at": when}
 
 
+_VISIT = r"(appointment|booking|reservation|consultation|cleaning|check-?up|repair|installation)s?\b"
+"""What a caller books, as trigger words (spoken.canonical already reads visit, slot, session as appointment)."""
+_CANCEL = r"\b(cancel|scrap|scratch|call(ing)? (it |that )?off|drop(?!\s+(off|by|in)\b)|get rid of|delete|remove)\b"
+"""Verbs that undo a booking ("drop" but not "drop off" or "drop by")."""
+_WHEN = (r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|week|month|morning|afternoon"
+         r"|evening|noon|o'?clock|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\d+(st|nd|rd|th)?)\b")
+"""A day or a time of day, as a caller says it."""
+
 def register(registry: ToolRegistry) -> None:
     """Add the customer, order and appointment tools to ``registry``.
 
@@ -230,7 +238,7 @@ def register(registry: ToolRegistry) -> None:
     """
     registry.add(
         get_order_history,
-        triggers=[r"\border(s)?\b.*\b(history|status|where|latest|recent|last)",
+        triggers=[r"\border(s)?\b.*\b(history|status|where|latest|recent|last(?!\s+(week|month|year|quarter)))",
                   r"\b(where|status)\b.*\border", r"\b(orders?|purchases?)\b.*\bfor\b", r"\bmy orders?\b"],
         extract=_needs_customer,
         filler="Let me pull up those orders.",
@@ -243,11 +251,17 @@ def register(registry: ToolRegistry) -> None:
                   "I'm calling about an order I placed", "can you see if my order went out", "did my order ship",
                   "what happened to the thing I ordered", "how is my order doing", "I ordered something last week",
                   "has the package left yet", "any word on my shipment", "show the purchases of customer 4",
-                  "what orders does Mark Evans have", "the item I bought never turned up"],
+                  "what orders does Mark Evans have", "the item I bought never turned up",
+                  "I'm still waiting for my delivery", "still waiting on the thing I ordered"],
     )
     registry.add(
         reschedule_appointment,
-        triggers=[r"\b(reschedule|move|change|push)\b.*\b(appointment|booking)"],
+        triggers=[r"\b(reschedule|move|change|push|shift|switch|postpone|rearrange)\b.*\b(appointment|booking)",
+                  # "could we move it to friday": a move with a new day or time
+                  rf"\b(move|change|shift|switch|push)\s+(it|that|this)\b.*\b(to|back|forward|until)\b.*{_WHEN}",
+                  # "could I come at three instead of ten", "can we make it next week instead"
+                  rf"{_WHEN}.*\binstead\b|\binstead of\b.*{_WHEN}",
+                  rf"\b(change|move)\s+the\s+(date|day|time)\s+of\b.*\b{_VISIT}"],
         extract=_extract_reschedule,
         tags=("appointments",),
         offer="move an appointment to another time",
@@ -261,7 +275,8 @@ def register(registry: ToolRegistry) -> None:
     )
     registry.add(
         cancel_appointment,
-        triggers=[r"\bcancel\b.*\b(appointment|booking|reservation)"],
+        triggers=[rf"{_CANCEL}.*\b{_VISIT}", rf"\b{_VISIT}.*{_CANCEL}",
+                  r"\btake\b.*\boff\s+(the|my|your)\s+(schedule|calendar|books|list)\b"],
         extract=_extract_appointment_id,
         tags=("appointments",),
         offer="cancel an appointment",
@@ -275,7 +290,10 @@ def register(registry: ToolRegistry) -> None:
     )
     registry.add(
         schedule_appointment,
-        triggers=[r"\b(schedule|book|make|set up)\b.*\b(appointment|consultation|cleaning|checkup|check-up|repair|installation)"],
+        # "make an appointment" books one; "make my appointment" is turning up to it
+        triggers=[rf"\b(schedule|book|set up|arrange|organi[sz]e|make\s+(an?|another|new|one more))\b.*\b{_VISIT}",
+                  # asking for one: "can I get a slot", "I'd like a repair" (not "do I have an appointment")
+                  rf"\b(get|want|need|like|grab|request)\s+(an?|another|new)\s+(new\s+)?{_VISIT}"],
         extract=_extract_schedule,
         filler="Let me check the calendar.",
         tags=("appointments",),
@@ -291,6 +309,12 @@ def register(registry: ToolRegistry) -> None:
     )
     registry.add(
         list_appointments,
+        triggers=[  # questions about a booking that exists
+                  r"\bam i\s+(still\s+)?(down|booked|scheduled|pencill?ed)\b",
+                  r"\b(engineer|technician|plumber|electrician|someone|somebody|appointment|visit|repair)\b.*"
+                  r"\bstill\s+(coming|on|happening|going ahead)\b",
+                  r"\b(do i have|have i got|is there)\s+(anything|something)\s+(coming up|booked|scheduled|planned)\b",
+                  rf"\bconfirm\b.*\b{_VISIT}"],
         broad_triggers=[r"\bappointments?\b"],
         extract=_needs_customer,
         tags=("appointments",),
@@ -301,13 +325,16 @@ def register(registry: ToolRegistry) -> None:
                   "what day is my appointment", "do I have anything booked", "tell me about my upcoming appointments",
                   "check my appointments",
                   "what are customer 6's bookings", "when's my repair visit",
-                  "have I got an appointment this week", "what time is my booking"],
+                  "have I got an appointment this week", "what time is my booking",
+                  "what time is the engineer coming", "when will the technician get here"],
     )
     registry.add(
         lookup_customer,
         triggers=[r"\b(look ?up|find|pull up|search for)\b.*\b(customer|account|client|record)",
-                  r"\b(my name is|this is|i am|i'm)\b.*\b(zip|customer|account)", r"\bmy name is\b",
-                  r"\b(look ?up|find|pull up)\s+(customer|account|client)?\s*\w+"],
+                  r"\b(my name is|this is|i am|i'm)\b.*\b(zip|customer|account)", r"\bmy name(?: is|'s)\b",
+                  r"\b(look ?up|find|pull up)\s+(customer|account|client)?\s*\w+",
+                  # a caller saying who they are: "hi, it's Maria Gonzalez", "hello, this is Tom Baker speaking"
+                  r"^\W*(hi|hello|hey)\W+(it'?s|this is)\s+[a-z'-]+(\s+[a-z'-]+)?\W*(here|speaking|calling)?\W*$"],
         extract=_extract_lookup,
         tags=("customers",),
         offer="look up your account",

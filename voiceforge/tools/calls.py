@@ -33,5 +33,6 @@ def register(registry: ToolRegistry) -> None:
         examples=["goodbye", "bye for now", "hang up", "that's all, thank you", "I'm all set, bye",
                   "nothing else, see you", "end the call", "we're done",
                   "alright, talk to you later", "that will be all", "I have to go now, bye",
-                  "please disconnect the call", "okay that's everything, cheers"],
+                  "please disconnect the call", "okay that's everything, cheers",
+                  "have a nice day, bye", "no, that's all, have a good evening"],
     )

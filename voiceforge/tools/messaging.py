@@ -125,4 +125,5 @@ def register(registry: ToolRegistry) -> None:
                            "get a supervisor involved", "let the team know there is a problem",
                            "pass this on to your colleagues", "raise this with the office",
                            "inform the staff that the printer is jammed", "flag this for the manager",
-                           "post in the team chat that we need help", "tell support the app keeps crashing"])
+                           "post in the team chat that we need help", "tell support the app keeps crashing",
+                           "I want to speak to a manager", "can a real person look at this"])

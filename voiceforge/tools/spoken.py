@@ -81,7 +81,8 @@ def phone_in(utterance: str) -> str | None:
     return "+" + (digits if len(digits) > 10 else "1" + digits if len(digits) == 10 else digits)
 
 
-_NAME_CUES = r"(?:for|named|name is|i am|i'm|this is|customer|about|of|called|look ?up|find|pull up)"
+_NAME_CUES = (r"(?:for|named|name is|name's|i am|i'm|this is|customer|about|of|called|look ?up|find|pull up"
+              r"|^\W*(?:hi|hello|hey)\W+it'?s)")  # "hi, it's Maria Gonzalez": "it's" after a greeting only
 _STOP = {
     "my", "the", "a", "an", "me", "please", "order", "orders", "history", "appointment", "appointments",
     "customer", "account", "number", "id", "today", "tomorrow", "next", "on", "at", "and", "to", "is",
@@ -91,6 +92,7 @@ _STOP = {
     "something", "anything", "nothing", "everything", "someone", "somebody", "anyone", "anybody", "stuff",
     "thing", "things", "that", "these", "those", "them", "him", "her", "it's", "calling", "here", "just",
     "question", "problem", "issue", "help", "purchase", "purchases", "delivery", "package", "parcel",
+    "speaking", "again", "really", "so", "very", "not",
 }
 
 
@@ -127,16 +129,37 @@ def service_in(utterance: str) -> str | None:
     return None
 
 
+_HOURS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+_HOUR_WORD = rf"({'|'.join(_HOURS)})"
+_MINUTE_WORDS = {"o'clock": "00", "oclock": "00", "fifteen": "15", "thirty": "30", "forty-five": "45", "forty five": "45"}
+
+
+def _spoken_clock(text: str) -> str:
+    """Clock times said in words as digits: "at four" -> "at 4", "four thirty pm" -> "4:30 pm",
+    "half past two" -> "2:30" (lower-case text in, lower-case text out)."""
+    def hour(word: str) -> str:
+        return str(_HOURS.index(word) + 1)
+
+    text = re.sub(rf"\bhalf past {_HOUR_WORD}\b", lambda m: f"{hour(m.group(1))}:30", text)
+    text = re.sub(rf"\bquarter past {_HOUR_WORD}\b", lambda m: f"{hour(m.group(1))}:15", text)
+    minutes = "|".join(_MINUTE_WORDS)
+    text = re.sub(rf"\b{_HOUR_WORD}\s+({minutes})\b",
+                  lambda m: f"{hour(m.group(1))}:{_MINUTE_WORDS[m.group(2)]}", text)
+    text = re.sub(rf"\b{_HOUR_WORD}(?=\s*(?:[ap]\.?\s*m\b))", lambda m: hour(m.group(1)), text)
+    return re.sub(rf"(?<=\bat ){_HOUR_WORD}\b", lambda m: hour(m.group(1)), text)
+
+
 def when_in(utterance: str, now: dt.datetime | None = None) -> str | None:
     """A date and time spoken in the utterance, as ISO 8601 ``YYYY-MM-DDTHH:MM`` (or None).
 
     Understands "tomorrow", weekdays ("next Monday"), month-day dates ("December 3rd") and times
-    ("10 am", "2:30 pm", "at 3"); a date without a time gets 09:00. Uses dateutil's fuzzy parser.
+    ("10 am", "2:30 pm", "at 3", in words too: "at four", "half past two"); a date without a time
+    gets 09:00. Uses dateutil's fuzzy parser.
     """
     from dateutil import parser as dateparser
 
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    text = utterance.lower()
+    text = _spoken_clock(utterance.lower())
     base = now.replace(hour=9, minute=0, second=0, microsecond=0)
     date = None
     if "day after tomorrow" in text:
@@ -152,7 +175,7 @@ def when_in(utterance: str, now: dt.datetime | None = None) -> str | None:
                 break
     time_match = re.search(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?\s*m\b\.?", text) or re.search(
         r"\bat\s+(\d{1,2})(?::(\d{2}))?\b(?!\s*(?:st|nd|rd|th))", text
-    )
+    ) or re.search(r"\b(\d{1,2}):(\d{2})\b", text)
     month_match = re.search(
         r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?\b", text
     )

@@ -72,7 +72,7 @@ def _strip_strings(sql: str) -> str:
 _TABLE_WORDS = [
     # The first table named wins; money words mean orders (they are the only priced rows).
     ("appointments", r"appointments?|bookings?|booked|visits?|services?"),
-    ("orders", r"orders?|ordered|purchases?|sales|revenue|items?|products?|spen[dt]|spending|sells?|sold|money|made|earned"),
+    ("orders", r"orders?|ordered|purchases?|sales|revenue|items?|products?|spen[dt]|spend(ing|ers?)|sells?|sold|money|made|earned"),
     ("customers", r"customers?|clients?|members?|accounts?|people"),
 ]
 _STATUSES = {
@@ -239,7 +239,12 @@ def register(registry: ToolRegistry) -> None:
     """Add run_sql to ``registry``."""
     tool = registry.add(
         run_sql,
-        triggers=[r"\bhow many\s+(\w+\s+)?(customers?|orders?|appointments?)\b", r"\b(sql|query)\b.*\bselect\b"],
+        triggers=[r"\bhow many\s+(\w+\s+)?(customers?|orders?|appointments?)\b", r"\b(sql|query)\b.*\bselect\b",
+                  r"\bcount\b(\s+up)?(\s+(the|all))?\s+(\w+\s+)?(customers|orders|appointments)\b",
+                  r"\bnumber of\s+(?!my\b)(\w+\s+)?(customers|orders|appointments)\b",
+                  # "the biggest order last month", but not the caller's own ("my biggest order")
+                  r"^(?!.*\b(i|my|me)\b).*\b(biggest|largest|smallest|most expensive|average)\s+(\w+\s+)?"
+                  r"(orders?|purchases?|sales?)\b"],
         extract=_extract,
         phrase=_phrase,
         tags=("sql",),
@@ -251,6 +256,7 @@ def register(registry: ToolRegistry) -> None:
                   "count how many customers are gold",
                   "what is the total value of all orders", "which customer spends the most",
                   "what's the most popular product", "what share of orders get returned",
-                  "how many bookings are there next month", "average length of an appointment"],
+                  "how many bookings are there next month", "average length of an appointment",
+                  "how much revenue did we make last month", "what were our total sales this week"],
     )
     tool.description += f" Tables: {TABLES}."
