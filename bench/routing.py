@@ -126,7 +126,8 @@ def tune() -> None:
 
     intents.embed = cached
     best = None
-    for accept, margin in itertools.product([x / 100 for x in range(20, 70, 2)], [0, 0.02, 0.04, 0.06, 0.08]):
+    # No margin of 0: two tools equally close would never be asked about, only guessed between.
+    for accept, margin in itertools.product([x / 100 for x in range(20, 70, 2)], [0.02, 0.04, 0.06, 0.08]):
         for clarify in [accept - d / 100 for d in (0, 4, 8, 12)]:
             intents.ACCEPT, intents.MARGIN, intents.CLARIFY = accept, margin, clarify
             rows = route("dev", tools, brain)
