@@ -126,6 +126,8 @@ def test_warm_up_embeds_every_tools_examples_ahead_of_a_turn():
     # a caller saying who they are after a greeting
     ("Hello, this is Priya Natarajan calling.", "lookup_customer", {"name": "Priya Natarajan"}),
     ("my name's Omar Haddad", "lookup_customer", {"name": "Omar Haddad"}),
+    # who the caller is, said in the same breath as what they want, only names the customer
+    ("can you see which bookings I've got, I'm customer 2", "list_appointments", {"customer_id": 2}),
 ])
 def test_what_a_request_is_for_follows_its_verb(tools, utterance, name, arguments):
     call = reply(tools, utterance)

@@ -239,6 +239,9 @@ def register(registry: ToolRegistry) -> None:
     registry.add(
         get_order_history,
         triggers=[r"\border(s)?\b.*\b(history|status|where|latest|recent|last(?!\s+(week|month|year|quarter)))",
+                  # "what was the last thing customer 5 bought", but not a count or a top item over all orders
+                  r"^(?!.*\b(most|how many|total|average|percent(age)?|share|proportion)\b).*\b(what|anything)\b.*"
+                  r"\b(bought|buy|purchased|ordered)\b",
                   r"\b(where|status)\b.*\border", r"\b(orders?|purchases?)\b.*\bfor\b", r"\bmy orders?\b"],
         extract=_needs_customer,
         filler="Let me pull up those orders.",
@@ -261,7 +264,9 @@ def register(registry: ToolRegistry) -> None:
                   rf"\b(move|change|shift|switch|push)\s+(it|that|this)\b.*\b(to|back|forward|until)\b.*{_WHEN}",
                   # "could I come at three instead of ten", "can we make it next week instead"
                   rf"{_WHEN}.*\binstead\b|\binstead of\b.*{_WHEN}",
-                  rf"\b(change|move)\s+the\s+(date|day|time)\s+of\b.*\b{_VISIT}"],
+                  rf"\b(change|move)\s+the\s+(date|day|time)\s+of\b.*\b{_VISIT}",
+                  r"\b(new|different|another|later|earlier)\s+(date|day|time)\b",
+                  r"\b(a|one|two|few|couple of)\s+(days?|weeks?|hours?)\s+(later|earlier)\b"],
         extract=_extract_reschedule,
         tags=("appointments",),
         offer="move an appointment to another time",
@@ -276,6 +281,8 @@ def register(registry: ToolRegistry) -> None:
     registry.add(
         cancel_appointment,
         triggers=[rf"{_CANCEL}.*\b{_VISIT}", rf"\b{_VISIT}.*{_CANCEL}",
+                  rf"\b(won'?t|don'?t|do not|no longer)\s+(be\s+)?need(ing)?\b.*\b{_VISIT}",
+                  rf"\b{_VISIT}.*\b(isn'?t|is not|not)\s+needed\b",
                   r"\btake\b.*\boff\s+(the|my|your)\s+(schedule|calendar|books|list)\b"],
         extract=_extract_appointment_id,
         tags=("appointments",),
@@ -293,7 +300,8 @@ def register(registry: ToolRegistry) -> None:
         # "make an appointment" books one; "make my appointment" is turning up to it
         triggers=[rf"\b(schedule|book|set up|arrange|organi[sz]e|make\s+(an?|another|new|one more))\b.*\b{_VISIT}",
                   # asking for one: "can I get a slot", "I'd like a repair" (not "do I have an appointment")
-                  rf"\b(get|want|need|like|grab|request)\s+(an?|another|new)\s+(new\s+)?{_VISIT}"],
+                  rf"\b(get|want|need|like|grab|request)\s+(an?|another|new)\s+(new\s+)?{_VISIT}",
+                  rf"\b(free|open|available|spare)\s+{_VISIT}", r"\bany chance of\s+(an?|getting)\b"],
         extract=_extract_schedule,
         filler="Let me check the calendar.",
         tags=("appointments",),
@@ -314,7 +322,9 @@ def register(registry: ToolRegistry) -> None:
                   r"\b(engineer|technician|plumber|electrician|someone|somebody|appointment|visit|repair)\b.*"
                   r"\bstill\s+(coming|on|happening|going ahead)\b",
                   r"\b(do i have|have i got|is there)\s+(anything|something)\s+(coming up|booked|scheduled|planned)\b",
-                  rf"\bconfirm\b.*\b{_VISIT}"],
+                  rf"\bconfirm\b.*\b{_VISIT}",
+                  rf"\b(can'?t|don'?t|do not) remember\b.*\b{_VISIT}",
+                  r"\bwhen\b.*\b(am i|i'?m)\s+(supposed|meant|due)\s+to\b"],
         broad_triggers=[r"\bappointments?\b"],
         extract=_needs_customer,
         tags=("appointments",),
@@ -331,10 +341,11 @@ def register(registry: ToolRegistry) -> None:
     registry.add(
         lookup_customer,
         triggers=[r"\b(look ?up|find|pull up|search for)\b.*\b(customer|account|client|record)",
-                  r"\b(my name is|this is|i am|i'm)\b.*\b(zip|customer|account)", r"\bmy name(?: is|'s)\b",
-                  r"\b(look ?up|find|pull up)\s+(customer|account|client)?\s*\w+",
-                  # a caller saying who they are: "hi, it's Maria Gonzalez", "hello, this is Tom Baker speaking"
-                  r"^\W*(hi|hello|hey)\W+(it'?s|this is)\s+[a-z'-]+(\s+[a-z'-]+)?\W*(here|speaking|calling)?\W*$"],
+                  r"\b(look ?up|find|pull up)\s+(customer|account|client)?\s*\w+"],
+        # A caller saying who they are ("I'm customer 2", "hi, it's Maria Gonzalez") names the
+        # customer for whatever else they ask in the same breath; alone, it is a lookup.
+        broad_triggers=[r"\b(my name is|this is|i am|i'm)\b.*\b(zip|customer|account)", r"\bmy name(?: is|'s)\b",
+                        r"^\W*(hi|hello|hey)\W+(it'?s|this is)\s+[a-z'-]+(\s+[a-z'-]+)?\W*(here|speaking|calling)?\W*$"],
         extract=_extract_lookup,
         tags=("customers",),
         offer="look up your account",

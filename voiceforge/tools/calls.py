@@ -34,5 +34,6 @@ def register(registry: ToolRegistry) -> None:
                   "nothing else, see you", "end the call", "we're done",
                   "alright, talk to you later", "that will be all", "I have to go now, bye",
                   "please disconnect the call", "okay that's everything, cheers",
-                  "have a nice day, bye", "no, that's all, have a good evening"],
+                  "have a nice day, bye", "no, that's all, have a good evening",
+                  "I'll leave it there", "that'll do for now, thanks"],
     )

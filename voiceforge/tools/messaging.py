@@ -110,7 +110,8 @@ def _extract_telegram(utterance: str, known: dict[str, Any]) -> dict[str, Any] |
 
 def register(registry: ToolRegistry) -> None:
     """Add send_sms and notify_telegram to ``registry``."""
-    registry.add(send_sms, triggers=[r"\b(text|sms)\b", r"\bsend\b.*\bmessage\b.*\d"], extract=_extract_sms,
+    registry.add(send_sms, triggers=[r"\b(text|sms)\b", r"\bsend\b.*\bmessage\b.*\d", r"\btexted\b",
+                                           r"\bmessage\b.*\bto (my|the|his|her|your) (mobile|phone|cell)\b"], extract=_extract_sms,
                  tags=("messages",), offer="send you a text",
                  examples=["text me", "send an sms", "send a text message to my phone", "can you text me that",
                            "message my mobile the details", "send me the information by text",
@@ -118,7 +119,8 @@ def register(registry: ToolRegistry) -> None:
                            "can I get that as a text", "please send a reminder to my cell",
                            "send the details to my phone", "could you sms me the time",
                            "drop me a text with the address"])
-    registry.add(notify_telegram, triggers=[r"\btelegram\b", r"\b(notify|tell|alert)\b.*\bteam\b"],
+    registry.add(notify_telegram, triggers=[r"\btelegram\b", r"\b(notify|tell|alert)\b.*\bteam\b",
+                                                 r"\b(someone|somebody)\s+(more\s+)?senior\b"],
                  extract=_extract_telegram, tags=("messages",), offer="pass a message to the team",
                  examples=["notify the team", "tell the team about this", "alert the staff", "escalate this",
                            "send a message on telegram", "let my colleagues know", "report this to the office",

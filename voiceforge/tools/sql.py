@@ -201,7 +201,8 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
             return {"query": "SELECT ROUND(AVG(duration_min), 1) AS minutes FROM appointments" + where_sql(where)}
         if table == "orders" or re.search(_MONEY, text):
             return {"query": "SELECT ROUND(AVG(total_cents) / 100.0, 2) AS dollars FROM orders" + where_sql(_where(utterance, "orders"))}
-    if re.search(_MONEY, text) and re.search(r"\b(total|sum|all|overall|how much|altogether)\b", text):
+    if re.search(_MONEY, text) and re.search(r"\b(total|sum|all|overall|how much|altogether)\b", text) or \
+            re.search(r"\b(sales|revenue|takings|income|money)\b", text) and re.search(r"\bwhat (did|were|was|are|is)\b", text):
         return {"query": "SELECT ROUND(SUM(total_cents) / 100.0, 2) AS dollars FROM orders" + where_sql(_where(utterance, "orders"))}
     if re.search(r"\b(how many|number of|count|total|tally)\b", text):
         return {"query": f"SELECT COUNT(*) AS n FROM {table}" + where_sql(where)}
@@ -244,7 +245,8 @@ def register(registry: ToolRegistry) -> None:
                   r"\bnumber of\s+(?!my\b)(\w+\s+)?(customers|orders|appointments)\b",
                   # "the biggest order last month", but not the caller's own ("my biggest order")
                   r"^(?!.*\b(i|my|me)\b).*\b(biggest|largest|smallest|most expensive|average)\s+(\w+\s+)?"
-                  r"(orders?|purchases?|sales?)\b"],
+                  r"(orders?|purchases?|sales?)\b",
+                  r"^(?!.*\b(i|my|me)\b).*\b(most|best|top|biggest)\s+(\w+\s+)?(customers?|clients?|spenders?)\b"],
         extract=_extract,
         phrase=_phrase,
         tags=("sql",),
