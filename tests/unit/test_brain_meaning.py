@@ -128,6 +128,10 @@ def test_warm_up_embeds_every_tools_examples_ahead_of_a_turn():
     ("my name's Omar Haddad", "lookup_customer", {"name": "Omar Haddad"}),
     # who the caller is, said in the same breath as what they want, only names the customer
     ("can you see which bookings I've got, I'm customer 2", "list_appointments", {"customer_id": 2}),
+    # a broad trigger ("appointment", "I'm customer 4") yields to a clearly closer meaning of any tool
+    ("I'm customer 4 and I'm asking about something I purchased", "get_order_history", {"customer_id": 4}),
+    ("how long does an appointment usually last on average", "run_sql",
+     {"query": "SELECT ROUND(AVG(duration_min), 1) AS minutes FROM appointments"}),
 ])
 def test_what_a_request_is_for_follows_its_verb(tools, utterance, name, arguments):
     call = reply(tools, utterance)
@@ -142,3 +146,13 @@ def test_look_alike_phrases_do_not_fire_the_wrong_appointment_tool(tools):
     assert brain.understand("I might not make my appointment 6 on time", tools) != "schedule_appointment"
     assert brain.understand("what was my biggest order last month", tools) != "run_sql"  # the caller's own
     assert reply(tools, "hello? can you hear me?") == "Yes, I can hear you. How can I help?"
+
+
+def test_the_linear_head_tells_apart_what_the_nearest_examples_blur(tools, monkeypatch):
+    # "visit" is closest to "when's my repair visit" (list); the head has learned that asking
+    # for one to be sorted out is booking.
+    utterance = "please sort me out a visit for my broken oven"
+    monkeypatch.setattr(intents, "HEAD_WEIGHT", 0.0)
+    assert OfflineBrain().understand(utterance, tools) == "list_appointments"
+    monkeypatch.undo()
+    assert OfflineBrain().understand(utterance, tools) == "schedule_appointment"

@@ -258,11 +258,12 @@ class OfflineBrain(LLM):
                 continue
             if tool.matches_exactly(utterance) or tool.matches_exactly(plain):
                 return tool, args
-            # A broad trigger ("appointment") gives way to a clearly closer meaning among the
-            # tools of the same tag ("scrap my booking": cancel, not list).
+            # A broad trigger ("appointment", "I'm customer 11") gives way to a clearly closer
+            # meaning ("scrap my booking": cancel, not list; "the average length of an
+            # appointment": run_sql; "I want to check on a purchase, I'm customer 11": orders).
             scores = self._meaning_scores(utterance, tools)
             best = max(scores, key=scores.get, default=None)
-            closer = next((t for t in tools if t.name == best and t is not tool and set(t.tags) & set(tool.tags)), None)
+            closer = next((t for t in tools if t.name == best and t is not tool), None)
             if closer is not None and scores[best] >= intents.ACCEPT \
                     and scores[best] - scores.get(tool.name, 0.0) >= intents.MARGIN:
                 closer_args = _extract(closer, utterance, plain, known)

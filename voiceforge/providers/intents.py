@@ -3,7 +3,8 @@
 Trigger patterns catch the phrasings their author thought of; callers use others ("has my
 package shipped yet"). Each tool declares a handful of example requests, and so do the small
 talk intents below. An utterance is embedded and compared (cosine) with every example of
-every offered intent; an intent's score is the mean of its ``TOP_K`` closest examples. The
+every offered intent; an intent's score is the mean of its ``TOP_K`` closest examples,
+moved by a linear head trained on the same examples (``HEAD_WEIGHT``). The
 best intent wins if its score clears ``ACCEPT`` and beats the runner-up intent by ``MARGIN``,
 and a score between ``CLARIFY`` and ``ACCEPT`` makes the brain ask whether that is what the
 caller meant.
@@ -56,6 +57,14 @@ MARGIN = 0.02
 TOP_K = 2
 """Examples averaged into an intent's score: the mean of the two closest beat the closest alone
 (leave-one-out top-1 136 vs 130 of the 156 examples declared then; 3 gave 128)."""
+HEAD_WEIGHT = 0.2
+"""How far the linear head's probability moves an intent's score (see :class:`IntentIndex`).
+
+Nearest examples see the whole sentence; "cancel my cleaning" and "book my cleaning" sit close
+because most of their words agree. A softmax regression over the same example vectors learns
+the directions that tell the tools apart. Chosen on development requests the brain had not
+seen yet (bench/data/routing_dev.tsv, its fourth and fifth blocks, each run once before and after):
+0.0 / 0.1 / 0.2 routed 48 / 49 / 53 of 61 and 52 / 55 / 55 of 60, the rest of dev unchanged."""
 
 SMALL_TALK: dict[str, list[str]] = {
     "greeting": ["hello", "hi there", "hey", "good afternoon", "good evening", "hiya, anyone there"],
@@ -220,24 +229,75 @@ class IntentIndex:
                 texts.append(text)
         self.texts = texts
         self.vectors = example_vectors(texts)
+        self.intents = sorted(set(self.labels))
+        self._head = _fit_head(self.vectors, [self.intents.index(label) for label in self.labels], len(self.intents))
 
     def scores(self, utterance: str, allowed: set[str] | None = None) -> dict[str, float]:
-        """Each intent's score for ``utterance``: the mean cosine of its ``TOP_K`` closest examples.
+        """Each intent's score for ``utterance``.
 
-        Only ``allowed`` intents are scored when given.
+        The mean cosine of its ``TOP_K`` closest examples, plus ``HEAD_WEIGHT`` times how far
+        the linear head's probability for it lies above chance; then all are shifted so that
+        the best equals the best mean cosine, which keeps ``ACCEPT`` a measure of how close the
+        utterance is to anything offered. Only ``allowed`` intents are scored when given.
         """
         if not self.labels:
             return {}
-        sims = self.vectors @ _utterance_vector(utterance)
+        vector = _utterance_vector(utterance)
+        sims = self.vectors @ vector
         by_intent: dict[str, list[float]] = {}
         for label, sim in zip(self.labels, sims.tolist(), strict=True):
             if allowed is None or label in allowed:
                 by_intent.setdefault(label, []).append(sim)
-        return {label: float(np.mean(sorted(found, reverse=True)[:TOP_K])) for label, found in by_intent.items()}
+        nearest = {label: float(np.mean(sorted(found, reverse=True)[:TOP_K])) for label, found in by_intent.items()}
+        if not nearest:
+            return {}
+        weights, bias = self._head
+        logits = (vector * _HEAD_SCALE) @ weights + bias
+        probability = np.exp(logits - logits.max())
+        probability /= probability.sum()
+        chance = 1 / len(self.intents)
+        mixed = {label: score + HEAD_WEIGHT * (float(probability[self.intents.index(label)]) - chance)
+                 for label, score in nearest.items()}
+        shift = max(mixed.values()) - max(nearest.values())
+        return {label: score - shift for label, score in mixed.items()}
 
     def match(self, utterance: str, allowed: set[str] | None = None) -> Match | None:
         """The best intent for ``utterance`` with its runner-up's score, or None when none is allowed."""
         return best_of(self.scores(utterance, allowed))
+
+
+_HEAD_SCALE = 10.0
+"""Unit vectors are scaled by this before the head, so that its logits can spread with a small penalty."""
+
+
+def _fit_head(vectors: np.ndarray, labels: list[int], classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A softmax regression of example vectors on their intents: (weights (DIMENSIONS, classes), bias).
+
+    Cross-entropy with an L2 penalty of 1e-3, minimised by 300 steps of Nesterov's accelerated
+    gradient descent with step 1/L (L bounds the loss's curvature: half the largest eigenvalue
+    of XᵀX/n, plus the penalty), so it converges whatever the examples: on the built-in ones
+    the loss is the same after 300 steps as after 1,000. Deterministic; about 80 ms for the
+    212 built-in examples (once per tool set: at warm-up for all tools, on first use for a persona's).
+    """
+    inputs = vectors.astype(np.float32) * np.float32(_HEAD_SCALE)
+    targets = np.eye(classes, dtype=np.float32)[labels]
+    count, penalty = len(labels), np.float32(1e-3)
+    step = np.float32(1 / (0.5 * np.linalg.norm(inputs.astype(np.float64), 2) ** 2 / count + penalty))
+    weights, bias = np.zeros((inputs.shape[1], classes), dtype=np.float32), np.zeros(classes, dtype=np.float32)
+    last_weights, last_bias = weights, bias
+    for k in range(300):
+        momentum = np.float32(k / (k + 3))
+        ahead_weights = weights + momentum * (weights - last_weights)
+        ahead_bias = bias + momentum * (bias - last_bias)
+        logits = inputs @ ahead_weights + ahead_bias
+        logits -= logits.max(axis=1, keepdims=True)
+        probability = np.exp(logits)
+        probability /= probability.sum(axis=1, keepdims=True)
+        gradient = (probability - targets) / count
+        last_weights, last_bias = weights, bias
+        weights = ahead_weights - step * (inputs.T @ gradient + penalty * ahead_weights)
+        bias = ahead_bias - step * gradient.sum(axis=0)
+    return weights, bias
 
 
 def best_of(scores: dict[str, float]) -> Match | None:

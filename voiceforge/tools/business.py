@@ -266,7 +266,8 @@ def register(registry: ToolRegistry) -> None:
                   rf"{_WHEN}.*\binstead\b|\binstead of\b.*{_WHEN}",
                   rf"\b(change|move)\s+the\s+(date|day|time)\s+of\b.*\b{_VISIT}",
                   r"\b(new|different|another|later|earlier)\s+(date|day|time)\b",
-                  r"\b(a|one|two|few|couple of)\s+(days?|weeks?|hours?)\s+(later|earlier)\b"],
+                  r"\b(a|one|two|few|couple of)\s+(days?|weeks?|hours?)\s+(later|earlier)\b",
+                  r"\b(bring|push|put|move)\s+(the|my|it|that|this)\b.*\b(forward|back|earlier|later)\b"],
         extract=_extract_reschedule,
         tags=("appointments",),
         offer="move an appointment to another time",
@@ -281,8 +282,12 @@ def register(registry: ToolRegistry) -> None:
     registry.add(
         cancel_appointment,
         triggers=[rf"{_CANCEL}.*\b{_VISIT}", rf"\b{_VISIT}.*{_CANCEL}",
-                  rf"\b(won'?t|don'?t|do not|no longer)\s+(be\s+)?need(ing)?\b.*\b{_VISIT}",
+                  rf"\b(won'?t|don'?t|do not|no longer)\s+(be\s+)?(need|require|want)(ing)?\b.*\b{_VISIT}",
+                  # "I don't need anyone to come out after all"
+                  r"\b(won'?t|don'?t|do not|no longer)\s+(be\s+)?(need|require|want)(ing)?\s+(anyone|anybody|someone"
+                  r"|somebody|the \w+|an? \w+)\s+to come\b",
                   rf"\b{_VISIT}.*\b(isn'?t|is not|not)\s+needed\b",
+                  rf"\b(not|n't)\s+go(ing)?\s+ahead\b.*\b{_VISIT}",
                   r"\btake\b.*\boff\s+(the|my|your)\s+(schedule|calendar|books|list)\b"],
         extract=_extract_appointment_id,
         tags=("appointments",),
@@ -301,7 +306,8 @@ def register(registry: ToolRegistry) -> None:
         triggers=[rf"\b(schedule|book|set up|arrange|organi[sz]e|make\s+(an?|another|new|one more))\b.*\b{_VISIT}",
                   # asking for one: "can I get a slot", "I'd like a repair" (not "do I have an appointment")
                   rf"\b(get|want|need|like|grab|request)\s+(an?|another|new)\s+(new\s+)?{_VISIT}",
-                  rf"\b(free|open|available|spare)\s+{_VISIT}", r"\bany chance of\s+(an?|getting)\b"],
+                  rf"\b(free|open|available|spare)\s+{_VISIT}", rf"\b{_VISIT}\s+(left|free|open|available)\b",
+                  r"\bany chance of\s+(an?|getting)\b"],
         extract=_extract_schedule,
         filler="Let me check the calendar.",
         tags=("appointments",),

@@ -120,7 +120,8 @@ def register(registry: ToolRegistry) -> None:
                            "send the details to my phone", "could you sms me the time",
                            "drop me a text with the address"])
     registry.add(notify_telegram, triggers=[r"\btelegram\b", r"\b(notify|tell|alert)\b.*\bteam\b",
-                                                 r"\b(someone|somebody)\s+(more\s+)?senior\b"],
+                                                 r"\b(someone|somebody)\s+(more\s+)?senior\b",
+                                                 r"\b(people|someone|somebody|person)\s+in charge\b"],
                  extract=_extract_telegram, tags=("messages",), offer="pass a message to the team",
                  examples=["notify the team", "tell the team about this", "alert the staff", "escalate this",
                            "send a message on telegram", "let my colleagues know", "report this to the office",

@@ -201,7 +201,7 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
             return {"query": "SELECT ROUND(AVG(duration_min), 1) AS minutes FROM appointments" + where_sql(where)}
         if table == "orders" or re.search(_MONEY, text):
             return {"query": "SELECT ROUND(AVG(total_cents) / 100.0, 2) AS dollars FROM orders" + where_sql(_where(utterance, "orders"))}
-    if re.search(_MONEY, text) and re.search(r"\b(total|sum|all|overall|how much|altogether)\b", text) or \
+    if re.search(_MONEY, text) and re.search(r"\b(total|sum|all|overall|how much|altogether|everything)\b", text) or \
             re.search(r"\b(sales|revenue|takings|income|money)\b", text) and re.search(r"\bwhat (did|were|was|are|is)\b", text):
         return {"query": "SELECT ROUND(SUM(total_cents) / 100.0, 2) AS dollars FROM orders" + where_sql(_where(utterance, "orders"))}
     if re.search(r"\b(how many|number of|count|total|tally)\b", text):
