@@ -230,6 +230,7 @@ _WHEN = (r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tom
          r"|evening|noon|o'?clock|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\d+(st|nd|rd|th)?)\b")
 """A day or a time of day, as a caller says it."""
 
+
 def register(registry: ToolRegistry) -> None:
     """Add the customer, order and appointment tools to ``registry``.
 

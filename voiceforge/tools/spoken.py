@@ -135,8 +135,11 @@ _MINUTE_WORDS = {"o'clock": "00", "oclock": "00", "fifteen": "15", "thirty": "30
 
 
 def _spoken_clock(text: str) -> str:
-    """Clock times said in words as digits: "at four" -> "at 4", "four thirty pm" -> "4:30 pm",
-    "half past two" -> "2:30" (lower-case text in, lower-case text out)."""
+    """Clock times said in words as digits, in lower-case text.
+
+    "at four" -> "at 4", "four thirty pm" -> "4:30 pm", "half past two" -> "2:30".
+    """
+
     def hour(word: str) -> str:
         return str(_HOURS.index(word) + 1)
 
