@@ -256,7 +256,7 @@ class OfflineBrain(LLM):
             args = _extract(tool, utterance, plain, known)
             if args is None:
                 continue
-            if tool.matches_exactly(utterance) or tool.matches_exactly(plain):
+            if tool in exact:
                 return tool, args
             # A broad trigger ("appointment", "I'm customer 11") gives way to a clearly closer
             # meaning ("scrap my booking": cancel, not list; "the average length of an

@@ -229,8 +229,8 @@ class IntentIndex:
                 texts.append(text)
         self.texts = texts
         self.vectors = example_vectors(texts)
-        self.intents = sorted(set(self.labels))
-        self._head = _fit_head(self.vectors, [self.intents.index(label) for label in self.labels], len(self.intents))
+        self.intents = {name: column for column, name in enumerate(sorted(set(self.labels)))}
+        self._head = _fit_head(self.vectors, [self.intents[label] for label in self.labels], len(self.intents))
 
     def scores(self, utterance: str, allowed: set[str] | None = None) -> dict[str, float]:
         """Each intent's score for ``utterance``.
@@ -256,7 +256,7 @@ class IntentIndex:
         probability = np.exp(logits - logits.max())
         probability /= probability.sum()
         chance = 1 / len(self.intents)
-        mixed = {label: score + HEAD_WEIGHT * (float(probability[self.intents.index(label)]) - chance)
+        mixed = {label: score + HEAD_WEIGHT * (float(probability[self.intents[label]]) - chance)
                  for label, score in nearest.items()}
         shift = max(mixed.values()) - max(nearest.values())
         return {label: score - shift for label, score in mixed.items()}

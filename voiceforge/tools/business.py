@@ -226,9 +226,9 @@ _VISIT = r"(appointment|booking|reservation|consultation|cleaning|check-?up|repa
 """What a caller books, as trigger words (spoken.canonical already reads visit, slot, session as appointment)."""
 _CANCEL = r"\b(cancel|scrap|scratch|call(ing)? (it |that )?off|drop(?!\s+(off|by|in)\b)|get rid of|delete|remove)\b"
 """Verbs that undo a booking ("drop" but not "drop off" or "drop by")."""
-_WHEN = (r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|week|month|morning|afternoon"
-         r"|evening|noon|o'?clock|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\d+(st|nd|rd|th)?)\b")
-"""A day or a time of day, as a caller says it."""
+_WHEN = (rf"\b({'|'.join(spoken.WEEKDAYS)}|today|tomorrow|week|month|morning|afternoon|evening|noon|o'?clock"
+         rf"|{'|'.join(spoken.HOURS[1:])}|\d+(st|nd|rd|th)?)\b")
+"""A day or a time of day, as a caller says it ("one" left out: "this one instead" is no time)."""
 
 
 def register(registry: ToolRegistry) -> None:

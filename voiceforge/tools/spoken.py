@@ -129,8 +129,11 @@ def service_in(utterance: str) -> str | None:
     return None
 
 
-_HOURS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
-_HOUR_WORD = rf"({'|'.join(_HOURS)})"
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+"""Weekday names, Monday first (``datetime.weekday()`` order)."""
+HOURS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+"""Clock hours said in words, one to twelve."""
+_HOUR_WORD = rf"({'|'.join(HOURS)})"
 _MINUTE_WORDS = {"o'clock": "00", "oclock": "00", "fifteen": "15", "thirty": "30", "forty-five": "45", "forty five": "45"}
 
 
@@ -141,7 +144,7 @@ def _spoken_clock(text: str) -> str:
     """
 
     def hour(word: str) -> str:
-        return str(_HOURS.index(word) + 1)
+        return str(HOURS.index(word) + 1)
 
     text = re.sub(rf"\bhalf past {_HOUR_WORD}\b", lambda m: f"{hour(m.group(1))}:30", text)
     text = re.sub(rf"\bquarter past {_HOUR_WORD}\b", lambda m: f"{hour(m.group(1))}:15", text)
@@ -170,8 +173,7 @@ def when_in(utterance: str, now: dt.datetime | None = None) -> str | None:
     elif "tomorrow" in text:
         date = base + dt.timedelta(days=1)
     else:
-        days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-        for i, day in enumerate(days):
+        for i, day in enumerate(WEEKDAYS):
             if day in text:
                 ahead = (i - now.weekday()) % 7 or 7
                 date = base + dt.timedelta(days=ahead)

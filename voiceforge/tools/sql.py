@@ -236,6 +236,10 @@ def _phrase(result: Any) -> str:
     return "; ".join(spoken_rows) + tail
 
 
+_NOT_MINE = r"^(?!.*\b(i|my|me)\b).*"
+"""A trigger's prefix for questions about the whole shop, not the caller's own records."""
+
+
 def register(registry: ToolRegistry) -> None:
     """Add run_sql to ``registry``."""
     tool = registry.add(
@@ -243,10 +247,9 @@ def register(registry: ToolRegistry) -> None:
         triggers=[r"\bhow many\s+(\w+\s+)?(customers?|orders?|appointments?)\b", r"\b(sql|query)\b.*\bselect\b",
                   r"\bcount\b(\s+up)?(\s+(the|all))?\s+(\w+\s+)?(customers|orders|appointments)\b",
                   r"\bnumber of\s+(?!my\b)(\w+\s+)?(customers|orders|appointments)\b",
-                  # "the biggest order last month", but not the caller's own ("my biggest order")
-                  r"^(?!.*\b(i|my|me)\b).*\b(biggest|largest|smallest|most expensive|average)\s+(\w+\s+)?"
-                  r"(orders?|purchases?|sales?)\b",
-                  r"^(?!.*\b(i|my|me)\b).*\b(most|best|top|biggest)\s+(\w+\s+)?(customers?|clients?|spenders?)\b"],
+                  # "the biggest order last month", "our top customer", but not the caller's own ("my biggest order")
+                  rf"{_NOT_MINE}\b(biggest|largest|smallest|most expensive|average)\s+(\w+\s+)?(orders?|purchases?|sales?)\b",
+                  rf"{_NOT_MINE}\b(most|best|top|biggest)\s+(\w+\s+)?(customers?|clients?|spenders?)\b"],
         extract=_extract,
         phrase=_phrase,
         tags=("sql",),
