@@ -174,6 +174,9 @@ async def test_spoken_questions_about_the_records_are_answered_on_every_dialect(
             next_monday <= day(a.starts_at) < next_monday + dt.timedelta(days=7) for a in appointments),
         "what percentage of customers are platinum": round(100 * sum(c.tier == "platinum" for c in customers) / len(customers), 1),
         "which item sells the most": max(items.values()),
+        # A person ranked is a customer; an amount said in words narrows the orders' totals.
+        "who placed the most orders": max(len(c.orders) for c in customers),
+        "how many orders came to more than a hundred and fifty dollars": sum(o.total_cents > 15000 for o in orders),
         # The period narrows the orders counted; the share is of those.
         "what percentage of last month's orders were returned": round(
             100 * sum(o.status == "returned" for o in orders_last_month) / len(orders_last_month), 1),
@@ -184,12 +187,17 @@ async def test_spoken_questions_about_the_records_are_answered_on_every_dialect(
         result = await reg.execute("run_sql", args, ctx)
         assert result.ok, (question, result.error)
         row = result.result["rows"][0]
-        got = row[-1] if question.startswith("which item") else row[0]
+        got = row[-1] if question.startswith(("which item", "who placed")) else row[0]
         if isinstance(answer, float):
             assert float(got) == pytest.approx(answer, abs=0.051), question
         else:
             assert got == answer, question
         assert tool.phrase(result.result).startswith(("The answer is", str(row[0]))), question
+    listed = await reg.execute("run_sql", tool.extract("list every order over a hundred dollars", {}), ctx)
+    over = sorted(orders, key=lambda o: -o.total_cents)
+    assert [r[0] for r in listed.result["rows"]] == [o.id for o in over if o.total_cents > 10000][:20]
+    counted = tool.extract("which customers have more than two orders", {})  # a count of orders, not dollars
+    assert counted is None or "total_cents" not in counted["query"]
     # Periods the rules cannot narrow are not answered unfiltered.
     assert tool.extract("how many orders were placed two years ago", {}) is None
     assert tool.extract("how many customers joined this year", {}) is None

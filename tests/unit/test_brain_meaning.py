@@ -156,3 +156,22 @@ def test_the_linear_head_tells_apart_what_the_nearest_examples_blur(tools, monke
     assert OfflineBrain().understand(utterance, tools) == "list_appointments"
     monkeypatch.undo()
     assert OfflineBrain().understand(utterance, tools) == "schedule_appointment"
+
+
+def test_say_that_again_repeats_the_last_reply_and_never_ends_the_call(tools):
+    said = "Your next appointment is on Friday at 10 a.m."
+    for ask in ("sorry, could you say that again", "pardon?", "I didn't catch that", "what did you just say"):
+        assert OfflineBrain().understand(ask, tools) == "small_talk:repeat", ask
+        assert reply(tools, "when is my appointment, I'm customer 2", said, ask) == said
+    assert reply(tools, "come again?") == "I haven't said anything yet. How can I help?"
+    # a missing parcel is not a request to repeat
+    assert OfflineBrain().understand("I ordered a lamp and didn't get it", tools) == "get_order_history"
+
+
+@pytest.mark.parametrize(("utterance", "name"), [
+    ("could you put me down for Thursday at ten, I'm customer 3", "schedule_appointment"),
+    ("customer 3 here, Tuesday doesn't work for me anymore, can we do Thursday", "reschedule_appointment"),
+    ("who placed the most orders", "run_sql"),
+])
+def test_common_ways_to_book_move_and_rank_are_understood(tools, utterance, name):
+    assert OfflineBrain().understand(utterance, tools) == name

@@ -38,6 +38,11 @@ _SMALL_TALK_PATTERNS = [
                               r"|\bare you (a |an )?(real|human|person|bot|robot|machine|ai)\b", re.I)),
     ("capabilities", re.compile(r"\bwhat (can|do|else can) you (do|help)|\bhow can you help\b|\bwhat are you able\b"
                                 r"|\bwhat (services|things) (do|can)\b", re.I)),
+    # "Say that again": the last reply, word for word (not "I didn't get it", a missing parcel).
+    ("repeat", re.compile(r"\b(say|repeat) (that|it|this)( one more time| again)?\b|\bsay again\b|\bcome again\b"
+                          r"|\brepeat (yourself|what you (just )?said|the last (bit|part))\b|^\W*(sorry|pardon)\W*$"
+                          r"|\bpardon( me)?\?|\b(didn'?t|did not|couldn'?t|could not) (quite )?(catch|hear) (that|it|you|what you)\b"
+                          r"|\bwhat did you (just )?say\b", re.I)),
     ("how_are_you", re.compile(r"\bhow are you\b|\bhow'?s it going\b", re.I)),
     ("hearing", re.compile(r"\bcan you hear me\b|\bare you (still )?there\b", re.I)),
     ("thanks", re.compile(r"\b(thanks|thank you|cheers)\b", re.I)),
@@ -49,6 +54,8 @@ TAG_OFFERS = {
     "stories": "tell a story about Hanuman", "chalisa": "teach the Hanuman Chalisa",
 }
 """What the brain says it can do, per tool tag, most useful first; a reply names three at most."""
+_ABOUT_THE_TALK = ("user_name", "agent_name", "repeat")
+"""Small talk whose pattern outranks any tool: it is about the conversation itself."""
 _CLARIFY_PREFIX = "Did you want me to "
 _YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|please|correct|right|exactly|that'?s (right|it)|uh-huh|ok(ay)?)\b", re.I)
 _NO = re.compile(r"^\W*(no|nope|not really|nah|wrong)\b", re.I)
@@ -204,13 +211,15 @@ class OfflineBrain(LLM):
             kind, None, None) by pattern; else ("clarify", tool, None) when a tool is plausible;
             else (small-talk kind by meaning, or None; None, None).
         """
+        kind = small_talk_kind(utterance)
+        if kind == "repeat":  # never a tool: "sorry, say that again" is closest to end_call by meaning
+            return kind, None, None
         match = self._meaning(utterance, tools)
         tool = next((t for t in tools if match is not None and t.name == match.intent), None)
         if tool is not None and match.confident:
             args = _extract(tool, utterance, spoken.canonical(utterance), known)
             if args is not None:
                 return "tool", tool, args
-        kind = small_talk_kind(utterance)
         if kind is not None:
             return kind, None, None
         if tool is not None and match.plausible and tool.offer:
@@ -245,7 +254,7 @@ class OfflineBrain(LLM):
         return self._small_talk(utterance, messages, tools, how, known)
 
     def _match(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any]):  # noqa: ANN202
-        if small_talk_kind(utterance) in ("user_name", "agent_name"):
+        if small_talk_kind(utterance) in _ABOUT_THE_TALK:
             return None, None  # "do you know what my name is" asks; the trigger "my name is" would look it up
         plain = spoken.canonical(utterance)
         # Tools whose certain trigger fired come before those whose broad one did, whatever their order.
@@ -312,6 +321,10 @@ class OfflineBrain(LLM):
             return f"I'm {me}, an assistant running on Forge's offline brain."
         if kind == "hearing":
             return "Yes, I can hear you. How can I help?"
+        if kind == "repeat":
+            said = [m.get("content") for m in messages if m.get("role") == "assistant" and m.get("content")]
+            # the last reply, not the question being answered now (messages end with the user's turn)
+            return str(said[-1]) if said else "I haven't said anything yet. How can I help?"
         if kind == "how_are_you":
             return "I'm doing well, thanks for asking. How can I help?"
         if kind == "user_name":

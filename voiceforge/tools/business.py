@@ -268,7 +268,9 @@ def register(registry: ToolRegistry) -> None:
                   rf"\b(change|move)\s+the\s+(date|day|time)\s+of\b.*\b{_VISIT}",
                   r"\b(new|different|another|later|earlier)\s+(date|day|time)\b",
                   r"\b(a|one|two|few|couple of)\s+(days?|weeks?|hours?)\s+(later|earlier)\b",
-                  r"\b(bring|push|put|move)\s+(the|my|it|that|this)\b.*\b(forward|back|earlier|later)\b"],
+                  r"\b(bring|push|put|move)\s+(the|my|it|that|this)\b.*\b(forward|back|earlier|later)\b",
+                  # "Tuesday doesn't work for me anymore, can we do Thursday": a day ruled out, another offered
+                  rf"\b(doesn'?t|does not|won'?t|will not|no longer)\s+(work|suit)\b.*\b(can|could|shall)\s+(we|i|you)\b.*{_WHEN}"],
         extract=_extract_reschedule,
         tags=("appointments",),
         offer="move an appointment to another time",
@@ -308,7 +310,9 @@ def register(registry: ToolRegistry) -> None:
                   # asking for one: "can I get a slot", "I'd like a repair" (not "do I have an appointment")
                   rf"\b(get|want|need|like|grab|request)\s+(an?|another|new)\s+(new\s+)?{_VISIT}",
                   rf"\b(free|open|available|spare)\s+{_VISIT}", rf"\b{_VISIT}\s+(left|free|open|available)\b",
-                  r"\bany chance of\s+(an?|getting)\b"],
+                  r"\bany chance of\s+(an?|getting)\b",
+                  # "put me down for Thursday", "pencil me in", "can you fit us in"
+                  r"\b(put|pencil|fit|squeeze|book)\s+(me|us)\s+(down|in)\b"],
         extract=_extract_schedule,
         filler="Let me check the calendar.",
         tags=("appointments",),

@@ -59,6 +59,36 @@ def spoken_int(text: str) -> int | None:
     return None
 
 
+AMOUNT_WORDS = rf"(?:\$\s*\d[\d,]*(?:\.\d+)?|\d[\d,]*(?:\.\d+)?|(?:\b(?:a|an|and|hundred|thousand|{_NUMBER_WORDS})\b[\s-]*)+)"
+"""An amount as said: "150", "$1,200.50", "a hundred", "two hundred and fifty", "fifty" (``spoken_amount`` reads it)."""
+
+
+def spoken_amount(text: str) -> float | None:
+    """"150", "$1,200", "a hundred", "two hundred and fifty", "three thousand" → the number; else None.
+
+    Bare "a" or "and" are no amount ("more than a few" → None).
+    """
+    text = text.strip().lower().lstrip("$").replace(",", "").strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    total, current, seen = 0, 0, False
+    for word in re.split(r"[\s-]+", text):
+        if word in ("and", ""):
+            continue
+        if word in ("a", "an") and not seen:
+            current = 1
+        elif word in _UNITS or word in _TENS:
+            current += _UNITS.get(word, 0) + _TENS.get(word, 0)
+            seen = True
+        elif word == "hundred":
+            current, seen = max(current, 1) * 100, True
+        elif word == "thousand":
+            total, current, seen = total + max(current, 1) * 1000, 0, True
+        else:
+            return None
+    return float(total + current) if seen else None
+
+
 def number_after(utterance: str, *keywords: str) -> int | None:
     """The number spoken after any of ``keywords`` ("customer 12", "appointment number seven")."""
     for word in keywords:

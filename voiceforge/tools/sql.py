@@ -88,6 +88,23 @@ _PERIOD = re.compile(r"\b(today|yesterday|tomorrow|(this|last|next|past|coming) 
 _UNSUPPORTED_PERIOD = re.compile(r"\b(ago|since|before|after|between|in (january|february|march|april|may|june|july|"
                                  r"august|september|october|november|december|\d{4}))\b", re.I)
 _DATE_COLUMN = {"orders": "placed_at", "appointments": "starts_at"}
+_PRICE = re.compile(rf"\b(over|above|more than|greater than|exceeding|at least|under|below|less than|cheaper than|at most)"
+                    rf"\s+({spoken.AMOUNT_WORDS})\s*(dollars?|bucks|\$)?", re.I)
+_PRICE_CUE = re.compile(r"\$|\b(dollars?|bucks|worth|cost(ing|s)?|priced|value[ds]?)\b", re.I)
+_COMPARE = {"over": ">", "above": ">", "more than": ">", "greater than": ">", "exceeding": ">", "at least": ">=",
+            "under": "<", "below": "<", "less than": "<", "cheaper than": "<", "at most": "<="}
+
+
+def _price(utterance: str) -> str | None:
+    """An order-total condition in cents from "over a hundred dollars", "under $20"; None without a money word."""
+    if not _PRICE_CUE.search(utterance):
+        return None  # "more than two orders" counts orders, not dollars
+    for m in _PRICE.finditer(utterance):
+        amount = spoken.spoken_amount(m.group(2))
+        if amount is not None:
+            compare = _COMPARE[" ".join(m.group(1).lower().split())]
+            return f"total_cents {compare} {round(amount * 100)}"
+    return None
 
 
 def _period(utterance: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
@@ -131,6 +148,9 @@ def _where(utterance: str, table: str, today: dt.date | None = None) -> list[str
         where.append(f"status = '{status}'")
     if tier and table == "customers":
         where.append(f"tier = '{tier}'")
+    price = _price(utterance) if table == "orders" else None
+    if price is not None:
+        where.append(price)
     period = _period(utterance, today or dt.datetime.now(dt.UTC).date())
     if period is not None and table in _DATE_COLUMN:
         column = _DATE_COLUMN[table]
@@ -172,8 +192,10 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
     def where_sql(conditions: list[str], prefix: str = "") -> str:
         return " WHERE " + " AND ".join(prefix + c for c in conditions) if conditions else ""
 
-    most = re.search(r"\b(most|best|top|biggest|largest|highest|popular|favou?rite)\b", text)
-    if most and re.search(r"\b(which|what|who)\b.*\b(customers?|clients?|members?)\b|\btop customers?\b|\bbiggest spenders?\b", text):
+    most = re.search(r"\b(most(?! (expensive|recent))|best|top|biggest|largest|highest|popular|favou?rite)\b", text)
+    # "who placed the most orders": a person ranked is a customer
+    if most and re.search(r"\b(which|what)\b.*\b(customers?|clients?|members?)\b|\bwho\b|\btop customers?\b"
+                          r"|\bbiggest spenders?\b", text):
         n = _how_many(utterance, "customer|client|member|spender")
         if re.search(_MONEY, text) or re.search(r"\bspender", text):
             return {"query": "SELECT c.name, ROUND(SUM(o.total_cents) / 100.0, 2) AS dollars FROM customers c "
@@ -208,6 +230,9 @@ def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | No
         return {"query": f"SELECT COUNT(*) AS n FROM {table}" + where_sql(where)}
     if table == "customers" and re.search(r"\b(list|show|name|which|who)\b", text) and (where or re.search(r"\ball\b", text)):
         return {"query": "SELECT name FROM customers" + where_sql(where) + " ORDER BY name LIMIT 20"}
+    if table == "orders" and re.search(r"\b(list|show|which|what|give me|read( me)?)\b", text) and where:
+        return {"query": "SELECT id, item, ROUND(total_cents / 100.0, 2) AS dollars FROM orders" + where_sql(where)
+                         + " ORDER BY total_cents DESC LIMIT 20"}
     return None
 
 
