@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from voiceforge.agent.persona import load_persona
+from voiceforge.providers import brain as brain_module
 from voiceforge.providers import intents
 from voiceforge.providers.base import ToolCall
 from voiceforge.providers.brain import OfflineBrain
@@ -164,8 +165,9 @@ def test_say_that_again_repeats_the_last_reply_and_never_ends_the_call(tools):
         assert OfflineBrain().understand(ask, tools) == "small_talk:repeat", ask
         assert reply(tools, "when is my appointment, I'm customer 2", said, ask) == said
     assert reply(tools, "come again?") == "I haven't said anything yet. How can I help?"
-    # a missing parcel is not a request to repeat
+    # a missing parcel, or a verse to practise, is not a request to repeat the last reply
     assert OfflineBrain().understand("I ordered a lamp and didn't get it", tools) == "get_order_history"
+    assert brain_module.small_talk_kind("Can we say that verse again?") is None
 
 
 @pytest.mark.parametrize(("utterance", "name"), [

@@ -39,10 +39,11 @@ _SMALL_TALK_PATTERNS = [
     ("capabilities", re.compile(r"\bwhat (can|do|else can) you (do|help)|\bhow can you help\b|\bwhat are you able\b"
                                 r"|\bwhat (services|things) (do|can)\b", re.I)),
     # "Say that again": the last reply, word for word (not "I didn't get it", a missing parcel).
-    ("repeat", re.compile(r"\b(say|repeat) (that|it|this)( one more time| again)?\b|\bsay again\b|\bcome again\b"
-                          r"|\brepeat (yourself|what you (just )?said|the last (bit|part))\b|^\W*(sorry|pardon)\W*$"
-                          r"|\bpardon( me)?\?|\b(didn'?t|did not|couldn'?t|could not) (quite )?(catch|hear) (that|it|you|what you)\b"
-                          r"|\bwhat did you (just )?say\b", re.I)),
+    ("repeat", re.compile(r"\bsay (that|it|this) (again|one more time)\b|\brepeat (yourself|what you (just )?said)\b"
+                          r"|\brepeat (that|it|this)(\W+(again|please|for me|one more time))*\W*$"
+                          r"|^\W*((sorry|pardon|come again|say again)\W*)+$|\bpardon( me)?\?"
+                          r"|\b(didn'?t|did not|couldn'?t|could not) (quite )?(catch (that|it|what you said)\b|hear (that|what you said)\b"
+                          r"|hear (you|it)\W*$)|\bwhat did you (just )?say\W*$", re.I)),
     ("how_are_you", re.compile(r"\bhow are you\b|\bhow'?s it going\b", re.I)),
     ("hearing", re.compile(r"\bcan you hear me\b|\bare you (still )?there\b", re.I)),
     ("thanks", re.compile(r"\b(thanks|thank you|cheers)\b", re.I)),
