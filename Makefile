@@ -27,8 +27,11 @@ db: $(VENV)/.runtime
 run: db
 	@$(BIN)/forge up --sidecar-port $(SIDECAR_PORT) --app-port $(APP_PORT) --bind $(BIND)
 
+# Two workers for everything but the wall-clock tests, which then run alone (a barge-in timed
+# beside another worker's Whisper measures the machine, not Forge).
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile -m "not wallclock"
+	$(BIN)/python -m pytest -q -ra -m wallclock
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -54,9 +54,34 @@ def sqlite_url(folder: Path) -> str:
     return f"sqlite:///{folder / 'forge.db'}"
 
 
+_worker_databases: dict[str, str] = {}
+
+
 def postgres_url() -> str | None:
-    """FORGE_TEST_POSTGRES_URL (CI sets it after starting PostgreSQL), or None."""
-    return os.environ.get("FORGE_TEST_POSTGRES_URL") or None
+    """FORGE_TEST_POSTGRES_URL (CI sets it after starting PostgreSQL), or None.
+
+    Under pytest-xdist each worker gets its own database beside that one (``forge_test_gw0``, …),
+    created on first use: the tests reset the public schema, which must not pull tables out
+    from under the other worker.
+    """
+    url = os.environ.get("FORGE_TEST_POSTGRES_URL") or None
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if url is None or not worker:
+        return url
+    if worker not in _worker_databases:
+        from sqlalchemy import create_engine, make_url, text
+
+        base = make_url(url).set(drivername="postgresql+psycopg")
+        name = f"{base.database}_{worker}"
+        engine = create_engine(base, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            engine.dispose()
+        _worker_databases[worker] = make_url(url).set(database=name).render_as_string(hide_password=False)
+    return _worker_databases[worker]
 
 
 def _database(dialect: str, folder: Path):

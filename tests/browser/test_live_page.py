@@ -25,7 +25,7 @@ from tests.support.streamlit_app import streamlit_app as run_streamlit
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.audio.resample import resample
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.wallclock]
 RATE = 48000
 
 # In every frame: getUserMedia gives a WebAudio stream; window.forgeSpeak(base64 WAV) plays a clip

@@ -17,7 +17,7 @@ from tests.support.streamlit_app import streamlit_app as run_streamlit
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.audio.resample import resample
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.wallclock]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -21,7 +21,7 @@ from voiceforge.config import load_settings
 from voiceforge.providers.local import WhisperSTT
 from voiceforge.store import business
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.wallclock]
 KEY = "browser-live-test-key"
 
 

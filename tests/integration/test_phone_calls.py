@@ -20,7 +20,7 @@ from voiceforge.store.models import Appointment, Customer
 from voiceforge.telephony.security import sign
 from voiceforge.telephony.simulator import simulate_call
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.wallclock]
 TOKEN = "sim-token-0123456789"
 KEY = "phone-test-api-key"
 sim = functools.partial(simulate_call, api_key=KEY)

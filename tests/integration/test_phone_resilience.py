@@ -27,7 +27,7 @@ from voiceforge.providers.local import WhisperSTT
 from voiceforge.telephony.simulator import simulate_call
 from voiceforge.turn import APOLOGIES
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.wallclock]
 TOKEN = "resilience-token"
 KEY = "resilience-key"
 

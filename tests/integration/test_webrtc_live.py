@@ -27,7 +27,7 @@ from voiceforge.engine import Engine
 from voiceforge.providers.local import WhisperSTT
 from voiceforge.store import conversations
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.wallclock]
 KEY = "webrtc-live-test-key"
 FRAME = OUTPUT_RATE // 50  # samples in 20 ms
 
