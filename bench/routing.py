@@ -1,6 +1,6 @@
 """How well the offline brain understands requests it was not written for.
 
-Run: .venv/bin/python bench/routing.py            (the three held-out sets: bench/data/routing_heldout*.tsv)
+Run: .venv/bin/python bench/routing.py            (the four held-out sets: bench/data/routing_heldout*.tsv)
      .venv/bin/python bench/routing.py --set dev  (the development set, with its misses)
      .venv/bin/python bench/routing.py --tune     (leave-one-out over the tools' own examples)
      .venv/bin/python bench/routing.py --triggers-only   (the brain before embeddings, for comparison)
@@ -35,7 +35,7 @@ from voiceforge.tools import build_registry, spoken  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 SETS = {"heldout": DATA / "routing_heldout.tsv", "heldout2": DATA / "routing_heldout2.tsv",
-        "heldout3": DATA / "routing_heldout3.tsv",
+        "heldout3": DATA / "routing_heldout3.tsv", "heldout4": DATA / "routing_heldout4.tsv",
         "dev": DATA / "routing_dev.tsv"}
 
 
@@ -148,12 +148,12 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--triggers-only", action="store_true")
     parser.add_argument("--set", choices=[*SETS, "all"], default="all",
-                        help="which requests: the three held-out sets (default: all) or dev, the one to tune on")
+                        help="which requests: the four held-out sets (default: all) or dev, the one to tune on")
     args = parser.parse_args()
     if args.tune:
         tune()
         return
-    for name in ("heldout", "heldout2", "heldout3") if args.set == "all" else (args.set,):
+    for name in ("heldout", "heldout2", "heldout3", "heldout4") if args.set == "all" else (args.set,):
         evaluate(name, args.triggers_only)
 
 
