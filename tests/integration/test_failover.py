@@ -83,3 +83,15 @@ async def test_with_failover_off_a_dead_server_gets_the_apology(tmp_path):
                         tts_provider="piper")
     result = await engine.pipeline("customer_service").text_turn("How many customers are there?")
     assert result.reply == APOLOGIES["llm"] and "cannot connect" in result.error and result.failover == []
+
+
+def test_warm_up_readies_the_embedded_fallbacks_before_any_failure(tmp_path):
+    from voiceforge.providers import intents
+
+    engine = engine_for(tmp_path, closed_port_url())
+    assert engine.llm._fallback is None and engine.stt._fallback is None  # nothing failed yet
+    intents._indexes.clear()
+    engine.warm_up()
+    assert engine.llm._fallback.name == "offline" and engine.stt._fallback.name == "whisper"
+    assert engine.tts._fallback.name == "piper"
+    assert intents._indexes  # the brain's example vectors and head are ready for the first failover

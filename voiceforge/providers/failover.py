@@ -84,9 +84,21 @@ class _Failover:
         self.capabilities = primary.capabilities
         self.model_name = getattr(primary, "model_name", None)
 
+    def warm_up(self, *args: Any) -> None:
+        """Warm the configured provider, and build and warm the embedded one now (blocking).
+
+        A failover mid-call must not also wait for a model to load: the offline brain's sentence
+        model, example vectors and head take about 1.5 s, Whisper about 0.5 s. ``args`` are the
+        stage's own warm-up arguments (the LLM's tools).
+        """
+        for provider in (self.primary, self.fallback):
+            warm = getattr(provider, "warm_up", None)
+            if warm is not None:
+                warm(*args)
+
     @property
     def fallback(self) -> Any:
-        """The embedded provider (built on first use)."""
+        """The embedded provider (built on first use, or by :meth:`warm_up`)."""
         if self._fallback is None:
             self._fallback = self._make_fallback()
         return self._fallback
