@@ -177,3 +177,8 @@ def test_say_that_again_repeats_the_last_reply_and_never_ends_the_call(tools):
 ])
 def test_common_ways_to_book_move_and_rank_are_understood(tools, utterance, name):
     assert OfflineBrain().understand(utterance, tools) == name
+
+
+def test_a_tool_that_declares_say_it_again_keeps_it():
+    storyteller = build_registry().select(load_persona("hanuman_storyteller", Path(tempfile.mkdtemp())).tools)
+    assert OfflineBrain().understand("can you say it again", storyteller) == "teach_hanuman_chalisa"

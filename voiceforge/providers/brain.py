@@ -55,8 +55,6 @@ TAG_OFFERS = {
     "stories": "tell a story about Hanuman", "chalisa": "teach the Hanuman Chalisa",
 }
 """What the brain says it can do, per tool tag, most useful first; a reply names three at most."""
-_ABOUT_THE_TALK = ("user_name", "agent_name", "repeat")
-"""Small talk whose pattern outranks any tool: it is about the conversation itself."""
 _CLARIFY_PREFIX = "Did you want me to "
 _YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|please|correct|right|exactly|that'?s (right|it)|uh-huh|ok(ay)?)\b", re.I)
 _NO = re.compile(r"^\W*(no|nope|not really|nah|wrong)\b", re.I)
@@ -255,12 +253,14 @@ class OfflineBrain(LLM):
         return self._small_talk(utterance, messages, tools, how, known)
 
     def _match(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any]):  # noqa: ANN202
-        if small_talk_kind(utterance) in _ABOUT_THE_TALK:
+        kind = small_talk_kind(utterance)
+        if kind in ("user_name", "agent_name"):
             return None, None  # "do you know what my name is" asks; the trigger "my name is" would look it up
         plain = spoken.canonical(utterance)
         # Tools whose certain trigger fired come before those whose broad one did, whatever their order.
         exact = [t for t in tools if t.matches_exactly(utterance) or t.matches_exactly(plain)]
-        for tool in exact + [t for t in tools if t not in exact]:
+        # "Say it again" reaches a tool only by a certain trigger (the storyteller's: practise the verse).
+        for tool in exact if kind == "repeat" else exact + [t for t in tools if t not in exact]:
             if tool.extract is None or not (tool.matches(utterance) or tool.matches(plain)):
                 continue
             args = _extract(tool, utterance, plain, known)
