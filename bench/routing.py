@@ -1,7 +1,9 @@
 """How well the offline brain understands requests it was not written for.
 
-Run: .venv/bin/python bench/routing.py            (the four held-out sets: bench/data/routing_heldout*.tsv)
-     .venv/bin/python bench/routing.py --set dev  (the development set, with its misses)
+Run: .venv/bin/python bench/routing.py            (the held-out sets: bench/data/routing_heldout*.tsv for
+                                                   customer_service, routing_storyteller_heldout.tsv for the
+                                                   hanuman_storyteller persona's tools)
+     .venv/bin/python bench/routing.py --set dev  (the development set, with its misses; storyteller-dev: the storyteller's)
      .venv/bin/python bench/routing.py --tune     (leave-one-out over the tools' own examples)
      .venv/bin/python bench/routing.py --triggers-only   (the brain before embeddings, for comparison)
 
@@ -36,7 +38,11 @@ from voiceforge.tools import build_registry, spoken  # noqa: E402
 DATA = Path(__file__).parent / "data"
 SETS = {"heldout": DATA / "routing_heldout.tsv", "heldout2": DATA / "routing_heldout2.tsv",
         "heldout3": DATA / "routing_heldout3.tsv", "heldout4": DATA / "routing_heldout4.tsv",
-        "dev": DATA / "routing_dev.tsv"}
+        "storyteller": DATA / "routing_storyteller_heldout.tsv",
+        "dev": DATA / "routing_dev.tsv", "storyteller-dev": DATA / "routing_storyteller_dev.tsv"}
+PERSONA = {"storyteller": "hanuman_storyteller", "storyteller-dev": "hanuman_storyteller"}
+"""The persona whose tools a set is routed among (customer_service unless named here)."""
+HELD_OUT = ("heldout", "heldout2", "heldout3", "heldout4", "storyteller")
 
 
 def load_set(name: str) -> list[tuple[str, str]]:
@@ -48,6 +54,13 @@ def load_set(name: str) -> list[tuple[str, str]]:
     return rows
 
 
+def persona_of(name: str):  # noqa: ANN201
+    """The persona whose tools set ``name`` is routed among."""
+    import tempfile
+
+    return load_persona(PERSONA.get(name, "customer_service"), Path(tempfile.mkdtemp()))
+
+
 def tools_for(persona: str):  # noqa: ANN201
     import tempfile
 
@@ -57,15 +70,16 @@ def tools_for(persona: str):  # noqa: ANN201
 def route(name: str, tools, brain: OfflineBrain) -> list[tuple[str, str, str, bool]]:  # noqa: ANN001
     """(utterance, expected, what the brain took it as, right) for each request of set ``name``."""
     out = []
+    agent = persona_of(name).name  # addressed by name: "thank you, Ava"
     for utterance, expected in load_set(name):
-        got = brain.understand(utterance, tools) or "none"
+        got = brain.understand(utterance, tools, name=agent) or "none"
         ok = (got == "none" or got.startswith("small_talk:")) if expected == "small_talk" else got == expected
         out.append((utterance, expected, got, ok))
     return out
 
 
 def evaluate(name: str, triggers_only: bool) -> None:
-    tools = tools_for("customer_service")
+    tools = tools_for(PERSONA.get(name, "customer_service"))
     if triggers_only:
         for t in tools:
             t.examples = []
@@ -86,7 +100,7 @@ def evaluate(name: str, triggers_only: bool) -> None:
           f"{asked} asked back, {total - routed - asked} wrong or unrouted")
     for expected, c in sorted(per.items()):
         print(f"  {expected:>24}: {c['ok']:2d}/{c['n']:2d}  asked {c['asked']}")
-    if failures and name == "dev":  # the held-out sets' misses are not printed: nobody tunes on them
+    if failures and name not in HELD_OUT:  # the held-out sets' misses are not printed: nobody tunes on them
         print("misses:")
         for utterance, expected, got in failures:
             print(f"  {utterance!r}: expected {expected}, got {got}")
@@ -148,12 +162,13 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--triggers-only", action="store_true")
     parser.add_argument("--set", choices=[*SETS, "all"], default="all",
-                        help="which requests: the four held-out sets (default: all) or dev, the one to tune on")
+                        help="which requests: the held-out sets (default: all), or dev / storyteller-dev, "
+                             "the ones to tune on")
     args = parser.parse_args()
     if args.tune:
         tune()
         return
-    for name in ("heldout", "heldout2", "heldout3", "heldout4") if args.set == "all" else (args.set,):
+    for name in HELD_OUT if args.set == "all" else (args.set,):
         evaluate(name, args.triggers_only)
 
 

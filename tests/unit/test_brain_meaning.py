@@ -182,3 +182,33 @@ def test_common_ways_to_book_move_and_rank_are_understood(tools, utterance, name
 def test_a_tool_that_declares_say_it_again_keeps_it():
     storyteller = build_registry().select(load_persona("hanuman_storyteller", Path(tempfile.mkdtemp())).tools)
     assert OfflineBrain().understand("can you say it again", storyteller) == "teach_hanuman_chalisa"
+
+
+def test_the_agents_name_only_addresses_it():
+    from voiceforge.providers.brain import without_vocative
+
+    assert without_vocative("Hanuman, tell me a story", "Hanuman") == "tell me a story"
+    assert without_vocative("thank you Hanuman!", "Hanuman") == "thank you"
+    assert without_vocative("tell me about Hanuman", "Hanuman") == "tell me about Hanuman"  # the subject
+    assert without_vocative("Hanuman's tail caught fire", "Hanuman") == "Hanuman's tail caught fire"
+    assert without_vocative("Hanuman", "Hanuman") == "Hanuman"  # nothing else was said
+    assert without_vocative("thanks Ava", None) == "thanks Ava"
+
+
+def test_a_child_is_understood_by_the_storyteller():
+    storyteller = build_registry().select(load_persona("hanuman_storyteller", Path(tempfile.mkdtemp())).tools)
+    system = {"role": "system", "content": "You are Hanuman, a gentle storyteller for children."}
+
+    def answer(text: str):  # noqa: ANN202
+        return OfflineBrain()._respond([system, {"role": "user", "content": text}], storyteller)
+
+    greeting = answer("hello hanuman")
+    assert greeting == "Hi, I'm Hanuman. How can I help you today?", greeting  # not a story
+    assert answer("I love you") == "That's very kind of you, thank you! Shall I tell you a story?"
+    for text, tool in [("tell me about hanuman", "tell_a_story"),
+                       ("tell me the one where he burns the city with his tail", "tell_a_story"),
+                       ("can we do the next bit", "teach_hanuman_chalisa"),
+                       ("put on the chalisa music", "play_hanuman_chalisa")]:
+        call = answer(text)
+        assert isinstance(call, ToolCall) and call.name == tool, (text, call)
+    assert answer("let's start from the beginning").arguments == {"step_index": 0}

@@ -45,6 +45,8 @@ _SMALL_TALK_PATTERNS = [
                           r"|\b(didn'?t|did not|couldn'?t|could not) (quite )?(catch (that|it|what you said)\b|hear (that|what you said)\b"
                           r"|hear (you|it)\W*$)|\bwhat did you (just )?say\W*$", re.I)),
     ("how_are_you", re.compile(r"\bhow are you\b|\bhow'?s it going\b", re.I)),
+    ("kind_words", re.compile(r"^\W*(i (really )?(love|like) you|you'?re (so |really )?(nice|kind|lovely|my (best )?friend))\W*$",
+                              re.I)),
     ("hearing", re.compile(r"\bcan you hear me\b|\bare you (still )?there\b", re.I)),
     ("thanks", re.compile(r"\b(thanks|thank you|cheers)\b", re.I)),
     ("greeting", re.compile(r"^\W*(hello|hi|hey|hiya|good (morning|afternoon|evening))\b", re.I)),
@@ -77,6 +79,35 @@ def _facts(messages: Sequence[Message]) -> dict[str, Any]:
         if isinstance(result, dict) and "next_step_index" in result and "index" in result:
             known["chalisa_last"] = result["index"]  # the Chalisa step just taught
     return known
+
+
+def agent_name(messages: Sequence[Message]) -> str | None:
+    """The agent's name from the system prompt's "You are <Name>" (a capitalised word), or None."""
+    system = str(messages[0].get("content", "")) if messages and messages[0].get("role") == "system" else ""
+    m = re.search(r"\b[Yy]ou are ([A-Z][\w-]+)", system)
+    return m.group(1) if m else None
+
+
+_NOT_ADDRESSED = {"about", "of", "with", "to", "for", "like", "is", "was", "and", "or", "meet", "called", "named",
+                  "the", "a", "an", "than", "from", "by", "as"}
+"""Words before a name at the end that make it the subject, not the one spoken to ("tell me about Hanuman")."""
+
+
+def without_vocative(utterance: str, name: str | None) -> str:
+    """``utterance`` without the agent's name where it only addresses the agent.
+
+    "Hanuman, tell me a story" → "tell me a story"; "thank you Hanuman" → "thank you"; but not
+    "tell me about Hanuman" or "Hanuman's tail". The name carries no request, and left in it
+    pulls a storyteller's "hello Hanuman" toward its stories.
+    """
+    if not name:
+        return utterance
+    n = re.escape(name)
+    out = re.sub(rf"^\W*{n}\b(?!')\W*", "", utterance, flags=re.I)
+    m = re.search(rf"(\w+)?\W+{n}\W*$", out, re.I)
+    if m and (m.group(1) or "").lower() not in _NOT_ADDRESSED:
+        out = out[: m.start()] + (m.group(1) or "")
+    return out if out.strip(" ,.!?") else utterance
 
 
 def small_talk_kind(utterance: str) -> str | None:
@@ -133,7 +164,7 @@ class OfflineBrain(LLM):
         if not users:
             return "Hello! How can I help?"
         last = users[-1]
-        utterance = str(messages[last].get("content") or "")
+        utterance = without_vocative(str(messages[last].get("content") or ""), agent_name(messages))
         by_name = {t.name: t for t in tools}
         known = _facts(messages[:last])
         intent, args = None, None
@@ -184,14 +215,18 @@ class OfflineBrain(LLM):
             return self._plan(intent, args, by_name, fresh_customer=result["customer_id"])
         return self._phrase(by_name.get(done or ""), result)
 
-    def understand(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any] | None = None) -> str | None:
+    def understand(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any] | None = None,
+                   name: str | None = None) -> str | None:
         """What the brain takes ``utterance`` to ask for, on its own, with nothing asked before.
+
+        ``name`` is the agent's (a persona's), dropped where it only addresses the agent.
 
         Returns:
             A tool name (confident, by trigger or by meaning), ``"clarify:<tool>"`` when it
             would ask whether that tool is meant, ``"small_talk:<kind>"``, or None.
         """
         known = known or {}
+        utterance = without_vocative(utterance, name)
         intent, _args = self._match(utterance, tools, known)
         if intent is not None:
             return intent.name
@@ -305,9 +340,7 @@ class OfflineBrain(LLM):
     def _small_talk(utterance: str, messages: Sequence[Message], tools: Sequence[Tool], kind: str | None = None,
                     known: dict[str, Any] | None = None) -> str:
         """Replies to small talk (``kind`` from the intent index, else by pattern), short, for the ear."""
-        system = str(messages[0].get("content", "")) if messages and messages[0].get("role") == "system" else ""
-        m = re.search(r"\byou are ([A-Z][\w-]+)", system, re.I)
-        me = m.group(1) if m else "Forge's assistant"
+        me = agent_name(messages) or "Forge's assistant"
         if kind is None:
             kind = small_talk_kind(utterance)
         tags = {tag for t in tools for tag in t.tags}
@@ -326,6 +359,9 @@ class OfflineBrain(LLM):
             said = [m.get("content") for m in messages if m.get("role") == "assistant" and m.get("content")]
             # the last reply, not the question being answered now (messages end with the user's turn)
             return str(said[-1]) if said else "I haven't said anything yet. How can I help?"
+        if kind == "kind_words":
+            return "That's very kind of you, thank you! " + (
+                "Shall I tell you a story?" if storyteller else "How can I help?")
         if kind == "how_are_you":
             return "I'm doing well, thanks for asking. How can I help?"
         if kind == "user_name":

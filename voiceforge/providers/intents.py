@@ -76,6 +76,7 @@ SMALL_TALK: dict[str, list[str]] = {
                      "what services do you offer", "what kind of things can I ask you", "help"],
     "how_are_you": ["how are you", "how's it going", "how are you doing today", "are you doing well"],
     "hearing": ["can you hear me", "are you still there", "is this line working", "hello, are you there"],
+    "kind_words": ["I love you", "I like you", "you're my best friend", "you are so nice"],
     "repeat": ["could you repeat that", "say that again please", "sorry, I didn't catch that", "pardon?",
                "what did you just say"],
 }

@@ -222,7 +222,7 @@ def register(registry: ToolRegistry) -> None:
     """Add the storyteller's tools (play before teach before story: the offline brain takes the first match)."""
     registry.add(
         play_hanuman_chalisa,
-        triggers=[r"\b(sing|play|recit|chant|hear|listen to)\w*\b.*\b(chalisa|prayer|song|hymn|verse)\b",
+        triggers=[r"\b(sing|play|recit|chant|hear|listen to|put on)\w*\b.*\b(chalisa|prayer|song|hymn|verse|music)\b",
                   r"\b(chalisa|prayer|song|hymn)\b.*\b(sing|play|recite|chant)\b"],
         extract=_extract_play, phrase=_phrase_play, filler="Let me warm up my voice.", tags=("chalisa",),
         opt_in=True, offer="play the Hanuman Chalisa",
@@ -232,21 +232,25 @@ def register(registry: ToolRegistry) -> None:
     registry.add(
         teach_hanuman_chalisa,
         triggers=[r"\b(learn|teach|practi[cs]|memori[sz]|study|studi)\w*", r"\b(say it|that verse) again\b",
-                  r"\b(next|another|first|last|new)\s+(verse|line|part|doha|chaupai)\b",
+                  r"\b(next|another|first|last|new)\s+(verse|line|part|bit|doha|chaupai)\b",
+                  r"\b(start|begin|go)\b.*\b(from the|back to the|over from the)\s+(beginning|start)\b",
                   r"\b(verse|doha|chaupai|chalisa)\b"],
         extract=_extract_teach, phrase=_phrase_teach, tags=("chalisa",), opt_in=True,
         offer="learn a verse of the Chalisa",
         examples=["teach me the chalisa", "I want to learn the next verse", "help me practise the prayer",
-                  "can we learn a new line", "repeat that verse", "let's memorise the chalisa"],
+                  "can we learn a new line", "repeat that verse", "let's memorise the chalisa",
+                  "help me remember the words of the prayer", "how does the next part go", "what are the words"],
     )
     registry.add(
         tell_a_story,
         triggers=[r"\bstor(y|ies)\b", r"\btell me (about|more)\b", r"\bwhat happened\b", r"\bonce upon\b",
                   r"\b(lanka|sanjeevani|sanjivani|mountain|herb|necklace|pearls?|ring|ocean)\b",
-                  r"\bhow did hanuman\b", r"\b(jump|jumped|leap|leapt|fly|flew)\b", r"\babout hanuman\b"],
+                  r"\bhow did hanuman\b", r"\b(jump|jumped|leap|leapt|fly|flew)\b", r"\babout hanuman\b",
+                  r"\bthe one (where|about|with|when)\b"],  # a child naming a story they know
         extract=_extract_story, phrase=_phrase_story, tags=("stories",), opt_in=True,
         offer="tell you a story about Hanuman",
         examples=["tell me a story", "I want a hanuman story", "how did hanuman cross the ocean",
                   "tell me about the flying monkey god", "what did hanuman do when he was little",
-                  "a bedtime story please"],
+                  "a bedtime story please", "tell me the one where he carries the mountain",
+                  "how did hanuman find sita", "what happened to his tail in lanka"],
     )
