@@ -4,7 +4,7 @@ Prints median and p95 of end-of-caller-speech → first agent media frame as the
 it, and the sidecar's own split of the same interval, measured from the last voiced frame:
 endpointing (the silence the VAD waits for), STT, agent, TTS to first audio, and the wire
 (resampling, framing, pacing); then the barge-in reaction time.
-Run: .venv/bin/python bench/phone_latency.py [--concurrent 1,4]
+Run: .venv/bin/python bench/phone_latency.py [--concurrent 1,4] [--stagger-ms 0]
 """
 
 import argparse
@@ -32,12 +32,16 @@ def pct(values, p):  # noqa: ANN001, ANN201
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-async def run(base: str, concurrent: int) -> None:
+async def run(base: str, concurrent: int, stagger_ms: int = 0) -> None:
     rows, barge = [], []
     rounds = 3 if concurrent == 1 else 2
+
+    async def call(i: int) -> dict:
+        await asyncio.sleep(i * stagger_ms / 1000)
+        return await simulate_call(base, TOKEN, [_piper(t) for t in TURNS], api_key=KEY)
+
     for _ in range(rounds):
-        results = await asyncio.gather(*[
-            simulate_call(base, TOKEN, [_piper(t) for t in TURNS], api_key=KEY) for _ in range(concurrent)])
+        results = await asyncio.gather(*[call(i) for i in range(concurrent)])
         rows += [t for result in results for t in result["turns"] if t["latency_ms"]]
         if concurrent == 1:
             b = await simulate_call(base, TOKEN, [_piper("What appointments does customer number two have?"),
@@ -53,7 +57,8 @@ async def run(base: str, concurrent: int) -> None:
         "tts_first_audio": [x["tts_first_audio"] - x["first_sentence"] for x in t],
         "wire": [x["first_frame_sent"] - x["tts_first_audio"] for x in t],
     }
-    print(f"{concurrent} concurrent call{'s' if concurrent > 1 else ''}, turns: {len(rows)}, "
+    started = f", started {stagger_ms} ms apart" if stagger_ms and concurrent > 1 else ", started together"
+    print(f"{concurrent} concurrent call{'s' if concurrent > 1 else ''}{started if concurrent > 1 else ''}, turns: {len(rows)}, "
           f"speculative STT used on {sum(1 for x in t if x.get('stt_speculative'))}")
     print(f"speech end -> first agent frame: median {statistics.median(total):.0f} ms, p95 {pct(total, 95):.0f} ms")
     for name, values in split.items():
@@ -65,6 +70,9 @@ async def run(base: str, concurrent: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrent", default="1,4", help="simultaneous calls per run, comma-separated")
+    parser.add_argument("--stagger-ms", type=int, default=0,
+                        help="start the concurrent calls this far apart (0: together, so every turn ends at the same "
+                             "moment and queues on the one Whisper: the worst case)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     port = free_port()
@@ -74,7 +82,7 @@ def main() -> None:
     with serve(app, port=port):
         app.state.engine.warm_up()
         for concurrent in [int(n) for n in args.concurrent.split(",")]:
-            asyncio.run(run(base, concurrent))
+            asyncio.run(run(base, concurrent, args.stagger_ms))
 
 
 main()
