@@ -1,6 +1,6 @@
 """Whisper's accuracy and speed on voices and phrasings the tests never use, per condition.
 
-Run: .venv/bin/python bench/stt_accuracy.py [--windows 10,30] [--quick] [--set heldout|dev]
+Run: .venv/bin/python bench/stt_accuracy.py [--windows 10,30] [--quick] [--set heldout|dev] [--repeats N]
 
 Voices: four eSpeak NG voices (libespeak-ng from the espeakng-loader wheel, a dev dependency)
 at different speeds and pitches, and Piper's joe voice slowed down; the tests speak with Piper
@@ -103,6 +103,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", default="10,30", help="Whisper windows to compare, in s")
     parser.add_argument("--quick", action="store_true", help="the first 8 phrases only")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="render each phrase this many times and pool the WER: eSpeak NG and Piper (noise_scale"
+                             " 0.5) give different audio for the same text on each call, so one run's WER moves by"
+                             " about 0.02 (Whisper gives the same text for the same audio)")
     parser.add_argument("--set", choices=list(PHRASES), default="heldout",
                         help="heldout (reported) or dev (phrases and voices decoding may be tuned on)")
     args = parser.parse_args()
@@ -112,13 +116,15 @@ def main() -> None:
     espeak = Espeak()
     espeak_set = f"espeak ({args.set})"
     voices: dict[str, list[tuple[str, bytes, int]]] = {espeak_set: [], "piper joe slow (seen voice)": []}
-    for i, text in enumerate(phrases):
-        voice, wpm, pitch = ESPEAK_VOICES[args.set][i % len(ESPEAK_VOICES[args.set])]
-        voices[espeak_set].append((text, *espeak.say(text, voice, wpm, pitch)))
-        voices["piper joe slow (seen voice)"].append((text, *piper_slow(text)))
+    for _ in range(args.repeats):
+        for i, text in enumerate(phrases):
+            voice, wpm, pitch = ESPEAK_VOICES[args.set][i % len(ESPEAK_VOICES[args.set])]
+            voices[espeak_set].append((text, *espeak.say(text, voice, wpm, pitch)))
+            voices["piper joe slow (seen voice)"].append((text, *piper_slow(text)))
     settings = load_settings()
     words = load_persona("customer_service", Path(tempfile.mkdtemp())).domain_words
-    print(f"{len(phrases)} phrases x {len(voices)} voice sets; WER is corpus WER (edits / reference words)")
+    print(f"{len(phrases)} phrases x {len(voices)} voice sets x {args.repeats} rendering(s); "
+          "WER is corpus WER (edits / reference words)")
     for window in [float(w) for w in args.windows.split(",")]:
         stt = WhisperSTT(settings.forge_cache_dir, prompt_words=words, window_s=window)
         stt.warm_up()
