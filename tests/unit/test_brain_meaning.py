@@ -212,3 +212,8 @@ def test_a_child_is_understood_by_the_storyteller():
         call = answer(text)
         assert isinstance(call, ToolCall) and call.name == tool, (text, call)
     assert answer("let's start from the beginning").arguments == {"step_index": 0}
+    # thanks after a verse that ends in a question is thanks, not the request before it again
+    verse = [system, {"role": "user", "content": "say it again"},
+             {"role": "assistant", "content": "Shri Guru charan saroj raj. Can you say it with me?"},
+             {"role": "user", "content": "thank you hanuman"}]
+    assert OfflineBrain()._respond(verse, storyteller) == "You're welcome. Is there anything else I can do?"

@@ -110,6 +110,19 @@ def without_vocative(utterance: str, name: str | None) -> str:
     return out if out.strip(" ,.!?") else utterance
 
 
+_BARE_COURTESY = re.compile(r"^\W*(thanks|thank you|cheers|hello|hi|hey|hiya|good (morning|afternoon|evening))"
+                            r"(\s+(so much|very much|a lot|again|there))?\W*$", re.I)
+
+
+def _only_small_talk(utterance: str) -> bool:
+    """Nothing but courtesy, kind words or a request to repeat: no answer to a question we asked.
+
+    "Thank you" after a verse that ends "Can you say it with me?" must not continue the request
+    before it (the child would hear the verse again).
+    """
+    return bool(_BARE_COURTESY.match(utterance)) or small_talk_kind(utterance) in ("repeat", "kind_words")
+
+
 def small_talk_kind(utterance: str) -> str | None:
     """The kind of small talk by pattern ("user_name", "agent_name", "capabilities", …), or None."""
     return next((kind for kind, pattern in _SMALL_TALK_PATTERNS if pattern.search(utterance)), None)
@@ -180,7 +193,8 @@ class OfflineBrain(LLM):
                 intent, args = offered, offered.extract(earlier + " " + utterance, known)
                 if args is None:
                     intent = None
-        if intent is None and len(users) > 1 and question.rstrip().endswith("?") and not question.startswith(_CLARIFY_PREFIX):
+        if intent is None and len(users) > 1 and question.rstrip().endswith("?") and not question.startswith(_CLARIFY_PREFIX) \
+                and not _only_small_talk(utterance):
             # An answer to our own question ("Could you tell me your name?") continues the
             # earlier request, so match the two utterances together first.
             earlier = str(messages[users[-2]].get("content") or "")
