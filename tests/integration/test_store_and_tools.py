@@ -196,6 +196,7 @@ async def test_spoken_questions_about_the_records_are_answered_on_every_dialect(
     listed = await reg.execute("run_sql", tool.extract("list every order over a hundred dollars", {}), ctx)
     over = sorted(orders, key=lambda o: -o.total_cents)
     assert [r[0] for r in listed.result["rows"]] == [o.id for o in over if o.total_cents > 10000][:20]
+    assert tool.phrase(listed.result).startswith(f"number {over[0].id}, {over[0].item}, ")  # read for the ear
     counted = tool.extract("which customers have more than two orders", {})  # a count of orders, not dollars
     assert counted is None or "total_cents" not in counted["query"]
     # Periods the rules cannot narrow are not answered unfiltered.

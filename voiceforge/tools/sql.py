@@ -242,7 +242,9 @@ def _spoken_value(value: Any, column: str) -> str:
     if isinstance(value, float):
         value = f"{value:,.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value):,}"
     elif isinstance(value, int):
-        value = f"{value:,}"
+        value = f"{value:,}" if column != "id" else str(value)
+    if column == "id":
+        return f"number {value}"  # "number 58, coffee maker, 245.49 dollars", not a bare "58"
     return f"{value} {column}" if column in _UNITS else str(value)
 
 
