@@ -61,10 +61,9 @@ def persona_of(name: str):  # noqa: ANN201
     return load_persona(PERSONA.get(name, "customer_service"), Path(tempfile.mkdtemp()))
 
 
-def tools_for(persona: str):  # noqa: ANN201
-    import tempfile
-
-    return build_registry().select(load_persona(persona, Path(tempfile.mkdtemp())).tools)
+def tools_for(name: str):  # noqa: ANN201
+    """The tools set ``name`` is routed among: its persona's."""
+    return build_registry().select(persona_of(name).tools)
 
 
 def route(name: str, tools, brain: OfflineBrain) -> list[tuple[str, str, str, bool]]:  # noqa: ANN001
@@ -79,7 +78,7 @@ def route(name: str, tools, brain: OfflineBrain) -> list[tuple[str, str, str, bo
 
 
 def evaluate(name: str, triggers_only: bool) -> None:
-    tools = tools_for(PERSONA.get(name, "customer_service"))
+    tools = tools_for(name)
     if triggers_only:
         for t in tools:
             t.examples = []
@@ -108,7 +107,7 @@ def evaluate(name: str, triggers_only: bool) -> None:
 
 def leave_one_out() -> None:
     """Top-1 of each tool example matched against all the others (itself left out)."""
-    tools = [t for t in tools_for("customer_service") if t.examples]
+    tools = [t for t in tools_for("dev") if t.examples]
     examples = [(t.name, e) for t in tools for e in t.examples] + [
         (k, e) for k, v in intents.SMALL_TALK.items() for e in v]
     names = {t.name for t in tools} | set(intents.SMALL_TALK)
@@ -128,7 +127,7 @@ def leave_one_out() -> None:
 def tune() -> None:
     """Choose ACCEPT / MARGIN / CLARIFY on the development set, with the whole brain."""
     leave_one_out()
-    tools = tools_for("customer_service")
+    tools = tools_for("dev")
     brain = OfflineBrain()
     embed = intents.embed
     cache: dict[str, np.ndarray] = {}

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 _CUSTOMER_KEYS = ("name", "phone")
 
+_THANKS = r"thanks|thank you|cheers"
+_GREETING = r"hello|hi|hey|hiya|good (morning|afternoon|evening)"
 _SMALL_TALK_PATTERNS = [
     # Small talk is a closed set where a pattern is exact and static embeddings are not ("my"
     # and "your" name sit 0.98 apart), so these are read first.
@@ -48,8 +50,8 @@ _SMALL_TALK_PATTERNS = [
     ("kind_words", re.compile(r"^\W*(i (really )?(love|like) you|you'?re (so |really )?(nice|kind|lovely|my (best )?friend))\W*$",
                               re.I)),
     ("hearing", re.compile(r"\bcan you hear me\b|\bare you (still )?there\b", re.I)),
-    ("thanks", re.compile(r"\b(thanks|thank you|cheers)\b", re.I)),
-    ("greeting", re.compile(r"^\W*(hello|hi|hey|hiya|good (morning|afternoon|evening))\b", re.I)),
+    ("thanks", re.compile(rf"\b({_THANKS})\b", re.I)),
+    ("greeting", re.compile(rf"^\W*({_GREETING})\b", re.I)),
 ]
 TAG_OFFERS = {
     "orders": "check your orders", "appointments": "book or change appointments",
@@ -110,8 +112,7 @@ def without_vocative(utterance: str, name: str | None) -> str:
     return out if out.strip(" ,.!?") else utterance
 
 
-_BARE_COURTESY = re.compile(r"^\W*(thanks|thank you|cheers|hello|hi|hey|hiya|good (morning|afternoon|evening))"
-                            r"(\s+(so much|very much|a lot|again|there))?\W*$", re.I)
+_BARE_COURTESY = re.compile(rf"^\W*({_THANKS}|{_GREETING})(\s+(so much|very much|a lot|again|there))?\W*$", re.I)
 
 
 def _only_small_talk(utterance: str) -> bool:

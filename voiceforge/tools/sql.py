@@ -90,7 +90,7 @@ _UNSUPPORTED_PERIOD = re.compile(r"\b(ago|since|before|after|between|in (january
 _DATE_COLUMN = {"orders": "placed_at", "appointments": "starts_at"}
 _PRICE = re.compile(rf"\b(over|above|more than|greater than|exceeding|at least|under|below|less than|cheaper than|at most)"
                     rf"\s+({spoken.AMOUNT_WORDS})\s*(dollars?|bucks|\$)?", re.I)
-_PRICE_CUE = re.compile(r"\$|\b(dollars?|bucks|worth|cost(ing|s)?|priced|value[ds]?)\b", re.I)
+_PRICE_CUE = re.compile(rf"\$|{_MONEY}|\b(dollar|bucks|cost(ing|s)?|priced|valued)\b", re.I)
 _COMPARE = {"over": ">", "above": ">", "more than": ">", "greater than": ">", "exceeding": ">", "at least": ">=",
             "under": "<", "below": "<", "less than": "<", "cheaper than": "<", "at most": "<="}
 
@@ -241,10 +241,10 @@ def _spoken_value(value: Any, column: str) -> str:
         value = float(value)
     if isinstance(value, float):
         value = f"{value:,.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value):,}"
-    elif isinstance(value, int):
-        value = f"{value:,}" if column != "id" else str(value)
     if column == "id":
         return f"number {value}"  # "number 58, coffee maker, 245.49 dollars", not a bare "58"
+    if isinstance(value, int):
+        value = f"{value:,}"
     return f"{value} {column}" if column in _UNITS else str(value)
 
 
