@@ -16,8 +16,8 @@ import pandas as pd
 import streamlit as st
 
 import forge_ui
+from forge.compare import DEFAULT_SET, STYLES, compare, default_utterances_async, load_utterances, table
 from voiceforge.audio.codecs import AudioFormatError
-from voiceforge.compare import DEFAULT_SET, STYLES, compare, default_utterances_async, load_utterances, table
 from voiceforge.cost import format_usd
 
 engine = forge_ui.engine()

@@ -166,7 +166,7 @@ with tab_press:
     clip = st.audio_input("Record", key="press_record") or st.file_uploader("or upload audio", type=forge_ui.UPLOAD_TYPES,
                                                                               key="press_upload")
     if st.button("Press", key="press_run", type="primary", disabled=clip is None):
-        from server.local import run_local_device_press
+        from forge.inprocess import run_local_device_press
 
         try:
             utterance = decode_audio(clip.getvalue())

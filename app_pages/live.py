@@ -14,8 +14,8 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, create_audio_sink_track, create_audio_source_track, webrtc_streamer
 
 import forge_ui
-from server.transports.webrtc import OUTPUT_RATE, LiveSession
-from voiceforge.metrics import percentile
+from forge_ui.live import OUTPUT_RATE, LivePageController
+from voiceforge.scoring import percentile
 
 engine = forge_ui.engine()
 persona = st.session_state.get("persona") or engine.settings.forge_persona
@@ -82,9 +82,9 @@ ctx = webrtc_streamer(
     audio_html_attrs={"autoPlay": True, "controls": False},
 )
 
-session: LiveSession | None = holder["session"]
+session: LivePageController | None = holder["session"]
 if ctx.state.playing and (session is None or session.closed):
-    session = LiveSession(engine, forge_ui.background_loop(), persona, voice=voice if voice in voices else None,
+    session = LivePageController(engine, forge_ui.background_loop(), persona, voice=voice if voice in voices else None,
                           vad_threshold=threshold, silence_ms=silence_ms, backend=backend)
     with st.spinner("Loading the speech models…"):
         session.start()
@@ -102,7 +102,7 @@ STATE_BADGES = {"connecting": "⏳ connecting", "listening": "👂 listening", "
 def live_panel() -> None:
     """State, level meter, transcript and latency; refreshed every 0.7 s (the waterfall of the latest turn
     only: rendering charts holds the GIL that aiortc's media thread needs to send audio on time)."""
-    session: LiveSession | None = holder["session"]
+    session: LivePageController | None = holder["session"]
     if session is None:
         st.info(f"Persona: {engine.persona(persona).name}. Press Start to begin.")
         return

@@ -42,7 +42,7 @@ with tab_sim:
     barge = st.number_input("Barge in after (ms into each reply; 0 = wait for the agent)", 0, 10_000, 0,
                             step=100, key="sim_barge")
     if st.button("Run simulated call", key="sim_run", type="primary"):
-        from server.local import run_local
+        from forge.inprocess import run_local
 
         try:
             utterances = [decode_audio(c.getvalue()) for c in (clips or [])]

@@ -48,7 +48,7 @@ with col_form:
         run = st.form_submit_button("Run tool", type="primary")
     if run:
         tool_pipeline = engine.pipeline(st.session_state.get("persona"), channel="tools")
-        result = forge_ui.run(registry.execute(name, args, tool_pipeline.ctx))
+        result = forge_ui.run(tool_pipeline.run_tool(name, args))
         st.caption(f"{name}({args}) took {result.duration_ms:.0f} ms")
         if result.ok:
             st.success("Result")

@@ -83,7 +83,7 @@ async def part_one(sizes: list[int]) -> None:
     base, token, key = f"http://127.0.0.1:{port}", secrets.token_hex(8), secrets.token_hex(16)
     env = {**os.environ, "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token, "FORGE_API_KEY": key,
            "FORGE_DATA_DIR": str(folder), "FORGE_RATE_CALLS_PER_MIN": "10000"}
-    proc = subprocess.Popen([sys.executable, "-m", "voiceforge.cli", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "forge", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with httpx.AsyncClient() as http:

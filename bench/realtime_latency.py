@@ -20,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import openai  # noqa: E402
 
-from realtime.server import create_app as realtime_app  # noqa: E402
-from server.main import create_app as sidecar_app  # noqa: E402
+from server.main import create_app  # noqa: E402
 from tests.conftest import _piper  # noqa: E402
 from tests.support.browser_client import connect  # noqa: E402
 from tests.support.servers import free_port, serve  # noqa: E402
@@ -90,7 +89,7 @@ async def cascade_round(base: str) -> list[float]:
 def main() -> None:
     folder = Path(tempfile.mkdtemp())
     settings = load_settings(forge_api_key=KEY, forge_data_dir=folder, database_url=f"sqlite:///{folder / 'b.db'}")
-    rt, car = realtime_app(settings), sidecar_app(settings)
+    rt, car = create_app(settings, roles=("realtime",)), create_app(settings)
     with serve(rt, port=free_port()) as rt_base, serve(car, port=free_port()) as car_base:
         rt.state.engine.warm_up()
         car.state.engine.warm_up()

@@ -23,7 +23,7 @@ from voiceforge.config import load_settings  # noqa: E402
 from voiceforge.engine import Engine  # noqa: E402
 from voiceforge.store import mockdata  # noqa: E402
 from voiceforge.store.db import Database  # noqa: E402
-from voiceforge.turn_events import AudioChunk, Sentence  # noqa: E402
+from voiceforge.turn.events import AudioChunk, Sentence  # noqa: E402
 
 REQUESTS = ["Look up customer number three.", "What is the order history for customer number two?",
             "What appointments does customer number four have?", "What can you do?",

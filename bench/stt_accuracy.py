@@ -36,8 +36,8 @@ from voiceforge.agent.persona import load_persona  # noqa: E402
 from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16  # noqa: E402
 from voiceforge.audio.resample import resample  # noqa: E402
 from voiceforge.config import load_settings  # noqa: E402
-from voiceforge.metrics import corpus_wer  # noqa: E402
 from voiceforge.providers.local import WhisperSTT  # noqa: E402
+from voiceforge.scoring import corpus_wer  # noqa: E402
 
 PHRASES = {"heldout": Path(__file__).parent / "data" / "stt_heldout.txt",
            "dev": Path(__file__).parent / "data" / "stt_dev.txt"}

@@ -7,7 +7,10 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from voiceforge.conversation import ConversationLoop
 
 
 @dataclass
@@ -19,15 +22,14 @@ class Connection:
     persona: str
     close: Callable[[], Awaitable[None]]
     started: float = field(default_factory=time.time)
-    loop: Any = None
+    loop: ConversationLoop | None = None
 
     def status(self) -> dict[str, Any]:
         """JSON: id, kind, persona, seconds open, conversation id, turns stored so far."""
-        pipeline = getattr(self.loop, "pipeline", None)
         return {"id": self.id, "kind": self.kind, "persona": self.persona,
                 "open_s": round(time.time() - self.started, 1),
-                "conversation_id": getattr(pipeline, "conversation_id", None),
-                "turns_stored": getattr(self.loop, "turns_stored", 0)}
+                "conversation_id": self.loop.conversation_id if self.loop is not None else None,
+                "turns_stored": self.loop.turns_stored if self.loop is not None else 0}
 
 
 class Connections:
@@ -36,7 +38,8 @@ class Connections:
     def __init__(self) -> None:
         self._live: dict[str, Connection] = {}
 
-    def add(self, kind: str, persona: str, close: Callable[[], Awaitable[None]], loop: Any = None) -> Connection:
+    def add(self, kind: str, persona: str, close: Callable[[], Awaitable[None]],
+            loop: ConversationLoop | None = None) -> Connection:
         """Register a conversation; returns it with a fresh id."""
         conn = Connection(secrets.token_hex(8), kind, persona, close, loop=loop)
         self._live[conn.id] = conn

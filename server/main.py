@@ -1,9 +1,24 @@
 """The sidecar: the parts of Forge that must be reachable from outside (Twilio, browsers, ESP32).
 
-Run with ``uvicorn server.main:create_app --factory`` (``make run`` does) or ``forge serve``.
-Every route needs the API key except Twilio's (signature-checked), the devices' own routes
-(``/device/*``, their device token), ``/``, ``/health`` and the
-docs, which are served from a package (no CDN), so they work offline.
+One app factory, :func:`create_app`, serves one or more *roles*, each a set of routers over the
+same engine, so they can run in one process or apart:
+
+============  =====================================  ===============================================
+role          command                                paths
+============  =====================================  ===============================================
+``sidecar``   ``forge serve`` (``make run``)         ``/``, ``/health``, ``/docs``, ``/api/*``,
+                                                     ``/ws``, ``/ws/status``, ``/twilio/*`` (and the
+                                                     seed's ``/voice``, ``/incoming``, ``/status``,
+                                                     ``/sms``, ``/stream``), ``/device/*``
+``realtime``  ``forge realtime-server``              ``/v1/realtime``, ``/openai/realtime`` (Azure),
+                                                     ``/``, ``/health``
+============  =====================================  ===============================================
+
+The roles share no path, so ``create_app(roles=("sidecar", "realtime"))`` serves both; a model
+host role (OpenAI-compatible ``/v1/audio/*`` and ``/v1/chat/completions``) fits beside the
+Realtime one under ``/v1``. Every route needs the API key except Twilio's (signature-checked),
+the devices' own routes (``/device/*``, their device token), ``/``, ``/health`` and the docs,
+which are served from a package (no CDN), so they work offline.
 """
 
 from __future__ import annotations
@@ -31,18 +46,31 @@ from voiceforge.engine import Engine
 log = logging.getLogger("forge.sidecar")
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """Build the sidecar app.
+ROLES = ("sidecar", "realtime")
+"""The roles :func:`create_app` can serve (see the module docstring for their paths)."""
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None,
+               roles: tuple[str, ...] = ("sidecar",)) -> FastAPI:
+    """Build the app for ``roles``.
 
     Args:
         settings: defaults to ``get_settings()``.
         engine: defaults to an Engine over ``settings`` (tests pass one with fakes).
+        roles: any of :data:`ROLES`.
+
+    Raises:
+        ValueError: an unknown role, or none.
     """
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise ValueError(f"unknown role {unknown[0]!r}: one of {', '.join(ROLES)}" if unknown else "no role to serve")
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
         app.state.settings = settings
+        app.state.roles = roles
         key, path = settings.ensure_api_key()
         app.state.api_key = key
         if path is not None:
@@ -67,25 +95,33 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         await app.state.lag.stop()
         await app.state.rate_limiter.aclose()
 
+    sidecar = "sidecar" in roles
     app = FastAPIOffline(
-        title="Forge sidecar", version=__version__, lifespan=lifespan,
+        title="Forge sidecar" if sidecar else "Forge Realtime-compatible server", version=__version__, lifespan=lifespan,
         description="Twilio webhooks and media stream, the browser and device websockets, outbound calls and SMS, "
                     "and a voice-agent REST API. Every route but Twilio's, the devices' (`/device/*`, their token), "
                     "`/`, `/health` and these docs needs "
                     "`Authorization: Bearer <FORGE_API_KEY>`.",
     )
-    from server.routers import api, devices, seed, twilio, voice
+    from server.routers import api
 
     protected = [Depends(require_api_key)]
     app.include_router(api.public)
-    app.include_router(api.router, dependencies=protected)
-    app.include_router(voice.router, dependencies=protected)
-    app.include_router(voice.websockets)
-    app.include_router(twilio.router)
-    app.include_router(twilio.webhooks)
-    app.include_router(seed.router, dependencies=protected)
-    app.include_router(devices.admin, dependencies=protected)
-    app.include_router(devices.device_routes)  # each route checks the device's own token
+    if sidecar:
+        from server.routers import devices, seed, twilio, voice
+
+        app.include_router(api.router, dependencies=protected)
+        app.include_router(voice.router, dependencies=protected)
+        app.include_router(voice.websockets)
+        app.include_router(twilio.router)
+        app.include_router(twilio.webhooks)
+        app.include_router(seed.router, dependencies=protected)
+        app.include_router(devices.admin, dependencies=protected)
+        app.include_router(devices.device_routes)  # each route checks the device's own token
+    if "realtime" in roles:
+        from server.routers import realtime
+
+        app.include_router(realtime.websockets)  # the key is checked before accept, in the route
     app.add_middleware(BodyLimit, max_bytes=int(settings.forge_max_upload_mb * 1024 * 1024))
     app.add_exception_handler(RequestValidationError, invalid_request)
     return app

@@ -46,7 +46,7 @@ def speak():
     return _piper
 
 
-from voiceforge.metrics import wer, words  # noqa: E402,F401 - the tests' WER is the product's
+from voiceforge.scoring import wer, words  # noqa: E402,F401 - the tests' WER is the product's
 
 
 def sqlite_url(folder: Path) -> str:

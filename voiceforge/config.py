@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,7 +65,8 @@ class Settings(BaseSettings):
     )
     forge_realtime_phone: bool = Field(default=False, description="Run phone calls over a Realtime session.")
 
-    # Provider choice: auto = OpenAI when keyed, offline otherwise (names: providers/registry.py).
+    # Provider choice: auto = OpenAI when keyed, offline otherwise (names: providers/registry.py,
+    # which checks them when it resolves them).
     stt_provider: str = "auto"
     llm_provider: str = "auto"
     tts_provider: str = "auto"
@@ -163,17 +163,6 @@ class Settings(BaseSettings):
     forge_sql_reader_url: str | None = Field(
         default=None, description="A read-only PostgreSQL login for run_sql instead of Forge's own reader role."
     )
-
-    @field_validator("stt_provider", "llm_provider", "tts_provider")
-    @classmethod
-    def _known_provider(cls, value: str, info) -> str:  # noqa: ANN001
-        from voiceforge.providers.registry import names
-
-        kind = info.field_name.split("_")[0]
-        value = value.strip().lower()
-        if value not in names(kind):
-            raise ValueError(f"unknown provider {value!r}; one of {', '.join(names(kind))}")
-        return value
 
     @field_validator("openai_base_url", "openai_stt_base_url", "openai_llm_base_url", "openai_tts_base_url",
                      "public_base_url", "azure_openai_endpoint", "twilio_api_base")
@@ -277,16 +266,6 @@ class Settings(BaseSettings):
             return None
         url = self.duckdb_url or str(self.forge_data_dir / "business.duckdb")
         return url if url.startswith("duckdb:") else f"duckdb:///{url}"
-
-    def resolve_provider(self, kind: Literal["stt", "llm", "tts"]) -> str:
-        """The concrete provider name for ``kind``, with ``auto`` resolved (see providers/registry.py).
-
-        Raises:
-            ConfigError: a provider was asked for without its configuration.
-        """
-        from voiceforge.providers.registry import resolve
-
-        return resolve(kind, self)
 
     @property
     def allowed_origins(self) -> list[str]:

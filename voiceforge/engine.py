@@ -1,7 +1,8 @@
 """The composition root: settings, providers, database, tool registry and personas, built once.
 
 Turns run in :mod:`voiceforge.turn` and live conversations in :mod:`voiceforge.conversation`;
-this module only builds and hands out the shared objects.
+this module builds the shared objects and hands each pipeline the small record of what it uses
+(:class:`voiceforge.turn.TurnDeps`), never itself.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any
 from voiceforge.agent.persona import Persona, load_persona
 from voiceforge.config import Settings, get_settings
 from voiceforge.cost import Cost, PriceTable, Usage
-from voiceforge.providers import LLM, STT, TTS, build, describe, resolve
+from voiceforge.providers.registry import Providers
 from voiceforge.store import conversations
 from voiceforge.store.db import Database, business_database, get_database
 from voiceforge.tools import ToolRegistry, build_registry
-from voiceforge.turn import TurnPipeline
+from voiceforge.turn import TurnDeps, TurnPipeline, TurnSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,67 +36,37 @@ class Engine:
         registry: the tool registry (default: every built-in tool).
     """
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        stt: STT | None = None,
-        llm: LLM | None = None,
-        tts: TTS | None = None,
-        db: Database | None = None,
-        registry: ToolRegistry | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings | None = None, *, stt: Any = None, llm: Any = None, tts: Any = None,
+                 db: Database | None = None, registry: ToolRegistry | None = None) -> None:
         self.settings = settings or get_settings()
         self.db = db or get_database(self.settings.database_url_resolved)
         self.business_db = business_database(self.settings.business_database_url_resolved, self.db)
         """Where customers, orders and appointments live: ``db`` unless configured apart (DuckDB)."""
         self.registry = registry or build_registry(self.settings.forge_tool_delay_ms)
-        self._stt, self._llm, self._tts = stt, llm, tts
+        self.providers = Providers(self.settings, stt=stt, llm=llm, tts=tts, prompt_words=self._prompt_words)
         # Clients tools may use, by name (a zero-argument callable is called on first use).
         self.services: dict[str, Any] = {"tts": lambda: self.tts}
         self.prices = PriceTable(self.settings.forge_prices)
 
-    def price_key(self, kind: str) -> str:
-        """``"<provider>:<model>"`` of the STT, LLM or TTS in use, the key of its price entry.
-
-        A provider not built yet is named from the settings (no model is loaded for this).
-        """
-        built = {"stt": self._stt, "llm": self._llm, "tts": self._tts}[kind]
-        if built is not None:
-            model = getattr(built, "model_name", None) or getattr(built, "model", "") or ""
-            return f"{built.name}:{model}"
-        try:
-            name = resolve(kind, self.settings)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001 - a misconfigured provider has no price
-            return f"{kind}:unknown"
-        if name == "openai":
-            return f"openai-{kind}:" + getattr(self.settings, f"openai_{kind}_model")
-        return f"{name}:"
-
     def turn_cost(self, usage: Usage) -> Cost:
         """What ``usage`` cost with the providers in use (USD per stage, see voiceforge/cost.py)."""
-        return self.prices.turn(usage, self.price_key("stt"), self.price_key("llm"), self.price_key("tts"))
+        p = self.providers
+        return self.prices.turn(usage, p.price_key("stt"), p.price_key("llm"), p.price_key("tts"))
 
     @property
-    def stt(self) -> STT:
+    def stt(self) -> Any:
         """The speech-to-text provider."""
-        if self._stt is None:
-            self._stt = build("stt", self.settings, self._prompt_words())  # type: ignore[assignment]
-        return self._stt
+        return self.providers.stt
 
     @property
-    def llm(self) -> LLM:
+    def llm(self) -> Any:
         """The LLM provider (OpenAI-compatible or the offline brain)."""
-        if self._llm is None:
-            self._llm = build("llm", self.settings)  # type: ignore[assignment]
-        return self._llm
+        return self.providers.llm
 
     @property
-    def tts(self) -> TTS:
+    def tts(self) -> Any:
         """The text-to-speech provider."""
-        if self._tts is None:
-            self._tts = build("tts", self.settings)  # type: ignore[assignment]
-        return self._tts
+        return self.providers.tts
 
     def ensure_mock_data(self) -> None:
         """Seed the mock business data when the database has none (first run)."""
@@ -136,17 +107,17 @@ class Engine:
 
     def provider_labels(self) -> dict[str, str]:
         """Labels of the STT, LLM and TTS in use (or configured, before they are built)."""
-        out = {}
-        for kind, built in (("stt", self._stt), ("llm", self._llm), ("tts", self._tts)):
-            try:
-                out[kind] = describe(built) if built is not None else resolve(kind, self.settings)
-            except Exception as exc:  # noqa: BLE001 - a status display must not fail
-                out[kind] = f"error: {exc}"
-        return out
+        return self.providers.labels()
 
     def describe(self) -> dict[str, str]:
         """Labels of the active providers and the database, for status displays."""
         return {**self.provider_labels(), "database": self.db.describe()}
+
+    def turn_deps(self) -> TurnDeps:
+        """The record of what a turn pipeline uses (providers, stores, tools, settings)."""
+        return TurnDeps(providers=self.providers, db=self.db, business_db=self.business_db, registry=self.registry,
+                        settings=TurnSettings.from_settings(self.settings), tool_settings=self.settings,
+                        price=self.turn_cost, persona=self.persona, services=self.services)
 
     def pipeline(self, persona_id: str | None = None, channel: str = "chat", conversation_id: int | None = None,
                  caller: str | None = None, child_id: int | None = None, persist: bool = True) -> TurnPipeline:
@@ -155,22 +126,30 @@ class Engine:
         Raises:
             PersonaError: no such persona.
         """
-        return TurnPipeline(self, self.persona(persona_id), channel, conversation_id, caller, child_id, persist)
+        return TurnPipeline(self.turn_deps(), self.persona(persona_id), channel, conversation_id, caller, child_id,
+                            persist)
 
-    def resume(self, conversation_id: int, persona_id: str | None = None, channel: str = "api") -> TurnPipeline:
+    def resume(self, conversation_id: int, persona_id: str | None = None, channel: str = "api",
+               caller: str | None = None) -> TurnPipeline:
         """A pipeline that continues a stored conversation: its rolling summary and last turns.
+
+        Args:
+            conversation_id: the stored conversation.
+            persona_id: the persona (None: the conversation's own).
+            channel: the channel this pipeline serves.
+            caller: the E.164 number on a phone or SMS thread (send_sms may text it).
 
         Raises:
             LookupError: no such conversation.
             PersonaError: no such persona.
         """
-        pipeline = self.pipeline(persona_id, channel, conversation_id)  # PersonaError before the query
-        stored = conversations.history(self.db, conversation_id, last=pipeline.memory.max_turns)
+        pipeline = self.pipeline(persona_id, channel, conversation_id, caller)  # PersonaError before the query
+        stored = conversations.history(self.db, conversation_id, last=pipeline.memory_turns)
         if stored is None:
             raise LookupError(f"no conversation {conversation_id}")
         if persona_id is None and stored.persona != pipeline.persona.id:
-            pipeline = self.pipeline(stored.persona, channel, conversation_id)
-        pipeline.memory.restore(stored.summary, stored.turns, stored.tool_calls)
+            pipeline = self.pipeline(stored.persona, channel, conversation_id, caller)
+        pipeline.restore(stored.summary, stored.turns, stored.tool_calls)
         return pipeline
 
     async def synthesize(self, text: str, voice: str | None = None) -> tuple[bytes, int]:

@@ -49,11 +49,15 @@ class SmsRequest(BaseModel):
 
 
 @public.get("/")
-def info() -> dict:
+def info(request: Request) -> dict:
     """What this server is and where to start (the seed backend's API info)."""
-    return {"name": "Forge sidecar", "version": __version__, "docs": "/docs", "health": "/health",
+    roles = request.app.state.roles
+    sockets = (["/ws", "/twilio/stream"] if "sidecar" in roles else []) + \
+        (["/v1/realtime", "/openai/realtime"] if "realtime" in roles else [])
+    return {"name": "Forge sidecar", "version": __version__, "roles": list(roles), "docs": "/docs",
+            "health": "/health",
             "auth": "Authorization: Bearer <FORGE_API_KEY> on every route but Twilio's, / , /health and /docs",
-            "websockets": ["/ws", "/twilio/stream"]}
+            "websockets": sockets}
 
 
 @public.get("/health")

@@ -33,6 +33,7 @@ from server.transports.device import (
 )
 from voiceforge.conversation import ConversationLoop
 from voiceforge.engine import Engine
+from voiceforge.records import TurnRecord
 from voiceforge.store import devices as store
 from voiceforge.transport import AudioIn, TalkEnd, TalkStart
 from voiceforge.turn import TurnPipeline
@@ -243,9 +244,8 @@ async def device_pipeline(engine: Engine, device: dict[str, Any]) -> TurnPipelin
             pipeline = await asyncio.to_thread(engine.resume, device["conversation_id"], device["persona"], "device")
     if pipeline is None:
         pipeline = engine.pipeline(device["persona"], channel="device", persist=persist)
-    pipeline.child_id = pipeline.ctx.child_id = child_id
-    pipeline.persist = persist
-    pipeline.voice = device["settings"].get("voice")
+    pipeline.for_child(child_id, persist)
+    pipeline.configure(voice=device["settings"].get("voice") or "")
     if persist and pipeline.conversation_id is None:
         conversation_id = await pipeline.ensure_conversation(title=f"Device {device['name'] or device['device_id']}")
         await asyncio.to_thread(store.attach_conversation, engine.db, device["device_id"], conversation_id, child_id)
@@ -266,13 +266,13 @@ def interaction_logger(engine: Engine, device: dict[str, Any]):  # noqa: ANN201
     if child_id is None:
         return None
 
-    async def log_press(event: dict[str, Any]) -> None:
-        if not event.get("transcript"):
+    async def log_press(record: TurnRecord) -> None:
+        if not record.user_text:
             return
-        calls = event.get("tool_calls", [])
+        calls = record.tool_calls
         topic = next((c["arguments"].get("topic", "") for c in calls if c["name"] == "tell_a_story"),
                      "chalisa" if any("chalisa" in c["name"] for c in calls) else "chat")
-        timings = event.get("timings_ms") or {}
+        timings = record.timings_ms
         await asyncio.to_thread(store.log_interaction, engine.db, child_id, device["device_id"],
                                 dt.datetime.now(dt.UTC), timings.get("turn_done", 0) / 1000, topic)
 

@@ -185,9 +185,9 @@ async def _bridge_to_realtime(ws: WebSocket, engine: Engine, transport: TwilioMe
     from realtime.bridge import RealtimePhoneBridge
 
     bridge = RealtimePhoneBridge(engine, transport, grant.get("persona"), grant.get("caller") or None, call_sid)
-    connection = ws.app.state.connections.add("phone", bridge.session.pipeline.persona.id, transport.hang_up)
+    connection = ws.app.state.connections.add("phone", bridge.persona_id, transport.hang_up)
     try:
-        conversation_id = await bridge.session.pipeline.ensure_conversation(title=f"Call {call_sid} (Realtime)")
+        conversation_id = await bridge.ensure_conversation(title=f"Call {call_sid} (Realtime)")
         await asyncio.to_thread(call_store.attach_stream, engine.db, call_sid, stream_sid, conversation_id)
         await bridge.run(transport.events())
     finally:

@@ -32,7 +32,16 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from server.transports import send
 from voiceforge.audio.codecs import wrap_wav
-from voiceforge.transport import AudioIn, InboundEvent, MarkPlayed, TextIn, Transport
+from voiceforge.transport import (
+    AudioIn,
+    InboundEvent,
+    MarkPlayed,
+    Notification,
+    TextIn,
+    Transcript,
+    Transport,
+    TurnFinished,
+)
 
 log = logging.getLogger("forge.sidecar.browser")
 
@@ -111,17 +120,16 @@ class BrowserSocket(Transport):
             except (RuntimeError, OSError):
                 pass
 
-    async def notify(self, event: dict[str, Any]) -> None:
-        """Live: pass every loop event on; batch: only the first release's three messages."""
+    async def notify(self, event: Notification) -> None:
+        """Live: pass every loop notification on as JSON; batch: only the first release's three messages."""
         if self.live:
-            await self.send_json(event)
+            await self.send_json(event.to_json())
             return
-        if event["type"] == "transcript" and event["text"] not in self._typed:
-            await self.send_json({"type": "transcription", "text": event["text"]})
-        elif event["type"] == "turn":
-            self._typed.discard(event.get("transcript", ""))
-            payload = {k: v for k, v in event.items() if k not in ("type", "generation")}
-            await self.send_json({"type": "conversation_response", **payload})
+        if isinstance(event, Transcript) and event.text not in self._typed:
+            await self.send_json({"type": "transcription", "text": event.text})
+        elif isinstance(event, TurnFinished):
+            self._typed.discard(event.record.user_text)
+            await self.send_json({"type": "conversation_response", **event.record.to_json()})
             if self._reply:
                 wav = wrap_wav(bytes(self._reply), self.output_rate)
                 self._reply.clear()

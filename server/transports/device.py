@@ -23,7 +23,19 @@ from typing import Any
 from fastapi import WebSocket
 
 from server.transports import send
-from voiceforge.transport import AudioIn, InboundEvent, MarkPlayed, TalkEnd, TalkStart, Transport
+from voiceforge.records import TurnRecord
+from voiceforge.transport import (
+    AudioIn,
+    Ignored,
+    InboundEvent,
+    MarkPlayed,
+    Notification,
+    StateChanged,
+    TalkEnd,
+    TalkStart,
+    Transport,
+    TurnFinished,
+)
 
 log = logging.getLogger("forge.sidecar.device")
 
@@ -93,22 +105,23 @@ class DeviceTransport(Transport):
 
     frame_ms = 20
 
-    def __init__(self, rate: int, on_turn: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+    def __init__(self, rate: int, on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None) -> None:
         self.output_rate = rate
         self.on_turn = on_turn
         self.released: list[int] = []  # device turn numbers, in release order, not yet answered
 
-    async def turn_finished(self, event: dict[str, Any]) -> None:
-        """Run the turn hook for a ``turn`` event."""
-        if self.on_turn is not None and event["type"] == "turn":
-            await self.on_turn(event)
+    async def turn_finished(self, event: Notification) -> None:
+        """Run the turn hook for a finished turn."""
+        if self.on_turn is not None and isinstance(event, TurnFinished):
+            await self.on_turn(event.record)
 
-    def done_message(self, event: dict[str, Any]) -> dict[str, Any]:
-        """The ``done`` message for a finished turn of the loop."""
+    def done_message(self, event: TurnFinished | Ignored) -> dict[str, Any]:
+        """The ``done`` message for a finished (or ignored) turn of the loop."""
         turn = self.released.pop(0) if self.released else None
-        return {"type": "done", "turn": turn, "transcript": event.get("transcript", ""),
-                "reply": event.get("reply", ""), "interrupted": event.get("interrupted", False),
-                "tool_calls": [c["name"] for c in event.get("tool_calls", [])], "error": event.get("error")}
+        record = event.record if isinstance(event, TurnFinished) else TurnRecord(user_text="", reply="")
+        return {"type": "done", "turn": turn, "transcript": record.user_text, "reply": record.reply,
+                "interrupted": record.interrupted, "tool_calls": [c["name"] for c in record.tool_calls],
+                "error": record.error}
 
 
 class DeviceSocket(DeviceTransport):
@@ -124,7 +137,7 @@ class DeviceSocket(DeviceTransport):
     confirms_playback = True
 
     def __init__(self, ws: WebSocket, rate: int, max_bytes: int,
-                 on_turn: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+                 on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None) -> None:
         super().__init__(rate, on_turn)
         self.ws, self.max_bytes = ws, max_bytes
         self.press: PressBuffer | None = None
@@ -150,15 +163,15 @@ class DeviceSocket(DeviceTransport):
         """end_call: the device goes back to sleep; the socket stays for the next press."""
         await self.send_json({"type": "sleep"})
 
-    async def notify(self, event: dict[str, Any]) -> None:
+    async def notify(self, event: Notification) -> None:
         """``done`` after each turn; state changes for a device with a status light."""
-        if event["type"] in ("turn", "ignored"):
+        if isinstance(event, TurnFinished | Ignored):
             message = self.done_message(event)
             self.turn_log.append(message)
             await self.send_json(message)
             await self.turn_finished(event)
-        elif event["type"] == "state":
-            await self.send_json(event)
+        elif isinstance(event, StateChanged):
+            await self.send_json(event.to_json())
 
     async def events(self) -> AsyncIterator[InboundEvent]:
         """Inbound events until the socket closes.
@@ -220,7 +233,7 @@ class DeviceHttpTurn(DeviceTransport):
     paced = False
     confirms_playback = False
 
-    def __init__(self, rate: int, on_turn: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+    def __init__(self, rate: int, on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None) -> None:
         super().__init__(rate, on_turn)
         self.out: asyncio.Queue[bytes | None] = asyncio.Queue()
 
@@ -243,9 +256,9 @@ class DeviceHttpTurn(DeviceTransport):
         """end_call: tell the device to sleep."""
         await self.out.put(self.frame(FRAME_JSON, b'{"type": "sleep"}'))
 
-    async def notify(self, event: dict[str, Any]) -> None:
+    async def notify(self, event: Notification) -> None:
         """The ``done`` frame ends the response."""
-        if event["type"] in ("turn", "ignored"):
+        if isinstance(event, TurnFinished | Ignored):
             await self.out.put(self.frame(FRAME_JSON, json.dumps(self.done_message(event), default=str).encode()))
             await self.out.put(None)
             await self.turn_finished(event)

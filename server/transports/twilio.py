@@ -16,7 +16,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketState
 
 from server.transports import send
-from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
+from voiceforge.audio.codecs import ulaw_to_pcm16
 from voiceforge.telephony import media
 from voiceforge.transport import AudioIn, DtmfIn, InboundEvent, MarkPlayed, Transport
 
@@ -63,6 +63,7 @@ class TwilioMediaStream(Transport):
     """
 
     output_rate = TWILIO_RATE
+    output_encoding = "ulaw"
     frame_ms = 20
     paced = True
     confirms_playback = True
@@ -74,13 +75,9 @@ class TwilioMediaStream(Transport):
     async def _send(self, text: str) -> None:
         await send(self.ws, text)
 
-    async def send_audio(self, pcm16: bytes, sample_rate: int) -> None:
-        """Send 20 ms of PCM16 at 8000 Hz as a μ-law ``media`` message."""
-        await self._send(media.media_message(self.stream_sid, pcm16_to_ulaw(pcm16)))
-
-    async def send_ulaw(self, ulaw: bytes) -> None:
-        """Send 20 ms of μ-law 8 kHz as it is (the Realtime bridge's passthrough)."""
-        await self._send(media.media_message(self.stream_sid, ulaw))
+    async def send_audio(self, frame: bytes, sample_rate: int) -> None:
+        """Send 20 ms of μ-law at 8000 Hz (160 bytes) as a ``media`` message."""
+        await self._send(media.media_message(self.stream_sid, frame))
 
     async def clear(self) -> None:
         """``clear``: Twilio drops its buffered audio and echoes every pending mark."""

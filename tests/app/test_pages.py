@@ -55,7 +55,7 @@ def test_voice_chat_typed_turn_answers_and_is_stored(app):
     assert not app.exception
     texts = [m.value for m in app.markdown]
     assert "How many customers are there?" in texts and "The answer is 40." in texts
-    with db().sessions() as s:
+    with db().read_session() as s:
         assert s.scalar(select(func.count(Turn.id))) == 1
         assert s.scalars(select(ToolCallRecord.name)).all() == ["run_sql"]
 
@@ -212,6 +212,6 @@ def test_a_persona_edited_on_the_settings_page_drives_the_next_conversation(app)
     persona = engine.persona("friendly_guide")
     assert persona.greeting == "Hello from the settings page." and persona.vad_threshold == 0.8
     loop = ConversationLoop(engine.pipeline("friendly_guide"), Silent(), greet=False)
-    assert loop.endpointing_ms == 720 and loop._segmenter.vad.aggressiveness == 3  # 0.8 → the strictest webrtcvad
+    assert loop.endpointing_ms == 720 and loop.vad_aggressiveness == 3  # 0.8 → the strictest webrtcvad
     app.button(key="FormSubmitter:persona_edit_friendly_guide-Back to the shipped persona").click().run()
     assert engine.persona("friendly_guide").greeting != "Hello from the settings page."

@@ -83,7 +83,7 @@ def test_damaged_and_unknown_audio(client):
 def test_the_cli_takes_an_mp3(speak, tmp_path, capsys, monkeypatch):
     import json
 
-    from voiceforge import cli
+    from forge import cli
     from voiceforge.config import get_settings
 
     monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path))

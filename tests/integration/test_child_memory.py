@@ -10,6 +10,7 @@ from sqlalchemy import text
 from voiceforge.config import load_settings
 from voiceforge.engine import Engine
 from voiceforge.providers.brain import OfflineBrain
+from voiceforge.records import TurnRecord
 from voiceforge.store import conversations
 from voiceforge.store import devices as store
 
@@ -61,8 +62,8 @@ def test_forgetting_a_child_removes_every_row_and_file(database, tmp_path):
     conv = conversations.create_conversation(database, "device", "hanuman_storyteller")
     store.attach_conversation(database, device["device_id"], conv, cid)
     recordings = tmp_path / "recordings"
-    conversations.save_turn(database, conv, conversations.NewTurn("hello", "namaste", user_audio=(b"\x00\x01" * 800, 16000),
-                                                                  reply_audio=(b"\x00\x02" * 800, 16000)), recordings)
+    conversations.save_turn(database, conv, TurnRecord("hello", "namaste", user_audio=(b"\x00\x01" * 800, 16000),
+                                                       audio=b"\x00\x02" * 800, sample_rate=16000), recordings)
     assert any((recordings / str(conv)).iterdir())
     removed = store.forget_child(database, cid, recordings)
     assert removed == {"conversations": 1, "recording_folders": 1}
@@ -99,7 +100,7 @@ async def test_a_resumed_conversation_keeps_its_last_turns_and_a_rolling_summary
     assert [u for u, _ in stored.turns] == [f"Hello number {i}" for i in range(3, 11)]
     assert "Hello number 0" in stored.summary and "Hello number 2" in stored.summary
     resumed = engine.resume(conversation_id, channel="device")
-    messages = resumed.memory.messages("SYSTEM")
+    messages = resumed.messages("SYSTEM")
     assert "Hello number 0" in messages[0]["content"]  # the summary, in the system message
     users = [m["content"] for m in messages if m["role"] == "user"]
     assert users == [f"Hello number {i}" for i in range(3, 11)]

@@ -14,10 +14,10 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
+from forge import cli
 from server.main import create_app
 from tests.conftest import wer
 from tests.support.servers import free_port
-from voiceforge import cli
 from voiceforge.audio.codecs import unwrap_wav, wrap_wav
 from voiceforge.config import load_settings
 
@@ -137,7 +137,7 @@ def test_ws_status_lists_live_connections_and_disconnect_ends_one(client):
 
 
 async def test_the_phone_pages_simulator_runs_a_call_in_process(speak):
-    from server.local import run_local
+    from forge.inprocess import run_local
 
     result = await run_local([speak("How many customers are there?")])
     assert result["turns"][0]["reply"] == "The answer is 40." and result["status"] == "completed"

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
+from forge.compare import Utterance, compare, load_utterances, table
 from voiceforge.audio.codecs import wrap_wav
-from voiceforge.compare import Utterance, compare, load_utterances, table
 from voiceforge.config import get_settings
 from voiceforge.engine import Engine
 
@@ -55,7 +55,7 @@ def test_forge_compare_on_a_folder_of_recordings(speak, tmp_path):
     (folder / "notes.md").write_text("not audio")
     assert [u.reference for u in load_utterances(folder)] == ["Hello, who am I talking to?"]
     env = {"FORGE_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "voiceforge.cli", "compare", "--utterances", str(folder),
+    out = subprocess.run([sys.executable, "-m", "forge", "compare", "--utterances", str(folder),
                           "--styles", "batch", "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -65,7 +65,7 @@ def test_forge_compare_on_a_folder_of_recordings(speak, tmp_path):
 
 
 def test_forge_compare_refuses_a_missing_folder_and_an_unknown_style(tmp_path, capsys, monkeypatch):
-    from voiceforge.cli import main
+    from forge.cli import main
 
     monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()

@@ -193,7 +193,7 @@ async def test_consent_gates_storage_and_deletion_leaves_nothing(sidecar, speak)
 
 
 async def test_the_devices_page_press_runs_the_simulator_over_the_wire(speak):
-    from server.local import run_local_device_press
+    from forge.inprocess import run_local_device_press
     from voiceforge.config import get_settings
     from voiceforge.store import devices as store
     from voiceforge.store.db import get_database

@@ -56,15 +56,14 @@ async def test_agent_sends_an_sms_through_twilio(tmp_path):
     assert transport.requests[-1]["data"] == {"To": "+14155550100", "From": "+15005550006",
                                               "Body": "Your appointment is confirmed."}
     assert result.reply == "I've sent the text to +1••••••0100."  # all but country code and last four
-    with engine.db.sessions() as s:
+    with engine.db.read_session() as s:
         row = s.scalars(select(SmsMessage)).one()
         assert row.message_sid == "SM" + "2" * 32 and row.conversation_id == result.conversation_id
 
 
 async def test_sms_without_twilio_names_the_missing_settings(tmp_path):
     engine = engine_for(tmp_path)
-    result = await engine.registry.execute("send_sms", {"to": "+14155550100", "body": "hi"},
-                                           engine.pipeline().ctx)
+    result = await engine.pipeline().run_tool("send_sms", {"to": "+14155550100", "body": "hi"})
     assert "TWILIO_ACCOUNT_SID" in result.error
 
 
@@ -79,8 +78,8 @@ async def test_notify_telegram(tmp_path, telegram):
                                       "json": {"chat_id": "4242", "text": "Customer 3 wants a callback."}}
     assert result.reply == "I've notified the team on Telegram."
     wrong = engine_for(tmp_path, telegram_bot_token="123:abc", telegram_chat_id="1", telegram_api_base=url)
-    failed = await wrong.registry.execute("notify_telegram", {"text": "x"}, wrong.pipeline().ctx)
+    failed = await wrong.pipeline().run_tool("notify_telegram", {"text": "x"})
     assert failed.error == "Telegram refused the message: Bad Request: chat not found"
     unset = engine_for(tmp_path)
-    missing = await unset.registry.execute("notify_telegram", {"text": "x"}, unset.pipeline().ctx)
+    missing = await unset.pipeline().run_tool("notify_telegram", {"text": "x"})
     assert missing.error == "Telegram is not configured: set TELEGRAM_BOT_TOKEN, TELEGRAM_CHAT_ID"

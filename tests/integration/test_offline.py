@@ -33,7 +33,7 @@ def hook(event, args):
     elif event == "socket.getaddrinfo":
         log.write(json.dumps([event, str(args[0]), str(args[1])]) + "\n"); log.flush()
 sys.addaudithook(hook)
-from voiceforge.cli import main
+from forge.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 

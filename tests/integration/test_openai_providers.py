@@ -7,6 +7,7 @@ from voiceforge.config import load_settings
 from voiceforge.engine import Engine
 from voiceforge.providers import ProviderStatusError, TokenUsage, ToolCall, build_llm, build_stt, build_tts
 from voiceforge.providers.openai_ import OpenAILLM, OpenAISTT, OpenAITTS
+from voiceforge.providers.registry import resolve
 from voiceforge.tools import build_registry
 
 pytestmark = pytest.mark.integration
@@ -115,7 +116,7 @@ async def test_llm_outage_gives_a_spoken_apology_and_a_stored_error(oai, tmp_pat
     assert result.reply.startswith("Sorry") and result.audio and len(result.audio) > 20000
     from voiceforge.store.models import Turn
 
-    with engine.db.sessions() as s:
+    with engine.db.read_session() as s:
         assert s.get(Turn, result.turn_id).error == "openai-llm: HTTP 500"
 
 
@@ -172,7 +173,7 @@ async def test_a_keyless_local_server_serves_all_three_stages(oai, speak, tmp_pa
     server, url = oai
     settings = load_settings(openai_base_url=url, openai_llm_model="llama3.2:3b", forge_data_dir=tmp_path,
                              database_url=f"sqlite:///{tmp_path / 'k.db'}")
-    assert not settings.openai_api_key and [settings.resolve_provider(k) for k in ("stt", "llm", "tts")] == [
+    assert not settings.openai_api_key and [resolve(k, settings) for k in ("stt", "llm", "tts")] == [
         "openai", "openai", "openai"]
     engine = Engine(settings)
     engine.ensure_mock_data()
@@ -197,7 +198,7 @@ async def test_each_stage_may_point_at_its_own_server(oai, tmp_path):
     with serve(other.app) as other_base:
         settings = load_settings(openai_llm_base_url=other_base + "/v1", forge_data_dir=tmp_path,
                                  database_url=f"sqlite:///{tmp_path / 's.db'}")
-        assert [settings.resolve_provider(k) for k in ("stt", "llm", "tts")] == ["whisper", "openai", "piper"]
+        assert [resolve(k, settings) for k in ("stt", "llm", "tts")] == ["whisper", "openai", "piper"]
         engine = Engine(settings)
         engine.ensure_mock_data()
         other.chat_script.append({"text": "Hello from the other server."})

@@ -45,7 +45,7 @@ def sidecar(tmp_path_factory):
 
 
 def customer(app, cid):
-    with app.state.engine.db.sessions() as s:
+    with app.state.engine.db.read_session() as s:
         return s.get(Customer, cid)
 
 
@@ -71,7 +71,7 @@ async def test_three_turn_call_round_trips_through_speech(sidecar, speak):
 
 async def test_barge_in_clears_and_stores_only_what_played(sidecar, speak):
     base, app = sidecar
-    with app.state.engine.db.sessions() as s:
+    with app.state.engine.db.read_session() as s:
         busy = s.scalars(select(Appointment.customer_id).where(Appointment.status == "scheduled")).first()
     first = f"What appointments does customer number {busy} have?"
     result = await sim(base, TOKEN, [speak(first), speak("Wait, stop please.")], barge_in_ms=3600)

@@ -139,7 +139,7 @@ async def test_a_long_reply_on_a_recorded_call_is_cut_at_the_cap_and_both_tracks
         conversation_id = turn_conversation(app, result["call_sid"])
         # The next turn's context holds what the caller heard, not the whole answer.
         pipeline = app.state.engine.resume(conversation_id)
-        assert pipeline.memory.messages("")[-1]["content"] == turn["reply"]
+        assert pipeline.messages("")[-1]["content"] == turn["reply"]
 
         folder = tmp_path / "recordings" / str(conversation_id)
         names = {p.name for p in folder.glob("*.wav")}

@@ -11,8 +11,8 @@ import openai
 import pytest
 import websockets
 
-from realtime.server import create_app
-from realtime.session import RealtimeError, RealtimeSession
+from realtime.client import RealtimeClient, RealtimeError
+from server.main import create_app
 from tests.conftest import wer
 from tests.support.servers import free_port, serve
 from voiceforge.audio.resample import resample
@@ -30,7 +30,7 @@ KEY = "realtime-test-key"
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("realtime")
     settings = load_settings(forge_api_key=KEY, forge_data_dir=folder, database_url=f"sqlite:///{folder / 'r.db'}")
-    app = create_app(settings)
+    app = create_app(settings, roles=("realtime",))
     with serve(app, port=free_port()) as base:
         app.state.engine.warm_up()
         yield base.replace("http://", "ws://") + "/v1", app, settings
@@ -139,7 +139,7 @@ async def test_speech_over_a_reply_cancels_it_and_truncate_is_acknowledged(serve
 async def test_forges_session_runs_tools_stores_turns_and_rolls_over_with_context(server):
     url, app, settings = server
     engine = Engine(settings.model_copy(update={"forge_realtime_url": url}), db=app.state.engine.db)
-    session = RealtimeSession(engine, "customer_service", server_vad=False, max_session_s=0.0)
+    session = RealtimeClient(engine, "customer_service", server_vad=False, max_session_s=0.0)
     async with session:
         first = await session.say("How many customers are there?")
         second = await session.say("Look up customer number three.")  # a new session: max_session_s=0
@@ -189,7 +189,7 @@ async def test_an_error_event_and_a_dropped_socket_are_clear_and_lose_nothing(fa
     settings = load_settings(forge_api_key=KEY, forge_data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'f.db'}")
     engine = Engine(settings)
     async for url in fault_server():
-        session = RealtimeSession(engine, "friendly_guide", client=sdk(url), model="gpt-realtime", server_vad=False)
+        session = RealtimeClient(engine, "friendly_guide", sdk=sdk(url), model="gpt-realtime", server_vad=False)
         async with session:
             first = await session.say("Hello")
             with pytest.raises(RealtimeError, match="lost|closed"):
@@ -243,7 +243,7 @@ async def test_recordings_keep_both_sides_of_a_realtime_turn(server, speak, tmp_
     url, app, settings = server
     local = settings.model_copy(update={"forge_realtime_url": url, "enable_recordings": True, "forge_data_dir": tmp_path})
     engine = Engine(local, db=app.state.engine.db)
-    async with RealtimeSession(engine, "customer_service", server_vad=False) as session:
+    async with RealtimeClient(engine, "customer_service", server_vad=False) as session:
         pcm, rate = speak("How many customers are there?")
         await session.send_audio(pcm, rate)
         await session.commit()
@@ -260,7 +260,7 @@ async def test_recordings_keep_both_sides_of_a_realtime_turn(server, speak, tmp_
 
 
 def test_forge_realtime_prompts_and_the_assistant_with_a_wav(tmp_path, monkeypatch, capsys, speak):
-    from voiceforge import cli
+    from forge import cli
     from voiceforge.audio.codecs import wrap_wav
     from voiceforge.config import get_settings
 

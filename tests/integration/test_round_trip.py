@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from forge import cli
 from tests.conftest import wer
-from voiceforge import cli
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.config import get_settings
 from voiceforge.store.db import get_database
@@ -39,7 +39,7 @@ def talk(wav: Path, capsys, out: Path | None = None) -> dict:
 
 def test_ten_spoken_requests_call_the_right_tools(data_dir, speak, capsys):
     db = get_database(get_settings().database_url_resolved)
-    with db.sessions() as s:
+    with db.read_session() as s:
         laura = s.get(Customer, 1).name
         orders_of_2 = s.scalar(select(func.count(Order.id)).where(Order.customer_id == 2))
         shipped = s.scalar(select(func.count(Order.id)).where(Order.status == "shipped"))
@@ -81,7 +81,7 @@ def test_ten_spoken_requests_call_the_right_tools(data_dir, speak, capsys):
         for stage in ("stt_final", "llm_first_token", "first_sentence", "tts_first_audio"):
             assert turn["timings_ms"][stage] > 0, stage
     assert sum(errors) / len(errors) <= 0.1, errors
-    with db.sessions() as s:
+    with db.read_session() as s:
         assert s.scalar(select(func.count(Turn.id))) == len(cases)
         assert s.get(Appointment, cancel_id).status == "cancelled"
 
@@ -114,7 +114,7 @@ def test_bad_audio_is_rejected_and_nothing_is_stored(data_dir, speak, capsys, co
     assert cli.main(["talk", str(bad), "--json"]) == 2
     assert message in capsys.readouterr().err
     db = get_database(get_settings().database_url_resolved)
-    with db.sessions() as s:
+    with db.read_session() as s:
         assert s.scalar(select(func.count(Turn.id))) == 0
 
 

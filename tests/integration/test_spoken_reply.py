@@ -12,7 +12,7 @@ from voiceforge.config import load_settings
 from voiceforge.engine import Engine
 from voiceforge.store import mockdata
 from voiceforge.store.db import Database
-from voiceforge.turn_events import AudioChunk, Sentence, Timeline, TurnDone
+from voiceforge.turn.events import AudioChunk, Sentence, Timeline, TurnDone
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_a_reply_split_into_pieces_is_stored_whole(engine):
         async for event in engine.pipeline(None, channel="browser").respond("Look up customer number three.",
                                                                            Timeline(time.perf_counter())):
             if isinstance(event, TurnDone):
-                return event.result
+                return event.record
 
     result = asyncio.run(run())
     assert len(result.sentences) >= 2 and result.sentences[0].endswith(",")

@@ -38,7 +38,7 @@ async def test_conversation_turns_tool_calls_and_timings_read_back(seeded):
     first = await pipeline.text_turn("How many customers are there?")
     second = await pipeline.text_turn("Show the appointments for customer 2")
     assert first.conversation_id == second.conversation_id
-    with seeded.sessions() as s:
+    with seeded.read_session() as s:
         conv = s.get(Conversation, first.conversation_id)
         assert conv.channel == "chat" and conv.persona == "customer_service"
         assert conv.title == "How many customers are there?"
@@ -70,7 +70,7 @@ async def test_appointment_tools_change_the_database(business):
     assert (await reg.execute("cancel_appointment", {"appointment_id": aid}, ctx)).ok
     again = await reg.execute("cancel_appointment", {"appointment_id": aid}, ctx)
     assert again.error == f"there is no scheduled appointment number {aid}"
-    with business.sessions() as s:
+    with business.read_session() as s:
         row = s.get(Appointment, aid)
         starts = row.starts_at if row.starts_at.tzinfo else row.starts_at.replace(tzinfo=dt.UTC)
         assert row.status == "cancelled" and starts.strftime("%Y-%m-%dT%H:%M") == later
@@ -80,7 +80,7 @@ async def test_appointment_tools_change_the_database(business):
 
 async def test_lookup_verifies_by_zip_and_hides_contact_details(business):
     reg, ctx = build_registry(), ctx_for(business)
-    with business.sessions() as s:
+    with business.read_session() as s:
         c = s.get(Customer, 3)
     found = await reg.execute("lookup_customer", {"name": c.name.lower()}, ctx)
     assert found.result["customer_id"] == 3 and found.result["verified"] is False and "phone" not in found.result
@@ -102,7 +102,7 @@ async def test_run_sql_is_read_only_on_every_dialect(business):
         assert result.error == "only a single read-only SELECT statement is allowed", query
     bad = await reg.execute("run_sql", {"query": "SELECT nope FROM customers"}, ctx)
     assert bad.error.startswith(f"the query failed ({business.dialect})")
-    with business.sessions() as s:
+    with business.read_session() as s:
         assert len(s.scalars(select(Customer)).all()) == 12
     # The session-level guard holds even for a write the text check does not catch.
     with business.engine.connect() as conn:
@@ -115,10 +115,10 @@ async def test_run_sql_is_read_only_on_every_dialect(business):
 
 
 def test_mock_data_is_business_deterministically_and_exports(business, tmp_path):
-    with business.sessions() as s:
+    with business.read_session() as s:
         names = [c.name for c in s.scalars(select(Customer).order_by(Customer.id))]
     again = mockdata.generate(business, customers=12, seed=3)
-    with business.sessions() as s:
+    with business.read_session() as s:
         assert [c.name for c in s.scalars(select(Customer).order_by(Customer.id))] == names
     assert again["customers"] == 12
     path = mockdata.export_json(business, tmp_path)
@@ -130,14 +130,14 @@ def test_mock_data_is_business_deterministically_and_exports(business, tmp_path)
 
 
 def test_turn_rows_cascade_with_their_conversation(seeded):
-    with seeded.session() as s:
+    with seeded.db_session() as s:
         conv = Conversation(channel="cli")
         conv.turns.append(Turn(index=0, user_text="a", assistant_text="b",
                                tool_calls=[ToolCallRecord(name="run_sql", arguments={}, result=None)]))
         s.add(conv)
-    with seeded.session() as s:
+    with seeded.db_session() as s:
         s.delete(s.scalars(select(Conversation)).one())
-    with seeded.sessions() as s:
+    with seeded.read_session() as s:
         assert s.scalars(select(ToolCallRecord)).all() == []
 
 
@@ -145,7 +145,7 @@ async def test_spoken_questions_about_the_records_are_answered_on_every_dialect(
     """The offline brain's run_sql rules give the answers Python computes from the same rows."""
     reg, ctx = build_registry(), ctx_for(business)
     tool = reg.get("run_sql")
-    with business.sessions() as s:
+    with business.read_session() as s:
         customers = s.scalars(select(Customer)).all()
         orders = [o for c in customers for o in c.orders]
         appointments = [a for c in customers for a in c.appointments]

@@ -18,14 +18,16 @@ import av
 import numpy as np
 import pytest
 
-from realtime.server import create_app as create_realtime_app
-from server.transports.webrtc import OUTPUT_RATE, LiveSession, frame_to_pcm16, level_dbfs
+from forge_ui.live import OUTPUT_RATE, LivePageController
+from server.main import create_app
+from server.transports.webrtc import frame_to_pcm16, level_dbfs
 from tests.support.servers import free_port, serve
 from voiceforge.audio.resample import resample
 from voiceforge.config import load_settings
 from voiceforge.engine import Engine
 from voiceforge.providers.local import WhisperSTT
 from voiceforge.store import conversations
+from voiceforge.transport import SpeechStarted
 
 pytestmark = [pytest.mark.integration, pytest.mark.wallclock]
 KEY = "webrtc-live-test-key"
@@ -35,7 +37,7 @@ FRAME = OUTPUT_RATE // 50  # samples in 20 ms
 class Peer(threading.Thread):
     """aiortc's side: one microphone frame in and one agent frame out every 20 ms of wall clock."""
 
-    def __init__(self, session: LiveSession) -> None:
+    def __init__(self, session: LivePageController) -> None:
         super().__init__(daemon=True)
         self.session = session
         self.pending = bytearray()  # microphone PCM16 mono 48 kHz still to send
@@ -108,7 +110,7 @@ def spoken(judge: WhisperSTT, pcm48: bytes) -> str:
 
 
 def test_cascade_two_turns_and_a_barge_in_over_the_webrtc_callbacks(engine, background_loop, speak):
-    session = LiveSession(engine, background_loop, "friendly_guide", vad_threshold=0.5, silence_ms=500)
+    session = LivePageController(engine, background_loop, "friendly_guide", vad_threshold=0.5, silence_ms=500)
     session.start()
     peer = Peer(session)
     peer.start()
@@ -143,7 +145,7 @@ def test_cascade_two_turns_and_a_barge_in_over_the_webrtc_callbacks(engine, back
     assert "40" in agents[2]["text"]
     assert all(a["timings_ms"]["first_frame_sent"] > 0 for a in agents)
     # The interrupted answer went silent within 300 ms of the user's speech being detected.
-    detected = min(e["at"] for e in session.feed() if e["type"] == "speech_started" and e["at"] >= barge)
+    detected = min(at for at, e in session.feed() if isinstance(e, SpeechStarted) and at >= barge)
     after = [(at, pcm) for at, pcm in peer.received if detected + 0.3 <= at <= detected + 1.0]
     assert after and max(level_dbfs(pcm) for _, pcm in after) == -100.0
 
@@ -153,14 +155,14 @@ def test_cascade_two_turns_and_a_barge_in_over_the_webrtc_callbacks(engine, back
 
 @pytest.fixture(scope="module")
 def realtime_server(engine):
-    app = create_realtime_app(engine.settings, engine=engine)
+    app = create_app(engine.settings, engine=engine, roles=("realtime",))
     with serve(app, port=free_port()) as base:
         yield base.replace("http://", "ws://") + "/v1"
 
 
 def test_realtime_backend_answers_over_the_webrtc_callbacks(engine, background_loop, realtime_server, speak):
     engine.settings.forge_realtime_url = realtime_server
-    session = LiveSession(engine, background_loop, "friendly_guide", backend="realtime", silence_ms=500)
+    session = LivePageController(engine, background_loop, "friendly_guide", backend="realtime", silence_ms=500)
     session.start()
     peer = Peer(session)
     peer.start()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from voiceforge.providers.base import LLM, STT, TTS, Capabilities, Message, ProviderError, ToolCall
-from voiceforge.transport import Transport
+from voiceforge.transport import Notification, Transport
 
 
 class FakeSTT(STT):
@@ -122,9 +122,11 @@ class RecordingTransport(Transport):
         self.output_rate = output_rate
         self.frames: list[tuple[float, bytes]] = []
         self.marks_sent: list[str] = []
+        self.marks_echoed: list[str] = []
         self.clears: list[float] = []
         self.hung_up: float | None = None
         self.events: list[dict[str, Any]] = []
+        self.notifications: list[Notification] = []
         self._queue: list[tuple[str, Any]] = []
         self.echo: Callable[[str], Any] | None = None
         self._player: asyncio.Task | None = None
@@ -152,9 +154,10 @@ class RecordingTransport(Transport):
         """Record the hang-up time."""
         self.hung_up = time.perf_counter()
 
-    async def notify(self, event: dict[str, Any]) -> None:
-        """Record loop events."""
-        self.events.append(event)
+    async def notify(self, event: Notification) -> None:
+        """Record loop notifications (``events`` holds their JSON form, as the browser would get it)."""
+        self.notifications.append(event)
+        self.events.append(event.to_json())
 
     def _ensure_player(self) -> None:
         if self._player is None or self._player.done():
@@ -166,4 +169,5 @@ class RecordingTransport(Transport):
             if kind == "audio":
                 await asyncio.sleep(len(item) / 2 / self.output_rate)
             elif self.echo is not None:
+                self.marks_echoed.append(item)
                 await self.echo(item)

@@ -10,6 +10,7 @@ from voiceforge.agent.memory import ConversationMemory
 from voiceforge.agent.sentences import SentenceSplitter, split_sentences
 from voiceforge.config import ConfigError, load_settings
 from voiceforge.providers.base import ToolCall
+from voiceforge.providers.registry import resolve
 from voiceforge.tools import spoken
 from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry, schema_for
 
@@ -167,13 +168,13 @@ def test_settings_name_the_bad_variable():
 
 def test_auto_providers_follow_the_key(monkeypatch):
     offline = load_settings()
-    assert [offline.resolve_provider(k) for k in ("stt", "llm", "tts")] == ["whisper", "offline", "piper"]
+    assert [resolve(k, offline) for k in ("stt", "llm", "tts")] == ["whisper", "offline", "piper"]
     keyed = load_settings(openai_api_key="sk-test")
-    assert [keyed.resolve_provider(k) for k in ("stt", "llm", "tts")] == ["openai"] * 3
+    assert [resolve(k, keyed) for k in ("stt", "llm", "tts")] == ["openai"] * 3
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        load_settings(llm_provider="openai").resolve_provider("llm")
+        resolve("llm", load_settings(llm_provider="openai"))
     with pytest.raises(ConfigError, match="AZURE_OPENAI_ENDPOINT"):
-        load_settings(llm_provider="openai", use_azure=True).resolve_provider("llm")
+        resolve("llm", load_settings(llm_provider="openai", use_azure=True))
     monkeypatch.setenv("PHONE_NUMBER_FROM", "+1 415 555 0100")
     assert load_settings().twilio_phone_number == "+14155550100"
 

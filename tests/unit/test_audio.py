@@ -9,9 +9,9 @@ import pytest
 from voiceforge.audio import (
     AudioFormatError,
     FrameBuffer,
+    SpeechDetector,
     StreamResampler,
-    TurnDetector,
-    TurnEvent,
+    VadEvent,
     VadState,
     frame_bytes,
     pcm16_to_ulaw,
@@ -172,29 +172,29 @@ def run(detector, confidences, frame_ms=20):
 
 
 def test_turn_detector_needs_sustained_speech_to_start():
-    d = TurnDetector(start_ms=60, stop_ms=100)
+    d = SpeechDetector(start_ms=60, stop_ms=100)
     assert run(d, [1, 1, 0, 1, 0]) == []  # 40 ms bursts are not speech
     assert d.state is VadState.QUIET
-    assert run(d, [1, 1, 1]) == [(2, TurnEvent.SPEECH_START)]
+    assert run(d, [1, 1, 1]) == [(2, VadEvent.SPEECH_START)]
     assert d.state is VadState.SPEAKING
 
 
 def test_turn_detector_ends_after_configured_silence_and_survives_short_pauses():
-    d = TurnDetector(start_ms=40, stop_ms=100)
+    d = SpeechDetector(start_ms=40, stop_ms=100)
     events = run(d, [1, 1] + [1, 0, 0, 0, 1] + [0] * 5)
-    assert events == [(1, TurnEvent.SPEECH_START), (11, TurnEvent.SPEECH_END)]
+    assert events == [(1, VadEvent.SPEECH_START), (11, VadEvent.SPEECH_END)]
     assert d.end_reason == "silence" and d.state is VadState.QUIET
 
 
 def test_turn_detector_caps_utterance_length():
-    d = TurnDetector(start_ms=20, stop_ms=500, max_utterance_ms=200)
+    d = SpeechDetector(start_ms=20, stop_ms=500, max_utterance_ms=200)
     events = run(d, [1] * 20)
-    assert events[0] == (0, TurnEvent.SPEECH_START)
-    assert events[1][1] is TurnEvent.SPEECH_END and d.end_reason == "max_length"
+    assert events[0] == (0, VadEvent.SPEECH_START)
+    assert events[1][1] is VadEvent.SPEECH_END and d.end_reason == "max_length"
     assert events[1][0] == 9  # 10 frames of 20 ms
 
 
 def test_turn_detector_threshold():
-    d = TurnDetector(threshold=0.7, start_ms=20, stop_ms=20)
+    d = SpeechDetector(threshold=0.7, start_ms=20, stop_ms=20)
     assert run(d, [0.6, 0.69]) == []
-    assert run(d, [0.8, 0.1]) == [(0, TurnEvent.SPEECH_START), (1, TurnEvent.SPEECH_END)]
+    assert run(d, [0.8, 0.1]) == [(0, VadEvent.SPEECH_START), (1, VadEvent.SPEECH_END)]

@@ -8,9 +8,10 @@ import logging
 
 import pytest
 
+from forge.cli import main
 from voiceforge.agent.persona import load_persona
-from voiceforge.cli import main
 from voiceforge.config import ConfigError, Settings, get_settings, load_settings
+from voiceforge.providers.registry import resolve
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +53,7 @@ def test_the_seeds_database_telegram_phone_and_azure_variables(monkeypatch, tmp_
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-test-key")
     monkeypatch.setenv("AZURE_OPENAI_DEPLOYMENT", "gpt-4o-mini")
     settings = load_settings()
-    assert settings.resolve_provider("llm") == "openai"
+    assert resolve("llm", settings) == "openai"
     from openai import AsyncAzureOpenAI
 
     from voiceforge.providers.openai_ import make_client

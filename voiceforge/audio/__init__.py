@@ -11,15 +11,15 @@ from voiceforge.audio.codecs import (
 )
 from voiceforge.audio.framing import FrameBuffer, Pacer, frame_bytes
 from voiceforge.audio.resample import StreamResampler, resample
-from voiceforge.audio.vad import TurnDetector, TurnEvent, VadState, WebRtcVad
+from voiceforge.audio.vad import SpeechDetector, VadEvent, VadState, WebRtcVad
 
 __all__ = [
     "AudioFormatError",
     "FrameBuffer",
     "Pacer",
     "StreamResampler",
-    "TurnDetector",
-    "TurnEvent",
+    "SpeechDetector",
+    "VadEvent",
     "VadState",
     "WebRtcVad",
     "float32_to_pcm16",

@@ -22,7 +22,7 @@ class VadState(enum.Enum):
     STOPPING = "stopping"
 
 
-class TurnEvent(enum.Enum):
+class VadEvent(enum.Enum):
     """What the detector reports: speech start (barge-in) and speech end (an utterance)."""
 
     SPEECH_START = "speech_start"
@@ -55,7 +55,7 @@ class WebRtcVad:
 
 
 @dataclass
-class TurnDetector:
+class SpeechDetector:
     """Hysteresis over per-frame speech confidence.
 
     Speech starts after ``start_ms`` of consecutive frames at or above ``threshold`` and ends
@@ -78,7 +78,7 @@ class TurnDetector:
         self.utterance_ms = 0
         self.end_reason: str | None = None
 
-    def process(self, confidence: float, frame_ms: int = 20) -> TurnEvent | None:
+    def process(self, confidence: float, frame_ms: int = 20) -> VadEvent | None:
         """Feed one frame's confidence; return an event when the state machine emits one."""
         speech = confidence >= self.threshold
         state = self.state
@@ -119,16 +119,16 @@ class TurnDetector:
         """How long the speaker has been quiet inside an utterance (STOPPING), else 0 (ms)."""
         return self._run_ms if self.state is VadState.STOPPING else 0
 
-    def _start(self) -> TurnEvent:
+    def _start(self) -> VadEvent:
         self.state, self._run_ms = VadState.SPEAKING, 0
         self.utterance_ms = self.start_ms
         self.end_reason = None
-        return TurnEvent.SPEECH_START
+        return VadEvent.SPEECH_START
 
-    def _end(self, reason: str) -> TurnEvent:
+    def _end(self, reason: str) -> VadEvent:
         self.state, self._run_ms = VadState.QUIET, 0
         self.end_reason = reason
-        return TurnEvent.SPEECH_END
+        return VadEvent.SPEECH_END
 
 
 class UtteranceSegmenter:
@@ -143,37 +143,43 @@ class UtteranceSegmenter:
         self,
         sample_rate: int = 16000,
         frame_ms: int = 20,
-        detector: TurnDetector | None = None,
+        detector: SpeechDetector | None = None,
         vad: WebRtcVad | None = None,
         preroll_ms: int = 200,
     ) -> None:
         self.sample_rate, self.frame_ms = sample_rate, frame_ms
-        self.detector = detector or TurnDetector()
+        self.detector = detector or SpeechDetector()
         self.vad = vad or WebRtcVad(sample_rate)
         self._preroll: deque[bytes] = deque(maxlen=max(1, preroll_ms // frame_ms))
         self._speech = bytearray()
 
-    def push(self, frame: bytes) -> tuple[TurnEvent, bytes | None] | None:
+    def push(self, frame: bytes) -> tuple[VadEvent, bytes | None] | None:
         """Process one frame; return (event, utterance-or-None) when an event fires."""
         event = self.detector.process(self.vad.confidence(frame), self.frame_ms)
         if self.detector.state in (VadState.SPEAKING, VadState.STOPPING) or event:
-            if event is TurnEvent.SPEECH_START:
+            if event is VadEvent.SPEECH_START:
                 self._speech = bytearray(b"".join(self._preroll))
             self._speech += frame
         else:
             self._preroll.append(frame)
-        if event is TurnEvent.SPEECH_END:
+        if event is VadEvent.SPEECH_END:
             utterance = bytes(self._speech)
             self._speech = bytearray()
             self._preroll.clear()
             return event, utterance
-        if event is TurnEvent.SPEECH_START:
+        if event is VadEvent.SPEECH_START:
             return event, None
         return None
 
     def audio_so_far(self) -> bytes:
         """The PCM16 of the utterance in progress (preroll included); b"" outside one."""
         return bytes(self._speech) if self.speaking else b""
+
+    def clear(self) -> None:
+        """Drop the utterance in progress and the audio before it (back to quiet, no event)."""
+        self.detector.reset()
+        self._speech = bytearray()
+        self._preroll.clear()
 
     def set_preroll(self, preroll_ms: int) -> None:
         """Keep ``preroll_ms`` of audio from before each detected start (from the next utterance)."""

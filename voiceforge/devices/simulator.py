@@ -14,14 +14,11 @@ import json
 import struct
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import websockets
 
-from voiceforge.audio.codecs import wrap_wav
-from voiceforge.audio.decode import decode_audio
 from voiceforge.audio.resample import resample
 
 WS_HEADER = struct.Struct("<II")
@@ -178,49 +175,3 @@ async def simulate_http_press(base_url: str, token: str, pcm16: bytes, source_ra
                         if event.get("type") == "done":
                             result.done = event
     return {"status": 200, **result.report(rate), "_audio": bytes(result.audio)}
-
-
-async def run_cli(args) -> int:  # noqa: ANN001
-    """`forge device-sim`: presses against ``--url`` with ``--token``, or a local sidecar and a fresh device."""
-    utterances = [await asyncio.to_thread(decode_audio, await asyncio.to_thread(Path(p).read_bytes)) for p in args.wavs]
-    if args.url:
-        if not args.token:
-            raise SystemExit("forge device-sim --url needs --token (the device's)")
-        result = await _run(args, args.url, args.token, utterances)
-    else:
-        from voiceforge.localserver import local_sidecar
-
-        async with local_sidecar() as (base, _, key):
-            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
-                r = await http.post(base + "/api/devices", json={"name": "device-sim",
-                                                                "persona": args.persona or "hanuman_storyteller"})
-                r.raise_for_status()
-            result = await _run(args, base, r.json()["token"], utterances)
-    if args.save_audio:
-        folder = Path(args.save_audio)
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        for turn, audio in zip(result["turns"], result["_audio"], strict=True):
-            path = folder / f"reply-{turn['turn']}.wav"
-            await asyncio.to_thread(path.write_bytes, wrap_wav(audio, result["rate"]))
-            turn["audio_path"] = str(path)
-    for turn in result["turns"]:
-        if args.json:
-            print(json.dumps({"device": result.get("device"), **turn}, default=str))
-        else:
-            print(f"child  > {turn['transcript']}")
-            for name in turn["tool_calls"]:
-                print(f"tool   > {name}")
-            print(f"device > {turn['reply']}")
-            print(f"         first reply audio {turn['latency_ms']} ms after release\n")
-    return 0
-
-
-async def _run(args, base: str, token: str, utterances: list[tuple[bytes, int]]) -> dict[str, Any]:  # noqa: ANN001
-    if not args.http:
-        return await simulate_device(base, token, utterances, rate=args.rate)
-    turns, audio = [], []
-    for number, (pcm, source_rate) in enumerate(utterances, start=1):
-        one = await simulate_http_press(base, token, pcm, source_rate, rate=args.rate, turn=number)
-        audio.append(one.pop("_audio", b""))
-        turns.append(one)
-    return {"device": None, "rate": args.rate, "turns": turns, "_audio": audio}

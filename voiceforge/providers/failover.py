@@ -1,5 +1,10 @@
 """Per-stage failover: a configured cloud provider that fails falls back to the embedded one.
 
+Each wrapper holds the configured provider and the embedded one and offers the stage's public
+method (``transcribe``, ``stream``, ``synthesize``); it is not itself a provider, so the
+providers' one-hook rule (the public method owns timing and retries, a provider implements one
+hook) holds for both of the providers it wraps.
+
 When the configured STT, LLM or TTS fails with a retryable error (connection refused, 429, 5xx)
 or does not answer within ``FORGE_FAILOVER_AFTER_S``, that call is served by the embedded
 provider (Whisper, the offline brain, Piper) and the turn records which provider served it and
@@ -121,7 +126,7 @@ class _Failover:
         return str(exc) or type(exc).__name__
 
 
-class FailoverSTT(_Failover, STT):
+class FailoverSTT(_Failover):
     """STT that falls back to the embedded recogniser (see the module docstring).
 
     Args:
@@ -134,8 +139,8 @@ class FailoverSTT(_Failover, STT):
     stage = "stt"
 
     def __init__(self, primary: STT, fallback: Callable[[], STT], after_s: float, breaker: Breaker | None = None) -> None:
-        STT.__init__(self, primary.prompt_words)
         self._setup(primary, fallback, after_s, breaker)
+        self.prompt_words = primary.prompt_words
 
     async def transcribe(self, pcm16: bytes, sample_rate: int, hints: Sequence[str] = ()) -> Transcript:
         """:meth:`STT.transcribe` on the configured provider, or on the embedded one when it fails over.
@@ -157,11 +162,8 @@ class FailoverSTT(_Failover, STT):
         self.breaker.record(True)
         return transcript
 
-    async def _transcribe(self, pcm16: bytes, sample_rate: int, words: Sequence[str]) -> tuple[str, str | None]:
-        raise NotImplementedError  # transcribe() delegates
 
-
-class FailoverLLM(_Failover, LLM):
+class FailoverLLM(_Failover):
     """An LLM that falls back to the offline brain before its first token (see the module docstring).
 
     A reply that already started streaming is never switched mid-way: a failure after the first
@@ -171,7 +173,6 @@ class FailoverLLM(_Failover, LLM):
     stage = "llm"
 
     def __init__(self, primary: LLM, fallback: Callable[[], LLM], after_s: float, breaker: Breaker | None = None) -> None:
-        LLM.__init__(self)
         self._setup(primary, fallback, after_s, breaker)
         self.model = getattr(primary, "model", "")
 
@@ -207,11 +208,8 @@ class FailoverLLM(_Failover, LLM):
         finally:
             await source.aclose()
 
-    def _stream(self, messages: Sequence[Message], tools: Sequence[Tool]) -> AsyncIterator[Any]:
-        raise NotImplementedError  # stream() delegates
 
-
-class FailoverTTS(_Failover, TTS):
+class FailoverTTS(_Failover):
     """TTS that falls back to Piper before its first chunk, resampled to the configured rate.
 
     The stage keeps the configured provider's ``sample_rate`` whichever provider speaks, so the
@@ -221,8 +219,8 @@ class FailoverTTS(_Failover, TTS):
     stage = "tts"
 
     def __init__(self, primary: TTS, fallback: Callable[[], TTS], after_s: float, breaker: Breaker | None = None) -> None:
-        TTS.__init__(self, primary.voice)
         self._setup(primary, fallback, after_s, breaker)
+        self.voice = primary.voice
         self.sample_rate = primary.sample_rate
 
     async def stream(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
@@ -265,8 +263,9 @@ class FailoverTTS(_Failover, TTS):
         if resampler is not None and (tail := resampler.flush()):
             yield tail
 
-    def _stream(self, text: str, voice: str | None) -> AsyncIterator[bytes]:
-        raise NotImplementedError  # stream() delegates
+    async def synthesize(self, text: str, voice: str | None = None) -> bytes:
+        """The whole utterance as one PCM16 buffer at ``sample_rate`` Hz (see :meth:`stream`)."""
+        return b"".join([chunk async for chunk in self.stream(text, voice)])
 
 
 WRAPPERS: dict[str, type] = {"stt": FailoverSTT, "llm": FailoverLLM, "tts": FailoverTTS}

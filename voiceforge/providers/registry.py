@@ -1,9 +1,10 @@
 """The one provider registry: each STT, LLM and TTS by name, with a factory and what it needs.
 
-Settings validate ``STT_PROVIDER``, ``LLM_PROVIDER`` and ``TTS_PROVIDER`` against these names
-(plus ``auto``); ``auto`` resolves to OpenAI when a key, an Azure set or an OpenAI-compatible
-base URL is configured, and to the embedded offline provider otherwise. A new provider is one
-entry here; nothing else branches on provider names.
+``STT_PROVIDER``, ``LLM_PROVIDER`` and ``TTS_PROVIDER`` name one of these (or ``auto``) and
+are checked where they are resolved (:func:`resolve`); ``auto`` resolves to OpenAI when a key,
+an Azure set or an OpenAI-compatible base URL is configured, and to the embedded offline
+provider otherwise. A new provider is one entry here; nothing else branches on provider names.
+:class:`Providers` holds the three a process uses, built on first use.
 
 This module imports no SDK and no model at import time: factories import lazily.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from voiceforge.config import ConfigError
 
@@ -128,10 +129,12 @@ def resolve(kind: Kind, settings: Settings) -> str:
     """The concrete provider name for ``kind`` under ``settings`` (``auto`` resolved).
 
     Raises:
-        ConfigError: the named provider lacks its configuration; the message names
-            the environment variables.
+        ConfigError: an unknown provider name, or the named provider lacks its configuration;
+            the message names the environment variables.
     """
-    chosen = getattr(settings, f"{kind}_provider")
+    chosen = str(getattr(settings, f"{kind}_provider")).strip().lower()
+    if chosen not in names(kind):
+        raise ConfigError(f"{kind.upper()}_PROVIDER: unknown provider {chosen!r}; one of {', '.join(names(kind))}")
     if chosen == "auto":
         return "openai" if settings.openai_ready(kind) else OFFLINE_DEFAULT[kind]
     spec = PROVIDERS[kind][chosen]
@@ -168,3 +171,79 @@ def build(kind: Kind, settings: Settings, prompt_words: Sequence[str] = ()) -> S
         provider = WRAPPERS[kind](provider, fallback, settings.forge_failover_after_s)
         provider.provider_id = name
     return provider
+
+
+class Providers:
+    """The STT, LLM and TTS one process uses, each built from the settings on first use.
+
+    Loading Whisper takes about a second, so a text-only user never pays for speech models.
+
+    Args:
+        settings: Forge's settings.
+        stt, llm, tts: providers to use instead of the ones the settings select (tests pass fakes).
+        prompt_words: returns the domain words for STT (the default persona's), asked once.
+    """
+
+    def __init__(self, settings: Settings, *, stt: Any = None, llm: Any = None, tts: Any = None,
+                 prompt_words: Callable[[], Sequence[str]] = tuple) -> None:
+        self.settings = settings
+        self._built: dict[Kind, Any] = {"stt": stt, "llm": llm, "tts": tts}
+        self._prompt_words = prompt_words
+
+    def _get(self, kind: Kind) -> Any:
+        if self._built[kind] is None:
+            self._built[kind] = build(kind, self.settings, self._prompt_words() if kind == "stt" else ())
+        return self._built[kind]
+
+    @property
+    def stt(self) -> Any:
+        """The speech-to-text provider (or its failover wrapper): ``transcribe(pcm16, rate, hints)``.
+
+        Raises:
+            ConfigError: see :func:`resolve`.
+        """
+        return self._get("stt")
+
+    @property
+    def llm(self) -> Any:
+        """The LLM (OpenAI-compatible or the offline brain, or its failover wrapper): ``stream(messages, tools)``."""
+        return self._get("llm")
+
+    @property
+    def tts(self) -> Any:
+        """The text-to-speech provider (or its failover wrapper): ``stream(text, voice)``, ``sample_rate``."""
+        return self._get("tts")
+
+    def built(self, kind: Kind) -> Any:
+        """The provider of ``kind`` if it has been built, else None (nothing is loaded for this)."""
+        return self._built[kind]
+
+    def labels(self) -> dict[str, str]:
+        """Labels of the STT, LLM and TTS in use (or configured, before they are built)."""
+        from voiceforge.providers import describe
+
+        out = {}
+        for kind in KINDS:
+            built = self._built[kind]
+            try:
+                out[kind] = describe(built) if built is not None else resolve(kind, self.settings)
+            except Exception as exc:  # noqa: BLE001 - a status display must not fail
+                out[kind] = f"error: {exc}"
+        return out
+
+    def price_key(self, kind: Kind) -> str:
+        """``"<provider>:<model>"`` of the provider of ``kind``, the key of its price entry.
+
+        A provider not built yet is named from the settings (no model is loaded for this).
+        """
+        built = self._built[kind]
+        if built is not None:
+            model = getattr(built, "model_name", None) or getattr(built, "model", "") or ""
+            return f"{built.name}:{model}"
+        try:
+            name = resolve(kind, self.settings)
+        except Exception:  # noqa: BLE001 - a misconfigured provider has no price
+            return f"{kind}:unknown"
+        if name == "openai":
+            return f"openai-{kind}:" + getattr(self.settings, f"openai_{kind}_model")
+        return f"{name}:"

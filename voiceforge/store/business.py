@@ -57,7 +57,7 @@ def find_customers(db: Database, name: str | None = None, phone: str | None = No
     Returns:
         Dicts with customer_id, name, tier, phone, email, zip_code; [] when none match.
     """
-    with db.sessions() as s:
+    with db.read_session() as s:
         if customer_id:
             found = [c for c in [s.get(Customer, customer_id)] if c]
         elif phone:
@@ -71,7 +71,7 @@ def find_customers(db: Database, name: str | None = None, phone: str | None = No
 
 def customer_by_phone(db: Database, phone: str) -> dict[str, Any] | None:
     """The customer whose phone is exactly ``phone`` (E.164), or None."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         c = s.scalars(select(Customer).where(Customer.phone == phone)).first()
         return _customer(c) if c else None
 
@@ -85,7 +85,7 @@ def recent_orders(db: Database, customer_id: int, limit: int) -> tuple[dict[str,
     Raises:
         LookupError: no such customer.
     """
-    with db.sessions() as s:
+    with db.read_session() as s:
         customer = s.get(Customer, customer_id)
         if customer is None:
             raise LookupError(customer_id)
@@ -110,7 +110,7 @@ def scheduled_appointments(db: Database, customer_id: int) -> tuple[dict[str, An
     Raises:
         LookupError: no such customer.
     """
-    with db.sessions() as s:
+    with db.read_session() as s:
         customer = s.get(Customer, customer_id)
         if customer is None:
             raise LookupError(customer_id)
@@ -138,7 +138,7 @@ def book_appointment(db: Database, customer_id: int, service: str, when: dt.date
         LookupError: no such customer.
         SlotTaken: the time overlaps a scheduled appointment.
     """
-    with db.session() as s:
+    with db.db_session() as s:
         if s.get(Customer, customer_id) is None:
             raise LookupError(customer_id)
         _check_free(s, when, minutes)
@@ -155,7 +155,7 @@ def move_appointment(db: Database, appointment_id: int, when: dt.datetime) -> di
         LookupError: no scheduled appointment with that id.
         SlotTaken: the new time overlaps another scheduled appointment.
     """
-    with db.session() as s:
+    with db.db_session() as s:
         a = s.get(Appointment, appointment_id)
         if a is None or a.status != "scheduled":
             raise LookupError(appointment_id)
@@ -171,7 +171,7 @@ def cancel_appointment(db: Database, appointment_id: int) -> dict[str, Any]:
     Raises:
         LookupError: no scheduled appointment with that id.
     """
-    with db.session() as s:
+    with db.db_session() as s:
         a = s.get(Appointment, appointment_id)
         if a is None or a.status != "scheduled":
             raise LookupError(appointment_id)

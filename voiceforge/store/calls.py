@@ -20,7 +20,7 @@ def record_call(db: Database, call_sid: str, direction: str, from_number: str, t
                 persona: str, status: str = "queued") -> None:
     """Store a new call (idempotent on the call SID)."""
     try:
-        with db.session() as s:
+        with db.db_session() as s:
             call = Call(call_sid=call_sid, direction=direction, from_number=from_number, to_number=to_number,
                         persona=persona, status=status)
             call.events.append(CallEvent(status=status))
@@ -39,7 +39,7 @@ def add_status(db: Database, call_sid: str, status: str, sequence: int | None = 
     Returns:
         True when the event was new.
     """
-    with db.session() as s:
+    with db.db_session() as s:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
         if call is None:
             call = Call(call_sid=call_sid, status=status, **create)
@@ -56,7 +56,7 @@ def add_status(db: Database, call_sid: str, status: str, sequence: int | None = 
 
 def attach_stream(db: Database, call_sid: str, stream_sid: str, conversation_id: int | None) -> None:
     """Link a call to its media stream and conversation."""
-    with db.session() as s:
+    with db.db_session() as s:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
         if call is None:
             call = Call(call_sid=call_sid, direction="inbound", status="in-progress")
@@ -72,7 +72,7 @@ def end_stream(db: Database, call_sid: str) -> None:
     Twilio's own ``completed`` status callback may follow; it is then a repeat and ignored. A
     call with no REST side (the simulator) ends here.
     """
-    with db.session() as s:
+    with db.db_session() as s:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
         if call is None:
             return
@@ -85,7 +85,7 @@ def end_stream(db: Database, call_sid: str) -> None:
 
 def add_dtmf(db: Database, call_sid: str, digit: str) -> None:
     """Append a keypad digit to the call's record."""
-    with db.session() as s:
+    with db.db_session() as s:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
         if call is not None:
             call.dtmf = (call.dtmf + digit)[-200:]
@@ -94,7 +94,7 @@ def add_dtmf(db: Database, call_sid: str, digit: str) -> None:
 def record_sms(db: Database, direction: str, from_number: str, to_number: str, body: str,
                message_sid: str | None, status: str, conversation_id: int | None = None) -> int:
     """Store an SMS; returns its row id (an existing message SID is updated instead)."""
-    with db.session() as s:
+    with db.db_session() as s:
         existing = s.scalars(select(SmsMessage).where(SmsMessage.message_sid == message_sid)).one_or_none() if message_sid else None
         if existing:
             existing.status = status
@@ -108,7 +108,7 @@ def record_sms(db: Database, direction: str, from_number: str, to_number: str, b
 
 def sms_conversation(db: Database, number: str, persona: str) -> int:
     """The conversation of the SMS thread with ``number`` (created on the first message)."""
-    with db.session() as s:
+    with db.db_session() as s:
         row = s.scalars(
             select(SmsMessage).where((SmsMessage.from_number == number) | (SmsMessage.to_number == number),
                                      SmsMessage.conversation_id.is_not(None)).order_by(SmsMessage.id.desc())
@@ -139,13 +139,13 @@ def call_dict(call: Call) -> dict[str, Any]:
 
 def list_calls(db: Database, limit: int = 50) -> list[dict[str, Any]]:
     """Recent calls, newest first."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         return [call_dict(c) for c in s.scalars(select(Call).order_by(Call.id.desc()).limit(limit))]
 
 
 def get_call(db: Database, call_sid: str) -> dict[str, Any] | None:
     """One call with its status history and conversation turns (``conversations.turn_dict``), or None."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
         if call is None:
             return None
@@ -159,7 +159,7 @@ def get_call(db: Database, call_sid: str) -> dict[str, Any] | None:
 
 def list_sms(db: Database, limit: int = 100) -> list[dict[str, Any]]:
     """Recent SMS messages, newest first."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         return [
             {"message_sid": m.message_sid, "direction": m.direction, "from": m.from_number, "to": m.to_number,
              "body": m.body, "status": m.status, "created_at": _iso(m.created_at),

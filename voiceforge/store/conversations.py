@@ -15,59 +15,28 @@ from typing import Any
 from sqlalchemy import func, select
 
 from voiceforge.audio.codecs import wrap_wav
+from voiceforge.records import TurnRecord
 from voiceforge.store.db import Database
 from voiceforge.store.models import Call, Conversation, Customer, SmsMessage, ToolCallRecord, Turn
 
 
-@dataclass
-class NewTurn:
-    """A finished turn as it is stored.
-
-    Attributes:
-        user_text: what the user said (the transcript), "" when nothing was understood.
-        assistant_text: what the user heard: on an interrupted turn only the sentences
-            whose playback was confirmed.
-        tool_calls: dicts with name, arguments, result, error, duration_ms.
-        timings_ms: stage → ms after the end of the user's speech.
-        error: the provider failure the turn apologized for, if any.
-        interrupted: the user barged in before the reply finished.
-        providers: labels of the STT, LLM and TTS that served the turn.
-        usage: what the providers consumed (voiceforge.cost.Usage.to_json()).
-        cost_usd: its price in US dollars.
-        user_audio: (PCM16 mono, Hz) of the utterance, kept when recordings are on.
-        reply_audio: (PCM16 mono, Hz) of the reply.
-    """
-
-    user_text: str
-    assistant_text: str
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    interrupted: bool = False
-    providers: dict[str, str] = field(default_factory=dict)
-    usage: dict[str, float] = field(default_factory=dict)
-    cost_usd: float = 0.0
-    user_audio: tuple[bytes, int] | None = None
-    reply_audio: tuple[bytes, int] | None = None
-
-
 def create_conversation(db: Database, channel: str, persona: str, title: str = "") -> int:
     """Store a new conversation and return its id."""
-    with db.session() as s:
+    with db.db_session() as s:
         conv = Conversation(channel=channel, persona=persona, title=title[:200])
         s.add(conv)
         s.flush()
         return conv.id
 
 
-def save_turn(db: Database, conversation_id: int, turn: NewTurn, recordings: Path | None = None,
+def save_turn(db: Database, conversation_id: int, turn: TurnRecord, recordings: Path | None = None,
               summary: str | None = None) -> int:
     """Store one turn with its tool calls; with ``recordings`` also its audio as WAV files.
 
     Args:
         db: the database.
         conversation_id: an existing conversation.
-        turn: the turn.
+        turn: the turn (its ``reply`` is stored as what the assistant said: what was heard).
         recordings: folder for ``<conversation>/<index>-user.wav`` and ``-reply.wav``
             (``ENABLE_RECORDINGS``); None keeps no audio.
         summary: the memory's rolling summary of older turns, stored with the conversation.
@@ -78,15 +47,16 @@ def save_turn(db: Database, conversation_id: int, turn: NewTurn, recordings: Pat
     Raises:
         LookupError: no conversation ``conversation_id``.
     """
-    with db.session() as s:
+    with db.db_session() as s:
         conv = s.get(Conversation, conversation_id)
         if conv is None:
             raise LookupError(f"no conversation {conversation_id}")
         index = s.scalar(select(func.count(Turn.id)).where(Turn.conversation_id == conversation_id)) or 0
         row = Turn(
             conversation_id=conversation_id, index=index, user_text=turn.user_text,
-            assistant_text=turn.assistant_text, interrupted=turn.interrupted, error=turn.error,
-            timings_ms=turn.timings_ms, providers=turn.providers, usage=turn.usage, cost_usd=turn.cost_usd,
+            assistant_text=turn.reply, interrupted=turn.interrupted, error=turn.error,
+            timings_ms=dict(turn.timings_ms), providers=turn.providers, usage=turn.usage.to_json(),
+            cost_usd=turn.cost_usd,
         )
         if not conv.title and turn.user_text:
             conv.title = turn.user_text[:200]
@@ -129,7 +99,7 @@ class History:
 
 def history(db: Database, conversation_id: int, last: int | None = None) -> History | None:
     """A conversation's persona, summary, turn texts and tool calls (only the ``last`` turns), or None."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         conv = s.get(Conversation, conversation_id)
         if conv is None:
             return None
@@ -163,14 +133,14 @@ def turn_dict(turn: Turn) -> dict[str, Any]:
 
 def turns_of(db: Database, conversation_id: int) -> list[dict[str, Any]]:
     """Every turn of a conversation (see :func:`turn_dict`), oldest first."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         conv = s.get(Conversation, conversation_id)
         return [turn_dict(t) for t in conv.turns] if conv else []
 
 
 def list_conversations(db: Database, limit: int = 500) -> list[dict[str, Any]]:
     """Recent conversations, newest first: id, created_at, channel, persona, title, turns, cost_usd."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         rows = s.execute(
             select(Conversation.id, Conversation.created_at, Conversation.channel, Conversation.persona,
                    Conversation.title, func.count(Turn.id), func.coalesce(func.sum(Turn.cost_usd), 0.0))
@@ -195,7 +165,7 @@ def call_log(db: Database, limit: int = 500) -> list[dict[str, Any]]:
     if not rows:
         return []
     ids = [r["id"] for r in rows]
-    with db.sessions() as s:
+    with db.read_session() as s:
         turns = s.execute(select(Turn.conversation_id, Turn.created_at, Turn.timings_ms, Turn.error, Turn.interrupted)
                           .where(Turn.conversation_id.in_(ids))).all()
     by_conv: dict[int, list[Any]] = {}
@@ -221,7 +191,7 @@ def call_log(db: Database, limit: int = 500) -> list[dict[str, Any]]:
 
 def get_conversation(db: Database, conversation_id: int) -> dict[str, Any] | None:
     """One conversation with its turns, or None."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         conv = s.get(Conversation, conversation_id)
         if conv is None:
             return None
@@ -236,7 +206,7 @@ def spend(db: Database) -> dict[str, Any]:
         ``{"turn_cost_usd": float, "turns": int, "call_seconds": [float per ended call],
         "sms_sent": int}``: the providers' cost of every turn, and the phone usage Twilio bills.
     """
-    with db.sessions() as s:
+    with db.read_session() as s:
         cost, turns = s.execute(select(func.coalesce(func.sum(Turn.cost_usd), 0.0), func.count(Turn.id))).one()
         calls = s.execute(select(Call.created_at, Call.ended_at).where(Call.ended_at.is_not(None))).all()
         sent = s.scalar(select(func.count(SmsMessage.id)).where(SmsMessage.direction == "outbound")) or 0
@@ -257,7 +227,7 @@ def delete_conversation(db: Database, conversation_id: int, data_dir: Path) -> b
     """
     import shutil
 
-    with db.session() as s:
+    with db.db_session() as s:
         conv = s.get(Conversation, conversation_id)
         if conv is None:
             return False
@@ -268,9 +238,9 @@ def delete_conversation(db: Database, conversation_id: int, data_dir: Path) -> b
 
 def counts(db: Database, business: Database | None = None) -> dict[str, int]:
     """How many conversations, turns, calls (in ``db``) and customers (in ``business``, default ``db``)."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         found = {name: s.scalar(select(func.count(model.id))) or 0
                  for name, model in (("conversations", Conversation), ("turns", Turn), ("calls", Call))}
-    with (business or db).sessions() as s:
+    with (business or db).read_session() as s:
         found["customers"] = s.scalar(select(func.count(Customer.id))) or 0
     return found

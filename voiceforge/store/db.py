@@ -62,21 +62,22 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         if self.dialect == "duckdb":
             event.listen(self.engine, "do_connect", _duckdb_connect)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_session = sessionmaker(self.engine, expire_on_commit=False)
+        """A database session that commits nothing (``with db.read_session() as db_session``)."""
         self.cache: dict[str, Any] = {}
         """Objects other store modules keep per database (the SQL reader); cleared on reset."""
         self._migrated = False
         self._lock = threading.Lock()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error."""
-        with self.sessions() as session:
+    def db_session(self) -> Iterator[Session]:
+        """A database session that commits on success and rolls back on error."""
+        with self.read_session() as db_session:
             try:
-                yield session
-                session.commit()
+                yield db_session
+                db_session.commit()
             except BaseException:
-                session.rollback()
+                db_session.rollback()
                 raise
 
     def migrate(self) -> None:
@@ -109,8 +110,8 @@ class Database:
 
         if not inspect(self.engine).has_table("customers"):
             return True
-        with self.sessions() as session:
-            return session.scalar(select(func.count(Customer.id))) == 0
+        with self.read_session() as db_session:
+            return db_session.scalar(select(func.count(Customer.id))) == 0
 
     def reset(self) -> None:
         """Drop every table (including Alembic's version table) and migrate again."""

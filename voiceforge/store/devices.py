@@ -67,7 +67,7 @@ def child_dict(child: Child) -> dict[str, Any]:
 def create_child(db: Database, name: str, dob: dt.date | None = None, parents: str = "",
                  preferred_language: str = "en", timezone: str = "UTC", consent: bool = False) -> dict[str, Any]:
     """Store a child's profile; returns it."""
-    with db.session() as s:
+    with db.db_session() as s:
         child = Child(name=name, dob=dob, parents=parents, preferred_language=preferred_language,
                       timezone=timezone, consent=consent, consent_at=utcnow() if consent else None)
         s.add(child)
@@ -77,14 +77,14 @@ def create_child(db: Database, name: str, dob: dt.date | None = None, parents: s
 
 def get_child(db: Database, child_id: int) -> dict[str, Any] | None:
     """A child's profile, or None."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         child = s.get(Child, child_id)
         return child_dict(child) if child else None
 
 
 def list_children(db: Database) -> list[dict[str, Any]]:
     """Every child's profile, by id."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         return [child_dict(c) for c in s.scalars(select(Child).order_by(Child.id))]
 
 
@@ -100,7 +100,7 @@ def update_child(db: Database, child_id: int, **fields: Any) -> dict[str, Any]:
     allowed = {"name", "dob", "parents", "preferred_language", "timezone", "consent"}
     if set(fields) - allowed:
         raise DeviceError(f"unknown profile field(s): {', '.join(sorted(set(fields) - allowed))}")
-    with db.session() as s:
+    with db.db_session() as s:
         child = s.get(Child, child_id)
         if child is None:
             raise DeviceError(f"no child {child_id}")
@@ -116,7 +116,7 @@ def consented(db: Database, child_id: int | None) -> bool:
     """True when ``child_id`` names a child whose parent consented to storage."""
     if child_id is None:
         return False
-    with db.sessions() as s:
+    with db.read_session() as s:
         child = s.get(Child, child_id)
         return bool(child and child.consent)
 
@@ -131,7 +131,7 @@ def forget_child(db: Database, child_id: int, recordings: Path | None = None) ->
     Returns:
         How many conversations and recording folders were removed.
     """
-    with db.session() as s:
+    with db.db_session() as s:
         conversation_ids = list(s.scalars(select(Conversation.id).where(Conversation.child_id == child_id)))
         device_conversations = list(s.scalars(select(Device.conversation_id).where(Device.child_id == child_id)))
     folders = 0
@@ -141,7 +141,7 @@ def forget_child(db: Database, child_id: int, recordings: Path | None = None) ->
             if folder.exists():
                 shutil.rmtree(folder)
                 folders += 1
-    with db.session() as s:
+    with db.db_session() as s:
         for model in (Interest, ChalisaProgress, StoryProgress, Interaction, Conversation):
             s.execute(delete(model).where(model.child_id == child_id))
         for device in s.scalars(select(Device).where(Device.child_id == child_id)):
@@ -156,7 +156,7 @@ def bump_interest(db: Database, child_id: int, tag: str, by: float = 1.0) -> Non
     tag = tag.strip().lower()[:40]
     if not tag or not consented(db, child_id):
         return
-    with db.session() as s:
+    with db.db_session() as s:
         row = s.scalars(select(Interest).where(Interest.child_id == child_id, Interest.tag == tag)).one_or_none()
         if row is None:
             s.add(Interest(child_id=child_id, tag=tag, weight=by))
@@ -169,7 +169,7 @@ def bump_interest(db: Database, child_id: int, tag: str, by: float = 1.0) -> Non
 
 def interests(db: Database, child_id: int) -> list[dict[str, Any]]:
     """A child's interests, strongest first: tag and weight."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         rows = s.scalars(select(Interest).where(Interest.child_id == child_id).order_by(Interest.weight.desc()))
         return [{"tag": r.tag, "weight": round(r.weight, 2)} for r in rows]
 
@@ -177,7 +177,7 @@ def interests(db: Database, child_id: int) -> list[dict[str, Any]]:
 # --- progress ------------------------------------------------------------------------------------
 def verse_progress(db: Database, child_id: int) -> list[dict[str, Any]]:
     """A child's Chalisa progress, verse by verse."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         rows = s.scalars(select(ChalisaProgress).where(ChalisaProgress.child_id == child_id)
                          .order_by(ChalisaProgress.verse_index))
         return [{"verse_index": r.verse_index, "exposure_count": r.exposure_count, "attempts": r.attempts,
@@ -189,7 +189,7 @@ def record_verse(db: Database, child_id: int, verse_index: int, attempted: bool 
     """Count one exposure (and an attempt) of a verse; mastery stays within 0–5. None without consent."""
     if not consented(db, child_id):
         return None
-    with db.session() as s:
+    with db.db_session() as s:
         row = s.scalars(select(ChalisaProgress).where(ChalisaProgress.child_id == child_id,
                                                       ChalisaProgress.verse_index == verse_index)).one_or_none()
         if row is None:
@@ -205,7 +205,7 @@ def record_verse(db: Database, child_id: int, verse_index: int, attempted: bool 
 
 def story_progress(db: Database, child_id: int) -> list[dict[str, Any]]:
     """The stories a child has heard, most recent first."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         rows = s.scalars(select(StoryProgress).where(StoryProgress.child_id == child_id)
                          .order_by(StoryProgress.last_heard.desc()))
         return [{"topic": r.topic, "status": r.status, "times_heard": r.times_heard,
@@ -223,7 +223,7 @@ def record_story(db: Database, child_id: int, topic: str, status: str = "complet
         raise DeviceError(f"story status must be one of {', '.join(STORY_STATUSES)}")
     if not consented(db, child_id):
         return None
-    with db.session() as s:
+    with db.db_session() as s:
         row = s.scalars(select(StoryProgress).where(StoryProgress.child_id == child_id,
                                                     StoryProgress.topic == topic)).one_or_none()
         if row is None:
@@ -243,14 +243,14 @@ def log_interaction(db: Database, child_id: int, device_id: str | None, started_
     """Log one press-to-reply exchange; nothing without consent."""
     if not consented(db, child_id):
         return
-    with db.session() as s:
+    with db.db_session() as s:
         s.add(Interaction(child_id=child_id, device_id=device_id, started_at=started_at, duration_s=duration_s,
                           topic=topic[:60], notes=notes))
 
 
 def interactions(db: Database, child_id: int, limit: int = 100) -> list[dict[str, Any]]:
     """A child's recent interactions, newest first."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         rows = s.scalars(select(Interaction).where(Interaction.child_id == child_id)
                          .order_by(Interaction.started_at.desc()).limit(limit))
         return [{"started_at": _iso(r.started_at), "duration_s": round(r.duration_s, 2), "topic": r.topic,
@@ -300,7 +300,7 @@ def register_device(db: Database, name: str, persona: str, child_id: int | None 
     """
     token = "dt_" + secrets.token_urlsafe(24)
     device_id = device_id or "dev-" + secrets.token_hex(4)
-    with db.session() as s:
+    with db.db_session() as s:
         if s.scalars(select(Device).where(Device.device_id == device_id)).first() is not None:
             raise DeviceError(f"a device {device_id!r} is already registered")
         if child_id is not None and s.get(Child, child_id) is None:
@@ -317,7 +317,7 @@ def authenticate(db: Database, token: str | None) -> dict[str, Any] | None:
     if not token:
         return None
     digest = hash_token(token)
-    with db.sessions() as s:
+    with db.read_session() as s:
         device = s.scalars(select(Device).where(Device.token_hash == digest)).first()
         if device is None or device.revoked_at is not None or not hmac.compare_digest(device.token_hash, digest):
             return None
@@ -326,14 +326,14 @@ def authenticate(db: Database, token: str | None) -> dict[str, Any] | None:
 
 def get_device(db: Database, device_id: str) -> dict[str, Any] | None:
     """A device by id, or None."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         device = s.scalars(select(Device).where(Device.device_id == device_id)).first()
         return device_dict(device) if device else None
 
 
 def list_devices(db: Database) -> list[dict[str, Any]]:
     """Every device, newest first."""
-    with db.sessions() as s:
+    with db.read_session() as s:
         return [device_dict(d) for d in s.scalars(select(Device).order_by(Device.id.desc()))]
 
 
@@ -343,7 +343,7 @@ def revoke_device(db: Database, device_id: str) -> dict[str, Any]:
     Raises:
         DeviceError: no such device.
     """
-    with db.session() as s:
+    with db.db_session() as s:
         device = s.scalars(select(Device).where(Device.device_id == device_id)).first()
         if device is None:
             raise DeviceError(f"no device {device_id!r}")
@@ -353,7 +353,7 @@ def revoke_device(db: Database, device_id: str) -> dict[str, Any]:
 
 def heartbeat(db: Database, device_id: str, firmware: str = "", status: dict[str, Any] | None = None) -> None:
     """Record that a device was seen (its firmware version and status: battery, RSSI...)."""
-    with db.session() as s:
+    with db.db_session() as s:
         device = s.scalars(select(Device).where(Device.device_id == device_id)).first()
         if device is not None:
             device.last_seen_at = utcnow()
@@ -380,7 +380,7 @@ def update_settings(db: Database, device_id: str, **changes: Any) -> dict[str, A
     for key, (low, high) in ranges.items():
         if key in changes and not low <= float(changes[key]) <= high:
             raise DeviceError(f"{key} must be between {low} and {high}")
-    with db.session() as s:
+    with db.db_session() as s:
         device = s.scalars(select(Device).where(Device.device_id == device_id)).first()
         if device is None:
             raise DeviceError(f"no device {device_id!r}")
@@ -399,7 +399,7 @@ def update_settings(db: Database, device_id: str, **changes: Any) -> dict[str, A
 
 def attach_conversation(db: Database, device_id: str, conversation_id: int, child_id: int | None) -> None:
     """Make ``conversation_id`` the device's running conversation, marked with its child."""
-    with db.session() as s:
+    with db.db_session() as s:
         device = s.scalars(select(Device).where(Device.device_id == device_id)).first()
         conversation = s.get(Conversation, conversation_id)
         if device is not None:

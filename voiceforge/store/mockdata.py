@@ -51,7 +51,7 @@ def generate(db: Database, customers: int = 40, seed: int = 7, today: dt.date | 
     counts = {"customers": 0, "orders": 0, "appointments": 0}
     if db.dialect == "duckdb":  # DuckDB has no setval: new tables restart every id sequence at 1
         db.reset()
-    with db.session() as s:
+    with db.db_session() as s:
         s.execute(delete(Appointment))
         s.execute(delete(Order))
         s.execute(delete(Customer))
@@ -106,7 +106,7 @@ def export_json(db: Database, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = folder / f"mockdata-{stamp}.json"
-    with db.sessions() as s:
+    with db.read_session() as s:
         data = {
             "exported_at": stamp,
             "customers": [

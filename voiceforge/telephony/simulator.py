@@ -17,14 +17,12 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import websockets
 
-from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16, wrap_wav
-from voiceforge.audio.decode import decode_audio
+from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
 from voiceforge.audio.resample import resample
 from voiceforge.telephony.security import sign
 
@@ -280,45 +278,3 @@ async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | No
     deadline = time.perf_counter() + 60
     while last is not None and time.perf_counter() < deadline and not line.reply_done(last.speech_end):
         await send_frame(silence)
-
-
-async def run_cli(args) -> int:  # noqa: ANN001
-    """`forge call-sim`: run a call against ``--url``, or a sidecar started for it on a free port."""
-    from voiceforge.config import get_settings
-
-    settings = get_settings()
-    utterances = [await asyncio.to_thread(decode_audio, await asyncio.to_thread(Path(p).read_bytes)) for p in args.wavs]
-    persona = getattr(args, "persona", None)
-    if args.url:
-        if not settings.twilio_auth_token:
-            raise SystemExit("forge call-sim --url needs TWILIO_AUTH_TOKEN (the sidecar's) to sign requests")
-        result = await simulate_call(args.url, settings.twilio_auth_token, utterances, persona, args.barge_in_ms,
-                                     api_key=settings.api_key)
-    else:
-        from voiceforge.localserver import local_sidecar
-
-        async with local_sidecar() as (base, token, key):
-            result = await simulate_call(base, token, utterances, persona, args.barge_in_ms, api_key=key)
-    audio = result.pop("_audio")
-    if args.save_audio:
-        await asyncio.to_thread(_save_audio, Path(args.save_audio), result["turns"], audio)
-    if getattr(args, "json", False):
-        for turn in result["turns"]:
-            print(json.dumps({"call_sid": result["call_sid"], **turn}, default=str))
-    else:
-        print(f"call {result['call_sid']} ({result['status']}), greeting: {result['greeting_ms'] / 1000:.1f} s of audio")
-        for turn in result["turns"]:
-            print(f"caller > {turn['transcript']}")
-            for call in turn["tool_calls"]:
-                print(f"tool   > {call['name']}({json.dumps(call['arguments'])})")
-            print(f"agent  > {turn['reply']}" + ("  [interrupted]" if turn["interrupted"] else ""))
-            print(f"         first agent audio {turn['latency_ms']} ms after the caller stopped\n")
-    return 0
-
-
-def _save_audio(folder: Path, turns: list[dict[str, Any]], audio: list[bytes]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for turn, ulaw in zip(turns, audio, strict=True):
-        path = folder / f"turn-{turn['index']}.wav"
-        path.write_bytes(wrap_wav(ulaw_to_pcm16(ulaw), 8000))
-        turn["audio_path"] = str(path)

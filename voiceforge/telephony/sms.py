@@ -38,8 +38,8 @@ async def answer_sms(engine: Engine, sender: str, to: str, body: str, message_si
     conversation_id = await asyncio.to_thread(call_store.sms_conversation, engine.db, sender, persona.id)
     await asyncio.to_thread(call_store.record_sms, engine.db, "inbound", sender, to, body, message_sid, "received",
                             conversation_id)
-    pipeline = await asyncio.to_thread(engine.resume, conversation_id, persona.id, "sms")
-    pipeline.ctx.caller = sender  # send_sms from this thread may text the sender back
+    # send_sms from this thread may text the sender back
+    pipeline = await asyncio.to_thread(engine.resume, conversation_id, persona.id, "sms", sender)
     result = await pipeline.text_turn(body or "(empty message)")
     await asyncio.to_thread(call_store.record_sms, engine.db, "outbound", to, sender, result.reply, None, "replied",
                             conversation_id)

@@ -1,6 +1,6 @@
 """A conversation over a Realtime API session: OpenAI, Azure OpenAI, or Forge's offline server.
 
-``RealtimeSession`` connects with the official ``openai`` SDK (``client.realtime.connect``),
+``RealtimeClient`` connects with the official ``openai`` SDK (``client.realtime.connect``),
 configures the session from the persona (instructions, voice, tools from the same registry as
 the cascade, server VAD from settings or push-to-talk), runs the tools the model calls and sends
 their output back, and stores every turn like any other conversation: transcript, reply, tool
@@ -25,19 +25,17 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 
+from realtime.turns import PCM_RATE, RealtimeTurn, store_turn
 from voiceforge.audio.resample import StreamResampler
 from voiceforge.config import Settings
-from voiceforge.cost import Usage
 from voiceforge.engine import Engine
-from voiceforge.turn import Timeline, TurnPipeline, TurnResult
+from voiceforge.turn import Timeline, TurnPipeline
 
 log = logging.getLogger("forge.realtime")
-PCM_RATE = 24000
 SESSION_CAP_S = 60 * 60
 """The Realtime API ends a session after 60 minutes (OpenAI Realtime docs); Forge rolls over before."""
 
@@ -46,30 +44,11 @@ class RealtimeError(RuntimeError):
     """The Realtime service sent an ``error`` event or dropped the connection; the message says which."""
 
 
-@dataclass
-class RealtimeTurn:
-    """One exchange over Realtime: what was said and heard, tools, timings (ms after speech end)."""
-
-    user_text: str = ""
-    reply: str = ""
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    audio: bytearray = field(default_factory=bytearray)
-    audio_format: str = "audio/pcm"
-    interrupted: bool = False
-    error: str | None = None
-    response_id: str | None = None
-    item_id: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: dict[str, float] | None = None
-
-
 def make_client(settings: Settings) -> tuple[openai.AsyncOpenAI, str]:
     """The SDK client and model for Realtime: OpenAI or Azure when configured, else Forge's offline server.
 
     Returns:
-        (client, model or Azure deployment).
+        (the official SDK's client, model or Azure deployment).
     """
     if settings.use_azure and settings.openai_configured:
         client = openai.AsyncAzureOpenAI(azure_endpoint=settings.azure_openai_endpoint,
@@ -83,14 +62,14 @@ def make_client(settings: Settings) -> tuple[openai.AsyncOpenAI, str]:
     return openai.AsyncOpenAI(api_key=key, websocket_base_url=settings.forge_realtime_url, max_retries=0), "forge-offline"
 
 
-class RealtimeSession:
-    """One speech-to-speech conversation.
+class RealtimeClient:
+    """One speech-to-speech conversation, as a client of a Realtime service.
 
     Args:
-        engine: Forge's engine (tools, database, settings).
+        engine: Forge's engine (settings, prices, pipelines).
         persona_id: the persona (instructions, voice, tools).
         channel: stored as the conversation's channel ("realtime", "phone").
-        client: an SDK client (default :func:`make_client`); ``model`` goes with it.
+        sdk: the official SDK's client (default :func:`make_client`); ``model`` goes with it.
         audio_format: "audio/pcm" (24 kHz) or "audio/pcmu" (μ-law 8 kHz), both ways.
         server_vad: let the service find turns (True) or push-to-talk with :meth:`commit` (False).
         on_event: called with every server event (a UI, the phone bridge).
@@ -107,7 +86,7 @@ class RealtimeSession:
     """
 
     def __init__(self, engine: Engine, persona_id: str | None = None, *, channel: str = "realtime",
-                 client: openai.AsyncOpenAI | None = None, model: str | None = None,
+                 sdk: openai.AsyncOpenAI | None = None, model: str | None = None,
                  audio_format: str = "audio/pcm", server_vad: bool = True,
                  on_event: Callable[[Any], Awaitable[None]] | None = None,
                  max_session_s: float = SESSION_CAP_S - 5 * 60, pipeline: TurnPipeline | None = None,
@@ -115,10 +94,10 @@ class RealtimeSession:
                  silence_ms: int | None = None) -> None:
         self.engine, self.settings = engine, engine.settings
         self.pipeline = pipeline or engine.pipeline(persona_id, channel=channel)
-        if client is None:
-            client, default_model = make_client(self.settings)
+        if sdk is None:
+            sdk, default_model = make_client(self.settings)
             model = model or default_model
-        self.client, self.model = client, model or self.settings.openai_realtime_model
+        self.sdk, self.model = sdk, model or self.settings.openai_realtime_model
         self.audio_format, self.server_vad = audio_format, server_vad
         self.voice = voice
         self.vad_threshold = vad_threshold if vad_threshold is not None else self.settings.realtime_vad_threshold
@@ -140,7 +119,7 @@ class RealtimeSession:
         self._failed = asyncio.Event()
 
     # --- session --------------------------------------------------------------------------------
-    async def __aenter__(self) -> RealtimeSession:
+    async def __aenter__(self) -> RealtimeClient:
         await self.connect()
         return self
 
@@ -155,14 +134,14 @@ class RealtimeSession:
                      "silence_duration_ms": self.silence_ms,
                      "prefix_padding_ms": self.settings.realtime_prefix_padding_ms,
                      "create_response": True, "interrupt_response": True} if self.server_vad else None
-        summary = self.pipeline.memory.summary
+        summary = self.pipeline.summary
         instructions = persona.prompt_for("phone" if self.pipeline.channel == "phone" else "realtime")
         instructions += ("\n\nBefore a tool that looks something up, say a short filler such as "
                          "\"One moment while I check that.\" so the caller is never left in silence.")
         if summary:
             instructions += "\n\nEarlier in this conversation: " + summary
         tools = [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}
-                 for t in self.pipeline.agent.tools]
+                 for t in self.pipeline.tools]
         return {"type": "realtime", "instructions": instructions, "output_modalities": ["audio"],
                 "audio": {"input": {"format": fmt, "turn_detection": detection,
                                     "transcription": {"model": "whisper-1"}},
@@ -176,7 +155,7 @@ class RealtimeSession:
         Raises:
             RealtimeError: the service could not be reached or refused the session.
         """
-        self._manager = self.client.realtime.connect(model=self.model)
+        self._manager = self.sdk.realtime.connect(model=self.model)
         try:
             self.connection = await self._manager.__aenter__()
         except Exception as exc:  # noqa: BLE001 - connect errors come from several libraries
@@ -185,24 +164,13 @@ class RealtimeSession:
         self._appended_ms = 0.0
         self._append_clock.clear()
         await self.connection.session.update(session=self.session_config())
-        for user, assistant in self._recent_turns():  # a rolled-over session keeps its recent context
+        for user, assistant in self.pipeline.recent_exchanges():  # a rolled-over session keeps its recent context
             for role, text in (("user", user), ("assistant", assistant)):
                 if text:
                     await self.connection.conversation.item.create(item={
                         "type": "message", "role": role,
                         "content": [{"type": "input_text" if role == "user" else "output_text", "text": text}]})
         self._receiver = asyncio.create_task(self._receive())
-
-    def _recent_turns(self) -> list[tuple[str, str]]:
-        messages = self.pipeline.memory.messages("")[1:]
-        pairs, user = [], None
-        for m in messages:
-            if m["role"] == "user":
-                user = m["content"]
-            elif m["role"] == "assistant" and m.get("content") and user is not None:
-                pairs.append((user, m["content"]))
-                user = None
-        return pairs
 
     async def close(self) -> None:
         """End the session (what was said so far is stored)."""
@@ -320,6 +288,16 @@ class RealtimeSession:
             await self.connection.conversation.item.truncate(item_id=self._turn.item_id, content_index=0,
                                                              audio_end_ms=max(0, int(audio_end_ms)))
 
+    @property
+    def conversation_id(self) -> int | None:
+        """The stored conversation's id (None until its first turn is stored)."""
+        return self.pipeline.conversation_id
+
+    @property
+    def ended(self) -> bool:
+        """The model called end_call in this conversation."""
+        return self.pipeline.ended
+
     # --- receiving ------------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[RealtimeTurn]:
         """Finished turns, as they come."""
@@ -383,8 +361,7 @@ class RealtimeSession:
         except json.JSONDecodeError:
             arguments = {"_invalid_json": event.arguments}
         self._timeline.mark("tool_start")
-        result = await self.engine.registry.execute(event.name, arguments if isinstance(arguments, dict) else {},
-                                                    self.pipeline.ctx)
+        result = await self.pipeline.run_tool(event.name, arguments if isinstance(arguments, dict) else {})
         self._timeline.mark("tool_end", once=False)
         self._turn.tool_calls.append({"name": event.name, "arguments": result.arguments, "result": result.result,
                                       "error": result.error, "duration_ms": round(result.duration_ms, 1)})
@@ -405,36 +382,15 @@ class RealtimeSession:
         await self._store(turn, interrupted=response.status == "cancelled" or turn.interrupted)
 
     async def _store(self, turn: RealtimeTurn, interrupted: bool, hand_over: bool = True) -> None:
-        if not (turn.user_text or turn.reply or turn.tool_calls):
+        if not turn.has_content:
             return
         self._timeline.mark("turn_done")
         turn.timings_ms = dict(self._timeline.marks)
         turn.interrupted = interrupted
-        result = TurnResult(user_text=turn.user_text, reply=turn.reply, tool_calls=turn.tool_calls,
-                            timings_ms=turn.timings_ms, error=turn.error, sentences=[turn.reply],
-                            usage=Usage(realtime_input_tokens=turn.input_tokens,
-                                        realtime_output_tokens=turn.output_tokens))
         price = self.engine.prices.realtime(self.model, turn.input_tokens, turn.output_tokens,
                                             local=self.model == "forge-offline")
-        result.cost = turn.cost = {"realtime": round(price, 6), "total": round(price, 6)}
-        user_audio = None
-        if self.settings.enable_recordings:
-            from voiceforge.audio.codecs import ulaw_to_pcm16
-
-            def pcm(data: bytes) -> tuple[bytes, int]:
-                return (ulaw_to_pcm16(data), 8000) if turn.audio_format == "audio/pcmu" else (data, PCM_RATE)
-
-            if turn.audio:
-                result.audio, result.sample_rate = pcm(bytes(turn.audio))
-            if self._user_audio:
-                user_audio = pcm(bytes(self._user_audio))
-            self._user_audio = bytearray()
-        self.pipeline.memory.add_user(turn.user_text)
-        self.pipeline.memory.add_assistant(turn.reply)
-        try:
-            await self.pipeline.store(result, user_audio=user_audio)
-        except Exception:  # noqa: BLE001 - a failed write is logged; the conversation goes on
-            log.exception("storing a Realtime turn failed")
+        user_audio, self._user_audio = bytes(self._user_audio), bytearray()
+        await store_turn(self.pipeline, turn, price, user_audio or None)
         self._turn = RealtimeTurn(audio_format=self.audio_format)
         if hand_over:
             await self._done.put(turn)

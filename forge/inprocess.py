@@ -1,8 +1,8 @@
-"""A sidecar on a free loopback port in this process, for a simulated call from the app.
+"""A sidecar on a free loopback port in this process, for a simulated call or press from the app.
 
-The core's call simulator (``voiceforge/telephony/simulator.py``) is only a client; this is
-the server side the Phone & SMS page starts for it (``forge call-sim`` starts ``forge serve``
-in its own process instead).
+The core's simulators (``voiceforge/telephony/simulator.py``, ``voiceforge/devices/simulator.py``)
+are only clients; this is the server side the Phone & SMS and Devices pages start for them
+(``forge call-sim`` starts ``forge serve`` in its own process instead: forge/processes.py).
 """
 
 from __future__ import annotations
@@ -10,26 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import socket
 from typing import Any
 
 import uvicorn
 
+from forge.processes import free_port
 from server.main import create_app
 from voiceforge.config import Settings, get_settings
 from voiceforge.telephony.simulator import simulate_call
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.asynccontextmanager
 async def in_process_sidecar(settings: Settings | None = None, port: int | None = None):  # noqa: ANN201
     """Serve the sidecar on loopback in this process (``port`` or a free one), models loaded; yields (app, URL)."""
-    port = port or _free_port()
+    port = port or free_port()
     app = create_app(settings or get_settings())
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
@@ -60,7 +54,7 @@ async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = N
     """
     token = get_settings().twilio_auth_token or secrets.token_hex(16)
     # Twilio signs the public URL, so the sidecar is told it is reachable at its own address.
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     settings = get_settings().model_copy(update={"public_base_url": base, "twilio_auth_token": token})
     async with in_process_sidecar(settings, port) as (app, url):

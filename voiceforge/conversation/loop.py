@@ -1,12 +1,11 @@
-"""The one live conversation loop, over any transport (Twilio, browser, ESP32, Realtime server).
+"""The one live conversation loop, over any transport (Twilio, browser, ESP32, Realtime client).
 
 Inbound audio at the transport's rate → one stateful resampler → exact 20 ms frames at the STT's
 rate → VAD with hysteresis. Speech end is an utterance: it is transcribed at once (STT runs per
-utterance, in order) and its turn runs the pipeline's agent and TTS; the reply is resampled to
-the transport's rate, cut into frames, paced to the wall clock, and followed by a mark per
-sentence. Speech start while the agent is being heard is a barge-in: ``clear`` goes out,
-synthesis stops, and the stored reply is only the sentences whose marks came back (marks echoed
-in answer to a clear were flushed, not played).
+utterance, in order) and its turn runs the pipeline's agent and TTS; the reply goes out through
+the one :class:`voiceforge.conversation.playout.Playout`, a sentence per segment, each confirmed
+by its mark. Speech start while the agent is being heard is a barge-in: the playout clears,
+synthesis stops, and the stored reply is only the sentences whose marks came back.
 
 An utterance that ends while the previous turn is still being transcribed or thought about
 (no audio yet, no tool run) is merged into it: the thinking is redone once with both; once a
@@ -27,9 +26,10 @@ Push-to-talk wires (the ESP32 devices) bound the utterance with the button inste
 ``TalkStart`` interrupts the agent and starts the utterance, ``TalkEnd`` ends it, and the
 release is the zero of the turn's timeline (the device's post-roll is part of the utterance).
 
-The loop does no I/O of its own: it reads :mod:`voiceforge.transport` events and calls the
-transport's methods. Storage happens on one writer task per conversation, in turn order, so a
-slow database never holds up audio.
+The loop does no I/O of its own: it reads :mod:`voiceforge.transport` events (audio, marks and
+a client's control events) and talks back through the transport's methods and typed
+notifications. Storage happens on one writer task per conversation, in turn order, so a slow
+database never holds up audio.
 """
 
 from __future__ import annotations
@@ -39,22 +39,42 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from voiceforge.audio.framing import FrameBuffer, Pacer, frame_bytes
+from voiceforge.audio.framing import FrameBuffer, frame_bytes
 from voiceforge.audio.resample import StreamResampler
-from voiceforge.audio.vad import TurnDetector, TurnEvent, UtteranceSegmenter, VadState, WebRtcVad
+from voiceforge.audio.vad import SpeechDetector, UtteranceSegmenter, VadEvent, VadState, WebRtcVad
+from voiceforge.conversation.live_turn import LiveTurn
+from voiceforge.conversation.playout import Played, Playout
+from voiceforge.conversation.recorder import CallRecorder
+from voiceforge.records import TurnRecord
 from voiceforge.transport import (
     AudioIn,
+    ClearInput,
+    Configure,
     DtmfIn,
+    End,
+    Ignored,
     InboundEvent,
+    Interrupt,
     MarkPlayed,
+    Notification,
+    Remember,
+    Say,
+    SentenceStarted,
+    SpeechStarted,
+    SpeechStopped,
+    State,
+    StateChanged,
     TalkEnd,
     TalkStart,
     TextIn,
+    ToolCalled,
+    ToolReturned,
+    Transcript,
     Transport,
+    TurnFailed,
+    TurnFinished,
 )
 from voiceforge.turn import (
     APOLOGIES,
@@ -68,117 +88,12 @@ from voiceforge.turn import (
     TurnDone,
     TurnError,
     TurnPipeline,
-    TurnResult,
 )
 
 log = logging.getLogger(__name__)
 
 VAD_RATES = (8000, 16000, 32000, 48000)
 """The rates webrtcvad accepts (Hz)."""
-
-
-@dataclass
-class LiveTurn:
-    """One turn of a live conversation, from the user's utterance(s) to the stored reply.
-
-    Attributes:
-        generation: its number; marks are named ``"<generation>:<sentence index>"``.
-        timeline: stage clock whose zero is the last voiced frame of the user's speech.
-        inputs: what the user said, in order: STT tasks (or finished text) per utterance.
-        user_audio: the utterances' PCM16 at the analysis rate (kept for recordings).
-        store: False for the greeting and for noise that held no words.
-        sentences / played: sentence texts by index, and the indices whose marks came back.
-    """
-
-    generation: int
-    timeline: Timeline
-    inputs: list[asyncio.Future] = field(default_factory=list)
-    user_audio: bytearray = field(default_factory=bytearray)
-    typed: bool = False  # some input was text, not speech
-    store: bool = True
-    after: asyncio.Task | None = None
-    task: asyncio.Task | None = None
-    memory_mark: tuple[int, int] | None = None
-    sentences: dict[int, str] = field(default_factory=dict)
-    played: set[int] = field(default_factory=set)
-    audio_started: bool = False
-    tools_started: bool = False
-    result: TurnResult | None = None
-    user_text: str = ""
-    error: str | None = None
-    done: bool = False
-    finished: bool = False
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    reply_pcm: bytearray = field(default_factory=bytearray)
-    reply_rate: int | None = None
-    failover: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def mergeable(self) -> bool:
-        """Nothing of it has been heard and no tool has run: it can be redone with more input."""
-        return not (self.audio_started or self.tools_started or self.done or self.finished)
-
-    def heard(self) -> list[str]:
-        """The sentences confirmed played, in order, up to the first one that was not."""
-        out = []
-        for i in sorted(self.sentences):
-            if i not in self.played:
-                break
-            out.append(self.sentences[i])
-        return out
-
-
-class CallRecorder:
-    """The whole conversation as audio (``ENABLE_RECORDINGS``): the caller's track, the agent's, and both mixed.
-
-    Both tracks are PCM16 mono at ``rate`` Hz. The caller's is every inbound frame in order (its
-    own clock: the wire delivers it in real time). Agent audio is placed at the caller track's
-    position when it was sent, or straight after the previous agent audio if that is later (a
-    reply queued faster than real time plays back to back), so the mix lines up turn by turn.
-    Audio a barge-in cleared from the far end's buffer is still in the agent track.
-    """
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self._caller = bytearray()
-        self._agent = bytearray()
-        self._agent_end = 0  # bytes
-        self._resampler: StreamResampler | None = None
-
-    def caller(self, frame: bytes) -> None:
-        """One inbound frame (PCM16 at ``rate``)."""
-        self._caller += frame
-
-    def agent(self, frame: bytes, sample_rate: int) -> None:
-        """One frame of agent audio as sent (PCM16 at ``sample_rate``)."""
-        if self._resampler is None or self._resampler.in_rate != sample_rate:
-            self._resampler = StreamResampler(sample_rate, self.rate)
-        pcm = self._resampler.process(frame)
-        at = max(len(self._caller), self._agent_end)
-        if len(self._agent) < at:
-            self._agent += bytes(at - len(self._agent))
-        self._agent[at : at + len(pcm)] = pcm
-        self._agent_end = at + len(pcm)
-
-    def save(self, folder: Path) -> list[Path]:
-        """Write ``call-caller.wav``, ``call-agent.wav`` and ``call-mixed.wav`` into ``folder``; returns them."""
-        import numpy as np
-
-        from voiceforge.audio.codecs import wrap_wav
-
-        if not self._caller and not self._agent:
-            return []
-        folder.mkdir(parents=True, exist_ok=True)
-        length = max(len(self._caller), len(self._agent))
-        caller = bytes(self._caller).ljust(length, b"\0")
-        agent = bytes(self._agent).ljust(length, b"\0")
-        mixed = np.clip(np.frombuffer(caller, "<i2").astype(np.int32) + np.frombuffer(agent, "<i2"), -32768, 32767)
-        paths = []
-        for name, pcm in (("caller", caller), ("agent", agent), ("mixed", mixed.astype("<i2").tobytes())):
-            path = folder / f"call-{name}.wav"
-            path.write_bytes(wrap_wav(pcm, self.rate))
-            paths.append(path)
-        return paths
 
 
 class ConversationLoop:
@@ -201,35 +116,34 @@ class ConversationLoop:
                  first_token_s: float | None = None, greet: bool = True, name: str = "",
                  on_dtmf: Callable[[str], Awaitable[None]] | None = None, vad: Any = None,
                  push_to_talk: bool = False) -> None:
-        settings = pipeline.engine.settings
+        settings = pipeline.settings
         self.pipeline, self.transport, self.name = pipeline, transport, name
         self.greet = greet
         self._on_dtmf = on_dtmf
         self._dtmf_order = asyncio.Lock()  # digits are handled one at a time, in the order pressed
-        self.first_token_s = first_token_s if first_token_s is not None else settings.forge_llm_first_token_ms / 1000
-        stt_rate = pipeline.engine.stt.capabilities.sample_rate
+        self.first_token_s = first_token_s if first_token_s is not None else settings.llm_first_token_ms / 1000
+        stt_rate = pipeline.stt_rate
         self.rate = stt_rate if stt_rate in VAD_RATES else 16000
         persona = pipeline.persona
-        self.endpointing_ms = endpointing_ms or persona.endpointing_ms or settings.forge_endpointing_ms
-        detector = TurnDetector(start_ms=60, stop_ms=self.endpointing_ms,
-                                max_utterance_ms=int(settings.forge_max_turn_s * 1000))
+        self.endpointing_ms = endpointing_ms or persona.endpointing_ms or settings.endpointing_ms
+        detector = SpeechDetector(start_ms=60, stop_ms=self.endpointing_ms,
+                                  max_utterance_ms=int(settings.max_turn_s * 1000))
         self._segmenter = UtteranceSegmenter(self.rate, 20, detector, vad or WebRtcVad(self.rate))
         if vad is None and persona.vad_threshold is not None:
             self.configure_vad(threshold=persona.vad_threshold)  # the persona's turn detection
         self._frames = FrameBuffer(frame_bytes(self.rate, 20))
         self._inbound: StreamResampler | None = None
-        self._pacer = Pacer(frame_ms=transport.frame_ms, lead_ms=80)
-        self._out_frame = frame_bytes(transport.output_rate, transport.frame_ms)
+        self.recorder = CallRecorder(self.rate) if settings.enable_recordings else None
+        self.playout = Playout(transport, on_sent=self._on_sent, on_played=self._on_played)
         self._generation = 0
         self._turns: dict[int, LiveTurn] = {}
         self._current: LiveTurn | None = None
-        self._cleared: set[int] = set()
         self._last_voiced: float | None = None
-        self.speculate_ms = settings.forge_speculative_stt_ms if settings.forge_speculative_stt_ms < self.endpointing_ms else 0
+        self.speculate_ms = settings.speculative_stt_ms if settings.speculative_stt_ms < self.endpointing_ms else 0
         self._speculation: asyncio.Task | None = None  # STT of the utterance so far, while it may still be the whole
         self._speculating: asyncio.Task | None = None  # the last one started, until it finishes (one at a time)
         self.speculations = {"used": 0, "dropped": 0}
-        self._writes: asyncio.Queue[Any] = asyncio.Queue()
+        self._writes: asyncio.Queue[TurnRecord | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._state = ""
@@ -237,12 +151,21 @@ class ConversationLoop:
         self.turns_stored = 0
         self.push_to_talk = push_to_talk
         self._held: bytearray | None = None  # push-to-talk audio while the button is down
-        self._max_held = int(settings.forge_max_turn_s * self.rate) * 2
-        self.recorder = CallRecorder(self.rate) if settings.enable_recordings else None
+        self._max_held = int(settings.max_turn_s * self.rate) * 2
+
+    @property
+    def conversation_id(self) -> int | None:
+        """The stored conversation's id (None until its first turn is stored)."""
+        return self.pipeline.conversation_id
+
+    @property
+    def live(self) -> bool:
+        """The agent has turns in flight (thinking or speaking)."""
+        return bool(self._turns)
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self, events: AsyncIterator[InboundEvent]) -> None:
-        """Greet, handle inbound events until the source ends, then stop.
+        """Greet, handle inbound events until the source ends (or an :class:`End`), then stop.
 
         Raises:
             Whatever ``events`` raises (a malformed message); the loop is stopped first.
@@ -250,6 +173,8 @@ class ConversationLoop:
         try:
             await self.start()
             async for event in events:
+                if isinstance(event, End):
+                    break
                 await self.handle(event)
         finally:
             await self.stop()
@@ -267,14 +192,14 @@ class ConversationLoop:
         turn = self._new_turn(Timeline(), store=False)
         turn.task = asyncio.create_task(self._play(turn, self.pipeline.say(text)))
 
-    async def handle(self, event: InboundEvent) -> None:
+    async def handle(self, event: InboundEvent) -> None:  # noqa: C901 - one branch per event type
         """Process one inbound event; returns quickly (work goes to tasks)."""
         if self.closed:
             return
         if isinstance(event, AudioIn):
             await self.on_audio(event.pcm16, event.sample_rate)
         elif isinstance(event, MarkPlayed):
-            await self.on_mark(event.name)
+            self.playout.played(event.name)
         elif isinstance(event, TextIn):
             if event.text.strip():
                 await self.on_utterance(text=event.text.strip())
@@ -291,6 +216,20 @@ class ConversationLoop:
                 await self.on_utterance(audio=held)
         elif isinstance(event, DtmfIn) and self._on_dtmf is not None:
             self._spawn(self._dtmf(event.digit))
+        elif isinstance(event, Configure):
+            self.configure(event)
+        elif isinstance(event, Interrupt):
+            await self.interrupt()
+        elif isinstance(event, ClearInput):
+            if self._held is not None:
+                self._held = bytearray()
+            elif not self.push_to_talk:
+                self._segmenter.clear()
+                self._speculation = None
+        elif isinstance(event, Say):
+            self.say(event.text)
+        elif isinstance(event, Remember):
+            self.pipeline.remember(event.role, event.text)
 
     async def stop(self) -> None:
         """The connection ended: stop working, store what was heard, and drain the writer."""
@@ -303,15 +242,14 @@ class ConversationLoop:
                     source.cancel()
             await self._cancel(turn)
             if not turn.finished:
-                complete = turn.done and set(turn.sentences) <= turn.played
-                self._finish(turn, interrupted=not complete)
+                self._finish(turn, interrupted=not turn.complete)
         await self._writes.put(None)
         if self._writer is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._writer), 20)
         conversation_id = self.pipeline.conversation_id
         if self.recorder is not None and conversation_id and self.pipeline.persist:
-            folder = self.pipeline.engine.settings.forge_data_dir / "recordings" / str(conversation_id)
+            folder = self.pipeline.settings.data_dir / "recordings" / str(conversation_id)
             try:
                 await asyncio.to_thread(self.recorder.save, folder)
             except OSError:
@@ -342,7 +280,7 @@ class ConversationLoop:
                     self._speculate()
                 continue
             kind, utterance = event
-            if kind is TurnEvent.SPEECH_START:
+            if kind is VadEvent.SPEECH_START:
                 self._last_voiced = time.perf_counter()
                 await self.on_speech_start()
             elif utterance:
@@ -362,7 +300,7 @@ class ConversationLoop:
 
     async def on_speech_start(self) -> None:
         """The user started speaking: barge in on audible agent speech, hold back thinking."""
-        await self.transport.notify({"type": "speech_started"})
+        await self._notify(SpeechStarted())
         await self._barge_in_audible()
         current = self._current
         if current is not None and current.store and current.mergeable and current.task is not None:
@@ -377,7 +315,7 @@ class ConversationLoop:
         timeline.set("speech_end", 0.0)
         if audio is not None:
             timeline.set("endpointing_ms", (now - zero) * 1000)
-            await self.transport.notify({"type": "speech_stopped", "audio_ms": round(len(audio) / 2 / self.rate * 1000)})
+            await self._notify(SpeechStopped(round(len(audio) / 2 / self.rate * 1000)))
         await self._barge_in_audible()  # typed, or the agent began while the user still spoke
         previous = self._current
         merge = previous is not None and previous.store and previous.mergeable
@@ -427,9 +365,18 @@ class ConversationLoop:
             await self._cancel(current)
             self._finish(current, interrupted=True)
 
+    def configure(self, change: Configure) -> None:
+        """Apply a client's :class:`voiceforge.transport.Configure` (turn detection, voice, prompt, tools)."""
+        if change.push_to_talk is not None:
+            self.push_to_talk = change.push_to_talk
+        if (change.vad_threshold, change.silence_ms, change.prefix_ms) != (None, None, None):
+            self.configure_vad(change.vad_threshold, change.silence_ms, change.prefix_ms)
+        self.pipeline.configure(voice=change.voice, instructions=change.instructions,
+                                client_tools=change.client_tools, run_client_tool=change.run_client_tool)
+
     def configure_vad(self, threshold: float | None = None, silence_ms: int | None = None,
                       prefix_ms: int | None = None) -> None:
-        """Change endpointing between utterances (a Realtime client's ``turn_detection``).
+        """Change endpointing between utterances (a Realtime client's ``turn_detection``, the Live page).
 
         Args:
             threshold: 0.3–0.95, how sure the VAD must be that a frame is speech; webrtcvad's
@@ -448,22 +395,11 @@ class ConversationLoop:
         if prefix_ms is not None:
             self._segmenter.set_preroll(max(0, min(1000, int(prefix_ms))))
 
-    def set_output_rate(self, rate: int) -> None:
-        """The far end now wants agent audio at ``rate`` Hz (from the next frame on)."""
-        self.transport.output_rate = rate
-        self._out_frame = frame_bytes(rate, self.transport.frame_ms)
-
-    async def on_mark(self, name: str) -> None:
-        """A mark came back: the sentence before it has played (unless it answers a clear)."""
-        generation, _, index = name.partition(":")
-        if not generation.isdigit() or not index.isdigit():
-            return
-        gen = int(generation)
-        turn = self._turns.get(gen)
-        if gen in self._cleared or turn is None:
-            return  # flushed by a clear, not played
-        turn.played.add(int(index))
-        self._maybe_finish(turn)
+    @property
+    def vad_aggressiveness(self) -> int | None:
+        """Webrtcvad's aggressiveness (0–3) in use, or None for another VAD."""
+        vad = self._segmenter.vad
+        return vad.aggressiveness if isinstance(vad, WebRtcVad) else None
 
     # --- turns ----------------------------------------------------------------------------------
     def _new_turn(self, timeline: Timeline, store: bool = True) -> LiveTurn:
@@ -494,52 +430,43 @@ class ConversationLoop:
                 turn.store = False
                 turn.done = True
                 self._maybe_finish(turn)
-                await self.transport.notify({"type": "ignored", "generation": turn.generation, "reason": "no words"})
+                await self._notify(Ignored(turn.generation, "no words"))
                 if turn is self._current:
                     await self._set_state("listening")
                 return
             turn.error = errors[0]
             await self._play(turn, self.pipeline.say(APOLOGIES["stt"], turn.timeline))
             return
-        await self.transport.notify({"type": "transcript", "text": turn.user_text, "generation": turn.generation})
-        turn.memory_mark = self.pipeline.memory.checkpoint()
-        await self._play(turn, self.pipeline.respond(turn.user_text, turn.timeline,
-                                                     first_token_s=self.first_token_s))
+        await self._notify(Transcript(turn.user_text, turn.generation))
+        turn.memory_mark = self.pipeline.checkpoint()
+        await self._play(turn, self.pipeline.respond(turn.user_text, turn.timeline, first_token_s=self.first_token_s))
 
     async def _play(self, turn: LiveTurn, events: AsyncIterator[Any]) -> None:
-        frames = FrameBuffer(self._out_frame)
-        resampler: StreamResampler | None = None
+        recordings = self.pipeline.settings.enable_recordings
         try:
             async for event in events:
                 if isinstance(event, AudioChunk):
-                    if resampler is None:
-                        resampler = StreamResampler(event.sample_rate, self.transport.output_rate)
-                    if self.pipeline.engine.settings.enable_recordings:
+                    if recordings:
                         turn.reply_pcm += event.pcm16
                         turn.reply_rate = event.sample_rate
-                    await self._send(turn, frames.push(resampler.process(event.pcm16)))
+                    await self.playout.write(turn.segment(event.index), event.pcm16, event.sample_rate)
                 elif isinstance(event, SentenceEnd):
-                    if resampler is not None:
-                        await self._send(turn, frames.push(resampler.flush()))
-                        resampler = None
-                    await self._send(turn, frames.flush())
                     if event.index in turn.sentences:
-                        await self._mark(turn, event.index)
+                        await self.playout.end(turn.segment(event.index))
                 elif isinstance(event, Sentence):
                     turn.sentences[event.index] = event.text
-                    await self.transport.notify({"type": "sentence", "text": event.text, "index": event.index,
-                                                 "filler": event.filler, "generation": turn.generation})
+                    await self._notify(SentenceStarted(event.text, event.index, event.filler, turn.generation))
                 elif isinstance(event, ToolCallStarted):
                     turn.tools_started = True
-                    await self.transport.notify({"type": "tool_call", "name": event.name,
-                                                 "arguments": event.arguments, "generation": turn.generation})
+                    await self._notify(ToolCalled(event.name, event.arguments, turn.generation))
                 elif isinstance(event, ToolCallFinished):
                     turn.tool_calls.append(event.call)
-                    await self.transport.notify({"type": "tool_result", **event.call, "generation": turn.generation})
+                    await self._notify(ToolReturned.of(event.call, turn.generation))
                 elif isinstance(event, TurnError):
                     turn.error = turn.error or event.message
+                    await self._notify(TurnFailed(event.stage, event.message, turn.generation))
                 elif isinstance(event, TurnDone):
-                    turn.result = event.result
+                    turn.record = event.record
             turn.done = True
             self._maybe_finish(turn)
         except asyncio.CancelledError:
@@ -550,25 +477,28 @@ class ConversationLoop:
             turn.done = True
             self._finish(turn, interrupted=True)
 
-    async def _send(self, turn: LiveTurn, frames: list[bytes]) -> None:
-        for frame in frames:
-            if self.transport.paced:
-                await self._pacer.wait()
-            await self.transport.send_audio(frame, self.transport.output_rate)
-            if self.recorder is not None:
-                self.recorder.agent(frame, self.transport.output_rate)
-            if not turn.audio_started:
-                turn.audio_started = True
-                turn.timeline.mark("first_frame_sent")
-                await self._set_state("speaking")
+    def _turn_of(self, segment: str) -> tuple[LiveTurn | None, int]:
+        generation, _, index = segment.partition(":")
+        turn = self._turns.get(int(generation)) if generation.isdigit() else None
+        return turn, int(index) if index.isdigit() else -1
 
-    async def _mark(self, turn: LiveTurn, index: int) -> None:
-        await self.transport.mark(f"{turn.generation}:{index}")
-        if not self.transport.confirms_playback:
+    async def _on_sent(self, segment: str, pcm16: bytes, rate: int) -> None:
+        if self.recorder is not None:
+            self.recorder.agent(pcm16, rate)
+        turn, _ = self._turn_of(segment)
+        if turn is not None and not turn.audio_started:
+            turn.audio_started = True
+            turn.timeline.mark("first_frame_sent")
+            await self._set_state("speaking")
+
+    def _on_played(self, played: Played) -> None:
+        turn, index = self._turn_of(played.segment)
+        if turn is not None and played.complete:
             turn.played.add(index)
+            self._maybe_finish(turn)
 
     def _maybe_finish(self, turn: LiveTurn) -> None:
-        if turn.done and not turn.finished and set(turn.sentences) <= turn.played:
+        if not turn.finished and turn.complete:
             if turn.sentences:
                 turn.timeline.mark("playback_confirmed")
             self._finish(turn, interrupted=False)
@@ -581,24 +511,24 @@ class ConversationLoop:
             self._spawn(self._set_state("listening"))
         if not turn.store or not (turn.user_text or turn.error):
             return
-        result = turn.result or TurnResult(user_text=turn.user_text, reply="", tool_calls=turn.tool_calls)
-        result.user_text = turn.user_text
-        result.conversation_id = self.pipeline.conversation_id
-        result.error = result.error or turn.error
-        result.timings_ms = dict(turn.timeline.marks)
-        result.usage.stt_audio_s = len(turn.user_audio) / 2 / self.rate
-        result.failover[:0] = turn.failover
-        if turn.result is None and turn.sentences:
-            result.sentences = [turn.sentences[i] for i in sorted(turn.sentences)]
-            result.reply = " ".join(result.sentences)
+        record = turn.record or TurnRecord(user_text=turn.user_text, reply="", tool_calls=turn.tool_calls)
+        record.user_text = turn.user_text
+        record.conversation_id = self.pipeline.conversation_id
+        record.error = record.error or turn.error
+        record.timings_ms = dict(turn.timeline.marks)
+        record.usage.stt_audio_s = len(turn.user_audio) / 2 / self.rate
+        record.failover[:0] = turn.failover
+        if turn.record is None and turn.sentences:
+            record.sentences = [turn.sentences[i] for i in sorted(turn.sentences)]
+            record.reply = " ".join(record.sentences)
         if turn.reply_pcm:
-            result.audio, result.sample_rate = bytes(turn.reply_pcm), turn.reply_rate
+            record.audio, record.sample_rate = bytes(turn.reply_pcm), turn.reply_rate
         heard = turn.heard() if interrupted else None
-        record = self.pipeline.record(result, heard=heard, interrupted=interrupted,
-                                      user_audio=(bytes(turn.user_audio), self.rate) if turn.user_audio else None)
-        self._writes.put_nowait((record, result))
-        self._spawn(self.transport.notify({"type": "turn", **result.to_json(), "generation": turn.generation}))
-        if result.ended and not interrupted:
+        self.pipeline.record(record, heard=heard, interrupted=interrupted,
+                             user_audio=(bytes(turn.user_audio), self.rate) if turn.user_audio else None)
+        self._writes.put_nowait(record)
+        self._spawn(self._notify(TurnFinished(record, turn.generation)))
+        if record.ended and not interrupted:
             self._spawn(self._hang_up())
 
     async def _hang_up(self) -> None:
@@ -608,17 +538,15 @@ class ConversationLoop:
             log.warning("hang-up on %s failed", self.name, exc_info=True)
 
     async def _barge_in_audible(self) -> None:
-        for turn in [t for t in self._turns.values() if t.audio_started and not t.finished]:
-            await self._barge_in(turn)
-
-    async def _barge_in(self, turn: LiveTurn) -> None:
         """The user spoke over audible agent speech: clear, stop, keep what was heard."""
-        self._cleared.add(turn.generation)
-        await self.transport.clear()
-        self._pacer.reset()
-        await self._cancel(turn)
-        if not turn.finished:
-            self._finish(turn, interrupted=True)
+        audible = [t for t in self._turns.values() if t.audio_started and not t.finished]
+        if not audible:
+            return
+        await self.playout.clear()
+        for turn in audible:
+            await self._cancel(turn)
+            if not turn.finished:
+                self._finish(turn, interrupted=True)
 
     async def _cancel(self, turn: LiveTurn) -> None:
         task, turn.task = turn.task, None
@@ -627,19 +555,19 @@ class ConversationLoop:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if turn.mergeable and turn.memory_mark is not None:
-            self.pipeline.memory.rollback(turn.memory_mark)  # nobody heard it: as if never thought
+            self.pipeline.rollback(turn.memory_mark)  # nobody heard it: as if never thought
             turn.memory_mark = None
 
     # --- background work ------------------------------------------------------------------------
-    def _spawn(self, coro) -> None:  # noqa: ANN001
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _write_turns(self) -> None:
-        while (item := await self._writes.get()) is not None:
+        while (record := await self._writes.get()) is not None:
             try:
-                await self.pipeline.save(*item)
+                await self.pipeline.save(record)
                 self.turns_stored += 1
             except Exception:  # noqa: BLE001 - a failed write is logged; the call goes on
                 log.exception("storing a turn of %s failed", self.name)
@@ -651,7 +579,10 @@ class ConversationLoop:
         except Exception:  # noqa: BLE001
             log.exception("handling a keypad digit on %s failed", self.name)
 
-    async def _set_state(self, state: str) -> None:
+    async def _notify(self, event: Notification) -> None:
+        await self.transport.notify(event)
+
+    async def _set_state(self, state: State) -> None:
         if state != self._state:
             self._state = state
-            await self.transport.notify({"type": "state", "state": state})
+            await self._notify(StateChanged(state))

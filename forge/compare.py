@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voiceforge.audio.decode import decode_audio
-from voiceforge.metrics import corpus_wer, percentile, wer
+from voiceforge.scoring import corpus_wer, percentile, wer
 
 if TYPE_CHECKING:
     from voiceforge.engine import Engine
@@ -183,7 +183,7 @@ async def run_batch(engine: Engine, utterances: list[Utterance], persona: str | 
 async def run_phone(engine: Engine, utterances: list[Utterance], persona: str | None,
                     progress: Progress | None = None) -> StyleRun:
     """Style 2: one simulated phone call through a sidecar started for the run."""
-    from voiceforge.localserver import local_sidecar
+    from forge.processes import local_sidecar
     from voiceforge.telephony.simulator import simulate_call
 
     run = StyleRun("phone")
@@ -217,21 +217,21 @@ async def run_speech_to_speech(engine: Engine, utterances: list[Utterance], pers
 
     import openai
 
-    from realtime.session import PCM_RATE, RealtimeSession, make_client
+    from forge.processes import local_realtime_server
+    from realtime.client import PCM_RATE, RealtimeClient, make_client
     from voiceforge.audio.resample import resample
-    from voiceforge.localserver import local_realtime_server
 
     run = StyleRun("speech-to-speech")
     settings = engine.settings
     async with contextlib.AsyncExitStack() as stack:
         if settings.openai_configured:
-            client, model = make_client(settings)
+            sdk, model = make_client(settings)
         else:
             url = await stack.enter_async_context(local_realtime_server())
             key, _ = settings.ensure_api_key()
-            client, model = openai.AsyncOpenAI(api_key=key, websocket_base_url=url, max_retries=0), "forge-offline"
-        session = RealtimeSession(engine, persona, channel="compare", client=client, model=model)
-        await stack.enter_async_context(session)
+            sdk, model = openai.AsyncOpenAI(api_key=key, websocket_base_url=url, max_retries=0), "forge-offline"
+        client = RealtimeClient(engine, persona, channel="compare", sdk=sdk, model=model)
+        await stack.enter_async_context(client)
         frame = PCM_RATE // 50 * 2
         for i, utt in enumerate(utterances):
             speech = resample(utt.pcm16, utt.rate, PCM_RATE)
@@ -242,7 +242,7 @@ async def run_speech_to_speech(engine: Engine, utterances: list[Utterance], pers
                 k = 0
                 while forever or k < len(audio):
                     chunk = audio[k : k + frame] if k < len(audio) else b"\0" * frame
-                    await session.send_audio(chunk.ljust(frame, b"\0"), PCM_RATE)
+                    await client.send_audio(chunk.ljust(frame, b"\0"), PCM_RATE)
                     k += frame
                     clock += 0.02
                     await asyncio.sleep(max(0.0, clock - time.perf_counter()))
@@ -250,7 +250,7 @@ async def run_speech_to_speech(engine: Engine, utterances: list[Utterance], pers
             await stream(speech)
             silence = asyncio.create_task(stream(b"", forever=True))
             try:
-                turn = await session.next_turn(timeout_s=90)
+                turn = await client.next_turn(timeout_s=90)
             finally:
                 silence.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -129,7 +129,7 @@ def show_waterfall(timings: dict[str, float], key: str, x_max: float | None = No
 
 def latency_summary(turns: list[dict[str, Any]]) -> str | None:
     """"p50 1,234 ms · p95 2,345 ms over N turns" of voice-to-voice, or None when no turn was spoken."""
-    from voiceforge.metrics import percentile
+    from voiceforge.scoring import percentile
 
     values = [v for t in turns if (v := first_audio_ms(t.get("timings_ms") or {})) is not None]
     if not values:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from realtime.session import PCM_RATE, RealtimeSession, RealtimeTurn
+from realtime.client import PCM_RATE, RealtimeClient, RealtimeTurn
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.audio.decode import decode_audio
 from voiceforge.config import get_settings
@@ -25,22 +25,22 @@ from voiceforge.engine import Engine
 
 
 @contextlib.asynccontextmanager
-async def session_for(persona: str | None, server_vad: bool):  # noqa: ANN201
-    """A RealtimeSession on OpenAI when configured, else on an offline server started for it."""
+async def client_for(persona: str | None, server_vad: bool):  # noqa: ANN201
+    """A RealtimeClient on OpenAI when configured, else on an offline server started for it."""
     settings = get_settings()
     engine = Engine(settings)
     engine.ensure_mock_data()
     if settings.openai_configured:
-        async with RealtimeSession(engine, persona, server_vad=server_vad) as session:
-            yield session
+        async with RealtimeClient(engine, persona, server_vad=server_vad) as client:
+            yield client
         return
-    from voiceforge.localserver import local_realtime_server
+    from forge.processes import local_realtime_server
 
     async with local_realtime_server() as url:
         local = settings.model_copy(update={"forge_realtime_url": url})
         engine.settings = local
-        async with RealtimeSession(engine, persona, server_vad=server_vad) as session:
-            yield session
+        async with RealtimeClient(engine, persona, server_vad=server_vad) as client:
+            yield client
 
 
 def _report(turn: RealtimeTurn, as_json: bool, save: Path | None, index: int) -> None:
@@ -65,26 +65,26 @@ def _report(turn: RealtimeTurn, as_json: bool, save: Path | None, index: int) ->
 
 async def prompts(text: str, persona: str | None, as_json: bool, save: str | None) -> int:
     """``forge --realtime --prompts "a|b"``."""
-    async with session_for(persona, server_vad=False) as session:
+    async with client_for(persona, server_vad=False) as client:
         for i, prompt in enumerate(p.strip() for p in text.split("|") if p.strip()):
-            _report(await session.say(prompt), as_json, Path(save) if save else None, i)
+            _report(await client.say(prompt), as_json, Path(save) if save else None, i)
     return 0
 
 
 async def assistant(wavs: list[str], persona: str | None, as_json: bool, save: str | None) -> int:
     """The push-to-talk assistant: WAV files as turns, or the microphone."""
-    async with session_for(persona, server_vad=False) as session:
+    async with client_for(persona, server_vad=False) as client:
         if wavs:
             for i, path in enumerate(wavs):
                 pcm, rate = await asyncio.to_thread(decode_audio, await asyncio.to_thread(Path(path).read_bytes))
-                await session.send_audio(pcm, rate)
-                await session.commit()
-                _report(await session.next_turn(), as_json, Path(save) if save else None, i)
+                await client.send_audio(pcm, rate)
+                await client.commit()
+                _report(await client.next_turn(), as_json, Path(save) if save else None, i)
             return 0
-        return await _microphone(session, as_json, save)
+        return await _microphone(client, as_json, save)
 
 
-async def _microphone(session: RealtimeSession, as_json: bool, save: str | None) -> int:
+async def _microphone(client: RealtimeClient, as_json: bool, save: str | None) -> int:
     try:
         import sounddevice  # noqa: F401 - optional: only the live microphone needs it
     except (ImportError, OSError):
@@ -103,9 +103,9 @@ async def _microphone(session: RealtimeSession, as_json: bool, save: str | None)
         with sd.RawInputStream(samplerate=PCM_RATE, channels=1, dtype="int16",
                                callback=lambda data, *_, got=chunks: loop.call_soon_threadsafe(got.append, bytes(data))):
             await asyncio.to_thread(input, "… talking; Enter to stop ")
-        await session.send_audio(b"".join(chunks), PCM_RATE)
-        await session.commit()
-        turn = await session.next_turn()
+        await client.send_audio(b"".join(chunks), PCM_RATE)
+        await client.commit()
+        turn = await client.next_turn()
         _report(turn, as_json, Path(save) if save else None, index)
         if turn.audio:
             sd.play(memoryview(bytes(turn.audio)).cast("h"), PCM_RATE, blocking=False)

@@ -1,9 +1,10 @@
-"""What one turn produces: its stage clock, its typed events, its result.
+"""What one turn produces: its stage clock and the typed events the pipeline yields to the loop.
 
 Events, in order: :class:`Transcribed` (the user's words), :class:`ToolCallStarted` /
 :class:`ToolCallFinished`, :class:`Sentence` (text, before its audio), :class:`AudioChunk`
 (PCM16 at the TTS rate), :class:`SentenceEnd`, :class:`TurnError` (a stage failed; an apology
-follows as ordinary sentences), and last :class:`TurnDone`.
+follows as ordinary sentences), and last :class:`TurnDone` with the turn's
+:class:`voiceforge.records.TurnRecord`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voiceforge.agent import ToolFinished
-from voiceforge.audio.codecs import wrap_wav
-from voiceforge.cost import Usage
+from voiceforge.records import TurnRecord
 
 
 class Timeline:
@@ -98,60 +98,10 @@ class TurnError:
 
 
 @dataclass
-class TurnResult:
-    """One finished turn, as the CLI, the app and the API report it.
-
-    Attributes:
-        user_text: the transcript or typed text.
-        reply: every sentence spoken (fillers and apologies included), or the reply text when
-            not spoken.
-        tool_calls: name, arguments, result, error, duration_ms per call.
-        timings_ms: stage → ms after the end of the user's speech.
-        error: the provider failure, if any.
-        ended: end_call ran.
-        audio: the reply's PCM16 at ``sample_rate`` Hz, when synthesized.
-        usage: what the providers consumed (audio seconds, tokens, characters).
-        cost: USD per stage and in total, from the price table (set when the turn is recorded).
-        failover: stages served by the embedded provider instead of the configured one, with why.
-    """
-
-    user_text: str
-    reply: str
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    ended: bool = False
-    interrupted: bool = False
-    turn_id: int | None = None
-    conversation_id: int | None = None
-    audio: bytes | None = None
-    sample_rate: int | None = None
-    audio_path: str | None = None
-    sentences: list[str] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    cost: dict[str, Any] | None = None
-    failover: list[dict[str, str]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (audio bytes omitted; ``audio_path`` where audio was written)."""
-        return {
-            "transcript": self.user_text, "reply": self.reply, "tool_calls": self.tool_calls,
-            "timings_ms": self.timings_ms, "error": self.error, "ended": self.ended,
-            "interrupted": self.interrupted, "turn_id": self.turn_id, "conversation_id": self.conversation_id,
-            "audio_path": self.audio_path, "usage": self.usage.to_json(), "cost": self.cost,
-            "failover": self.failover,
-        }
-
-    def reply_wav(self) -> bytes | None:
-        """The reply audio as a WAV file, when the turn was spoken."""
-        return wrap_wav(self.audio, self.sample_rate) if self.audio and self.sample_rate else None
-
-
-@dataclass
 class TurnDone:
-    """The turn's generation is over; ``result`` holds everything it produced."""
+    """The turn's generation is over; ``record`` holds everything it produced."""
 
-    result: TurnResult
+    record: TurnRecord
 
 
 TurnEvent = Transcribed | ToolCallStarted | ToolCallFinished | Sentence | AudioChunk | SentenceEnd | TurnError | TurnDone

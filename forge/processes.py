@@ -1,0 +1,157 @@
+"""Forge's own servers in child processes: a sidecar or a Realtime server on a free loopback port.
+
+The simulators and `forge compare` start them the way a user would (``forge serve``,
+``forge realtime-server``) and wait until ``/ready`` says the models are loaded; ``forge up``
+(``make run``) starts the sidecar, the app and the offline Realtime server together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+from voiceforge.config import get_settings
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def forge_command(*args: str) -> list[str]:
+    """The argv that runs ``forge ARGS`` with this interpreter (no console script needed)."""
+    return [sys.executable, "-m", "forge", *args]
+
+
+@contextlib.asynccontextmanager
+async def _child(command: list[str], env: dict[str, str], base: str, what: str,
+                 timeout_s: float) -> AsyncIterator[None]:
+    """Run ``command`` until the block ends; wait first until ``base + /health`` reports models ready.
+
+    Raises:
+        RuntimeError: the child exited (its last stderr lines are in the message) or was not
+            ready within ``timeout_s``.
+    """
+    errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child never blocks on it
+    proc = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=errors)
+    try:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                if proc.returncode is not None:
+                    errors.seek(0)
+                    raise RuntimeError(f"the {what} did not start:\n"
+                                       + errors.read().decode(errors="replace")[-2000:])
+                try:
+                    if (await http.get(base + "/health")).json().get("models_ready"):
+                        break
+                except (httpx.HTTPError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the {what} did not get ready in time")
+                await asyncio.sleep(0.2)
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        errors.close()
+
+
+@contextlib.asynccontextmanager
+async def local_sidecar(timeout_s: float = 180.0) -> AsyncIterator[tuple[str, str, str]]:
+    """Start ``forge serve`` on a free loopback port for a simulator; yields (URL, Twilio token, API key).
+
+    The sidecar runs with this machine's settings and data folder, plus a throwaway Twilio auth
+    token (unless one is set) and PUBLIC_BASE_URL pointing at itself; it is stopped on exit.
+    """
+    settings = get_settings()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    token = settings.twilio_auth_token or secrets.token_hex(16)
+    key, _ = settings.ensure_api_key()
+    env = {**os.environ, "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token, "FORGE_API_KEY": key,
+           "FORGE_DATA_DIR": str(settings.forge_data_dir)}
+    async with _child(forge_command("serve", "--port", str(port)), env, base, "local sidecar", timeout_s):
+        yield base, token, key
+
+
+@contextlib.asynccontextmanager
+async def local_realtime_server(timeout_s: float = 180.0) -> AsyncIterator[str]:
+    """Start ``forge realtime-server`` on a free loopback port; yields its ``ws://…/v1`` base URL."""
+    settings = get_settings()
+    port = free_port()
+    key, _ = settings.ensure_api_key()
+    env = {**os.environ, "FORGE_API_KEY": key, "FORGE_DATA_DIR": str(settings.forge_data_dir)}
+    async with _child(forge_command("realtime-server", "--port", str(port)), env, f"http://127.0.0.1:{port}",
+                      "Realtime server", timeout_s):
+        yield f"ws://127.0.0.1:{port}/v1"
+
+
+def up(args: argparse.Namespace) -> int:
+    """Run the sidecar, Streamlit and the offline Realtime server as child processes; one Ctrl-C stops all.
+
+    Each child runs in its own process group, so the terminal's Ctrl-C reaches only this process, which
+    then asks each child once (SIGINT), waits, and kills what is left after 15 s.
+    """
+    import subprocess
+
+    from voiceforge.config import ROOT
+
+    settings = get_settings()
+    sidecar_url = f"http://127.0.0.1:{args.sidecar_port}"
+    env = {**os.environ, "FORGE_SIDECAR_URL": sidecar_url}
+    if not settings.openai_configured:  # speech-to-speech then runs on Forge's own Realtime server
+        env["FORGE_REALTIME_URL"] = f"ws://127.0.0.1:{args.realtime_port}/v1"
+    children = [
+        subprocess.Popen(forge_command("serve", "--host", args.bind, "--port", str(args.sidecar_port)), env=env, start_new_session=True),
+        subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+                          "--server.address", args.bind, "--server.port", str(args.app_port),
+                          "--browser.gatherUsageStats", "false"], env=env, cwd=ROOT, start_new_session=True),
+    ]
+    if not settings.openai_configured:
+        children.append(subprocess.Popen(forge_command("realtime-server", "--host", "127.0.0.1",
+                                                       "--port", str(args.realtime_port)), env=env,
+                                         start_new_session=True))
+    print(f"Forge: app on http://127.0.0.1:{args.app_port}, sidecar on {sidecar_url} (Ctrl-C stops them)\n"
+          f"API key: {settings.api_key_path if not settings.forge_api_key else 'FORGE_API_KEY'}", flush=True)
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(c.poll() is None for c in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    print("Forge stopped.", flush=True)
+    return 0 if stopping else 1
