@@ -11,6 +11,7 @@ import forge_ui
 from voiceforge.agent.persona import list_personas
 from voiceforge.audio.codecs import AudioFormatError
 from voiceforge.audio.decode import decode_audio
+from voiceforge.store import children as child_store
 from voiceforge.store import devices as store
 
 engine = forge_ui.engine()
@@ -18,7 +19,7 @@ db = engine.db
 st.title("📟 Devices")
 st.caption("ESP32-S3 push-to-talk devices (firmware/ in the repository; the wire is firmware/PROTOCOL.md).")
 
-children = store.list_children(db)
+children = child_store.list_children(db)
 child_names = {c["child_id"]: f"{c['name']} (#{c['child_id']})" for c in children}
 tab_devices, tab_children, tab_press = st.tabs(["Devices", "Children", "Simulate a press"])
 
@@ -108,7 +109,7 @@ with tab_children:
                                 key="child_consent")
         added = st.form_submit_button("Add", type="primary")
     if added and c_name.strip():
-        made = store.create_child(db, c_name.strip(), c_dob, c_parents, c_language or "en", c_tz or "UTC", c_consent)
+        made = child_store.create_child(db, c_name.strip(), c_dob, c_parents, c_language or "en", c_tz or "UTC", c_consent)
         st.session_state.child_added = f"Added {made['name']} (#{made['child_id']})."
         st.rerun()  # every selector on the page gets the new child
     if st.session_state.get("child_added"):
@@ -117,7 +118,7 @@ with tab_children:
         st.caption("No children yet.")
     else:
         cid = st.selectbox("Child", list(child_names), key="child_pick", format_func=child_names.get)
-        profile = store.get_child(db, cid)
+        profile = child_store.get_child(db, cid)
         cols = st.columns(3)
         cols[0].metric("Age", "?" if not profile["dob"] else
                        (dt.date.today() - dt.date.fromisoformat(profile["dob"])).days // 365)
@@ -125,11 +126,11 @@ with tab_children:
         cols[2].metric("Consent", "given" if profile["consent"] else "not given")
         consent = st.toggle("Consent to storage", profile["consent"], key=f"child_consent_{cid}")
         if consent != profile["consent"]:
-            store.update_child(db, cid, consent=consent)
+            child_store.update_child(db, cid, consent=consent)
             st.rerun()
-        interests = store.interests(db, cid)
-        verses = store.verse_progress(db, cid)
-        stories = store.story_progress(db, cid)
+        interests = child_store.interests(db, cid)
+        verses = child_store.verse_progress(db, cid)
+        stories = child_store.story_progress(db, cid)
         left, right = st.columns(2)
         with left:
             st.caption("Interests")
@@ -144,7 +145,7 @@ with tab_children:
             else:
                 st.caption("No verses practised yet.")
         st.caption("Interactions")
-        st.dataframe(pd.DataFrame(store.interactions(db, cid),
+        st.dataframe(pd.DataFrame(child_store.interactions(db, cid),
                                   columns=["started_at", "duration_s", "topic", "device_id"]),
                      hide_index=True, key=f"interactions_{cid}")
         with st.expander("Delete everything about this child"):
@@ -152,7 +153,7 @@ with tab_children:
                      "It cannot be undone.")
             sure = st.checkbox(f"Yes, delete {profile['name']}'s data", key=f"child_delete_sure_{cid}")
             if st.button("Delete", key=f"child_delete_{cid}", disabled=not sure, type="primary"):
-                removed = store.forget_child(db, cid, engine.settings.forge_data_dir / "recordings")
+                removed = child_store.forget_child(db, cid, engine.settings.forge_data_dir / "recordings")
                 st.success(f"Deleted: {removed['conversations']} conversation(s), "
                            f"{removed['recording_folders']} recording folder(s), and every row about the child.")
 

@@ -34,6 +34,7 @@ from server.transports.device import (
 from voiceforge.conversation import ConversationLoop
 from voiceforge.engine import Engine
 from voiceforge.records import TurnRecord
+from voiceforge.store import children as child_store
 from voiceforge.store import devices as store
 from voiceforge.transport import AudioIn, TalkEnd, TalkStart
 from voiceforge.turn import TurnPipeline
@@ -98,22 +99,22 @@ def _or_404(found: Any, what: str) -> Any:
 @admin.post("/api/children", status_code=201)
 async def create_child(body: ChildIn, engine: Engine = Depends(get_engine)) -> dict:
     """Store a child's profile (consent recorded with its time when given)."""
-    return await asyncio.to_thread(store.create_child, engine.db, **body.model_dump())
+    return await asyncio.to_thread(child_store.create_child, engine.db, **body.model_dump())
 
 
 @admin.get("/api/children")
 def children(engine: Engine = Depends(get_engine)) -> list[dict]:
     """Every child's profile."""
-    return store.list_children(engine.db)
+    return child_store.list_children(engine.db)
 
 
 @admin.get("/api/children/{child_id}")
 def child(child_id: int = Path(ge=1, le=2**31 - 1), engine: Engine = Depends(get_engine)) -> dict:
     """A child's profile with interests, Chalisa and story progress, and recent interactions."""
-    profile = _or_404(store.get_child(engine.db, child_id), f"child {child_id}")
-    return {**profile, "interests": store.interests(engine.db, child_id),
-            "verses": store.verse_progress(engine.db, child_id), "stories": store.story_progress(engine.db, child_id),
-            "interactions": store.interactions(engine.db, child_id)}
+    profile = _or_404(child_store.get_child(engine.db, child_id), f"child {child_id}")
+    return {**profile, "interests": child_store.interests(engine.db, child_id),
+            "verses": child_store.verse_progress(engine.db, child_id), "stories": child_store.story_progress(engine.db, child_id),
+            "interactions": child_store.interactions(engine.db, child_id)}
 
 
 @admin.patch("/api/children/{child_id}")
@@ -122,7 +123,7 @@ async def update_child(body: ChildPatch, child_id: int = Path(ge=1, le=2**31 - 1
     """Change a profile; withdrawing consent stops storage from now on (deletion is DELETE)."""
     fields = body.model_dump(exclude_unset=True)
     try:
-        return await asyncio.to_thread(store.update_child, engine.db, child_id, **fields)
+        return await asyncio.to_thread(child_store.update_child, engine.db, child_id, **fields)
     except store.DeviceError as exc:
         raise HTTPException(404, str(exc)) from None
 
@@ -130,9 +131,9 @@ async def update_child(body: ChildPatch, child_id: int = Path(ge=1, le=2**31 - 1
 @admin.delete("/api/children/{child_id}")
 async def forget_child(child_id: int = Path(ge=1, le=2**31 - 1), engine: Engine = Depends(get_engine)) -> dict:
     """Right to deletion: every row about the child and every recording, gone."""
-    _or_404(await asyncio.to_thread(store.get_child, engine.db, child_id), f"child {child_id}")
+    _or_404(await asyncio.to_thread(child_store.get_child, engine.db, child_id), f"child {child_id}")
     recordings = engine.settings.forge_data_dir / "recordings"
-    removed = await asyncio.to_thread(store.forget_child, engine.db, child_id, recordings)
+    removed = await asyncio.to_thread(child_store.forget_child, engine.db, child_id, recordings)
     return {"deleted": child_id, **removed}
 
 
@@ -214,7 +215,7 @@ async def heartbeat(body: Heartbeat, request: Request, device: dict = Depends(re
     engine: Engine = request.app.state.engine
     status = {k: v for k, v in (("battery", body.battery), ("rssi", body.rssi)) if v is not None}
     await asyncio.to_thread(store.heartbeat, engine.db, device["device_id"], body.firmware, status)
-    _, etag = await asyncio.to_thread(store.context, engine.db, device["child_id"])
+    _, etag = await asyncio.to_thread(child_store.context, engine.db, device["child_id"])
     return {"server_time": dt.datetime.now(dt.UTC).isoformat(), "settings_version": device["settings_version"],
             "context_etag": etag}
 
@@ -228,7 +229,7 @@ def settings(device: dict = Depends(require_device)) -> dict:
 @device_routes.get("/context")
 async def context(request: Request, device: dict = Depends(require_device)) -> Response:
     """The child's profile, interests and progress, with an ETag; If-None-Match → 304."""
-    body, etag = await asyncio.to_thread(store.context, request.app.state.engine.db, device["child_id"])
+    body, etag = await asyncio.to_thread(child_store.context, request.app.state.engine.db, device["child_id"])
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     return JSONResponse(body, headers={"ETag": etag, "Cache-Control": "no-cache"})
@@ -237,7 +238,7 @@ async def context(request: Request, device: dict = Depends(require_device)) -> R
 async def device_pipeline(engine: Engine, device: dict[str, Any]) -> TurnPipeline:
     """The device's conversation, continued: its summary and last turns, its child, consent."""
     child_id = device["child_id"]
-    persist = child_id is None or await asyncio.to_thread(store.consented, engine.db, child_id)
+    persist = child_id is None or await asyncio.to_thread(child_store.consented, engine.db, child_id)
     pipeline = None
     if device["conversation_id"] and persist:
         with contextlib.suppress(LookupError):
@@ -273,7 +274,7 @@ def interaction_logger(engine: Engine, device: dict[str, Any]):  # noqa: ANN201
         topic = next((c["arguments"].get("topic", "") for c in calls if c["name"] == "tell_a_story"),
                      "chalisa" if any("chalisa" in c["name"] for c in calls) else "chat")
         timings = record.timings_ms
-        await asyncio.to_thread(store.log_interaction, engine.db, child_id, device["device_id"],
+        await asyncio.to_thread(child_store.log_interaction, engine.db, child_id, device["device_id"],
                                 dt.datetime.now(dt.UTC), timings.get("turn_done", 0) / 1000, topic)
 
     return log_press
@@ -354,7 +355,7 @@ async def device_socket(ws: WebSocket) -> None:
         pipeline = await device_pipeline(engine, device)
         loop = ConversationLoop(pipeline, transport, greet=False, push_to_talk=True, name=device["device_id"])
         connection = ws.app.state.connections.add("device", pipeline.persona.id, lambda: ws.close(code=1000), loop)
-        _, etag = await asyncio.to_thread(store.context, engine.db, device["child_id"])
+        _, etag = await asyncio.to_thread(child_store.context, engine.db, device["child_id"])
         await transport.send_json({"type": "ready", "device_id": device["device_id"], "rate": rate,
                                    "settings_version": device["settings_version"], "context_etag": etag})
         try:

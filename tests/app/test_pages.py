@@ -145,6 +145,7 @@ def test_personalization_edit_applies_on_the_next_turn(app):
 
 
 def test_devices_page_registers_configures_and_forgets(app):
+    from voiceforge.store import children
     from voiceforge.store import devices as store
 
     goto(app, "app_pages/devices.py")
@@ -152,7 +153,7 @@ def test_devices_page_registers_configures_and_forgets(app):
     app.checkbox(key="child_consent").check()
     app.button(key="FormSubmitter:new_child-Add").click().run()
     assert not app.exception and any("Added Arjun" in s.value for s in app.success)
-    (child,) = store.list_children(db())
+    (child,) = children.list_children(db())
     app.text_input(key="dev_name").set_value("bedroom")
     app.selectbox(key="dev_child").set_value(child["child_id"])
     app.button(key="FormSubmitter:register_device-Register").click().run()
@@ -164,12 +165,12 @@ def test_devices_page_registers_configures_and_forgets(app):
     app.slider(key=f"dev_volume_{device['device_id']}").set_value(40)
     app.button(key=f"FormSubmitter:settings_{device['device_id']}-Save settings").click().run()
     assert store.get_device(db(), device["device_id"])["settings"]["volume"] == 40
-    store.record_verse(db(), child["child_id"], 2)
+    children.record_verse(db(), child["child_id"], 2)
     app.run()
     assert app.button(key=f"child_delete_{child['child_id']}").disabled  # not without the confirmation
     app.checkbox(key=f"child_delete_sure_{child['child_id']}").check().run()
     app.button(key=f"child_delete_{child['child_id']}").click().run()
-    assert not app.exception and store.list_children(db()) == []
+    assert not app.exception and children.list_children(db()) == []
     assert store.get_device(db(), device["device_id"])["child_id"] is None
 
 
@@ -212,6 +213,6 @@ def test_a_persona_edited_on_the_settings_page_drives_the_next_conversation(app)
     persona = engine.persona("friendly_guide")
     assert persona.greeting == "Hello from the settings page." and persona.vad_threshold == 0.8
     loop = ConversationLoop(engine.pipeline("friendly_guide"), Silent(), greet=False)
-    assert loop.endpointing_ms == 720 and loop.vad_aggressiveness == 3  # 0.8 → the strictest webrtcvad
+    assert loop.listener.endpointing_ms == 720 and loop.listener.vad_aggressiveness == 3  # 0.8 → the strictest webrtcvad
     app.button(key="FormSubmitter:persona_edit_friendly_guide-Back to the shipped persona").click().run()
     assert engine.persona("friendly_guide").greeting != "Hello from the settings page."

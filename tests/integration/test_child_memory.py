@@ -11,53 +11,53 @@ from voiceforge.config import load_settings
 from voiceforge.engine import Engine
 from voiceforge.providers.brain import OfflineBrain
 from voiceforge.records import TurnRecord
-from voiceforge.store import conversations
+from voiceforge.store import children, conversations
 from voiceforge.store import devices as store
 
 pytestmark = pytest.mark.integration
 
 
 def test_progress_interests_and_context_freshness(database):
-    child = store.create_child(database, "Arjun", dob=dt.date(2019, 4, 2), consent=True)
+    child = children.create_child(database, "Arjun", dob=dt.date(2019, 4, 2), consent=True)
     cid = child["child_id"]
-    _, etag = store.context(database, cid)
-    store.record_verse(database, cid, 1)
-    store.record_verse(database, cid, 1, attempted=True, mastery_delta=3)
-    store.record_verse(database, cid, 2, mastery_delta=9)  # capped at 5
-    assert [(v["verse_index"], v["exposure_count"], v["mastery"]) for v in store.verse_progress(database, cid)] == [
+    _, etag = children.context(database, cid)
+    children.record_verse(database, cid, 1)
+    children.record_verse(database, cid, 1, attempted=True, mastery_delta=3)
+    children.record_verse(database, cid, 2, mastery_delta=9)  # capped at 5
+    assert [(v["verse_index"], v["exposure_count"], v["mastery"]) for v in children.verse_progress(database, cid)] == [
         (1, 2, 3), (2, 1, 5)]
-    store.record_story(database, cid, "Leap to Lanka", "started", position=2)
-    store.record_story(database, cid, "Leap to Lanka", "completed")
-    assert store.story_progress(database, cid)[0] | {"last_heard": None} == {
+    children.record_story(database, cid, "Leap to Lanka", "started", position=2)
+    children.record_story(database, cid, "Leap to Lanka", "completed")
+    assert children.story_progress(database, cid)[0] | {"last_heard": None} == {
         "topic": "Leap to Lanka", "status": "completed", "times_heard": 2, "last_heard": None, "position": 0}
     with pytest.raises(store.DeviceError):
-        store.record_story(database, cid, "Leap to Lanka", "skimmed")
+        children.record_story(database, cid, "Leap to Lanka", "skimmed")
     for tag in ("monkeys", "space", "monkeys"):
-        store.bump_interest(database, cid, tag)
-    assert store.interests(database, cid) == [{"tag": "monkeys", "weight": 2.0}, {"tag": "space", "weight": 1.0}]
-    body, fresh = store.context(database, cid)
+        children.bump_interest(database, cid, tag)
+    assert children.interests(database, cid) == [{"tag": "monkeys", "weight": 2.0}, {"tag": "space", "weight": 1.0}]
+    body, fresh = children.context(database, cid)
     assert fresh != etag and body["next_verse"] == 3 and body["verses_mastered"] == 1
     assert body["stories_heard"] == ["Leap to Lanka"] and body["interests"][0]["tag"] == "monkeys"
 
 
 def test_nothing_is_kept_without_consent(database):
-    cid = store.create_child(database, "Meera")["child_id"]
-    assert store.record_verse(database, cid, 1) is None
-    assert store.record_story(database, cid, "Ring of Devotion") is None
-    store.bump_interest(database, cid, "music")
-    store.log_interaction(database, cid, "dev-1", dt.datetime.now(dt.UTC), 4.2, "chat")
-    assert (store.verse_progress(database, cid), store.story_progress(database, cid), store.interests(database, cid),
-            store.interactions(database, cid)) == ([], [], [], [])
+    cid = children.create_child(database, "Meera")["child_id"]
+    assert children.record_verse(database, cid, 1) is None
+    assert children.record_story(database, cid, "Ring of Devotion") is None
+    children.bump_interest(database, cid, "music")
+    children.log_interaction(database, cid, "dev-1", dt.datetime.now(dt.UTC), 4.2, "chat")
+    assert (children.verse_progress(database, cid), children.story_progress(database, cid), children.interests(database, cid),
+            children.interactions(database, cid)) == ([], [], [], [])
 
 
 def test_forgetting_a_child_removes_every_row_and_file(database, tmp_path):
-    cid = store.create_child(database, "Kabir", consent=True)["child_id"]
-    other = store.create_child(database, "Zoya", consent=True)["child_id"]
+    cid = children.create_child(database, "Kabir", consent=True)["child_id"]
+    other = children.create_child(database, "Zoya", consent=True)["child_id"]
     for child in (cid, other):
-        store.record_verse(database, child, 1)
-        store.record_story(database, child, "Sanjeevani Mountain")
-        store.bump_interest(database, child, "mountains")
-        store.log_interaction(database, child, "dev-1", dt.datetime.now(dt.UTC), 3.0, "story")
+        children.record_verse(database, child, 1)
+        children.record_story(database, child, "Sanjeevani Mountain")
+        children.bump_interest(database, child, "mountains")
+        children.log_interaction(database, child, "dev-1", dt.datetime.now(dt.UTC), 3.0, "story")
     device, _ = store.register_device(database, "bedroom", "hanuman_storyteller", child_id=cid)
     conv = conversations.create_conversation(database, "device", "hanuman_storyteller")
     store.attach_conversation(database, device["device_id"], conv, cid)
@@ -65,7 +65,7 @@ def test_forgetting_a_child_removes_every_row_and_file(database, tmp_path):
     conversations.save_turn(database, conv, TurnRecord("hello", "namaste", user_audio=(b"\x00\x01" * 800, 16000),
                                                        audio=b"\x00\x02" * 800, sample_rate=16000), recordings)
     assert any((recordings / str(conv)).iterdir())
-    removed = store.forget_child(database, cid, recordings)
+    removed = children.forget_child(database, cid, recordings)
     assert removed == {"conversations": 1, "recording_folders": 1}
     assert not (recordings / str(conv)).exists()
     with database.engine.connect() as c:
@@ -74,7 +74,7 @@ def test_forgetting_a_child_removes_every_row_and_file(database, tmp_path):
             assert c.execute(text(f"SELECT COUNT(*) FROM {table} WHERE {column} = :c"), {"c": cid}).scalar() == 0, table
         assert c.execute(text("SELECT COUNT(*) FROM turns WHERE conversation_id = :c"), {"c": conv}).scalar() == 0
     assert store.get_device(database, device["device_id"])["child_id"] is None
-    assert store.verse_progress(database, other) and store.interactions(database, other)  # the other child is intact
+    assert children.verse_progress(database, other) and children.interactions(database, other)  # the other child is intact
 
 
 def test_device_tokens_are_hashed_and_revocable(database):

@@ -195,13 +195,14 @@ async def test_consent_gates_storage_and_deletion_leaves_nothing(sidecar, speak)
 async def test_the_devices_page_press_runs_the_simulator_over_the_wire(speak):
     from forge.inprocess import run_local_device_press
     from voiceforge.config import get_settings
+    from voiceforge.store import children
     from voiceforge.store import devices as store
     from voiceforge.store.db import get_database
 
     db = get_database(get_settings().database_url_resolved)
-    kid = store.create_child(db, "Asha", consent=True)["child_id"]
+    kid = children.create_child(db, "Asha", consent=True)["child_id"]
     result = await run_local_device_press([speak("Hello, who are you?")], "hanuman_storyteller", kid)
     (turn,) = result["turns"]
     assert "I'm Hanuman" in turn["reply"] and turn["latency_ms"] is not None, turn
-    assert len(store.interactions(db, kid)) == 1  # remembered for the child
+    assert len(children.interactions(db, kid)) == 1  # remembered for the child
     assert all(d["revoked"] for d in store.list_devices(db) if d["name"] == "simulated press")

@@ -10,7 +10,7 @@ from tests.conftest import wer
 from voiceforge.config import load_settings
 from voiceforge.engine import Engine
 from voiceforge.providers.brain import OfflineBrain
-from voiceforge.store import devices as memory
+from voiceforge.store import children
 from voiceforge.store.db import Database
 from voiceforge.tools import ToolContext
 from voiceforge.tools.hanuman import chalisa, stories
@@ -28,7 +28,7 @@ def engine(tmp_path):
 
 def child(engine: Engine, years: float | None, consent: bool = True) -> int:
     dob = None if years is None else dt.date.today() - dt.timedelta(days=int(years * 365.25))
-    return memory.create_child(engine.db, "Arjun", dob=dob, consent=consent)["child_id"]
+    return children.create_child(engine.db, "Arjun", dob=dob, consent=consent)["child_id"]
 
 
 def pipeline(engine: Engine, child_id: int | None):  # noqa: ANN201
@@ -67,11 +67,11 @@ async def test_learning_resumes_where_the_child_left_off_across_sessions(engine)
     later = pipeline(engine, cid)  # another press, another day: a new session
     c = await later.text_turn("Can we keep learning?")
     assert c.tool_calls[0]["result"]["index"] == 2 and "Jai Hanuman" in c.reply
-    assert [v["verse_index"] for v in memory.verse_progress(engine.db, cid)] == [0, 1, 2]
-    assert memory.interests(engine.db, cid)[0]["tag"] == "chalisa"
+    assert [v["verse_index"] for v in children.verse_progress(engine.db, cid)] == [0, 1, 2]
+    assert children.interests(engine.db, cid)[0]["tag"] == "chalisa"
     again = await later.text_turn("Can we say that verse again?")  # practice: an attempt, mastery up
     assert again.tool_calls[0]["arguments"] == {"step_index": 2}, again.reply
-    practised = memory.verse_progress(engine.db, cid)[2]
+    practised = children.verse_progress(engine.db, cid)[2]
     assert (practised["exposure_count"], practised["attempts"], practised["mastery"]) == (2, 1, 1)
 
 
@@ -85,7 +85,7 @@ async def test_stories_fit_the_childs_age_and_do_not_repeat(engine):
     kid = pipeline(engine, small)
     told = [(await kid.text_turn("Tell me another story!")).tool_calls[0]["result"]["topic"] for _ in range(2)]
     assert len({"Leap to Lanka", *told}) == 3  # the two not heard yet, in turn
-    heard = {s["topic"]: s["times_heard"] for s in memory.story_progress(engine.db, small)}
+    heard = {s["topic"]: s["times_heard"] for s in children.story_progress(engine.db, small)}
     assert heard == {"Leap to Lanka": 1, **{t: 1 for t in told}}
 
 
@@ -93,7 +93,7 @@ async def test_nothing_is_remembered_without_consent(engine):
     cid = child(engine, 6, consent=False)
     result = await pipeline(engine, cid).text_turn("Teach me the chalisa")
     assert result.tool_calls[0]["result"]["index"] == 0
-    assert memory.verse_progress(engine.db, cid) == [] and memory.interests(engine.db, cid) == []
+    assert children.verse_progress(engine.db, cid) == [] and children.interests(engine.db, cid) == []
 
 
 CHILD_PHRASINGS = [

@@ -57,7 +57,7 @@ async def converse(engine: Engine, audio: bytes) -> ConversationLoop:
         await inbox.put(AudioIn(audio[i : i + 640], RATE))
         await asyncio.sleep(0.02)
     for _ in range(300):  # the answer is transcribed, thought, spoken and stored
-        if loop.turns_stored and not any(not t.finished for t in loop._turns.values()):
+        if loop.turns_stored and not loop.turns.live:
             break
         await asyncio.sleep(0.05)
     await inbox.put(None)
@@ -77,7 +77,7 @@ async def test_a_pause_then_more_words_is_answered_on_the_whole_utterance(engine
     # A 300 ms pause: past the 200 ms speculation point, short of the 500 ms endpoint.
     audio = speech(speak, "Please cancel") + silence(300) + speech(speak, "appointment number five.") + silence(1500)
     loop = await converse(engine, audio)
-    assert loop.speculations["dropped"] >= 1  # the transcript of "Please cancel" was never used
+    assert loop.listener.speculations["dropped"] >= 1  # the transcript of "Please cancel" was never used
     assert loop.turns_stored == 1
     [turn] = conversations.turns_of(engine.db, loop.pipeline.conversation_id)
     assert "five" in turn["user_text"].lower() or "5" in turn["user_text"], turn
@@ -87,7 +87,7 @@ async def test_a_pause_then_more_words_is_answered_on_the_whole_utterance(engine
 
 async def test_a_speaker_who_stays_quiet_is_answered_from_the_speculative_transcript(engine, speak):
     loop = await converse(engine, speech(speak, "How many customers are there?") + silence(1500))
-    assert loop.speculations == {"used": 1, "dropped": 0}
+    assert loop.listener.speculations == {"used": 1, "dropped": 0}
     [turn] = conversations.turns_of(engine.db, loop.pipeline.conversation_id)
     assert turn["assistant_text"] == "The answer is 12."
     assert turn["timings_ms"]["stt_speculative"] == 1

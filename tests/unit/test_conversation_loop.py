@@ -87,7 +87,7 @@ class Call:
             if self.pipeline.conversation_id else []
 
     def idle(self) -> bool:
-        return not self.loop._turns and not self.transport._queue
+        return not self.loop.turns.live and not self.transport._queue
 
 
 async def test_two_spoken_turns_are_answered_played_and_stored(tmp_path):

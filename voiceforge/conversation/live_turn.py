@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voiceforge.conversation.playout import Playout
 from voiceforge.records import TurnRecord
-from voiceforge.turn.events import Timeline
+from voiceforge.transport import Notification, SentenceStarted, ToolCalled, ToolReturned, TurnFailed
+from voiceforge.turn.events import (
+    AudioChunk,
+    Sentence,
+    SentenceEnd,
+    Timeline,
+    ToolCallFinished,
+    ToolCallStarted,
+    TurnDone,
+    TurnError,
+)
 
 
 @dataclass
@@ -70,6 +82,61 @@ class LiveTurn:
                 break
             out.append(self.sentences[i])
         return out
+
+    async def play(self, events: AsyncIterator[Any], playout: Playout,
+                   notify: Callable[[Notification], Awaitable[None]], keep_audio: bool = False) -> None:
+        """Speak the pipeline's ``events`` for this turn: audio to the playout, a segment per sentence.
+
+        Sentences, tool calls and stage failures are announced through ``notify``; the turn keeps
+        its sentences, tool calls, error and record. ``keep_audio`` keeps the reply's PCM16 (recordings).
+
+        Raises:
+            Whatever the pipeline's events raise.
+        """
+        async for event in events:
+            if isinstance(event, AudioChunk):
+                if keep_audio:
+                    self.reply_pcm += event.pcm16
+                    self.reply_rate = event.sample_rate
+                await playout.write(self.segment(event.index), event.pcm16, event.sample_rate)
+            elif isinstance(event, SentenceEnd):
+                if event.index in self.sentences:
+                    await playout.end(self.segment(event.index))
+            elif isinstance(event, Sentence):
+                self.sentences[event.index] = event.text
+                await notify(SentenceStarted(event.text, event.index, event.filler, self.generation))
+            elif isinstance(event, ToolCallStarted):
+                self.tools_started = True
+                await notify(ToolCalled(event.name, event.arguments, self.generation))
+            elif isinstance(event, ToolCallFinished):
+                self.tool_calls.append(event.call)
+                await notify(ToolReturned.of(event.call, self.generation))
+            elif isinstance(event, TurnError):
+                self.error = self.error or event.message
+                await notify(TurnFailed(event.stage, event.message, self.generation))
+            elif isinstance(event, TurnDone):
+                self.record = event.record
+
+    def to_record(self, conversation_id: int | None, rate: int) -> TurnRecord:
+        """The turn as the one turn record (before the pipeline settles what was heard).
+
+        Args:
+            conversation_id: the stored conversation's id.
+            rate: the rate (Hz) of ``user_audio``.
+        """
+        record = self.record or TurnRecord(user_text=self.user_text, reply="", tool_calls=self.tool_calls)
+        record.user_text = self.user_text
+        record.conversation_id = conversation_id
+        record.error = record.error or self.error
+        record.timings_ms = dict(self.timeline.marks)
+        record.usage.stt_audio_s = len(self.user_audio) / 2 / rate
+        record.failover[:0] = self.failover
+        if self.record is None and self.sentences:
+            record.sentences = [self.sentences[i] for i in sorted(self.sentences)]
+            record.reply = " ".join(record.sentences)
+        if self.reply_pcm:
+            record.audio, record.sample_rate = bytes(self.reply_pcm), self.reply_rate
+        return record
 
     @property
     def complete(self) -> bool:

@@ -32,6 +32,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def iso(value: dt.datetime | dt.date | None) -> str | None:
+    """ISO 8601 text of a date or time, or None."""
+    return value.isoformat() if value else None
+
+
 class Base(DeclarativeBase):
     """Declarative base of every Forge table."""
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from voiceforge.audio.codecs import AudioFormatError, unwrap_wav, wrap_wav
 from voiceforge.config import ROOT
-from voiceforge.store import devices as memory
+from voiceforge.store import children
 from voiceforge.tools import spoken
 from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
 
@@ -52,7 +52,7 @@ def stories() -> list[dict[str, Any]]:
 def _age(ctx: ToolContext) -> int | None:
     if ctx.child_id is None:
         return None
-    child = memory.get_child(ctx.db, ctx.child_id)
+    child = children.get_child(ctx.db, ctx.child_id)
     if not child or not child["dob"]:
         return None
     born, today = dt.date.fromisoformat(child["dob"]), dt.date.today()
@@ -72,7 +72,7 @@ def teach_hanuman_chalisa(ctx: ToolContext, persona: str = "Hanuman", step_index
     if step_index is None:
         step_index = ctx.state.get("chalisa_next")
         if step_index is None and ctx.child_id is not None:
-            done = [v["verse_index"] for v in memory.verse_progress(ctx.db, ctx.child_id)]
+            done = [v["verse_index"] for v in children.verse_progress(ctx.db, ctx.child_id)]
             step_index = max(done) + 1 if done else 0
         step_index = (step_index or 0) % len(steps)
     if not 0 <= step_index < len(steps):
@@ -82,8 +82,8 @@ def teach_hanuman_chalisa(ctx: ToolContext, persona: str = "Hanuman", step_index
     practised = ctx.state.get("chalisa_last") == step_index
     ctx.state["chalisa_last"] = step_index
     if ctx.child_id is not None:
-        memory.record_verse(ctx.db, ctx.child_id, step_index, attempted=practised, mastery_delta=int(practised))
-        memory.bump_interest(ctx.db, ctx.child_id, "chalisa", 0.5)
+        children.record_verse(ctx.db, ctx.child_id, step_index, attempted=practised, mastery_delta=int(practised))
+        children.bump_interest(ctx.db, ctx.child_id, "chalisa", 0.5)
     ctx.state["chalisa_next"] = step_index + 1 if step_index + 1 < len(steps) else 0
     return {"persona": persona, "index": step_index, "total": len(steps), "title": step["title"],
             "text": step["text"], "translation": step["translation"], "engage": step["engage"],
@@ -112,7 +112,7 @@ def tell_a_story(ctx: ToolContext, persona: str = "Hanuman", topic: str | None =
     """
     chosen = _match_story(topic)
     if chosen is None:  # no topic, or one we have no story for: the one heard least recently
-        heard = {s["topic"]: s["last_heard"] or "" for s in memory.story_progress(ctx.db, ctx.child_id)} \
+        heard = {s["topic"]: s["last_heard"] or "" for s in children.story_progress(ctx.db, ctx.child_id)} \
             if ctx.child_id is not None else {}
         recent = ctx.state.get("stories_told", [])
         chosen = min(stories(), key=lambda s: (s["topic"] in recent, heard.get(s["topic"], ""),
@@ -121,8 +121,8 @@ def tell_a_story(ctx: ToolContext, persona: str = "Hanuman", topic: str | None =
     telling = chosen["young"] if age is None or age < YOUNG_UNTIL else chosen["older"]
     ctx.state["stories_told"] = [*ctx.state.get("stories_told", []), chosen["topic"]][-3:]
     if ctx.child_id is not None:
-        memory.record_story(ctx.db, ctx.child_id, chosen["topic"], "completed")
-        memory.bump_interest(ctx.db, ctx.child_id, chosen["keywords"][0])
+        children.record_story(ctx.db, ctx.child_id, chosen["topic"], "completed")
+        children.bump_interest(ctx.db, ctx.child_id, chosen["keywords"][0])
     return {"persona": persona, "topic": chosen["topic"], "story": telling,
             "available_topics": [s["topic"] for s in stories()]}
 

@@ -70,8 +70,8 @@ class ReplyDone:
 AgentEvent = TextDelta | Filler | ToolStarted | ToolFinished | ReplyDone
 
 
-class Agent:
-    """One persona's agent over one conversation.
+class ToolLoop:
+    """One persona's agent over one conversation: the tool-calling loop (LLM → tools → LLM) of each turn.
 
     Args:
         llm: the LLM provider.

@@ -1,0 +1,185 @@
+"""The caller's side of the loop: their audio, framed and heard by the VAD, becomes speech starts and utterances.
+
+Inbound audio at any rate → one stateful resampler → exact 20 ms frames at the analysis rate
+(the STT's, when the VAD takes it) → VAD with hysteresis (:class:`voiceforge.audio.vad.UtteranceSegmenter`).
+Push-to-talk wires bound the utterance with the button instead: audio between a press and its
+release is held, and the release is the end of speech.
+
+Speculative transcription: once the speaker has been quiet for ``speculate_ms`` (less than the
+endpointing silence), the utterance so far is sent to STT. If they stay quiet until the
+endpoint, that transcript is the utterance's (the audio after it is silence) and the endpointing
+wait has overlapped with STT; if they speak again it is dropped and never answered. At most one
+runs at a time.
+
+The listener decides nothing about the agent: it reports :class:`SpeechBegan` and
+:class:`UtteranceEnded`, and the loop decides what they mean for the turns in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from voiceforge.audio.framing import FrameBuffer, frame_bytes
+from voiceforge.audio.resample import StreamResampler
+from voiceforge.audio.vad import SpeechDetector, UtteranceSegmenter, VadEvent, VadState, WebRtcVad
+from voiceforge.conversation.recorder import CallRecorder
+
+FRAME_MS = 20
+"""The analysis frame (webrtcvad takes 10, 20 or 30 ms)."""
+
+
+@dataclass(frozen=True)
+class SpeechBegan:
+    """The caller started speaking (or pressed to talk)."""
+
+
+@dataclass(frozen=True)
+class UtteranceEnded:
+    """The caller finished an utterance.
+
+    Attributes:
+        audio: the utterance, PCM16 mono at the listener's rate (its pre-roll included).
+        speculation: STT of this very audio, started in the pause before the endpoint, or None.
+    """
+
+    audio: bytes
+    speculation: asyncio.Task | None = None
+
+
+Heard = SpeechBegan | UtteranceEnded
+
+
+class Listener:
+    """Turns a caller's audio into speech starts and utterances.
+
+    Args:
+        rate: the analysis rate (Hz): 8000, 16000, 32000 or 48000 (webrtcvad's).
+        endpointing_ms: silence that ends an utterance, ms.
+        max_turn_s: the longest utterance; longer speech is cut there, s.
+        transcribe: STT of an utterance so far, ``(PCM16, rate) -> awaitable`` (speculation).
+        speculate_ms: silence after which speculation starts (0: never), ms.
+        vad: a speech-confidence source (default webrtcvad at ``rate``).
+        recorder: the call's recorder (every inbound frame), or None.
+        push_to_talk: utterances are bounded by :meth:`talk_start` / :meth:`talk_end`.
+    """
+
+    def __init__(self, rate: int, endpointing_ms: int, max_turn_s: float,
+                 transcribe: Callable[[bytes, int], Awaitable[Any]], *, speculate_ms: int = 0, vad: Any = None,
+                 recorder: CallRecorder | None = None, push_to_talk: bool = False) -> None:
+        self.rate, self.endpointing_ms = rate, endpointing_ms
+        self.push_to_talk = push_to_talk
+        self.speculate_ms = speculate_ms if speculate_ms < endpointing_ms else 0
+        self.recorder = recorder
+        self._transcribe = transcribe
+        detector = SpeechDetector(start_ms=60, stop_ms=endpointing_ms, max_utterance_ms=int(max_turn_s * 1000))
+        self._segmenter = UtteranceSegmenter(rate, FRAME_MS, detector, vad or WebRtcVad(rate))
+        self._frames = FrameBuffer(frame_bytes(rate, FRAME_MS))
+        self._inbound: StreamResampler | None = None
+        self._held: bytearray | None = None  # push-to-talk audio while the button is down
+        self._max_held = int(max_turn_s * rate) * 2
+        self._speculation: asyncio.Task | None = None  # STT of the utterance so far, while it may still be the whole
+        self._speculating: asyncio.Task | None = None  # the last one started, until it finishes (one at a time)
+        self.speculations = {"used": 0, "dropped": 0}
+        self.last_voiced: float | None = None
+        """``time.perf_counter()`` of the last voiced frame (or the push-to-talk release)."""
+
+    # --- audio ------------------------------------------------------------------------------------
+    def hear(self, pcm16: bytes, sample_rate: int) -> list[Heard]:
+        """Caller audio (PCM16 mono at ``sample_rate`` Hz, any length): what it started or ended, in order."""
+        if self._inbound is None or self._inbound.in_rate != sample_rate:
+            # Upsampled live (a phone line's 8 kHz): soxr's low-latency engine, so the VAD hears
+            # the caller stop within 30 ms rather than up to 110 ms late.
+            self._inbound = StreamResampler(sample_rate, self.rate, low_latency=sample_rate < self.rate)
+        if self.push_to_talk:
+            if self._held is not None and len(self._held) < self._max_held:
+                self._held += self._inbound.process(pcm16)
+            return []
+        out: list[Heard] = []
+        for frame in self._frames.push(self._inbound.process(pcm16)):
+            if self.recorder is not None:
+                self.recorder.caller(frame)
+            event = self._segmenter.push(frame)
+            if self._segmenter.detector.state is VadState.SPEAKING:
+                self.last_voiced = time.perf_counter()
+            if event is None:
+                if self.speculate_ms:
+                    self._speculate()
+                continue
+            kind, utterance = event
+            if kind is VadEvent.SPEECH_START:
+                self.last_voiced = time.perf_counter()
+                out.append(SpeechBegan())
+            elif utterance:
+                speculation, self._speculation = self._speculation, None
+                out.append(UtteranceEnded(utterance, speculation))
+        return out
+
+    def _speculate(self) -> None:
+        detector = self._segmenter.detector
+        if self._speculation is not None and detector.state is VadState.SPEAKING:
+            self._speculation = None  # the speaker went on: its transcript is never used
+            self.speculations["dropped"] += 1
+        elif (self._speculation is None and detector.state is VadState.STOPPING
+              and detector.silence_ms >= self.speculate_ms
+              and (self._speculating is None or self._speculating.done())):
+            audio = self._segmenter.audio_so_far()
+            self._speculation = self._speculating = asyncio.ensure_future(self._transcribe(audio, self.rate))
+
+    def count_speculation(self, used: bool) -> None:
+        """Count an utterance's speculative transcript as used, or as dropped (heard again with more)."""
+        self.speculations["used" if used else "dropped"] += 1
+
+    # --- push-to-talk -----------------------------------------------------------------------------
+    def talk_start(self) -> None:
+        """The button went down: hold the audio from now on."""
+        self._held = bytearray()
+
+    def talk_end(self) -> bytes | None:
+        """The button came up: the held audio (None when no press was in progress); the release is the end of speech."""
+        if self._held is None:
+            return None
+        if self._inbound is not None:
+            self._held += self._inbound.flush()  # the resampler's tail belongs to this press
+            self._inbound = None
+        held, self._held = bytes(self._held), None
+        self.last_voiced = time.perf_counter()
+        return held
+
+    def clear_input(self) -> None:
+        """Drop the audio of the utterance in progress (a held press, or the VAD's)."""
+        if self._held is not None:
+            self._held = bytearray()
+        elif not self.push_to_talk:
+            self._segmenter.clear()
+            self._speculation = None
+
+    # --- settings ---------------------------------------------------------------------------------
+    def configure_vad(self, threshold: float | None = None, silence_ms: int | None = None,
+                      prefix_ms: int | None = None) -> None:
+        """Change endpointing between utterances (never mid-utterance; the next one uses it).
+
+        Args:
+            threshold: 0.3–0.95, how sure the VAD must be that a frame is speech; webrtcvad's
+                aggressiveness follows it (below 0.5: 1, below 0.7: 2, else 3).
+            silence_ms: silence that ends an utterance, ms (100–5000).
+            prefix_ms: audio kept from before the detected start, ms (0–1000).
+        """
+        if self._segmenter.speaking:
+            return
+        if silence_ms:
+            self._segmenter.detector.stop_ms = self.endpointing_ms = max(100, min(5000, int(silence_ms)))
+        if threshold is not None and isinstance(self._segmenter.vad, WebRtcVad):
+            level = 1 if threshold < 0.5 else 2 if threshold < 0.7 else 3
+            self._segmenter.vad = WebRtcVad(self.rate, aggressiveness=level)
+        if prefix_ms is not None:
+            self._segmenter.set_preroll(max(0, min(1000, int(prefix_ms))))
+
+    @property
+    def vad_aggressiveness(self) -> int | None:
+        """The aggressiveness (0–3) of webrtcvad in use, or None for another VAD."""
+        vad = self._segmenter.vad
+        return vad.aggressiveness if isinstance(vad, WebRtcVad) else None
