@@ -15,7 +15,10 @@ from voiceforge.providers import intents
 from voiceforge.providers.base import ToolCall
 from voiceforge.providers.brain import OfflineBrain
 from voiceforge.tools import build_registry
-from voiceforge.tools.business import ASK_CUSTOMER
+from voiceforge.tools.business import DECLARATIONS
+from voiceforge.tools.declaration import load_declarations
+
+ASK_CUSTOMER = load_declarations(DECLARATIONS)["schedule_appointment"].parameter("customer_id").ask
 
 
 @pytest.fixture(scope="module")

@@ -345,8 +345,9 @@ class OfflineBrain(LLM):
 
     @staticmethod
     def _phrase(tool: Tool | None, result: Any) -> str:
-        if tool is not None and tool.phrase is not None:
-            return tool.phrase(result)
+        said = tool.phrase(result) if tool is not None and tool.phrase is not None else None
+        if said:
+            return said
         if isinstance(result, dict) and result.get("summary"):
             return str(result["summary"])
         return "Done."

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
+from voiceforge.tools.declaration import load_declarations
 from voiceforge.tools.registry import ToolContext, ToolRegistry
 
 
@@ -23,17 +25,5 @@ async def end_call(ctx: ToolContext, reason: str = "the caller said goodbye") ->
 
 
 def register(registry: ToolRegistry) -> None:
-    """Add end_call to ``registry``."""
-    registry.add(
-        end_call,
-        triggers=[r"\b(good ?bye|bye|hang up|end (the )?call|that'?s all)\b"],
-        extract=lambda utterance, known: {"reason": "the caller said goodbye"},
-        tags=("calls",),
-        offer="end the call",
-        examples=["goodbye", "bye for now", "hang up", "that's all, thank you", "I'm all set, bye",
-                  "nothing else, see you", "end the call", "we're done",
-                  "alright, talk to you later", "that will be all", "I have to go now, bye",
-                  "please disconnect the call", "okay that's everything, cheers",
-                  "have a nice day, bye", "no, that's all, have a good evening",
-                  "I'll leave it there", "that'll do for now, thanks"],
-    )
+    """Add end_call to ``registry`` (its phrasings: calls.toml)."""
+    registry.add(end_call, load_declarations(Path(__file__).with_suffix(".toml"))["end_call"])

@@ -27,7 +27,8 @@ from typing import Any
 from voiceforge.audio.codecs import AudioFormatError, unwrap_wav, wrap_wav
 from voiceforge.config import ROOT
 from voiceforge.store import children
-from voiceforge.tools import spoken
+from voiceforge.tools import slots, spoken
+from voiceforge.tools.declaration import load_declarations
 from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
 
 DATA = ROOT / "prompts" / "hanuman"
@@ -182,7 +183,8 @@ async def play_hanuman_chalisa(ctx: ToolContext, persona: str = "Hanuman",
 
 
 # --- the offline brain: natural phrasings → tool calls ----------------------------------------------
-def _extract_teach(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
+def _read_step(utterance: str, known: dict[str, Any], parameter: Any = None) -> dict[str, Any]:
+    """The Chalisa step a child asks to learn (the ``chalisa_step`` slot): {} means the next one."""
     text = utterance.lower()
     if re.search(r"\b(beginning|start over|from the start)\b", text):
         return {"step_index": 0}
@@ -196,61 +198,27 @@ def _extract_teach(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _extract_story(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
+def _read_story(utterance: str, known: dict[str, Any], parameter: Any = None) -> dict[str, Any]:
+    """The story a child names (the ``story_topic`` slot): {} means any."""
     story = _match_story(utterance)
     return {"topic": story["topic"]} if story else {}
 
 
-def _extract_play(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
+def _read_recording(utterance: str, known: dict[str, Any], parameter: Any = None) -> dict[str, Any]:
+    """The verse's recording a child asks to hear (the ``chalisa_recording`` slot): {} means the whole."""
     verse = spoken.number_after(utterance.lower(), "verse", "line")
     return {"path": f"chalisa/step-{verse + 1:02d}.wav"} if verse is not None and 1 <= verse <= 40 else {}
 
 
-def _phrase_teach(result: dict[str, Any]) -> str:
-    return f"{result['title']}. {result['text']} It means: {result['translation']} {result['engage']}"
-
-
-def _phrase_story(result: dict[str, Any]) -> str:
-    return result["story"]
-
-
-def _phrase_play(result: dict[str, Any]) -> str:
-    return "Here is the Hanuman Chalisa. Listen along!"
-
-
 def register(registry: ToolRegistry) -> None:
-    """Add the storyteller's tools (play before teach before story: the offline brain takes the first match)."""
-    registry.add(
-        play_hanuman_chalisa,
-        triggers=[r"\b(sing|play|recit|chant|hear|listen to|put on)\w*\b.*\b(chalisa|prayer|song|hymn|verse|music)\b",
-                  r"\b(chalisa|prayer|song|hymn)\b.*\b(sing|play|recite|chant)\b"],
-        extract=_extract_play, phrase=_phrase_play, filler="Let me warm up my voice.", tags=("chalisa",),
-        opt_in=True, offer="play the Hanuman Chalisa",
-        examples=["play the chalisa", "sing the hanuman chalisa for me", "can I hear the prayer",
-                  "put on the hanuman song", "recite the whole chalisa"],
-    )
-    registry.add(
-        teach_hanuman_chalisa,
-        triggers=[r"\b(learn|teach|practi[cs]|memori[sz]|study|studi)\w*", r"\b(say it|that verse) again\b",
-                  r"\b(next|another|first|last|new)\s+(verse|line|part|bit|doha|chaupai)\b",
-                  r"\b(start|begin|go)\b.*\b(from the|back to the|over from the)\s+(beginning|start)\b",
-                  r"\b(verse|doha|chaupai|chalisa)\b"],
-        extract=_extract_teach, phrase=_phrase_teach, tags=("chalisa",), opt_in=True,
-        offer="learn a verse of the Chalisa",
-        examples=["teach me the chalisa", "I want to learn the next verse", "help me practise the prayer",
-                  "can we learn a new line", "repeat that verse", "let's memorise the chalisa",
-                  "help me remember the words of the prayer", "how does the next part go", "what are the words"],
-    )
-    registry.add(
-        tell_a_story,
-        triggers=[r"\bstor(y|ies)\b", r"\btell me (about|more)\b", r"\bwhat happened\b", r"\bonce upon\b",
-                  r"\b(lanka|sanjeevani|sanjivani|mountain|herb|necklace|pearls?|ring|ocean)\b",
-                  r"\bhow did hanuman\b", r"\b(jump|jumped|leap|leapt|fly|flew)\b", r"\babout hanuman\b",
-                  r"\bthe one (where|about|with|when)\b"],  # a child naming a story they know
-        extract=_extract_story, phrase=_phrase_story, tags=("stories",), opt_in=True,
-        offer="tell you a story about Hanuman",
-        examples=["tell me a story", "I want a hanuman story", "how did hanuman cross the ocean",
-                  "tell me about the flying monkey god", "what did hanuman do when he was little",
-                  "a bedtime story please", "tell me the one where he carries the mountain",
-                  "how did hanuman find sita", "what happened to his tail in lanka"],
-    )
+    """Add the storyteller's tools, in hanuman.toml's order.
+
+    Play comes before teach before story: the offline brain takes the first match. They are
+    opt-in, for the personas that name them.
+    """
+    slots.register_reader("chalisa_step", _read_step)
+    slots.register_reader("story_topic", _read_story)
+    slots.register_reader("chalisa_recording", _read_recording)
+    functions = {f.__name__: f for f in (play_hanuman_chalisa, teach_hanuman_chalisa, tell_a_story)}
+    for name, declaration in load_declarations(Path(__file__).with_suffix(".toml")).items():
+        registry.add(functions[name], declaration)

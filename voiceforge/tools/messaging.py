@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import re
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from voiceforge.config import ConfigError
 from voiceforge.telephony.numbers import mask_number, normalize_e164
-from voiceforge.tools import spoken
+from voiceforge.tools.declaration import load_declarations
 from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
 
 
@@ -85,48 +85,8 @@ def notify_telegram(ctx: ToolContext, text: str) -> dict[str, Any]:
     return {"message_id": payload["result"]["message_id"], "summary": "I've notified the team on Telegram."}
 
 
-def _message_text(utterance: str) -> str | None:
-    m = re.search(r"\b(?:saying|that says|that|with the message|message)\s*[:,]?\s*(.+)$", utterance, re.I)
-    return m.group(1).strip().strip('"') if m else None
-
-
-def _extract_sms(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
-    phone = spoken.phone_in(utterance)
-    if not phone:
-        return "Sure. What number should I text?"
-    text = _extract_body(utterance)
-    return {"to": phone, "body": text} if text else "What should the message say?"
-
-
-def _extract_body(utterance: str) -> str | None:
-    text = _message_text(re.sub(r"\+?\d[\d\s().-]{6,}\d", " ", utterance))
-    return text[0].upper() + text[1:] if text else None
-
-
-def _extract_telegram(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str:
-    text = _extract_body(utterance)
-    return {"text": text} if text else "What should I tell the team?"
-
-
 def register(registry: ToolRegistry) -> None:
-    """Add send_sms and notify_telegram to ``registry``."""
-    registry.add(send_sms, triggers=[r"\b(text|sms)\b", r"\bsend\b.*\bmessage\b.*\d", r"\btexted\b",
-                                           r"\bmessage\b.*\bto (my|the|his|her|your) (mobile|phone|cell)\b"], extract=_extract_sms,
-                 tags=("messages",), offer="send you a text",
-                 examples=["text me", "send an sms", "send a text message to my phone", "can you text me that",
-                           "message my mobile the details", "send me the information by text",
-                           "text this number a reminder", "send me a message with my order details",
-                           "can I get that as a text", "please send a reminder to my cell",
-                           "send the details to my phone", "could you sms me the time",
-                           "drop me a text with the address"])
-    registry.add(notify_telegram, triggers=[r"\btelegram\b", r"\b(notify|tell|alert)\b.*\bteam\b",
-                                                 r"\b(someone|somebody)\s+(more\s+)?senior\b",
-                                                 r"\b(people|someone|somebody|person)\s+in charge\b"],
-                 extract=_extract_telegram, tags=("messages",), offer="pass a message to the team",
-                 examples=["notify the team", "tell the team about this", "alert the staff", "escalate this",
-                           "send a message on telegram", "let my colleagues know", "report this to the office",
-                           "get a supervisor involved", "let the team know there is a problem",
-                           "pass this on to your colleagues", "raise this with the office",
-                           "inform the staff that the printer is jammed", "flag this for the manager",
-                           "post in the team chat that we need help", "tell support the app keeps crashing",
-                           "I want to speak to a manager", "can a real person look at this"])
+    """Add send_sms and notify_telegram to ``registry`` (their phrasings and slots: messaging.toml)."""
+    declarations = load_declarations(Path(__file__).with_suffix(".toml"))
+    registry.add(send_sms, declarations["send_sms"])
+    registry.add(notify_telegram, declarations["notify_telegram"])

@@ -5,14 +5,16 @@ parameters have type hints; its docstring's first paragraph is the description a
 ``Args:`` section describes each parameter. Raise :class:`ToolError` with a message the LLM
 may see; any other exception becomes a generic failure and is logged.
 
-For the offline brain a tool also carries trigger patterns and an argument extractor that
-reads arguments out of an utterance.
+For the offline brain a tool also carries its declaration (voiceforge/tools/declaration.py):
+the phrasings that mean it, example requests, and the slots that fill its arguments from
+speech; the brain reads those, never tool-specific code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import logging
 import re
@@ -22,6 +24,9 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
+
+from voiceforge.tools import slots
+from voiceforge.tools.declaration import DEFAULT_FILLER, DeclarationError, ToolDeclaration
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,12 @@ question to ask back (str), or None when the utterance is not for this tool."""
 
 @dataclass
 class Tool:
-    """A registered tool: name, description, parameter schema, the function, brain hints."""
+    """A registered tool: name, description, parameter schema, the function, and its declaration.
+
+    ``triggers``, ``broad_triggers``, ``examples``, ``offer``, ``tags``, ``filler``, ``opt_in``,
+    ``extract`` and ``phrase`` come from the declaration (:class:`ToolDeclaration`); a tool
+    registered without one has no phrasings, so the offline brain never picks it.
+    """
 
     name: str
     description: str
@@ -80,13 +90,19 @@ class Tool:
     func: Callable[..., Any]
     triggers: list[re.Pattern[str]] = field(default_factory=list)
     extract: Extractor | None = None
-    phrase: Callable[[Any], str] | None = None
-    filler: str = "One moment while I check that."
+    phrase: Callable[[Any], str | None] | None = None
+    filler: str = DEFAULT_FILLER
     tags: tuple[str, ...] = ()
     opt_in: bool = False
     examples: list[str] = field(default_factory=list)
     offer: str = ""
     broad_triggers: list[re.Pattern[str]] = field(default_factory=list)
+    declaration: ToolDeclaration | None = None
+
+    @property
+    def confirm(self) -> bool:
+        """Its declaration asks for the caller's confirmation before it runs."""
+        return self.declaration is not None and self.declaration.confirm
 
     def openai_schema(self) -> dict[str, Any]:
         """The Chat Completions `tools` entry: {"type": "function", "function": {...}}."""
@@ -214,52 +230,44 @@ class ToolRegistry:
         self._tools[tool.name] = tool
         return tool
 
-    def add(
-        self,
-        func: Callable[..., Any],
-        *,
-        triggers: list[str] = (),  # type: ignore[assignment]
-        extract: Extractor | None = None,
-        phrase: Callable[[Any], str] | None = None,
-        filler: str | None = None,
-        tags: tuple[str, ...] = (),
-        opt_in: bool = False,
-        examples: list[str] = (),  # type: ignore[assignment]
-        offer: str = "",
-        broad_triggers: list[str] = (),  # type: ignore[assignment]
-    ) -> Tool:
+    def add(self, func: Callable[..., Any], declaration: ToolDeclaration | None = None) -> Tool:
         """Register a function as a tool, deriving its schema (see :func:`schema_for`).
 
-        ``triggers``, ``broad_triggers``, ``extract``, ``phrase``, ``examples`` and ``offer``
-        serve the offline brain: patterns that certainly mean this tool, patterns that name
-        only its subject (a clearly closer meaning among tools of the same tag wins over them),
-        the argument extractor, the reply phrasing, example requests matched by meaning
-        (voiceforge/providers/intents.py), and how to offer the tool in a question ("check your
-        orders").
+        Args:
+            func: the tool (first parameter a :class:`ToolContext`, the others type-hinted).
+            declaration: how the offline brain reaches it (phrasings, examples, slots); its
+                parameters must be the function's.
+
+        Raises:
+            TypeError: see :func:`schema_for`.
+            DeclarationError: the declaration is for another tool, or names a parameter the
+                function does not take.
         """
         description, parameters = schema_for(func)
-        tool = Tool(
-            name=func.__name__,
-            description=description,
-            parameters=parameters,
-            func=func,
-            triggers=[re.compile(t, re.I) for t in triggers],
-            extract=extract,
-            phrase=phrase,
-            tags=tags,
-            opt_in=opt_in,
-            examples=list(examples),
-            offer=offer,
-            broad_triggers=[re.compile(t, re.I) for t in broad_triggers],
-        )
-        if filler:
-            tool.filler = filler
-        return self.register(tool)
+        name = func.__name__
+        if declaration is None:
+            return self.register(Tool(name=name, description=description, parameters=parameters, func=func))
+        if declaration.name != name:
+            raise DeclarationError(f"{declaration.source}: declaration {declaration.name!r} is not for {name}")
+        unknown = [p.name for p in declaration.parameters if p.name not in parameters["properties"]]
+        if unknown:
+            raise DeclarationError(f"{declaration.source}: tool {name!r} takes no parameter {', '.join(unknown)}")
+        required = set(parameters["required"])  # the signature says what is required, not the file
+        declaration = dataclasses.replace(declaration, parameters=tuple(
+            dataclasses.replace(p, required=p.name in required) for p in declaration.parameters))
+        return self.register(Tool(
+            name=name, description=declaration.description or description, parameters=parameters, func=func,
+            triggers=list(declaration.triggers), broad_triggers=list(declaration.broad_triggers),
+            extract=functools.partial(slots.extract, declaration),
+            phrase=functools.partial(slots.phrase, declaration) if declaration.say or declaration.say_with else None,
+            filler=declaration.filler, tags=declaration.tags, opt_in=declaration.opt_in,
+            examples=list(declaration.examples), offer=declaration.offer, declaration=declaration,
+        ))
 
     def derive(self, replacements: dict[str, Callable[..., Any]]) -> ToolRegistry:
         """A registry with the same tools and faults, some run by other functions.
 
-        Each replacement keeps its tool's name, schema and brain hints, takes the tool's
+        Each replacement keeps its tool's name, schema and declaration, takes the tool's
         arguments, and has no filler. A Realtime client that declares a tool runs it itself;
         the replacement hands the call over and waits for the result.
         """

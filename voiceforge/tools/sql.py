@@ -12,10 +12,12 @@ import datetime as dt
 import re
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from voiceforge.store.readonly import QueryLimits, QueryRefused, run_query
-from voiceforge.tools import spoken
+from voiceforge.tools import slots, spoken
+from voiceforge.tools.declaration import load_declarations
 from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
 
 _READ_ONLY_START = re.compile(r"^\s*(select|with)\b", re.I)
@@ -167,8 +169,8 @@ def _how_many(utterance: str, noun: str) -> int:
     return 5 if re.search(rf"\b({noun})s\b", utterance, re.I) else 1
 
 
-def _extract(utterance: str, known: dict[str, Any]) -> dict[str, Any] | str | None:
-    """The SELECT that answers a spoken question about the records, for the offline brain.
+def _read_query(utterance: str, known: dict[str, Any], parameter: Any = None) -> dict[str, Any] | str | None:
+    """The SELECT that answers a spoken question about the records: the ``sql_query`` slot.
 
     Rules over the three tables: counts ("how many gold customers"), totals and averages of
     money ("total revenue", "average order value"), the biggest orders, the top customer by
@@ -263,32 +265,9 @@ def _phrase(result: Any) -> str:
     return "; ".join(spoken_rows) + tail
 
 
-_NOT_MINE = r"^(?!.*\b(i|my|me)\b).*"
-"""A trigger's prefix for questions about the whole shop, not the caller's own records."""
-
-
 def register(registry: ToolRegistry) -> None:
-    """Add run_sql to ``registry``."""
-    tool = registry.add(
-        run_sql,
-        triggers=[r"\bhow many\s+(\w+\s+)?(customers?|orders?|appointments?)\b", r"\b(sql|query)\b.*\bselect\b",
-                  r"\bcount\b(\s+up)?(\s+(the|all))?\s+(\w+\s+)?(customers|orders|appointments)\b",
-                  r"\bnumber of\s+(?!my\b)(\w+\s+)?(customers|orders|appointments)\b",
-                  # "the biggest order last month", "our top customer", but not the caller's own ("my biggest order")
-                  rf"{_NOT_MINE}\b(biggest|largest|smallest|most expensive|average)\s+(\w+\s+)?(orders?|purchases?|sales?)\b",
-                  rf"{_NOT_MINE}\b(most|best|top|biggest)\s+(\w+\s+)?(customers?|clients?|spenders?)\b"],
-        extract=_extract,
-        phrase=_phrase,
-        tags=("sql",),
-        offer="answer a question about the customer records",
-        examples=["how many customers are there", "how many orders have shipped", "count the appointments",
-                  "what's the number of customers in each tier", "how many orders were returned",
-                  "total count of cancelled appointments", "run a sql query", "query the database",
-                  "how many appointments are scheduled", "number of platinum customers", "how many orders are processing",
-                  "count how many customers are gold",
-                  "what is the total value of all orders", "which customer spends the most",
-                  "what's the most popular product", "what share of orders get returned",
-                  "how many bookings are there next month", "average length of an appointment",
-                  "how much revenue did we make last month", "what were our total sales this week"],
-    )
+    """Add run_sql to ``registry`` (its phrasings: sql.toml; its slot and reply: the rules above)."""
+    slots.register_reader("sql_query", _read_query)
+    slots.register_phraser("sql_rows", _phrase)
+    tool = registry.add(run_sql, load_declarations(Path(__file__).with_suffix(".toml"))["run_sql"])
     tool.description += f" Tables: {TABLES}."

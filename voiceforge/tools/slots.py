@@ -1,0 +1,158 @@
+"""Slots: how a spoken request fills a declared tool's parameters, and how its result is said.
+
+A parameter's ``slot`` names a reader; the reader looks at the utterance (and the facts known
+from earlier tool results) and returns the arguments it found, a question to ask back, or None.
+:func:`extract` runs a declaration's readers in order and stops at the first missing parameter
+that has a question; the offline brain calls it for every tool, built-in or declared, so a new
+tool gets the same behaviour from its declaration alone.
+
+Readers every declaration can use:
+
+- ``customer``: who the caller is: ``customer_id``, or ``name`` / ``phone`` to look up first;
+  ``facts = false`` ignores the customer already identified.
+- ``datetime``: a day and time, as ISO 8601 local time; ``after = "word"`` reads only what
+  follows the word.
+- ``number``: a number said after one of the words in ``after`` ("appointment seven").
+- ``phone``: an E.164 number. ``message``: the text of a message ("... saying I'm late").
+- ``choice``: one of ``choices`` named as a whole word (hyphens dropped: "check-up" → "checkup").
+- ``pattern``: the first group of the regular expression ``pattern``, with ``remove`` characters dropped.
+- ``constant``: always ``value``.
+
+A tool whose arguments need its own reading (run_sql's question to SELECT, the Chalisa's
+verses) registers a named reader with :func:`register_reader`; its declaration names it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from voiceforge.tools import spoken
+from voiceforge.tools.declaration import ParameterDeclaration, ToolDeclaration
+
+Found = dict[str, Any] | str | None
+"""What a reader returns: the arguments it found, a question to ask back, or None."""
+Reader = Callable[[str, dict[str, Any], ParameterDeclaration], Found]
+"""``(utterance, known facts, the parameter) -> Found``."""
+Phraser = Callable[[Any], str]
+"""A tool's result → what the agent says."""
+
+READERS: dict[str, Reader] = {}
+PHRASERS: dict[str, Phraser] = {}
+
+
+def register_reader(name: str, reader: Reader) -> None:
+    """Make ``reader`` available to declarations as ``slot = "<name>"``."""
+    READERS[name] = reader
+
+
+def register_phraser(name: str, phraser: Phraser) -> None:
+    """Make ``phraser`` available to declarations as ``say_with = "<name>"``."""
+    PHRASERS[name] = phraser
+
+
+def _customer(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
+    return spoken.customer_ref(text, known if p.options.get("facts", True) else {}) or None
+
+
+def _datetime(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
+    after = p.options.get("after")
+    when = spoken.when_in(text.split(after, 1)[-1] if isinstance(after, str) else text)
+    return {p.name: when} if when else None
+
+
+def _number(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
+    value = spoken.number_after(text, *p.options.get("after", []))
+    return {p.name: value} if value is not None else None
+
+
+def _phone(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
+    phone = spoken.phone_in(text)
+    return {p.name: phone} if phone else None
+
+
+def message_text(text: str) -> str | None:
+    """The words of a message in a request ("text me saying I'll be late" → "I'll be late"), capitalised."""
+    without_numbers = re.sub(r"\+?\d[\d\s().-]{6,}\d", " ", text)
+    m = re.search(r"\b(?:saying|that says|that|with the message|message)\s*[:,]?\s*(.+)$", without_numbers, re.I)
+    body = m.group(1).strip().strip('"') if m else None
+    return body[0].upper() + body[1:] if body else None
+
+
+def _message(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
+    body = message_text(text)
+    return {p.name: body} if body else None
+
+
+def _choice(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
+    for choice in p.options.get("choices", []):
+        if re.search(rf"\b{re.escape(choice)}\b", text, re.I):
+            return {p.name: choice.replace("-", "")}
+    return None
+
+
+def _pattern(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
+    m = re.search(p.options["pattern"], text, re.I)
+    if m is None:
+        return None
+    value = m.group(1)
+    for char in p.options.get("remove", ""):
+        value = value.replace(char, "")
+    return {p.name: value}
+
+
+def _constant(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
+    return {p.name: p.options.get("value")}
+
+
+for _name, _reader in (("customer", _customer), ("datetime", _datetime), ("number", _number), ("phone", _phone),
+                       ("message", _message), ("choice", _choice), ("pattern", _pattern), ("constant", _constant)):
+    register_reader(_name, _reader)
+
+
+def extract(declaration: ToolDeclaration, utterance: str, known: dict[str, Any]) -> Found:
+    """The tool's arguments from an utterance, by its declared slots, in order.
+
+    A parameter no slot fills takes its ``default``; without one, its ``ask`` is returned as
+    the question; a required parameter with neither means the utterance is not for this tool.
+
+    Returns:
+        The arguments (a customer slot may give ``name`` or ``phone`` to look up first), a
+        question to ask back, or None.
+
+    Raises:
+        KeyError: a slot names no registered reader.
+    """
+    args: dict[str, Any] = {}
+    for parameter in declaration.parameters:
+        if parameter.slot is None:
+            continue
+        found = READERS[parameter.slot](utterance, known, parameter)
+        if isinstance(found, str):
+            return found
+        if found:
+            args.update(found)
+        elif parameter.default is not None:
+            args[parameter.name] = parameter.default
+        elif parameter.ask:
+            return parameter.ask
+        elif parameter.required:
+            return None
+    return args
+
+
+def phrase(declaration: ToolDeclaration, result: Any) -> str | None:
+    """The tool's result for the ear by its ``say`` template or ``say_with`` phraser; None when it declares neither.
+
+    Raises:
+        KeyError: ``say_with`` names no registered phraser.
+    """
+    if declaration.say_with:
+        return PHRASERS[declaration.say_with](result)
+    if declaration.say is not None:
+        try:
+            return declaration.say.format(**result) if isinstance(result, dict) else declaration.say
+        except (KeyError, IndexError, ValueError):
+            return None
+    return None
