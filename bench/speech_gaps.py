@@ -18,12 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from voiceforge import turn  # noqa: E402
 from voiceforge.config import load_settings  # noqa: E402
 from voiceforge.engine import Engine  # noqa: E402
 from voiceforge.store import mockdata  # noqa: E402
 from voiceforge.store.db import Database  # noqa: E402
-from voiceforge.turn.events import AudioChunk, Sentence  # noqa: E402
+from voiceforge.turn import pipeline as turn_pipeline  # noqa: E402
+from voiceforge.turn import synthesis  # noqa: E402
+from voiceforge.turn.events import AudioChunk, Sentence, Timeline  # noqa: E402
 
 REQUESTS = ["Look up customer number three.", "What is the order history for customer number two?",
             "What appointments does customer number four have?", "What can you do?",
@@ -33,7 +34,7 @@ REQUESTS = ["Look up customer number three.", "What is the order history for cus
 async def play(engine: Engine, text: str) -> tuple[float, list[float]]:
     """One reply played in real time: (ms to first audio, [gap ms between sentences])."""
     pipeline = engine.pipeline(None, channel="phone")
-    timeline = turn.Timeline(time.perf_counter())
+    timeline = Timeline(time.perf_counter())
     start = time.perf_counter()
     first, gaps, playing_until, new_sentence = None, [], None, False
     async for event in pipeline.respond(text, timeline):
@@ -58,8 +59,8 @@ async def main() -> None:
     engine.db.migrate()
     mockdata.generate(engine.db, 40)
     engine.warm_up()
-    for lookahead, clause in ((0, None), (1, None), (1, turn.FIRST_CLAUSE_CHARS)):
-        turn.TTS_LOOKAHEAD, turn.FIRST_CLAUSE_CHARS = lookahead, clause
+    for lookahead, clause in ((0, None), (1, None), (1, turn_pipeline.FIRST_CLAUSE_CHARS)):
+        synthesis.TTS_LOOKAHEAD, turn_pipeline.FIRST_CLAUSE_CHARS = lookahead, clause
         firsts, gaps = [], []
         for _ in range(2):
             for text in REQUESTS:

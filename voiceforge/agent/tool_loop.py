@@ -1,7 +1,7 @@
 """The tool-calling loop: LLM → tool calls → results → LLM, with a step limit and fillers.
 
 The agent speaks no fixed sentences of its own except the step-limit reply: a provider
-failure ends the reply with ``ReplyDone.error`` set, and the turn pipeline (``turn.py``)
+failure ends the reply with ``ReplyDone.error`` set, and the turn pipeline (``voiceforge/turn``)
 speaks the one apology.
 """
 
