@@ -26,10 +26,11 @@ SUBPROTOCOL = "forge.v1"
 UNAUTHORIZED = "missing or invalid API key: send Authorization: Bearer <FORGE_API_KEY>"
 
 
-def _bearer(header: str | None) -> str | None:
+def bearer_key(header: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header (scheme in any case, spaces trimmed), or None."""
     if not header:
         return None
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = header.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
@@ -44,7 +45,7 @@ async def require_api_key(request: Request) -> str:
     Raises:
         HTTPException: 401 with ``WWW-Authenticate: Bearer`` when missing or wrong.
     """
-    given = _bearer(request.headers.get("authorization"))
+    given = bearer_key(request.headers.get("authorization"))
     if not key_matches(request.app.state.api_key, given):
         raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
     return given or ""
@@ -52,7 +53,7 @@ async def require_api_key(request: Request) -> str:
 
 def websocket_key(ws: WebSocket) -> tuple[str | None, str | None]:
     """(the key a websocket offers, the subprotocol to accept or None)."""
-    given = _bearer(ws.headers.get("authorization"))
+    given = bearer_key(ws.headers.get("authorization"))
     if given:
         return given, None
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]

@@ -37,6 +37,7 @@ from fastapi_offline import FastAPIOffline
 from server.auth import require_api_key
 from server.connections import Connections
 from server.limits import BodyLimit
+from server.logs import hide_query_strings
 from server.loopwatch import LagMonitor
 from server.ratelimit import RateLimiter
 from voiceforge import __version__
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     if unknown or not roles:
         raise ValueError(f"unknown role {unknown[0]!r}: one of {', '.join(ROLES)}" if unknown else "no role to serve")
     settings = settings or get_settings()
+    hide_query_strings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202

@@ -1,6 +1,7 @@
 """Per-key rate limits for the routes that cost money (placing calls, sending SMS).
 
-Fixed one-minute windows counted per (API key, action): in Redis when ``REDIS_URL`` is set, so
+Fixed one-minute windows counted per (API key, action), the key as authentication reads it (the
+scheme in any case, spaces trimmed), so ``BEARER k`` and ``Bearer  k`` share ``Bearer k``'s count: in Redis when ``REDIS_URL`` is set, so
 that every sidecar instance behind a load balancer shares the count (``INCR`` then ``EXPIRE``
 on the window's key), in this process otherwise. If Redis cannot be reached the process
 counts alone and says so in the log, rather than refusing every call.
@@ -15,6 +16,8 @@ import time
 from collections.abc import Callable
 
 from fastapi import HTTPException, Request
+
+from server.auth import bearer_key
 
 log = logging.getLogger("forge.sidecar.ratelimit")
 
@@ -69,7 +72,7 @@ def limit(action: str, per_minute: Callable[[object], int]) -> Callable:
     """
 
     async def dependency(request: Request) -> None:
-        key = request.headers.get("authorization", "")
+        key = bearer_key(request.headers.get("authorization")) or ""
         bucket = hashlib.sha256(key.encode()).hexdigest()[:16] + ":" + action
         allowed = per_minute(request.app.state.settings)
         retry = await request.app.state.rate_limiter.hit(bucket, allowed)

@@ -206,6 +206,17 @@ def test_calls_and_sms_are_rate_limited_per_key(tmp_path):
         assert 1 <= int(limited.headers["retry-after"]) <= 60
 
 
+def test_the_rate_limit_counts_the_key_not_the_way_its_header_is_written(tmp_path):
+    app = create_app(settings_for(tmp_path, forge_rate_sms_per_min=2))
+    key = AUTH["Authorization"].partition(" ")[2]
+    body = {"to": "+14155550100", "body": "hi"}
+    with TestClient(app) as c:
+        c.app.state.telephony.http_client = RecordingTransport()
+        statuses = [c.post("/api/sms", json=body, headers={"Authorization": header}).status_code
+                    for header in (f"Bearer {key}", f"BEARER {key}", f"bearer  {key}", f" Bearer {key} ")]
+    assert statuses == [200, 200, 429, 429]  # one key, one allowance, however the header is spelled
+
+
 @pytest.fixture
 def redis_url(tmp_path):
     server = shutil.which("redis-server")

@@ -57,7 +57,9 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs = {"poolclass": NullPool}
-        self.engine: Engine = create_engine(url, **kwargs)
+        # A failed statement's error names the SQL but never its parameters: those are the
+        # caller's words, the agent's reply, phone numbers.
+        self.engine: Engine = create_engine(url, hide_parameters=True, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         if self.dialect == "duckdb":

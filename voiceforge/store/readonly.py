@@ -242,7 +242,7 @@ class _PostgresReader:
             url = make_url(db.url).set(username=reader_role(db), password=_reader_password(db))
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")
-        self.engine = create_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True)
+        self.engine = create_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True, hide_parameters=True)
 
     def run(self, sql: str, limits: QueryLimits) -> QueryResult:
         import psycopg
