@@ -7,8 +7,14 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 
-def _clean(value: str) -> str:
-    # A lone surrogate ("\ud800") decodes from JSON but cannot be encoded to UTF-8 for storage.
+def clean_text(value: str) -> str:
+    """``value`` unchanged if it can be stored: valid Unicode (no lone surrogate) and no NUL.
+
+    A lone surrogate ("\\ud800") decodes from JSON but cannot be encoded to UTF-8 for storage.
+
+    Raises:
+        ValueError: it cannot, with why.
+    """
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -18,7 +24,7 @@ def _clean(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_clean)]
+Text = Annotated[str, AfterValidator(clean_text)]
 """A string that stores: valid Unicode, no NUL."""
 
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from server.dependencies import get_engine, persona_or_404
@@ -58,7 +59,7 @@ class ChildIn(BaseModel):
 
 
 class ChildPatch(BaseModel):
-    """Fields of a profile to change."""
+    """Fields of a profile to change; ``dob`` may be cleared with null, the others may not."""
 
     name: Text | None = Field(default=None, min_length=1, max_length=80)
     dob: dt.date | None = None
@@ -66,6 +67,13 @@ class ChildPatch(BaseModel):
     preferred_language: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
     timezone: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_+/-]+$")
     consent: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_null_but_dob(self) -> ChildPatch:
+        nulled = sorted(f for f in self.model_fields_set if f != "dob" and getattr(self, f) is None)
+        if nulled:
+            raise ValueError(f"{', '.join(nulled)} cannot be null")
+        return self
 
 
 class DeviceIn(BaseModel):
@@ -78,7 +86,7 @@ class DeviceIn(BaseModel):
 
 
 class DevicePatch(BaseModel):
-    """Settings the device pulls, and its persona or child."""
+    """Settings the device pulls (null puts one back to its default), and its persona or child (null: none)."""
 
     voice: str | None = Field(default=None, max_length=40)
     volume: int | None = Field(default=None, ge=0, le=100)
@@ -343,9 +351,13 @@ async def device_socket(ws: WebSocket) -> None:
         return
     try:
         await ws.accept()
-        hello = await ws.receive_json()
+        message = await ws.receive()
+        try:
+            hello = json.loads(message.get("text") or "") if message["type"] == "websocket.receive" else None
+        except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer over 4,300 digits
+            hello = None
         rate = hello.get("rate") if isinstance(hello, dict) else None
-        if hello.get("type") != "hello" or rate not in DEVICE_RATES:
+        if not isinstance(hello, dict) or hello.get("type") != "hello" or rate not in DEVICE_RATES:
             await ws.send_json({"type": "error", "code": 415, "message": f"say hello with a rate of {DEVICE_RATES} Hz"})
             await ws.close(code=1003, reason="unsupported rate")
             return

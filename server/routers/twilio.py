@@ -107,9 +107,16 @@ async def status(form: dict = Depends(signed_form), engine: Engine = Depends(get
 
 
 async def sms(form: dict = Depends(signed_form), engine: Engine = Depends(get_engine)) -> Response:
-    """Store an inbound SMS and reply through the agent with TwiML <Message>."""
+    """Store an inbound SMS and reply through the agent with TwiML <Message>.
+
+    A MessageSid seen before (Twilio retries a webhook it thinks failed) is acknowledged with an
+    empty ``<Response/>``: the agent does not run and nothing is sent again.
+    """
     reply = await answer_sms(engine, form.get("From", ""), form.get("To", ""), form.get("Body", ""),
-                             form.get("MessageSid"))
+                             form.get("MessageSid") or None)
+    if reply is None:
+        log.info("SMS %s delivered again; acknowledged, not answered again", str(form.get("MessageSid"))[:40])
+        return _xml(twiml.empty())
     return _xml(twiml.message(reply))
 
 

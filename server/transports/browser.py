@@ -30,6 +30,7 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from server.schemas import clean_text
 from server.transports import send
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.transport import (
@@ -164,8 +165,8 @@ class BrowserSocket(Transport):
             raise BrowserProtocolError(f"message exceeds {MAX_TEXT_MESSAGE} bytes", 1009)
         try:
             payload = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            raise BrowserProtocolError("bad message", 1003) from None
+        except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer over 4,300 digits
+            raise BrowserProtocolError("bad message: not JSON", 1003) from None
         if not isinstance(payload, dict):
             raise BrowserProtocolError("bad message", 1003)
         return payload
@@ -193,6 +194,10 @@ class BrowserSocket(Transport):
             text = payload.get("text")
             if not isinstance(text, str) or len(text) > 4000:
                 raise BrowserProtocolError("text must be a string of at most 4000 characters")
+            try:
+                clean_text(text)
+            except ValueError as exc:
+                raise BrowserProtocolError(f"text: {exc}") from None
             self._typed.add(text.strip())
             return TextIn(text)
         if kind == "mark" and isinstance(payload.get("name"), str):

@@ -201,7 +201,7 @@ class DeviceSocket(DeviceTransport):
                 continue  # audio of a press already released or refused: ignored
             try:
                 payload = json.loads(message.get("text") or "")
-            except (json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer over 4,300 digits
                 raise DeviceProtocolError("bad message") from None
             if not isinstance(payload, dict):
                 raise DeviceProtocolError("bad message")

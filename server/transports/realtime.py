@@ -36,6 +36,7 @@ from typing import Any
 
 from fastapi import WebSocket
 
+from server.schemas import clean_text
 from server.transports import send
 from server.transports.realtime_protocol import (
     MAX_MESSAGE,
@@ -327,6 +328,10 @@ class RealtimeServerTransport(Transport):
                 raise ClientEventError("message content must be a list")
             texts = " ".join(str(c.get("text") or c.get("transcript") or "") for c in content if isinstance(c, dict)
                              and c.get("type") in ("input_text", "output_text", "text", "output_audio")).strip()
+            try:
+                clean_text(texts)
+            except ValueError as exc:
+                raise ClientEventError(f"message text: {exc}") from None
             if item["role"] == "user":
                 self._pending_text.append(texts)  # answered by the next response.create
             elif texts:  # history the client replays (a rolled-over session)
@@ -350,6 +355,10 @@ class RealtimeServerTransport(Transport):
             text, self._pending_text = " ".join(self._pending_text).strip(), []
             return [TextIn(text)] if text else []
         if isinstance(instructions, str) and instructions.strip():
+            try:
+                clean_text(instructions)
+            except ValueError as exc:
+                raise ClientEventError(f"instructions: {exc}") from None
             # No user turn to answer: the client wants the agent to speak first ("Greet the
             # caller with exactly these words: ..."). The offline brain says those words.
             return [Say(instructions.split("exactly these words:", 1)[-1].strip())]

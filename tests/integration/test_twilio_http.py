@@ -15,6 +15,7 @@ from twilio.http.response import Response
 
 from server.main import create_app
 from voiceforge.config import load_settings
+from voiceforge.store import conversations
 from voiceforge.telephony.security import StreamTokens, sign, valid_signature
 
 pytestmark = pytest.mark.integration
@@ -161,6 +162,19 @@ def test_sms_send_and_inbound_reply(client):
     rows = client.get("/api/sms").json()
     assert [(m["direction"], m["body"]) for m in rows[:2]] == [
         ("outbound", "The answer is 40."), ("inbound", "How many customers are there?")]
+
+
+def test_a_replayed_sms_webhook_is_answered_once(client):
+    inbound = {"MessageSid": "SM" + "7" * 32, "From": "+14155550177", "To": "+15005550006",
+               "Body": "How many customers are there?"}
+    replies = [post_signed(client, "/twilio/sms", inbound) for _ in range(3)]
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert ET.fromstring(replies[0].text).find("Message").text == "The answer is 40."
+    assert [ET.fromstring(r.text).find("Message") for r in replies[1:]] == [None, None]  # acknowledged, silent
+    thread = [m for m in client.get("/api/sms").json() if "+14155550177" in (m["from"], m["to"])]
+    assert [m["direction"] for m in thread] == ["outbound", "inbound"]  # one answer, one stored message each
+    (turn,) = conversations.turns_of(client.app.state.engine.db, thread[0]["conversation_id"])
+    assert turn["user_text"] == "How many customers are there?"
 
 
 def test_phone_numbers_are_validated(client):

@@ -106,6 +106,26 @@ def record_sms(db: Database, direction: str, from_number: str, to_number: str, b
         return msg.id
 
 
+def record_inbound_sms(db: Database, from_number: str, to_number: str, body: str, message_sid: str | None,
+                       conversation_id: int | None) -> int | None:
+    """Store an inbound SMS once; None when its MessageSid was stored before (a replayed webhook).
+
+    The database's unique constraint decides, so two deliveries of one message that arrive at
+    once store (and are answered) only once.
+    """
+    try:
+        with db.db_session() as s:
+            msg = SmsMessage(direction="inbound", from_number=from_number, to_number=to_number, body=body,
+                             message_sid=message_sid, status="received", conversation_id=conversation_id)
+            s.add(msg)
+            s.flush()
+            return msg.id
+    except IntegrityError:
+        if message_sid is None:
+            raise
+        return None
+
+
 def sms_conversation(db: Database, number: str, persona: str) -> int:
     """The conversation of the SMS thread with ``number`` (created on the first message)."""
     with db.db_session() as s:

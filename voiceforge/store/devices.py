@@ -118,7 +118,8 @@ def heartbeat(db: Database, device_id: str, firmware: str = "", status: dict[str
 def update_settings(db: Database, device_id: str, **changes: Any) -> dict[str, Any]:
     """Change what a device pulls, or its persona or child.
 
-    Settings: voice, volume, language, vad_threshold, pre_roll_ms, post_roll_ms.
+    Settings: voice, volume, language, vad_threshold, pre_roll_ms, post_roll_ms; None puts one
+    back to its default. ``persona`` None keeps the persona; ``child_id`` None detaches the child.
 
     Raises:
         DeviceError: no such device, an unknown setting or a value out of range.
@@ -130,14 +131,15 @@ def update_settings(db: Database, device_id: str, **changes: Any) -> dict[str, A
         raise DeviceError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     ranges = {"volume": (0, 100), "vad_threshold": (0.3, 0.95), "pre_roll_ms": (0, 1000), "post_roll_ms": (300, 2000)}
     for key, (low, high) in ranges.items():
-        if key in changes and not low <= float(changes[key]) <= high:
+        if changes.get(key) is not None and not low <= float(changes[key]) <= high:
             raise DeviceError(f"{key} must be between {low} and {high}")
     with db.db_session() as s:
         device = s.scalars(select(Device).where(Device.device_id == device_id)).first()
         if device is None:
             raise DeviceError(f"no device {device_id!r}")
         if changes:
-            device.settings = {**device.settings, **changes}
+            merged = {**device.settings, **changes}
+            device.settings = {k: v for k, v in merged.items() if v is not None}  # None: back to the default
         if persona:
             device.persona = persona
         if child_id != "keep":

@@ -125,7 +125,7 @@ def parse(text: str | bytes) -> Event | None:
         raise MediaStreamError(f"message nests more than {MAX_CONTAINERS} objects")
     try:
         msg = json.loads(text)
-    except (json.JSONDecodeError, RecursionError, UnicodeError):
+    except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer over Python's 4,300 digits
         raise MediaStreamError("invalid JSON") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
         raise MediaStreamError("message has no event")

@@ -19,8 +19,11 @@ MAX_SMS_BODY = 1600
 
 
 async def answer_sms(engine: Engine, sender: str, to: str, body: str, message_sid: str | None = None,
-                     persona_id: str | None = None) -> str:
+                     persona_id: str | None = None) -> str | None:
     """Store ``body`` from ``sender``, answer it in the sender's SMS thread, store and return the reply.
+
+    A message whose ``message_sid`` was stored before (Twilio delivered the webhook again) is
+    not answered again: None is returned and nothing runs.
 
     Args:
         engine: Forge's engine.
@@ -36,8 +39,10 @@ async def answer_sms(engine: Engine, sender: str, to: str, body: str, message_si
     sender, to, body = sender[:20], to[:20], body[:MAX_SMS_BODY]
     persona = engine.persona(persona_id)
     conversation_id = await asyncio.to_thread(call_store.sms_conversation, engine.db, sender, persona.id)
-    await asyncio.to_thread(call_store.record_sms, engine.db, "inbound", sender, to, body, message_sid, "received",
-                            conversation_id)
+    stored = await asyncio.to_thread(call_store.record_inbound_sms, engine.db, sender, to, body, message_sid,
+                                     conversation_id)
+    if stored is None:
+        return None
     # send_sms from this thread may text the sender back
     pipeline = await asyncio.to_thread(engine.resume, conversation_id, persona.id, "sms", sender)
     result = await pipeline.text_turn(body or "(empty message)")

@@ -33,6 +33,11 @@ def message(text: str) -> str:
     return response.to_xml()
 
 
+def empty() -> str:
+    """``<Response/>``: acknowledged, nothing to send (a repeated SMS webhook)."""
+    return MessagingResponse().to_xml()
+
+
 def hangup() -> str:
     """``<Response><Hangup/></Response>``."""
     response = VoiceResponse()
