@@ -94,7 +94,10 @@ with tab_sms:
     st.markdown("**Text the agent** (offline: answered here exactly as the SMS webhook answers a real text)")
     with st.form("sms_sim_form"):
         cols = st.columns([1, 3])
-        sim_from = cols[0].text_input("From", "+15005550006", key="sms_sim_from")
+        sim_from = cols[0].text_input("From", "+15550000001", key="sms_sim_from",
+                                      help="A mock customer's number (+1555000000N) is verified as that customer; "
+                                           "a text from any other number gets no run_sql unless the persona sets "
+                                           "sql_for_unknown_texters")
         sim_body = cols[1].text_input("Message", key="sms_sim_body", max_chars=1600,
                                       placeholder="Do I have any appointments? I'm customer 3.")
         texted = st.form_submit_button("Send to the agent")

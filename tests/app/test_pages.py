@@ -95,13 +95,13 @@ def test_phone_page_lists_calls_and_sms(app):
 
 def test_offline_sms_simulator_texts_the_agent_and_keeps_the_thread(app):
     goto(app, "app_pages/phone.py")
-    app.text_input(key="sms_sim_from").set_value("+14155550123")
+    app.text_input(key="sms_sim_from").set_value("+15550000023")  # a mock customer: run_sql is theirs
     app.text_input(key="sms_sim_body").set_value("How many customers are there?")
     app.button(key="FormSubmitter:sms_sim_form-Send to the agent").click().run()
     assert not app.exception, app.exception
     assert app.success[0].value == "Reply: The answer is 40."
     app.run()
-    thread = next(e for e in app.expander if e.label.startswith("+14155550123"))
+    thread = next(e for e in app.expander if e.label.startswith("+15550000023"))
     assert thread.label.endswith("(2)")  # the text and the agent's reply, stored on the sender's thread
 
 

@@ -154,8 +154,8 @@ def test_sms_send_and_inbound_reply(client):
     sent = client.transport.requests[-1]
     assert sent["uri"].endswith("/Messages.json")
     assert sent["data"] == {"To": "+14155550100", "From": "+15005550006", "Body": "Your appointment is confirmed."}
-    inbound = {"MessageSid": "SM" + "9" * 32, "From": "+14155550100", "To": "+15005550006",
-               "Body": "How many customers are there?"}
+    inbound = {"MessageSid": "SM" + "9" * 32, "From": "+15550000003", "To": "+15005550006",
+               "Body": "How many customers are there?"}  # a customer's number: run_sql answers it
     r = post_signed(client, "/twilio/sms", inbound)
     assert r.status_code == 200
     assert ET.fromstring(r.text).find("Message").text == "The answer is 40."
@@ -165,13 +165,13 @@ def test_sms_send_and_inbound_reply(client):
 
 
 def test_a_replayed_sms_webhook_is_answered_once(client):
-    inbound = {"MessageSid": "SM" + "7" * 32, "From": "+14155550177", "To": "+15005550006",
+    inbound = {"MessageSid": "SM" + "7" * 32, "From": "+15550000007", "To": "+15005550006",
                "Body": "How many customers are there?"}
     replies = [post_signed(client, "/twilio/sms", inbound) for _ in range(3)]
     assert [r.status_code for r in replies] == [200, 200, 200]
     assert ET.fromstring(replies[0].text).find("Message").text == "The answer is 40."
     assert [ET.fromstring(r.text).find("Message") for r in replies[1:]] == [None, None]  # acknowledged, silent
-    thread = [m for m in client.get("/api/sms").json() if "+14155550177" in (m["from"], m["to"])]
+    thread = [m for m in client.get("/api/sms").json() if "+15550000007" in (m["from"], m["to"])]
     assert [m["direction"] for m in thread] == ["outbound", "inbound"]  # one answer, one stored message each
     (turn,) = conversations.turns_of(client.app.state.engine.db, thread[0]["conversation_id"])
     assert turn["user_text"] == "How many customers are there?"

@@ -3,7 +3,8 @@
 A persona file holds: ``id``, ``name``, ``description``, ``greeting``, ``system_prompt``,
 ``tools`` (names, or ["*"] for all), ``phone_max_sentences`` (reply length limit on calls),
 ``domain_words`` (spelling hints for STT), ``realtime`` (its phone calls run over a Realtime
-session) and ``[voice]`` with one voice per provider.
+session), ``sql_for_unknown_texters`` (run_sql for SMS from numbers that are no customer's) and
+``[voice]`` with one voice per provider.
 A persona with ``personalized = true`` fills ``{assistant_name}``, ``{user_name}``,
 ``{missing_data}`` and ``{system_message_suffix}`` from the personalization file.
 
@@ -52,6 +53,8 @@ class Persona:
     realtime: bool = False
     endpointing_ms: int | None = None
     vad_threshold: float | None = None
+    sql_for_unknown_texters: bool = False
+    """run_sql answers an SMS from a number that is no customer's (off by default: a stranger's text)."""
 
     def prompt_for(self, channel: str) -> str:
         """The system prompt, with the reply-length rule for phone calls added."""
@@ -187,6 +190,7 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Per
         realtime=bool(raw.get("realtime", False)),
         endpointing_ms=int(overrides["endpointing_ms"]) if overrides.get("endpointing_ms") else None,
         vad_threshold=float(overrides["vad_threshold"]) if overrides.get("vad_threshold") else None,
+        sql_for_unknown_texters=bool(raw.get("sql_for_unknown_texters", False)),
     )
 
 

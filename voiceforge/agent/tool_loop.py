@@ -101,11 +101,13 @@ class ToolLoop:
         self.filler_after_s = filler_after_ms / 1000
         self.allowed_tools: list[str] | None = None  # overrides the persona's (a Realtime client's tools)
         self.instructions: str | None = None  # overrides the persona's prompt (a Realtime client's)
+        self.withheld: set[str] = set()  # tools not offered in this conversation (run_sql to a stranger's text)
 
     @property
     def tools(self):  # noqa: ANN201
         """The tools this persona (or a client that declared its own) may call."""
-        return self.registry.select(self.allowed_tools if self.allowed_tools is not None else self.persona.tools)
+        offered = self.registry.select(self.allowed_tools if self.allowed_tools is not None else self.persona.tools)
+        return [t for t in offered if t.name not in self.withheld]
 
     def _system_prompt(self, tools: list[Any]) -> str:
         """The persona's prompt (or a Realtime client's), plus run_sql's dialect and tables when offered."""

@@ -4,19 +4,26 @@
 the confinement cannot be a regular expression or a prompt. Here it is the database's own:
 
 - SQLite: a separate ``mode=ro`` connection with an authorizer that allows reading the mock
-  tables and nothing else (no other table, no ``sqlite_master``, no PRAGMA, no ATTACH), a
-  progress handler that aborts at the deadline, and Python's one-statement-per-execute rule.
+  tables and nothing else (no other table, no ``sqlite_master``, no PRAGMA, no ATTACH, no
+  recursive CTE, no ``randomblob``, ``zeroblob`` or ``printf``), per-connection limits (a string or blob of
+  at most 1 MB, a short statement, shallow expressions: so no single function call can build a
+  gigabyte), a progress handler that aborts at the deadline, the deadline checked between rows
+  too, and Python's one-statement-per-execute rule.
 - PostgreSQL: a login role of its own (``forge_reader_<database>``) granted SELECT on the mock
-  tables only, ``default_transaction_read_only`` and a ``statement_timeout``, reached on its
-  own connections with the extended query protocol (one statement, no ``; RESET ROLE``).
-  ``FORGE_SQL_READER_URL`` names a read-only login instead when Forge's user may not create
-  roles.
+  tables only (on customers, not their personal columns), ``default_transaction_read_only``,
+  a ``statement_timeout`` and a small ``work_mem``, reached on its own connections with the
+  extended query protocol (one statement, no ``; RESET ROLE``). ``FORGE_SQL_READER_URL`` names
+  a read-only login instead when Forge's user may not create roles.
 - DuckDB: its own ``read_only`` connection with file access, extension loading and the
   configuration itself locked (``enable_external_access=false``, ``lock_configuration``), one
-  parsed statement that must be a SELECT naming only the mock tables, an interrupt at the
-  deadline, one thread and a memory limit.
+  parsed statement that must be a SELECT naming only the mock tables (unqualified), an
+  interrupt at the deadline, one thread and a memory limit.
 
-Rows and bytes are capped. Every call is blocking; the tool runs it on its own small pool.
+Personal columns (:data:`PERSONAL_COLUMNS`) are read only in the verified caller's own row: on
+SQLite and DuckDB the query sees ``customers`` through a temporary view that blanks them in
+every other row (the caller's verified customer id is the query's one input); PostgreSQL's
+reader is never granted them. Rows and bytes are capped. Every call is blocking; the tool runs
+it on its own small pool.
 """
 
 from __future__ import annotations
@@ -36,6 +43,19 @@ from voiceforge.store.db import Database, open_duckdb
 
 MOCK_TABLES = ("customers", "orders", "appointments")
 """The only tables run_sql may read."""
+PERSONAL_COLUMNS = ("phone", "email", "zip_code")
+"""Columns of ``customers`` about a person (how to reach them, where they live)."""
+PERSONAL_REFUSED = (f"not allowed: run_sql reads only {', '.join(MOCK_TABLES)}, and {', '.join(PERSONAL_COLUMNS)} "
+                    "only in a verified caller's own row")
+SQLITE_LIMITS = {
+    sqlite3.SQLITE_LIMIT_LENGTH: 1_000_000,  # bytes in one string or blob: no gigabyte printf or randomblob
+    sqlite3.SQLITE_LIMIT_SQL_LENGTH: 20_000,
+    sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 100,
+    sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 10,
+    sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 16,
+    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 1_000,
+}
+"""Per-connection limits of run_sql's SQLite connection (sqlite3.Connection.setlimit)."""
 
 
 class QueryRefused(Exception):
@@ -81,7 +101,10 @@ def _cap(rows: list[list[Any]], limits: QueryLimits) -> tuple[list[list[Any]], b
 
 
 # --- SQLite ------------------------------------------------------------------------------------
-_SQLITE_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
+_SQLITE_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "randomblob",
+                            "zeroblob", "printf", "format"}
+"""Files and extensions, and the functions that loop or allocate inside one call, where neither the
+length limit nor the progress handler reaches: printf('%.*c', 2000000000, 'x') ran 6 s in one call."""
 
 
 def _sqlite_authorizer(other_tables: set[str]):  # noqa: ANN202
@@ -90,16 +113,23 @@ def _sqlite_authorizer(other_tables: set[str]):  # noqa: ANN202
     SQLite reports reads of a CTE like reads of a table (and ``COUNT(*)`` with no database
     name), so a read is refused when it names any real table or view other than the mock
     tables, or an internal ``sqlite_`` table; names that exist only inside the query pass.
-    Every other action (PRAGMA, ATTACH, writes, ``load_extension``) is refused.
+    A personal column of ``main.customers`` is read only through the temporary ``customers``
+    view (which blanks it outside the verified caller's row); the query cannot name the table
+    around it. Every other action (PRAGMA, ATTACH, writes, recursion, ``load_extension``) is
+    refused.
     """
 
     def authorize(action: int, arg1: str | None, arg2: str | None, dbname: str | None, source: str | None) -> int:
-        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+        if action == sqlite3.SQLITE_SELECT:
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_READ:
             name = (arg1 or "").lower()
+            if dbname == "temp" and name == "customers":
+                return sqlite3.SQLITE_OK  # the view run_sql made; the query may create nothing
             if dbname not in (None, "main") or name.startswith("sqlite_") or name in other_tables:
                 return sqlite3.SQLITE_DENY
+            if name == "customers" and (arg2 or "").lower() in PERSONAL_COLUMNS and source != "customers":
+                return sqlite3.SQLITE_DENY  # main.customers.phone named around the view
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_FUNCTION:
             return sqlite3.SQLITE_DENY if (arg2 or "").lower() in _SQLITE_DENIED_FUNCTIONS else sqlite3.SQLITE_OK
@@ -108,19 +138,38 @@ def _sqlite_authorizer(other_tables: set[str]):  # noqa: ANN202
     return authorize
 
 
-def _run_sqlite(path: str, sql: str, limits: QueryLimits) -> QueryResult:
+def customers_view(columns: list[str], source: str, verified_customer: int | None) -> str:
+    """The SELECT of a view of ``source`` (the customers table) that blanks the personal columns.
+
+    They are kept in the verified customer's own row only (in no row when ``verified_customer``
+    is None); ``columns`` are the table's, in order.
+    """
+    own = f"id = {int(verified_customer)}" if verified_customer is not None else "0 = 1"
+    shown = [f"CASE WHEN {own} THEN {c} END AS {c}" if c in PERSONAL_COLUMNS else c for c in columns]
+    return f"SELECT {', '.join(shown)} FROM {source}"
+
+
+def _run_sqlite(path: str, sql: str, limits: QueryLimits, verified_customer: int | None) -> QueryResult:
     deadline = time.monotonic() + limits.timeout_ms / 1000
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=limits.timeout_ms / 1000,
                            check_same_thread=False)
     try:
         names = {row[0].lower() for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(customers)")]
+        conn.execute("CREATE TEMP VIEW customers AS " + customers_view(columns, "main.customers", verified_customer))
+        for limit, value in SQLITE_LIMITS.items():
+            conn.setlimit(limit, value)
         conn.set_authorizer(_sqlite_authorizer(names - set(MOCK_TABLES)))
         # Called every 1,000 VM instructions: a non-zero return aborts the statement.
         conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
         try:
             cursor = conn.execute(sql)
             columns = [d[0] for d in cursor.description or ()]
-            rows = [list(r) for r in cursor.fetchmany(limits.max_rows + 1)]
+            rows = []
+            while len(rows) <= limits.max_rows and (row := cursor.fetchone()) is not None:
+                rows.append(list(row))
+                if time.monotonic() > deadline:
+                    raise QueryRefused(f"the query ran past its {limits.timeout_ms} ms limit")
         except sqlite3.Warning as exc:  # "You can only execute one statement at a time."
             raise QueryRefused(str(exc)) from None
         except sqlite3.DatabaseError as exc:
@@ -128,7 +177,9 @@ def _run_sqlite(path: str, sql: str, limits: QueryLimits) -> QueryResult:
             if message == "interrupted":
                 message = f"the query ran past its {limits.timeout_ms} ms limit"
             elif "not authorized" in message or "prohibited" in message:
-                message = f"not allowed: run_sql reads only {', '.join(MOCK_TABLES)}"
+                message = PERSONAL_REFUSED
+            elif "too big" in message:
+                message = "a value in the query would be larger than 1 MB"
             raise QueryRefused(message) from None
         except sqlite3.ProgrammingError as exc:
             raise QueryRefused(str(exc)) from None
@@ -151,7 +202,7 @@ _DUCKDB_CONFIG = {
 }
 
 
-def _run_duckdb(path: str, sql: str, limits: QueryLimits) -> QueryResult:
+def _run_duckdb(path: str, sql: str, limits: QueryLimits, verified_customer: int | None) -> QueryResult:
     import duckdb
 
     try:  # the writer (the app or the sidecar) holds the file for a session at a time
@@ -164,9 +215,16 @@ def _run_duckdb(path: str, sql: str, limits: QueryLimits) -> QueryResult:
             statements = conn.extract_statements(sql)
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
                 raise QueryRefused("only a single read-only SELECT statement is allowed")
-            named = {name.lower().rsplit(".", 1)[-1] for name in duckdb.get_table_names(sql)}
+            # Unqualified names only: "customers" must be the view below, not the table around it.
+            named = {name.split(" AS ", 1)[0].strip().lower() for name in duckdb.get_table_names(sql, qualified=True)}
             if named - set(MOCK_TABLES):
-                raise QueryRefused(f"not allowed: run_sql reads only {', '.join(MOCK_TABLES)}")
+                raise QueryRefused(PERSONAL_REFUSED)
+            catalog = conn.execute("SELECT current_database()").fetchone()[0]
+            columns = [row[0] for row in conn.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = 'customers' "
+                "ORDER BY column_index", [catalog]).fetchall()]
+            source = '"' + catalog.replace('"', '""') + '".main.customers'
+            conn.execute("CREATE TEMP VIEW customers AS " + customers_view(columns, source, verified_customer))
             timer.start()
             cursor = conn.execute(sql)
             columns = [d[0] for d in cursor.description or ()]
@@ -174,7 +232,7 @@ def _run_duckdb(path: str, sql: str, limits: QueryLimits) -> QueryResult:
         except duckdb.InterruptException:
             raise QueryRefused(f"the query ran past its {limits.timeout_ms} ms limit") from None
         except duckdb.PermissionException:
-            raise QueryRefused(f"not allowed: run_sql reads only {', '.join(MOCK_TABLES)}") from None
+            raise QueryRefused(PERSONAL_REFUSED) from None
         except duckdb.Error as exc:
             raise QueryRefused(str(exc).splitlines()[0]) from None
     finally:
@@ -218,7 +276,14 @@ def ensure_reader(db: Database, timeout_ms: int = 2000) -> None:
         f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",
         f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
         f"GRANT USAGE ON SCHEMA public TO {role}",
-        f"GRANT SELECT ON {', '.join(MOCK_TABLES)} TO {role}",
+        f"GRANT SELECT ON {', '.join(t for t in MOCK_TABLES if t != 'customers')} TO {role}",
+        # customers without the columns about a person: a column privilege, checked by PostgreSQL
+        f"""DO $$ DECLARE shown text; BEGIN
+              SELECT string_agg(quote_ident(column_name), ', ') INTO shown FROM information_schema.columns
+               WHERE table_schema = 'public' AND table_name = 'customers'
+                 AND column_name NOT IN ({', '.join(repr(c) for c in PERSONAL_COLUMNS)});
+              EXECUTE format('GRANT SELECT (%s) ON customers TO {role}', shown);
+            END $$""",
     ]
     try:
         with db.engine.begin() as conn:
@@ -254,6 +319,7 @@ class _PostgresReader:
                 with driver.cursor() as cur:
                     cur.execute("SET TRANSACTION READ ONLY")
                     cur.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_ms)}")
+                    cur.execute("SET LOCAL work_mem = '4MB'")  # sorts and hashes spill early, not grow
                     # prepare=True: the extended protocol accepts exactly one statement.
                     cur.execute(sql, prepare=True)
                     columns = [d.name for d in cur.description or ()]
@@ -261,7 +327,7 @@ class _PostgresReader:
             except psycopg.errors.QueryCanceled:
                 raise QueryRefused(f"the query ran past its {limits.timeout_ms} ms limit") from None
             except psycopg.errors.InsufficientPrivilege:
-                raise QueryRefused(f"not allowed: run_sql reads only {', '.join(MOCK_TABLES)}") from None
+                raise QueryRefused(PERSONAL_REFUSED) from None
             except psycopg.errors.ReadOnlySqlTransaction:
                 raise QueryRefused("not allowed: run_sql is read-only") from None
             except psycopg.Error as exc:
@@ -277,7 +343,8 @@ class _PostgresReader:
 _readers_lock = threading.Lock()
 
 
-def run_query(db: Database, sql: str, limits: QueryLimits, reader_url: str | None = None) -> QueryResult:
+def run_query(db: Database, sql: str, limits: QueryLimits, reader_url: str | None = None,
+              verified_customer: int | None = None) -> QueryResult:
     """Run one read-only statement over the mock tables (blocking).
 
     Args:
@@ -285,6 +352,8 @@ def run_query(db: Database, sql: str, limits: QueryLimits, reader_url: str | Non
         sql: one SELECT in the database's dialect.
         limits: time, row and byte caps.
         reader_url: a read-only PostgreSQL login to use instead of Forge's own reader role.
+        verified_customer: the customer id the caller is verified as (their own number called
+            or texted): their row's personal columns are readable (SQLite, DuckDB); None: no row's.
 
     Raises:
         QueryRefused: not allowed by the database, not a single statement, too slow, or a
@@ -294,12 +363,12 @@ def run_query(db: Database, sql: str, limits: QueryLimits, reader_url: str | Non
         path = make_url(db.url).database
         if not path or path == ":memory:":
             raise QueryRefused("run_sql needs a SQLite database file")
-        return _run_sqlite(path, sql, limits)
+        return _run_sqlite(path, sql, limits, verified_customer)
     if db.dialect == "duckdb":
         path = make_url(db.url).database
         if not path or path == ":memory:":
             raise QueryRefused("run_sql needs a DuckDB database file")
-        return _run_duckdb(path, sql, limits)
+        return _run_duckdb(path, sql, limits, verified_customer)
     if db.dialect == "postgresql":
         with _readers_lock:
             readers = db.cache.setdefault("sql_readers", {})

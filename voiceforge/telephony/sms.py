@@ -10,6 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from voiceforge.store import calls as call_store
+from voiceforge.store.business import customer_by_phone
 
 if TYPE_CHECKING:
     from voiceforge.engine import Engine
@@ -23,7 +24,8 @@ async def answer_sms(engine: Engine, sender: str, to: str, body: str, message_si
     """Store ``body`` from ``sender``, answer it in the sender's SMS thread, store and return the reply.
 
     A message whose ``message_sid`` was stored before (Twilio delivered the webhook again) is
-    not answered again: None is returned and nothing runs.
+    not answered again: None is returned and nothing runs. A sender whose number is no
+    customer's gets no run_sql unless the persona sets ``sql_for_unknown_texters``.
 
     Args:
         engine: Forge's engine.
@@ -45,6 +47,9 @@ async def answer_sms(engine: Engine, sender: str, to: str, body: str, message_si
         return None
     # send_sms from this thread may text the sender back
     pipeline = await asyncio.to_thread(engine.resume, conversation_id, persona.id, "sms", sender)
+    known = await asyncio.to_thread(customer_by_phone, engine.business_db, sender)
+    if known is None and not persona.sql_for_unknown_texters:
+        pipeline.withhold("run_sql")  # a stranger's text does not query the records
     result = await pipeline.text_turn(body or "(empty message)")
     await asyncio.to_thread(call_store.record_sms, engine.db, "outbound", to, sender, result.reply, None, "replied",
                             conversation_id)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from voiceforge.store.business import customer_by_phone
 from voiceforge.store.readonly import QueryLimits, QueryRefused, run_query
 from voiceforge.tools import slots, spoken
 from voiceforge.tools.declaration import load_declarations
@@ -27,16 +29,26 @@ _WRITE_WORDS = re.compile(
 )
 TABLES = "customers(id, name, phone, email, zip_code, tier), orders(id, customer_id, item, total_cents, status, placed_at), appointments(id, customer_id, service, starts_at, duration_min, status)"
 
-# Its own two threads: slow queries queue here instead of starving the shared pool that tool
-# calls and database writes of every live call use.
-_SQL_POOL = ThreadPoolExecutor(2, thread_name_prefix="run-sql")
+# Its own four threads: slow queries queue here instead of starving the shared pool that tool
+# calls and database writes of every live call use. Each sender runs one query at a time, so two
+# senders at their worst (a query that runs to its deadline) leave half the pool to everyone else.
+_SQL_POOL = ThreadPoolExecutor(4, thread_name_prefix="run-sql")
+_running: set[str] = set()  # who has a query on the pool now: one at a time each
+_running_lock = threading.Lock()
+
+
+def _sender(ctx: ToolContext) -> str:
+    """Whose query this is: the caller's or texter's number, else the conversation."""
+    return ctx.caller or f"conversation:{ctx.conversation_id}"
 
 
 async def run_sql(ctx: ToolContext, query: str) -> dict[str, Any]:
     """Run one read-only SELECT over the mock tables customers, orders and appointments.
 
     Returns at most 50 rows. The database itself enforces that only these three tables can be
-    read and that nothing can be written.
+    read and that nothing can be written. A customer's phone, email and ZIP code are blank
+    except in the row of the verified caller (the customer whose number is calling or texting).
+    One query at a time per caller.
 
     Args:
         query: a single SELECT (or WITH ... SELECT) statement in the database's SQL dialect.
@@ -48,8 +60,24 @@ async def run_sql(ctx: ToolContext, query: str) -> dict[str, Any]:
     limits = QueryLimits(timeout_ms=settings.forge_sql_timeout_ms, max_rows=settings.forge_sql_max_rows,
                          max_bytes=settings.forge_sql_max_bytes)
     reader_url = settings.forge_sql_reader_url
-    loop = asyncio.get_running_loop()
-    work = loop.run_in_executor(_SQL_POOL, run_query, ctx.business, sql, limits, reader_url)
+    sender = _sender(ctx)
+    with _running_lock:
+        if sender in _running:
+            raise ToolError("one query at a time, please: the last one is still running")
+        _running.add(sender)
+
+    def release(_: object = None) -> None:
+        with _running_lock:
+            _running.discard(sender)
+
+    try:
+        own = await asyncio.to_thread(customer_by_phone, ctx.business, ctx.caller) if ctx.caller else None
+        work = asyncio.get_running_loop().run_in_executor(_SQL_POOL, run_query, ctx.business, sql, limits, reader_url,
+                                                          own["customer_id"] if own else None)
+    except BaseException:
+        release()
+        raise
+    work.add_done_callback(release)  # the sender is free when the database is done, not when we stop waiting
     try:
         # The database enforces the limit; this bound also covers queueing behind other queries.
         result = await asyncio.wait_for(asyncio.shield(work), limits.timeout_ms / 1000 + 5)

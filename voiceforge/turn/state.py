@@ -110,6 +110,10 @@ class ConversationState:
                 self._agent.registry = registry.derive({n: remote(n) for n in declared})
             self._agent.allowed_tools = declared
 
+    def withhold(self, *names: str) -> None:
+        """Do not offer these tools in this conversation (the agent neither sees nor runs them)."""
+        self._agent.withheld.update(names)
+
     def remember(self, role: str, text: str) -> None:
         """Add a message of earlier conversation to the agent's memory ("user", "assistant", "system")."""
         memory = self._agent.memory
