@@ -1,4 +1,4 @@
-"""Audio in the formats browsers and phones produce, decoded by ffmpeg through pydub."""
+"""Audio in the formats browsers and phones produce, probed and decoded by ffmpeg."""
 
 from __future__ import annotations
 
@@ -71,6 +71,35 @@ def test_a_small_file_that_lasts_too_long_is_refused_quickly(client):
     started = time.perf_counter()
     r = client.post("/voice/speech-to-text", files={"file": ("long.ogg", buf.getvalue(), "audio/ogg")})
     assert r.status_code == 413 and time.perf_counter() - started < 3
+
+
+def test_a_flac_bomb_is_refused_from_its_header_before_any_sample_is_decoded(client, tmp_path):
+    import resource
+    import subprocess
+
+    from voiceforge.audio.codecs import UnsupportedAudioError
+    from voiceforge.audio.decode import decode_audio
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg is not installed")
+    bomb = tmp_path / "bomb.flac"  # 59 s of 7.1 silence at 192 kHz: under the 60 s cap, tiny on disk
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=192000:cl=7.1", "-t", "59",
+                    "-c:a", "flac", "-sample_fmt", "s32", str(bomb)], check=True)
+    data = bomb.read_bytes()
+    assert len(data) < 1_000_000
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(UnsupportedAudioError, match="8 channels"):
+        decode_audio(data, max_seconds=60)
+    r = client.post("/voice/speech-to-text", files={"file": ("bomb.flac", data, "audio/flac")})
+    assert r.status_code == 415 and "channels" in r.json()["detail"]
+    assert time.perf_counter() - started < 3  # 33 s and 1.2 GB when it was decoded whole
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024 < 100
+    fast = tmp_path / "fast.flac"  # two channels, but 96 kHz
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=96000:cl=stereo", "-t", "2",
+                    "-c:a", "flac", str(fast)], check=True)
+    with pytest.raises(UnsupportedAudioError, match="96000 Hz"):
+        decode_audio(fast.read_bytes(), max_seconds=60)
 
 
 def test_damaged_and_unknown_audio(client):
