@@ -27,6 +27,7 @@ from server.schemas import Id, PersonaId, Text
 from server.transports import close
 from server.transports.device import (
     DEVICE_RATES,
+    PRESS_DEADLINE_S,
     DeviceHttpTurn,
     DeviceProtocolError,
     DeviceSocket,
@@ -300,7 +301,8 @@ async def http_turn(request: Request, rate: int = 16000, device: dict = Depends(
     try:
         max_bytes = int(engine.settings.forge_max_turn_s * rate) * 2
         try:
-            press = await read_http_press(request.stream(), max_bytes)
+            press = await read_http_press(request.stream(), max_bytes,
+                                          engine.settings.forge_max_turn_s + PRESS_DEADLINE_S)
         except DeviceProtocolError as exc:
             raise HTTPException(exc.code, str(exc)) from None
         transport = DeviceHttpTurn(rate, interaction_logger(engine, device))

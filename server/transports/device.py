@@ -47,6 +47,11 @@ HTTP_HEADER = struct.Struct("<IIH")
 """An HTTP body chunk starts with (turn, chunk sequence number, payload bytes): uint32, uint32, uint16."""
 MAX_CHUNK_BYTES = 8820
 """The largest chunk: 100 ms at 44.1 kHz (the firmware sends 20–50 ms)."""
+MIN_CHUNK_BYTES = 160
+"""A chunk carries at least 5 ms at 16 kHz on average: a press has at most ``max_bytes // 160``
+chunks (a flood of tiny or empty frames is refused with 413, not kept)."""
+PRESS_DEADLINE_S = 10.0
+"""How long a press may take beyond its own length to arrive (a trickle of empty chunks stops here)."""
 FRAME_AUDIO, FRAME_JSON = b"A", b"J"
 """HTTP response frames: one kind byte, a uint32 little-endian length, then the payload."""
 
@@ -72,16 +77,23 @@ class PressBuffer:
         self.chunks: dict[int, bytes] = {}
         self.size = 0
         self.duplicates = 0
+        self.frames = 0
+        self.max_frames = max(1000, max_bytes // MIN_CHUNK_BYTES)
 
     def add(self, seq: int, pcm16: bytes) -> None:
-        """Keep one chunk (a repeat of a sequence number is ignored).
+        """Keep one chunk (a repeat of a sequence number, or an empty chunk, is ignored).
 
         Raises:
             DeviceProtocolError: 415 for an odd byte count or an oversized chunk, 413 once the
-                turn passes its limit.
+                turn passes its limit in bytes or in chunks.
         """
         if len(pcm16) % 2 or len(pcm16) > MAX_CHUNK_BYTES:
             raise DeviceProtocolError(f"chunks are PCM16: an even number of bytes, at most {MAX_CHUNK_BYTES}", 415)
+        self.frames += 1
+        if self.frames > self.max_frames:
+            raise DeviceProtocolError(f"the press is more than {self.max_frames} chunks", 413)
+        if not pcm16:
+            return
         if seq in self.chunks:
             self.duplicates += 1
             return
@@ -212,6 +224,11 @@ class DeviceSocket(DeviceTransport):
                     yield TalkStart()
             elif kind == "release" and self.press is not None and turn == self.press.turn:
                 press, self.press = self.press, None
+                if not press.chunks:  # nothing to hear: said so, and the loop is not woken
+                    await self.send_json({"type": "error", "turn": turn, "code": 400,
+                                          "message": "the press carried no audio"})
+                    yield TalkEnd()
+                    continue
                 self.released.append(press.turn)
                 yield AudioIn(press.audio(), self.output_rate)
                 yield TalkEnd()
@@ -264,20 +281,39 @@ class DeviceHttpTurn(DeviceTransport):
             await self.turn_finished(event)
 
 
-async def read_http_press(body: AsyncIterator[bytes], max_bytes: int) -> PressBuffer:
+async def read_http_press(body: AsyncIterator[bytes], max_bytes: int, deadline_s: float | None = None) -> PressBuffer:
     """Parse a ``/device/turn`` body: HTTP_HEADER-framed chunks of one press, in any order.
 
+    The body may arrive in pieces of any size (a long press is many chunks, which HTTP may hand
+    over joined); each chunk's header is checked as soon as it is read.
+
+    Args:
+        body: the request body's pieces.
+        max_bytes: the most audio the press may carry.
+        deadline_s: the whole body must arrive within this many seconds (default: the press's
+            own longest length plus :data:`PRESS_DEADLINE_S`, at 16 kHz).
+
     Raises:
-        DeviceProtocolError: 400 malformed framing or chunks of two turns, 413 too long, 415 odd PCM.
+        DeviceProtocolError: 400 malformed framing, chunks of two turns or no audio at all, 408
+            the body took too long, 413 too long, 415 odd or oversized PCM.
     """
     pending = bytearray()
     press: PressBuffer | None = None
-    async for piece in body:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (deadline_s if deadline_s is not None else max_bytes / 32000 + PRESS_DEADLINE_S)
+    pieces = body.__aiter__()
+    while True:
+        try:
+            piece = await asyncio.wait_for(anext(pieces), max(0.0, deadline - loop.time()))
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise DeviceProtocolError("the press took too long to arrive", 408) from None
         pending += piece
-        if len(pending) > MAX_CHUNK_BYTES * 4 + HTTP_HEADER.size:
-            raise DeviceProtocolError("a chunk's header promises more than a chunk may hold")
         while len(pending) >= HTTP_HEADER.size:
             turn, seq, length = HTTP_HEADER.unpack_from(pending)
+            if length > MAX_CHUNK_BYTES:
+                raise DeviceProtocolError(f"a chunk's header promises {length} bytes; at most {MAX_CHUNK_BYTES}", 415)
             if len(pending) < HTTP_HEADER.size + length:
                 break
             payload = bytes(pending[HTTP_HEADER.size:HTTP_HEADER.size + length])

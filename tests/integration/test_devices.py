@@ -153,6 +153,59 @@ async def test_bad_token_revoked_device_too_long_wrong_rate_and_a_second_press(s
     assert (await simulate_http_press(base, token, pcm, rate))["status"] == 401
 
 
+async def test_a_long_press_in_small_chunks_and_presses_of_nothing(sidecar, speak):
+    base, _ = sidecar
+    _, token = await register(base)
+    auth = {"Authorization": f"Bearer {token}"}
+    said = "Please look up customer number three, and then tell me how many orders they have placed."
+    pcm, rate = speak(said)
+    result = await simulate_http_press(base, token, pcm, rate, chunk_ms=40)  # about 4 s of press
+    assert result["status"] == 200 and wer(said, result["transcript"]) <= 0.2 and result["reply"], result
+
+    async def one_body(*chunks: bytes):  # noqa: ANN202 - the whole press at once, as HTTP may hand it over
+        yield b"".join(chunks)
+
+    loud = (b"\x00\x10\x00\xf0" * 320)[:1290]  # 1,290-byte chunks: ~40 ms each, about 4 s in all
+    body = [struct.pack("<IIH", 5, seq, len(loud)) + loud for seq in range(100)]
+    async with httpx.AsyncClient(base_url=base, headers=auth, timeout=60) as http:
+        r = await http.post("/device/turn", content=one_body(*body))
+        assert r.status_code == 200  # once 400: "a chunk's header promises more than a chunk may hold"
+        empty = [struct.pack("<IIH", 6, seq, 0) for seq in range(50)]
+        r = await http.post("/device/turn", content=one_body(*empty))
+        assert r.status_code == 400 and "no audio" in r.json()["detail"]  # not a 200 left open for 180 s
+
+        async def trickle():  # noqa: ANN202 - empty chunks, one every half second, for 13 s
+            for seq in range(26):  # (httpx reads the answer only once it has sent the whole body)
+                yield struct.pack("<IIH", 7, seq, 0)
+                await asyncio.sleep(0.5)
+
+        app = sidecar[1]
+        saved = app.state.engine.settings.forge_max_turn_s
+        app.state.engine.settings.forge_max_turn_s = 1.0  # the body's deadline: the longest press plus 10 s
+        try:
+            started = asyncio.get_running_loop().time()
+            r = await http.post("/device/turn", content=trickle())
+        finally:
+            app.state.engine.settings.forge_max_turn_s = saved
+        assert r.status_code == 408 and asyncio.get_running_loop().time() - started < 20
+    url = base.replace("http://", "ws://") + "/device/ws"
+    async with websockets.connect(url, additional_headers=auth, max_size=1 << 20) as ws:
+        await ws.send(json.dumps({"type": "hello", "rate": 16000}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        await ws.send(json.dumps({"type": "press", "turn": 8}))
+        for seq in range(20_000):  # empty frames: ignored, and their number bounded
+            await ws.send(struct.pack("<II", 8, seq))
+        await ws.send(json.dumps({"type": "release", "turn": 8}))
+        error = {}
+        while error.get("type") != "error":
+            error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert error["code"] == 413 and error["turn"] == 8
+        await ws.send(json.dumps({"type": "press", "turn": 9}))
+        await ws.send(json.dumps({"type": "release", "turn": 9}))
+        error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert error["code"] == 400 and "no audio" in error["message"]
+
+
 async def test_consent_gates_storage_and_deletion_leaves_nothing(sidecar, speak):
     base, app = sidecar
     db = app.state.engine.db
