@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 
@@ -157,9 +158,11 @@ def _serve(args: argparse.Namespace, roles: tuple[str, ...]) -> int:
     import uvicorn
 
     from server.main import create_app
+    from server.serving import uvicorn_config
 
-    uvicorn.run(create_app(roles=roles), host=args.host, port=args.port, ws_max_size=1 << 20,
-                log_level="info" if args.verbose else "warning")
+    config = uvicorn_config(create_app(roles=roles), args.host, args.port, log_level="info" if args.verbose else "warning")
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does: Ctrl-C is the way to stop
+        uvicorn.Server(config).run()
     return 0
 
 

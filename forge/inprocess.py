@@ -16,6 +16,7 @@ import uvicorn
 
 from forge.processes import free_port
 from server.main import create_app
+from server.serving import uvicorn_config
 from voiceforge.config import Settings, get_settings
 from voiceforge.telephony.simulator import simulate_call
 
@@ -25,7 +26,7 @@ async def in_process_sidecar(settings: Settings | None = None, port: int | None 
     """Serve the sidecar on loopback in this process (``port`` or a free one), models loaded; yields (app, URL)."""
     port = port or free_port()
     app = create_app(settings or get_settings())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

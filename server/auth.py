@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
-from fastapi import HTTPException, Request, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
+
+from server.perimeter import CheckedRoute, checked_before_body
 
 log = logging.getLogger("forge.sidecar.auth")
 
@@ -39,8 +42,9 @@ def key_matches(expected: str, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+@checked_before_body()
 async def require_api_key(request: Request) -> str:
-    """FastAPI dependency: the request's API key, checked.
+    """FastAPI dependency: the request's API key, checked (by the perimeter too, before the body).
 
     Raises:
         HTTPException: 401 with ``WWW-Authenticate: Bearer`` when missing or wrong.
@@ -49,6 +53,11 @@ async def require_api_key(request: Request) -> str:
     if not key_matches(request.app.state.api_key, given):
         raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
     return given or ""
+
+
+def protected_router(**kwargs: Any) -> APIRouter:
+    """An ``APIRouter`` (``kwargs`` passed on) whose every route needs the API key, checked before the body."""
+    return APIRouter(route_class=CheckedRoute, dependencies=[Depends(require_api_key)], **kwargs)
 
 
 def websocket_key(ws: WebSocket) -> tuple[str | None, str | None]:

@@ -28,17 +28,16 @@ import json
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 
-from server.auth import require_api_key
 from server.connections import Connections
-from server.limits import BodyLimit
 from server.logs import hide_query_strings
 from server.loopwatch import LagMonitor
+from server.perimeter import Perimeter, PerimeterCounts
 from server.ratelimit import RateLimiter
 from voiceforge import __version__
 from voiceforge.config import Settings, get_settings
@@ -100,6 +99,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     sidecar = "sidecar" in roles
     app = FastAPIOffline(
         title="Forge sidecar" if sidecar else "Forge Realtime-compatible server", version=__version__, lifespan=lifespan,
+        max_body_size=int(settings.forge_max_upload_mb * 1024 * 1024),
         description="Twilio webhooks and media stream, the browser and device websockets, outbound calls and SMS, "
                     "and a voice-agent REST API. Every route but Twilio's, the devices' (`/device/*`, their token), "
                     "`/`, `/health` and these docs needs "
@@ -107,24 +107,26 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     )
     from server.routers import api
 
-    protected = [Depends(require_api_key)]
     app.include_router(api.public)
-    if sidecar:
+    if sidecar:  # api, voice, seed and devices.admin need the API key (server.auth.protected_router)
         from server.routers import devices, seed, twilio, voice
 
-        app.include_router(api.router, dependencies=protected)
-        app.include_router(voice.router, dependencies=protected)
-        app.include_router(voice.websockets)
-        app.include_router(twilio.router)
+        app.include_router(api.router)
+        app.include_router(voice.router)
+        app.include_router(voice.websockets)  # each checks the key before accept
+        app.include_router(twilio.router)  # signature-checked
         app.include_router(twilio.webhooks)
-        app.include_router(seed.router, dependencies=protected)
-        app.include_router(devices.admin, dependencies=protected)
+        app.include_router(seed.router)
+        app.include_router(devices.admin)
         app.include_router(devices.device_routes)  # each route checks the device's own token
     if "realtime" in roles:
         from server.routers import realtime
 
         app.include_router(realtime.websockets)  # the key is checked before accept, in the route
-    app.add_middleware(BodyLimit, max_bytes=int(settings.forge_max_upload_mb * 1024 * 1024))
+    app.state.settings = settings  # uvicorn's limits are read from it before the lifespan runs
+    app.state.perimeter = PerimeterCounts(settings.forge_max_unauthenticated_per_address)
+    app.add_middleware(Perimeter, counts=app.state.perimeter, body_idle_s=settings.forge_body_idle_s, body_timeout_s=settings.forge_body_timeout_s,
+                       first_message_s=settings.forge_first_message_s)
     app.add_exception_handler(RequestValidationError, invalid_request)
     return app
 

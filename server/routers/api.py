@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, Field, field_validator
 
+from server.auth import protected_router
 from server.dependencies import get_engine, persona_or_404
 from server.ratelimit import limit
 from server.schemas import PersonaId, Text
@@ -19,7 +20,7 @@ from voiceforge.telephony.numbers import normalize_e164
 from voiceforge.telephony.rest import TelephonyError
 
 public = APIRouter(tags=["api"])
-router = APIRouter(tags=["api"])
+router = protected_router(tags=["api"])
 CALL_SID = Path(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9]+$")
 
 

@@ -22,7 +22,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from server.auth import protected_router
 from server.dependencies import get_engine, persona_or_404
+from server.perimeter import CheckedRoute, checked_before_body
 from server.schemas import Id, PersonaId, Text
 from server.transports import close
 from server.transports.device import (
@@ -41,8 +43,8 @@ from voiceforge.store import devices as store
 from voiceforge.transport import AudioIn, TalkEnd, TalkStart
 from voiceforge.turn import TurnPipeline
 
-admin = APIRouter(tags=["devices"])
-device_routes = APIRouter(prefix="/device", tags=["device"])
+admin = protected_router(tags=["devices"])
+device_routes = APIRouter(prefix="/device", tags=["device"], route_class=CheckedRoute)
 log = logging.getLogger("forge.sidecar.device")
 DEVICE_ID = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 
@@ -197,8 +199,9 @@ def _token(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+@checked_before_body()
 async def require_device(request: Request) -> dict[str, Any]:
-    """FastAPI dependency: the device a request's token belongs to.
+    """FastAPI dependency: the device a request's token belongs to (checked before the body too).
 
     Raises:
         HTTPException: 401 for a missing, unknown or revoked token.

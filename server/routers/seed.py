@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import HTTPException, Path, Request
 from fastapi.responses import Response
 
+from server.auth import protected_router
 from server.routers import voice
 
-router = APIRouter(tags=["seed API"])
+router = protected_router(tags=["seed API"])
 router.post("/tools/understanding/speech-to-text")(voice.speech_to_text)
 router.post("/tools/response/text-to-speech", response_class=Response,
             responses={200: {"content": {"audio/wav": {}}}})(voice.text_to_speech)
@@ -23,9 +24,13 @@ router.post("/tools/conversation/process")(voice.conversation_process)
 
 @router.get("/ws/status")
 def ws_status(request: Request) -> dict:
-    """The live websocket conversations of this process: id, kind, persona, age, turns."""
+    """The live websocket conversations of this process (id, kind, persona, age, turns), and its sockets.
+
+    ``active`` counts conversations; ``sockets_open`` every open websocket, ``sockets_silent``
+    those accepted that have not sent a message yet (closed after ``FORGE_FIRST_MESSAGE_S``).
+    """
     live = request.app.state.connections.status()
-    return {"active": len(live), "connections": live}
+    return {"active": len(live), "connections": live, **request.app.state.perimeter.status()}
 
 
 @router.post("/ws/disconnect/{connection_id}")

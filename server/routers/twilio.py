@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from server.dependencies import get_engine
+from server.perimeter import CheckedRoute, checked_before_body
 from server.transports import close
 from server.transports.twilio import TwilioMediaStream, receive_start
 from voiceforge.agent.persona import PersonaError
@@ -28,12 +29,22 @@ from voiceforge.telephony.numbers import mask_number
 from voiceforge.telephony.security import valid_signature
 from voiceforge.telephony.sms import answer_sms
 
-router = APIRouter(prefix="/twilio", tags=["twilio"])
-webhooks = APIRouter(prefix="/webhooks/twilio", tags=["twilio"])
 log = logging.getLogger("forge.sidecar.twilio")
 MAX_FORM_FIELD = 4096
+MAX_WEBHOOK_BYTES = 64 * 1024
+"""A webhook's form body: Twilio's fields and an SMS of up to 1,600 characters fit many times over."""
+router = APIRouter(prefix="/twilio", tags=["twilio"], route_class=CheckedRoute, max_body_size=MAX_WEBHOOK_BYTES)
+webhooks = APIRouter(prefix="/webhooks/twilio", tags=["twilio"], route_class=CheckedRoute,
+                     max_body_size=MAX_WEBHOOK_BYTES)
 
 
+async def signature_present(request: Request) -> None:
+    """Before the body: a webhook without ``X-Twilio-Signature`` is refused (403) unread."""
+    if not request.headers.get("x-twilio-signature"):
+        raise HTTPException(403, "missing Twilio signature")
+
+
+@checked_before_body(signature_present, authenticates=False)
 async def signed_form(request: Request) -> dict[str, str]:
     """The webhook's form fields, after checking X-Twilio-Signature (403 otherwise).
 

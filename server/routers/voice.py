@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from server.auth import authorize_websocket
+from server.auth import authorize_websocket, protected_router
 from server.dependencies import get_engine, persona_or_404
 from server.schemas import Id, PersonaId, Text
 from server.transports import close
@@ -35,7 +35,7 @@ from voiceforge.engine import Engine
 from voiceforge.providers import ProviderError
 from voiceforge.turn import TurnPipeline
 
-router = APIRouter(tags=["voice agent"])
+router = protected_router(tags=["voice agent"])
 websockets = APIRouter(tags=["voice agent"])
 log = logging.getLogger("forge.sidecar.voice")
 
@@ -65,7 +65,7 @@ class SpeechRequest(BaseModel):
 async def read_upload(engine: Engine, file: UploadFile | None, audio_file: UploadFile | None) -> tuple[bytes, int]:
     """The uploaded audio as (PCM16 mono, Hz), checked before anything else happens.
 
-    The body itself is already capped by ``server.limits.BodyLimit``; decoding runs off the
+    The body itself is already capped in size and time by ``server.perimeter.Perimeter``; decoding runs off the
     event loop (ffmpeg is a subprocess).
 
     Raises:

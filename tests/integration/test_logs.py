@@ -12,6 +12,7 @@ import uvicorn
 from sqlalchemy.exc import IntegrityError
 
 from server.main import create_app
+from server.serving import uvicorn_config
 from tests.support.servers import free_port
 from voiceforge.config import load_settings
 from voiceforge.store.db import Database
@@ -36,7 +37,7 @@ def test_the_access_log_records_no_query_string(tmp_path):
                              database_url=f"sqlite:///{tmp_path / 'l.db'}")
     app = create_app(settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info"))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="info"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

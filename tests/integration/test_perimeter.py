@@ -93,7 +93,8 @@ def test_every_route_but_twilios_and_the_open_ones_needs_the_key(client):
 
 def test_the_key_opens_the_routes(client):
     assert client.get("/api/calls", headers=AUTH).status_code == 200
-    assert client.get("/ws/status", headers=AUTH).json() == {"active": 0, "connections": []}
+    assert client.get("/ws/status", headers=AUTH).json() == {"active": 0, "connections": [], "sockets_open": 0,
+                                                              "sockets_silent": 0, "unauthenticated": 0}
     assert client.get("/personas", headers=AUTH).status_code == 200
 
 

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 import uvicorn
 
+from server.serving import uvicorn_config
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
@@ -21,7 +23,10 @@ def free_port() -> int:
 def serve(app, port: int | None = None):  # noqa: ANN001
     """Serve ``app`` on 127.0.0.1; yields the base URL ``http://127.0.0.1:PORT``."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=1 << 20)
+    if getattr(getattr(app, "state", None), "settings", None) is not None:  # a Forge app: served as forge serve serves it
+        config = uvicorn_config(app, "127.0.0.1", port)
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=1 << 20)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

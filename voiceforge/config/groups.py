@@ -272,11 +272,41 @@ class PerimeterSettings(ForgeSettings):
     forge_sms_allowlist: str = Field(
         default="", description="Comma-separated E.164 numbers an agent may text besides the caller's own."
     )
+    forge_max_connections: int = Field(
+        default=1000, ge=1, le=1_000_000,
+        description="Open connections (HTTP and websockets) one sidecar holds; a new one past it is refused with 503.",
+    )
+    forge_max_unauthenticated_per_address: int = Field(
+        default=32, ge=1, le=100_000,
+        description="Connections and requests from one address not yet authenticated; past it, 429.",
+    )
+    forge_header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="A request's line and headers must arrive within this; else 408 and closed."
+    )
+    forge_body_idle_s: float = Field(
+        default=10.0, gt=0, le=300, description="The longest pause inside a request body; else 408."
+    )
+    forge_body_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="A whole request body must arrive within this; else 408."
+    )
+    forge_first_message_s: float = Field(
+        default=10.0, gt=0, le=300,
+        description="An accepted websocket must send its first message within this; else closed with 1008.",
+    )
+    forge_trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated proxy addresses or networks whose X-Forwarded-For is believed (none by default).",
+    )
 
     @property
     def allowed_origins(self) -> list[str]:
         """Browser origins allowed on the sidecar's websockets (``FORGE_ALLOWED_ORIGINS``)."""
         return [o.strip().rstrip("/") for o in self.forge_allowed_origins.split(",") if o.strip()]
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        """Proxy addresses or CIDR networks whose forwarded-for headers are believed (``FORGE_TRUSTED_PROXIES``)."""
+        return [p.strip() for p in self.forge_trusted_proxies.split(",") if p.strip()]
 
     @property
     def sms_allowlist(self) -> set[str]:
