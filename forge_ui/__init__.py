@@ -248,6 +248,8 @@ def live_call_status(call_sid: str) -> None:
         return
     st.metric("Call status", call["status"], help=call_sid)
     st.caption(" → ".join(h["status"] for h in call["history"]))
+    if call.get("end_reason"):
+        st.caption(f"Closed by Forge: {call['end_reason']}")
 
 
 def show_turn(turn: Any, key: str, autoplay: bool = False, x_max: float | None = None) -> None:
@@ -256,7 +258,10 @@ def show_turn(turn: Any, key: str, autoplay: bool = False, x_max: float | None =
     with st.chat_message("user"):
         st.markdown(turn["user_text"] or "_(no speech recognized)_")
     with st.chat_message("assistant"):
-        st.markdown(turn["assistant_text"] + ("  _(interrupted)_" if turn.get("interrupted") else ""))
+        if turn.get("answered", True):
+            st.markdown(turn["assistant_text"] + ("  _(interrupted)_" if turn.get("interrupted") else ""))
+        else:
+            st.markdown("_(no reply: the call ended before one was played)_")
         if turn.get("error"):
             st.warning(f"Error: {turn['error']}")
         show_tool_calls(turn.get("tool_calls", []))

@@ -81,6 +81,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         from server.telephony_state import TelephonyState
 
         app.state.telephony = TelephonyState(settings)
+        if "sidecar" in roles:  # calls a stopped process of this instance left open are closed, with why
+            await app.state.telephony.close_stale_calls(app.state.engine.db, at_start=True)
+            app.state.telephony.sweep_stale_calls(app.state.engine.db)
         app.state.connections = Connections()
         app.state.busy_devices = set()  # devices with a press or a socket in progress (409 for another)
         app.state.rate_limiter = RateLimiter(settings.redis_url)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from twilio.http import HttpClient
 
     from voiceforge.conversation import ConversationLoop
+    from voiceforge.store.db import Database
     from voiceforge.telephony.rest import TwilioService
 
 log = logging.getLogger("forge.sidecar.twilio")
@@ -58,6 +59,34 @@ class TelephonyState:
         base = self.public_url(path)
         return "wss://" + base[len("https://"):] if base.startswith("https://") else "ws://" + base[len("http://"):]
 
+    async def close_stale_calls(self, db: Database, at_start: bool = False) -> list[str]:
+        """Close the calls this sidecar (``FORGE_INSTANCE``) left open or that never connected.
+
+        See :func:`voiceforge.store.calls.close_stale_calls`; logged, and returns the call SIDs.
+        """
+        from voiceforge.store import calls
+
+        closed = await asyncio.to_thread(calls.close_stale_calls, db, self.settings.instance, at_start)
+        for sid in closed:
+            log.warning("call %s closed as failed: %s", sid,
+                        "left open by a sidecar that stopped" if at_start else "it never connected")
+        return closed
+
+    def sweep_stale_calls(self, db: Database, every_s: float = 60.0) -> None:
+        """Every ``every_s`` seconds, close calls that never connected (until :meth:`aclose`)."""
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                try:
+                    await self.close_stale_calls(db)
+                except Exception:  # noqa: BLE001 - a busy database waits for the next sweep
+                    log.warning("sweeping stale calls failed", exc_info=True)
+
+        task = asyncio.create_task(sweep(), name="sweep-stale-calls")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def hang_up_later(self, call_sid: str) -> None:
         """End ``call_sid`` over REST in the background (bounded by the client's timeouts)."""
 
@@ -77,5 +106,8 @@ class TelephonyState:
             await call.stop()
         self.calls.clear()
         for task in list(self._background):
-            with contextlib.suppress(Exception):
+            if task.get_name() == "sweep-stale-calls":
+                task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), 2)

@@ -33,6 +33,8 @@ class TurnRecord:
         failover: stages served by the embedded provider instead of the configured one, with why.
         providers: labels of the STT, LLM and TTS that served the turn (and ``failover``).
         user_audio: (PCM16 mono, Hz) of the utterance, kept when recordings are on.
+        answered: False for the record stored as soon as the caller's words are transcribed,
+            before any reply (so a crash mid-reply loses nothing the caller said).
     """
 
     user_text: str
@@ -53,6 +55,7 @@ class TurnRecord:
     failover: list[dict[str, str]] = field(default_factory=list)
     providers: dict[str, Any] = field(default_factory=dict)
     user_audio: tuple[bytes, int] | None = None
+    answered: bool = True
 
     @property
     def cost_usd(self) -> float:

@@ -94,7 +94,7 @@ async def place_call(body: CallRequest, request: Request, engine: Engine = Depen
     except TelephonyError as exc:
         raise HTTPException(502, str(exc)) from None
     await asyncio.to_thread(call_store.record_call, engine.db, sid, "outbound", twilio.from_number, body.to,
-                            persona, status)
+                            persona, status, engine.settings.instance)
     return {"call_sid": sid, "status": status}
 
 

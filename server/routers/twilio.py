@@ -24,6 +24,7 @@ from voiceforge.config import ConfigError
 from voiceforge.conversation import ConversationLoop
 from voiceforge.engine import Engine
 from voiceforge.store import calls as call_store
+from voiceforge.store.db import retry_transient
 from voiceforge.telephony import media, twiml
 from voiceforge.telephony.numbers import mask_number
 from voiceforge.telephony.security import valid_signature
@@ -100,7 +101,7 @@ async def voice(request: Request, persona: str | None = None, realtime: bool = F
     await asyncio.to_thread(
         call_store.add_status, engine.db, call_sid, form.get("CallStatus", "in-progress"), None,
         direction="inbound" if inbound else "outbound", from_number=form.get("From", "")[:20],
-        to_number=form.get("To", "")[:20], persona=persona_id)
+        to_number=form.get("To", "")[:20], persona=persona_id, owner=engine.settings.instance)
     over_realtime = realtime or chosen.realtime or engine.settings.forge_realtime_phone
     token = state.tokens.issue(call_sid, {"persona": persona_id, "caller": person, "realtime": "1" if over_realtime else ""})
     log.info("call %s from %s answered with persona %s", call_sid, mask_number(form.get("From")), persona_id)
@@ -168,15 +169,19 @@ async def stream(ws: WebSocket) -> None:
         pipeline = engine.pipeline(grant.get("persona"), channel="phone", caller=grant.get("caller") or None)
 
         async def on_dtmf(digit: str) -> None:
-            await asyncio.to_thread(call_store.add_dtmf, engine.db, call_sid, digit)
+            await retry_transient(lambda: asyncio.to_thread(call_store.add_dtmf, engine.db, call_sid, digit),
+                                  f"storing a digit of call {call_sid}")
 
         loop = ConversationLoop(pipeline, transport, name=call_sid, on_dtmf=on_dtmf)
         state.calls[call_sid] = loop
         connection = ws.app.state.connections.add("phone", pipeline.persona.id, transport.hang_up, loop)
 
         async def link() -> None:
-            conversation_id = await pipeline.ensure_conversation(title=f"Call {call_sid}")
-            await asyncio.to_thread(call_store.attach_stream, engine.db, call_sid, stream_sid, conversation_id)
+            conversation_id = await retry_transient(lambda: pipeline.ensure_conversation(title=f"Call {call_sid}"),
+                                                    f"starting the conversation of call {call_sid}")
+            await retry_transient(lambda: asyncio.to_thread(call_store.attach_stream, engine.db, call_sid, stream_sid,
+                                                            conversation_id, engine.settings.instance),
+                                  f"linking call {call_sid} to its stream")
 
         linking = asyncio.create_task(link())
         await loop.run(transport.events())
@@ -189,12 +194,13 @@ async def stream(ws: WebSocket) -> None:
     finally:
         if connection is not None:
             ws.app.state.connections.remove(connection.id)
+        await close(ws)
         if linking is not None:
             await asyncio.wait({linking})  # the call row must exist before it is marked ended
         if loop is not None:
             state.calls.pop(loop.name, None)
-            await asyncio.to_thread(call_store.end_stream, engine.db, loop.name)
-        await close(ws)
+            await retry_transient(lambda: asyncio.to_thread(call_store.end_stream, engine.db, loop.name),
+                                  f"ending call {loop.name}")
 
 
 async def _bridge_to_realtime(ws: WebSocket, engine: Engine, transport: TwilioMediaStream, grant: dict,
@@ -205,12 +211,16 @@ async def _bridge_to_realtime(ws: WebSocket, engine: Engine, transport: TwilioMe
     bridge = RealtimePhoneBridge(engine, transport, grant.get("persona"), grant.get("caller") or None, call_sid)
     connection = ws.app.state.connections.add("phone", bridge.persona_id, transport.hang_up)
     try:
-        conversation_id = await bridge.ensure_conversation(title=f"Call {call_sid} (Realtime)")
-        await asyncio.to_thread(call_store.attach_stream, engine.db, call_sid, stream_sid, conversation_id)
+        conversation_id = await retry_transient(lambda: bridge.ensure_conversation(title=f"Call {call_sid} (Realtime)"),
+                                                f"starting the conversation of call {call_sid}")
+        await retry_transient(lambda: asyncio.to_thread(call_store.attach_stream, engine.db, call_sid, stream_sid,
+                                                        conversation_id, engine.settings.instance),
+                              f"linking call {call_sid} to its stream")
         await bridge.run(transport.events())
     finally:
         ws.app.state.connections.remove(connection.id)
-        await asyncio.to_thread(call_store.end_stream, engine.db, call_sid)
+        await retry_transient(lambda: asyncio.to_thread(call_store.end_stream, engine.db, call_sid),
+                              f"ending call {call_sid}")
 
 
 for _router, _incoming in ((router, "/voice"), (webhooks, "/incoming")):

@@ -171,6 +171,18 @@ class ForgeSettings(BaseSettings):
     forge_tool_delay_ms: int = Field(default=0, ge=0, le=60_000)
     forge_filler_after_ms: int = Field(default=600, ge=0, le=10_000)
     forge_mock_customers: int = Field(default=40, ge=1, le=100_000)
+    forge_instance: str = Field(
+        default="", max_length=128,
+        description="This sidecar's name on the calls it serves (default: the host name); sidecars sharing a "
+                    "database need different names, since a restart closes the calls its namesake left open.",
+    )
+
+    @property
+    def instance(self) -> str:
+        """This sidecar's name on the calls it serves (``FORGE_INSTANCE``, else the host name)."""
+        import socket
+
+        return self.forge_instance or socket.gethostname()[:128]
 
 
 class StorageSettings(ForgeSettings):

@@ -18,6 +18,7 @@ from voiceforge.conversation.live_turn import LiveTurn
 from voiceforge.conversation.playout import Played, Playout
 from voiceforge.conversation.recorder import CallRecorder
 from voiceforge.conversation.writer import TurnWriter
+from voiceforge.records import TurnRecord
 from voiceforge.transport import Ignored, Notification, State, Transcript, Transport, TurnFinished
 from voiceforge.turn import APOLOGIES, Timeline, TurnError, TurnPipeline
 
@@ -85,6 +86,7 @@ class Turns:
         """
         previous.finished = True
         self._turns.pop(previous.generation, None)
+        self.writer.rekey(previous.generation, into.generation)  # one row for the merged turn
         into.user_audio += previous.user_audio
         into.after = previous.after
         into.typed = previous.typed
@@ -161,8 +163,18 @@ class Turns:
             await self._play(turn, self.pipeline.say(APOLOGIES["stt"], turn.timeline))
             return
         await self._notify(Transcript(turn.user_text, turn.generation))
+        self._store_heard(turn)
         turn.memory_mark = self.pipeline.checkpoint()
         await self._play(turn, self.pipeline.respond(turn.user_text, turn.timeline, first_token_s=self.first_token_s))
+
+    def _store_heard(self, turn: LiveTurn) -> None:
+        """Queue the caller's words for storage now, before any reply (``answered`` False)."""
+        if not turn.store:
+            return
+        keep_audio = self.pipeline.settings.enable_recordings and turn.user_audio
+        self.writer.open(turn.generation, TurnRecord(
+            user_text=turn.user_text, reply="", answered=False, conversation_id=self.pipeline.conversation_id,
+            timings_ms=dict(turn.timeline.marks), user_audio=(bytes(turn.user_audio), self.rate) if keep_audio else None))
 
     async def _play(self, turn: LiveTurn, events: AsyncIterator[Any]) -> None:
         try:
@@ -214,7 +226,7 @@ class Turns:
         record = turn.to_record(self.pipeline.conversation_id, self.rate)
         self.pipeline.record(record, heard=turn.heard() if interrupted else None, interrupted=interrupted,
                              user_audio=(bytes(turn.user_audio), self.rate) if turn.user_audio else None)
-        self.writer.put(record)
+        self.writer.put(record, key=turn.generation)
         self._spawn(self._notify(TurnFinished(record, turn.generation)))
         if record.ended and not interrupted:
             self._spawn(self._hang_up())

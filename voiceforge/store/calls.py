@@ -13,16 +13,20 @@ from voiceforge.store.db import Database
 from voiceforge.store.models import Call, CallEvent, Conversation, SmsMessage, utcnow
 
 FINAL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
-
+NOT_CONNECTED = {"queued", "initiated", "ringing"}
+"""Statuses of a call not yet answered (Twilio's call resource: queued, initiated, ringing)."""
+RING_TIMEOUT_S = 300.0
+"""A call still not connected after this long is closed as failed (Twilio gives up ringing after
+60 s by default, and its final status callback may never reach a sidecar that was down)."""
 
 
 def record_call(db: Database, call_sid: str, direction: str, from_number: str, to_number: str,
-                persona: str, status: str = "queued") -> None:
-    """Store a new call (idempotent on the call SID)."""
+                persona: str, status: str = "queued", owner: str | None = None) -> None:
+    """Store a new call (idempotent on the call SID); ``owner`` is the sidecar that placed it."""
     try:
         with db.db_session() as s:
             call = Call(call_sid=call_sid, direction=direction, from_number=from_number, to_number=to_number,
-                        persona=persona, status=status)
+                        persona=persona, status=status, owner=owner)
             call.events.append(CallEvent(status=status))
             s.add(call)
     except IntegrityError:
@@ -54,14 +58,17 @@ def add_status(db: Database, call_sid: str, status: str, sequence: int | None = 
         return True
 
 
-def attach_stream(db: Database, call_sid: str, stream_sid: str, conversation_id: int | None) -> None:
-    """Link a call to its media stream and conversation."""
+def attach_stream(db: Database, call_sid: str, stream_sid: str, conversation_id: int | None,
+                  owner: str | None = None) -> None:
+    """Link a call to its media stream and conversation; ``owner``, the sidecar serving the stream, owns it now."""
     with db.db_session() as s:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
         if call is None:
             call = Call(call_sid=call_sid, direction="inbound", status="in-progress")
             s.add(call)
         call.stream_sid = stream_sid
+        if owner:
+            call.owner = owner
         if conversation_id:
             call.conversation_id = conversation_id
 
@@ -81,6 +88,42 @@ def end_stream(db: Database, call_sid: str) -> None:
         if call.status not in FINAL_STATUSES:
             call.status = "completed"
             call.events.append(CallEvent(status="completed"))
+
+
+def close_stale_calls(db: Database, owner: str, at_start: bool, ring_timeout_s: float = RING_TIMEOUT_S,
+                      now: dt.datetime | None = None) -> list[str]:
+    """Close, as failed with a reason, the calls of ``owner`` that can no longer be live.
+
+    - ``at_start``: every call ``owner`` left in progress (its media stream died with the
+      process that served it);
+    - always: calls of ``owner`` not connected ``ring_timeout_s`` after they were created.
+
+    Each gets status ``failed``, ``ended_at`` and ``end_reason``; a later status callback from
+    Twilio is recorded in the history but does not reopen it. Calls of other sidecars are left
+    alone (``FORGE_INSTANCE`` names each).
+
+    Returns:
+        The call SIDs closed.
+    """
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(seconds=ring_timeout_s)
+    closed = []
+    with db.db_session() as s:
+        open_calls = s.scalars(select(Call).where(Call.owner == owner, Call.ended_at.is_(None),
+                                                  Call.status.not_in(FINAL_STATUSES))).all()
+        for call in open_calls:
+            created = call.created_at if call.created_at.tzinfo else call.created_at.replace(tzinfo=dt.UTC)
+            connected = call.status not in NOT_CONNECTED or call.stream_sid is not None
+            if at_start and connected:
+                reason = f"the sidecar ({owner}) stopped during the call"
+            elif not connected and created < cutoff:
+                reason = f"never connected: still {call.status} after {ring_timeout_s:.0f} s"
+            else:
+                continue
+            call.status, call.ended_at, call.end_reason = "failed", now, reason
+            call.events.append(CallEvent(status="failed"))
+            closed.append(call.call_sid)
+    return closed
 
 
 def add_dtmf(db: Database, call_sid: str, digit: str) -> None:
@@ -151,7 +194,7 @@ def call_dict(call: Call) -> dict[str, Any]:
         "call_sid": call.call_sid, "stream_sid": call.stream_sid, "direction": call.direction,
         "from": call.from_number, "to": call.to_number, "status": call.status, "persona": call.persona,
         "created_at": _iso(call.created_at), "ended_at": _iso(call.ended_at), "dtmf": call.dtmf,
-        "conversation_id": call.conversation_id,
+        "conversation_id": call.conversation_id, "end_reason": call.end_reason,
         "history": [{"status": e.status, "sequence": e.sequence, "at": _iso(e.at)} for e in call.events],
     }
     return out

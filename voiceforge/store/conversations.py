@@ -33,6 +33,10 @@ def save_turn(db: Database, conversation_id: int, turn: TurnRecord, recordings: 
               summary: str | None = None) -> int:
     """Store one turn with its tool calls; with ``recordings`` also its audio as WAV files.
 
+    A turn whose ``turn_id`` is set was stored before (its caller's words, as soon as they were
+    transcribed, or an earlier attempt of this write): that row is brought up to date instead
+    of a second one added, so writing the same record twice stores it once.
+
     Args:
         db: the database.
         conversation_id: an existing conversation.
@@ -51,26 +55,30 @@ def save_turn(db: Database, conversation_id: int, turn: TurnRecord, recordings: 
         conv = s.get(Conversation, conversation_id)
         if conv is None:
             raise LookupError(f"no conversation {conversation_id}")
-        index = s.scalar(select(func.count(Turn.id)).where(Turn.conversation_id == conversation_id)) or 0
-        row = Turn(
-            conversation_id=conversation_id, index=index, user_text=turn.user_text,
-            assistant_text=turn.reply, interrupted=turn.interrupted, error=turn.error,
-            timings_ms=dict(turn.timings_ms), providers=turn.providers, usage=turn.usage.to_json(),
-            cost_usd=turn.cost_usd,
-        )
+        row = s.get(Turn, turn.turn_id) if turn.turn_id else None
+        if row is None or row.conversation_id != conversation_id:
+            index = s.scalar(select(func.count(Turn.id)).where(Turn.conversation_id == conversation_id)) or 0
+            row = Turn(conversation_id=conversation_id, index=index)
+            s.add(row)
+        else:
+            row.tool_calls.clear()
+        row.user_text, row.assistant_text, row.interrupted, row.error = (turn.user_text, turn.reply, turn.interrupted,
+                                                                         turn.error)
+        row.timings_ms, row.providers, row.usage = dict(turn.timings_ms), turn.providers, turn.usage.to_json()
+        row.cost_usd, row.answered = turn.cost_usd, turn.answered
         if not conv.title and turn.user_text:
             conv.title = turn.user_text[:200]
         if summary is not None:
             conv.summary = summary
-        s.add(row)
         s.flush()
+        index = row.index
         for call in turn.tool_calls:
             s.add(ToolCallRecord(turn_id=row.id, name=call["name"], arguments=call["arguments"],
                                  result=call["result"], error=call["error"], duration_ms=call["duration_ms"]))
         if recordings is not None:
             folder = recordings / str(conversation_id)
-            row.user_audio_path = _save_wav(folder / f"{index:03d}-user.wav", turn.user_audio)
-            row.reply_audio_path = _save_wav(folder / f"{index:03d}-reply.wav", turn.reply_audio)
+            row.user_audio_path = _save_wav(folder / f"{index:03d}-user.wav", turn.user_audio) or row.user_audio_path
+            row.reply_audio_path = _save_wav(folder / f"{index:03d}-reply.wav", turn.reply_audio) or row.reply_audio_path
         return row.id
 
 
@@ -124,7 +132,7 @@ def turn_dict(turn: Turn) -> dict[str, Any]:
         "index": turn.index, "user_text": turn.user_text, "assistant_text": turn.assistant_text,
         "interrupted": turn.interrupted, "error": turn.error, "timings_ms": turn.timings_ms,
         "providers": turn.providers, "usage": turn.usage or {}, "cost_usd": turn.cost_usd or 0.0,
-        "created_at": _iso(turn.created_at),
+        "created_at": _iso(turn.created_at), "answered": turn.answered,
         "user_audio_path": turn.user_audio_path, "reply_audio_path": turn.reply_audio_path,
         "tool_calls": [{"name": c.name, "arguments": c.arguments, "result": c.result, "error": c.error,
                         "duration_ms": c.duration_ms} for c in turn.tool_calls],

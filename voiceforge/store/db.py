@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DDL, Engine, Integer, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -22,6 +22,8 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateColumn
 
 from voiceforge.config import ROOT
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 MIGRATIONS = ROOT / "db"
@@ -129,6 +131,52 @@ class Database:
     def describe(self) -> str:
         """The URL with any password hidden, for the UI and logs."""
         return make_url(self.url).render_as_string(hide_password=True)
+
+
+def transient_error(exc: BaseException) -> bool:
+    """Whether a failed write may succeed if tried again.
+
+    Yes for a locked or busy database, a lost or refused connection, a timeout (SQLAlchemy's
+    ``OperationalError``, an invalidated connection, ``TimeoutError``, ``ConnectionError``); no
+    for a constraint violation or a bug, which trying again cannot mend.
+    """
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, OperationalError | PoolTimeout | TimeoutError | ConnectionError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+async def retry_transient(write: Callable[[], Awaitable[T]], what: str, max_wait_s: float = 30.0,
+                          on_retry: Callable[[], None] | None = None) -> T:
+    """Await ``write()`` until it succeeds, trying again after failures that may pass.
+
+    The pause between tries starts at 0.5 s and doubles up to ``max_wait_s``; there is no limit
+    on tries, so a write outlives a database locked or down for minutes. Failures that cannot
+    pass (see :func:`transient_error`) are raised at once.
+
+    Args:
+        write: makes a fresh awaitable for each try (run blocking work in ``asyncio.to_thread``).
+        what: names the write in the warning logged before each new try.
+        max_wait_s: the longest pause between two tries (s).
+        on_retry: called before each new try (to count them).
+
+    Raises:
+        Exception: the first failure that is not transient.
+    """
+    from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
+
+    def before_sleep(state) -> None:  # noqa: ANN001 - tenacity's RetryCallState
+        if on_retry is not None:
+            on_retry()
+        log.warning("%s failed (%s); trying again in %.1f s", what, state.outcome.exception(), state.next_action.sleep)
+
+    async for attempt in AsyncRetrying(retry=retry_if_exception(transient_error), reraise=True,
+                                       wait=wait_exponential(multiplier=0.5, max=max_wait_s), before_sleep=before_sleep):
+        with attempt:
+            return await write()
+    raise AssertionError("unreachable: tenacity returns or raises")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001

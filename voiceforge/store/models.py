@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -81,6 +82,8 @@ class Turn(Base):
     ``stt_ms``) to milliseconds; ``interrupted`` marks a reply cut short by barge-in, in which
     case ``assistant_text`` is only what was played. ``usage`` is what the providers consumed
     (audio seconds, tokens, characters) and ``cost_usd`` its price (voiceforge/cost.py).
+    ``answered`` is False from the moment the caller's words are stored (once transcribed) until
+    the reply has played; a turn left unanswered was cut off by a crash or a hang-up.
     """
 
     __tablename__ = "turns"
@@ -97,6 +100,7 @@ class Turn(Base):
     providers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    answered: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     user_audio_path: Mapped[str | None] = mapped_column(String(500))
     reply_audio_path: Mapped[str | None] = mapped_column(String(500))
 
@@ -139,6 +143,10 @@ class Call(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     dtmf: Mapped[str] = mapped_column(String(200), default="")
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    owner: Mapped[str | None] = mapped_column(String(128))
+    """The sidecar instance (``FORGE_INSTANCE``) that placed, answered or streamed the call."""
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    """Why Forge closed the call itself (a sidecar that stopped mid-call, a call that never connected)."""
 
     events: Mapped[list[CallEvent]] = relationship(
         back_populates="call", order_by="CallEvent.id", cascade="all, delete-orphan"
