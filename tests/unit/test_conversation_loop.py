@@ -161,7 +161,8 @@ async def test_an_utterance_during_a_tool_call_is_queued_and_both_are_answered(t
         await call.utterance(300)  # the tool is still running
         await until(lambda: call.loop.turns_stored == 2, limit_s=15)
     first, second = call.turns()
-    assert first["tool_calls"][0]["name"] == "list_appointments" and first["user_text"] == "my appointments please"
+    assert first["user_text"] == "my appointments please", (first, second)  # one conversation, in order
+    assert first["tool_calls"][0]["name"] == "list_appointments"
     assert second["user_text"] == "and are you open tomorrow" and second["assistant_text"] == "Yes, we open at nine."
 
 

@@ -8,6 +8,7 @@ through the agent's memory or tool context themselves.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from voiceforge.agent import ToolLoop
@@ -39,6 +40,7 @@ class ConversationState:
         self.deps, self.persona, self.channel = deps, persona, channel
         self.conversation_id = conversation_id
         self.child_id, self.persist = child_id, persist
+        self._creating = threading.Lock()  # one conversation, however many tasks ask for it at once
         self.voice: str | None = None  # a voice that overrides the persona's (a device's, a client's)
         self._ctx = ToolContext(db=deps.db, business_db=deps.business_db, settings=deps.tool_settings,
                                 conversation_id=conversation_id, services=deps.services, caller=caller,
@@ -161,9 +163,18 @@ class ConversationState:
 
     # --- conversation -------------------------------------------------------------------------
     async def ensure_conversation(self, title: str = "") -> int | None:
-        """The stored conversation's id, created now if there is none yet (None when not persisting)."""
+        """The stored conversation's id, created now if there is none yet (None when not persisting).
+
+        Safe to call from tasks that run at once (a turn's reply and its storage): the check and
+        the insert happen under one lock, so a conversation is created once.
+        """
         if self.conversation_id is None and self.persist:
-            self.conversation_id = await asyncio.to_thread(
-                conversations.create_conversation, self.deps.db, self.channel, self.persona.id, title)
-            self._ctx.conversation_id = self.conversation_id
+            await asyncio.to_thread(self._create_conversation_once, title)
         return self.conversation_id
+
+    def _create_conversation_once(self, title: str) -> None:
+        with self._creating:
+            if self.conversation_id is None:
+                self.conversation_id = conversations.create_conversation(self.deps.db, self.channel,
+                                                                         self.persona.id, title)
+                self._ctx.conversation_id = self.conversation_id
