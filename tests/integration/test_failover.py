@@ -3,6 +3,7 @@ answers, one that returns 500; the turn completes on the embedded provider and s
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -10,6 +11,7 @@ import pytest
 
 from voiceforge.config import load_settings
 from voiceforge.engine import Engine
+from voiceforge.providers import failover
 from voiceforge.store import conversations
 from voiceforge.turn import APOLOGIES
 
@@ -34,7 +36,8 @@ async def test_a_refusing_server_fails_over_on_every_stage_and_the_turn_says_so(
     engine = engine_for(tmp_path, closed_port_url())
     pcm, rate = speak("How many customers are there?")
     result = await engine.pipeline("customer_service").voice_turn(pcm, rate)
-    assert result.reply == "The answer is 40." and result.audio and not result.error
+    assert result.reply == "The answer is 40." and result.audio
+    assert all(f"{stage} " in result.error for stage in ("STT", "LLM", "TTS")), result.error  # what failed
     assert [(f["stage"], f["served_by"]) for f in result.failover] == [
         ("stt", "whisper"), ("llm", "offline"), ("tts", "piper")]
     assert all("cannot connect" in f["reason"] for f in result.failover)
@@ -56,26 +59,33 @@ async def test_a_server_that_never_answers_fails_over_within_the_budget(tmp_path
     assert result.failover[0]["stage"] == "llm" and "1.5 s" in result.failover[0]["reason"]
 
 
-async def test_500s_fail_over_then_the_breaker_stops_hammering(oai, tmp_path):
-    from voiceforge.providers.failover import BREAKER_FAILURES
-
+async def test_500s_fail_over_once_and_the_circuit_holds_until_a_probe_succeeds(oai, tmp_path):
     server, url = oai
     engine = engine_for(tmp_path, url, stt_provider="whisper", tts_provider="piper")
     server.fail_next[:] = [500] * 100
     pipeline = engine.pipeline("customer_service")
     first = await pipeline.text_turn("How many customers are there?")  # two LLM steps (a tool, then the answer)
     assert first.reply == "The answer is 40." and "HTTP 500" in first.failover[0]["reason"]
-    assert len(server.requests) == 4  # each step: two attempts (one retry), both 500
+    assert len(server.requests) == 2  # the first step: one attempt and the SDK's one retry; the follow-up
+    assert "LLM" in first.error and "HTTP 500" in first.error  # after the tool went straight to the brain
+    second = await pipeline.text_turn("How many customers are there?")
+    assert len(server.requests) == 2  # the circuit is open: no call reaches the dead server
+    assert second.reply == "The answer is 40." and second.failover[0]["reason"] == failover.CIRCUIT_OPEN
+    assert second.error is None  # nothing failed in this turn: it was served by the brain from the start
+    breaker = engine.llm.breaker
+    breaker._next_probe = 0.0  # a probe is due: the next call starts one in the background
     await pipeline.text_turn("How many customers are there?")
-    assert len(server.requests) == 2 * BREAKER_FAILURES  # the third failed call opened the circuit
-    third = await pipeline.text_turn("How many customers are there?")
-    assert len(server.requests) == 2 * BREAKER_FAILURES  # no call reached the dead server
-    assert third.reply == "The answer is 40." and third.failover[0]["reason"] == "circuit open after repeated failures"
+    await asyncio.wait_for(breaker._probing, 10)
+    assert breaker.open and breaker.probes == 1 and len(server.requests) == 4  # still failing: still open
+    assert breaker._interval == 2 * failover.PROBE_FIRST_S  # the next probe waits twice as long
     server.fail_next.clear()
-    server.chat_script.append({"text": "Back online."})
-    engine.llm.breaker._open_until = 0.0  # the cool-down is over: the next call tries the server again
+    server.chat_script[:] = [{"text": "OK."}, {"text": "Back online."}]  # the probe's answer, then the turn's
+    breaker._next_probe = 0.0
+    await pipeline.text_turn("Are you there?")
+    await asyncio.wait_for(breaker._probing, 10)
+    assert not breaker.open
     result = await pipeline.text_turn("Are you there?")
-    assert result.reply == "Back online." and result.failover == []
+    assert result.reply == "Back online." and result.failover == [] and result.error is None
 
 
 async def test_with_failover_off_a_dead_server_gets_the_apology(tmp_path):

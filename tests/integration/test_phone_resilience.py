@@ -86,6 +86,46 @@ async def test_a_hung_llm_gives_the_caller_the_apology_within_5_s(tmp_path, spea
     assert wer(APOLOGIES["llm"], heard) <= 0.3, heard
 
 
+@pytest.fixture
+def hung_llm():
+    """An OpenAI-compatible address that accepts connections, reads each request, and never answers; counts them."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)  # held open, never answered
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1", accepted
+    listener.close()
+    for conn in accepted:
+        conn.close()
+
+
+async def test_a_hung_llm_fails_over_once_with_an_apology_and_the_follow_up_skips_it(tmp_path, hung_llm, speak):
+    url, connections = hung_llm
+    port = free_port()
+    settings = sidecar_settings(tmp_path, port, openai_base_url=url, stt_provider="whisper", tts_provider="piper")
+    app = create_app(settings)
+    said = "Please look up customer number three."
+    with serve(app, port=port) as base:
+        app.state.engine.warm_up()
+        result = await simulate_call(base, TOKEN, [speak(said)], api_key=KEY)
+    turn = result["turns"][0]
+    timings = turn["timings_ms"]
+    assert timings["first_frame_sent"] - timings["stt_final"] < 5000, timings  # the caller hears something
+    assert turn["reply"].startswith(APOLOGIES["wait"]) and turn["tool_calls"], turn  # then the brain's answer
+    assert len(connections) == 1  # the follow-up after the tool did not wait on the hung server again
+    assert "LLM" in turn["error"] and "no first token within 4.0 s" in turn["error"], turn["error"]  # turns.error says what failed
+    heard = (await WhisperSTT(settings.forge_cache_dir, window_s=30).transcribe(ulaw_to_pcm16(result["_audio"][0]), 8000)).text
+    assert wer(APOLOGIES["wait"], " ".join(heard.split()[:4])) <= 0.25, heard
+
+
 async def test_a_locked_database_holds_up_no_audio(tmp_path, speak):
     port = free_port()
     settings = sidecar_settings(tmp_path, port)

@@ -390,7 +390,7 @@ class ConversationSettings(BaseSettings):
     forge_llm_first_token_ms: int = Field(default=4000, ge=200, le=60_000)
     forge_failover: bool = Field(
         default=True, description="A cloud STT/LLM/TTS that fails (retryable error or no answer in time) falls back "
-                                  "to the embedded provider for that call.")
+                                  "to the embedded provider until a health probe of it succeeds.")
     forge_failover_after_s: float = Field(
         default=5.0, gt=0, le=120, description="How long a cloud stage may take before it fails over, s.")
     forge_phone_reply_max_chars: int = Field(

@@ -56,8 +56,11 @@ NO_SPEECH_REPLY = "Sorry, I didn't catch that. Could you say it again?"
 APOLOGIES = {
     "stt": "Sorry, I couldn't hear that. Could you say it again?",
     "llm": "Sorry, I'm having trouble answering right now. Please try again in a moment.",
+    "wait": "Sorry for the wait.",
 }
-"""The one apology per failed stage; the failure itself is stored as the turn's error."""
+"""The one apology per failed stage, and for a wait on an LLM that failed over (said before the
+embedded brain's answer when the caller waited longer than ``FORGE_FILLER_AFTER_MS`` for it);
+the failure itself is stored as the turn's error."""
 
 FIRST_CLAUSE_CHARS = 20
 """A reply's first piece of speech may end at a comma, semicolon or colon this many characters
@@ -118,8 +121,13 @@ class TurnPipeline(ConversationState):
                            out: asyncio.Queue[Any]) -> None:
         """The agent's reply as :class:`Speak` items and its tool and done events, then None (a task body)."""
         splitter = SentenceSplitter(first_clause_chars=FIRST_CLAUSE_CHARS if speak else None)
+        waited_too_long = self.settings.filler_after_ms / 1000 if speak else float("inf")
+        apologised = False
         try:
             async for event in self._agent.respond(user_text, first_token_s=first_token_s):
+                if not apologised and failover.waited_s("llm") > waited_too_long:
+                    apologised = True  # the caller heard nothing while the configured LLM hung
+                    await out.put(Speak(APOLOGIES["wait"], filler=True))
                 if isinstance(event, TextDelta):
                     timeline.mark("llm_first_token")
                     for sentence in splitter.push(event.text):
@@ -349,7 +357,8 @@ class TurnPipeline(ConversationState):
             user_audio: the utterance (PCM16, Hz), kept when ``ENABLE_RECORDINGS`` is on.
 
         Returns:
-            ``record``, with its reply, cost, providers and audio set.
+            ``record``, with its reply, cost, providers and audio set, and ``error`` naming a
+            stage that failed over in this turn when nothing else went wrong.
         """
         if heard is not None:
             record.reply = " ".join(heard)
@@ -361,6 +370,7 @@ class TurnPipeline(ConversationState):
         providers: dict[str, Any] = dict(self.deps.providers.labels())
         if record.failover:
             providers["failover"] = record.failover  # which stage the embedded provider served, and why
+            record.error = record.error or failover.failures(record.failover)  # what failed, for turns.error
         record.providers = providers
         record.user_audio = user_audio
         return record
