@@ -1,7 +1,8 @@
 # Forge in a container: the same two set-up commands as on a laptop (make run; make test).
 # The embedded models (Whisper base, the Piper voice) arrive as Python wheels, so the image
 # starts and answers offline with no keys; configure OpenAI, Twilio, PostgreSQL and Redis with
-# environment variables (.env.sample lists them all).
+# environment variables (.env.sample lists them all). The app listens on every interface here, so
+# it starts only with a login: FORGE_APP_PASSWORD, or Streamlit's OIDC login in secrets.toml.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -6,8 +6,11 @@ import requests
 import streamlit as st
 
 import forge_ui
+from forge_ui.login import require_login
+from voiceforge.config import get_settings
 
 st.set_page_config(page_title="Forge", page_icon="🔨", layout="wide")
+require_login(get_settings())  # nothing below is drawn for a visitor who has not signed in
 
 pages = [
     st.Page("app_pages/home.py", title="Home", icon="🏠", default=True, url_path="home"),

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 
@@ -106,6 +107,27 @@ async def local_realtime_server(timeout_s: float = 180.0) -> AsyncIterator[str]:
         yield f"ws://127.0.0.1:{port}/v1"
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def app_login_configured(settings: object) -> bool:
+    """Whether the app has a login: ``FORGE_APP_PASSWORD``, or ``[auth]`` in a ``.streamlit/secrets.toml``
+    that Streamlit reads (the project's or the user's)."""
+    import tomllib
+
+    from voiceforge.config import ROOT
+
+    if getattr(settings, "forge_app_password", None):
+        return True
+    for path in (ROOT / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml"):
+        try:
+            if "auth" in tomllib.loads(path.read_text()):
+                return True
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+    return False
+
+
 def up(args: argparse.Namespace) -> int:
     """Run the sidecar, Streamlit and the offline Realtime server as child processes; one Ctrl-C stops all.
 
@@ -117,6 +139,10 @@ def up(args: argparse.Namespace) -> int:
     from voiceforge.config import ROOT
 
     settings = get_settings()
+    if args.bind not in LOOPBACK and not app_login_configured(settings):
+        print(f"Forge will not serve the app on {args.bind} without a login: set FORGE_APP_PASSWORD (or Streamlit's "
+              "OIDC login, [auth] in .streamlit/secrets.toml), or use --bind 127.0.0.1.", file=sys.stderr, flush=True)
+        return 2
     sidecar_url = f"http://127.0.0.1:{args.sidecar_port}"
     env = {**os.environ, "FORGE_SIDECAR_URL": sidecar_url}
     if not settings.openai_configured:  # speech-to-speech then runs on Forge's own Realtime server

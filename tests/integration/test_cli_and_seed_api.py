@@ -50,6 +50,14 @@ def _outside_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
+def test_forge_up_will_not_publish_the_app_without_a_login(tmp_path):
+    env = {**os.environ, "FORGE_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
+    forge = Path(sys.executable).with_name("forge")
+    refused = subprocess.run([str(forge), "up", "--bind", "0.0.0.0", "--sidecar-port", str(free_port()),
+                              "--app-port", str(free_port())], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "FORGE_APP_PASSWORD" in refused.stderr, refused.stderr
+
+
 def test_forge_up_serves_on_loopback_and_stops_on_one_ctrl_c(tmp_path):
     sidecar_port, app_port = free_port(), free_port()
     env = {**os.environ, "FORGE_DATA_DIR": str(tmp_path / "data")}

@@ -19,7 +19,8 @@ def test_the_image_is_built_on_the_two_set_up_commands():
     assert "make .venv/.runtime" in dockerfile and 'CMD ["make", "run", "BIND=0.0.0.0"]' in dockerfile
     assert "ffmpeg" in dockerfile  # the audio formats of #11
     compose = (ROOT / "docker-compose.yml").read_text()
-    for needed in ("postgres:16", "redis:7", "DATABASE_URL: postgresql://", "REDIS_URL: redis://", "8501:8501"):
+    for needed in ("postgres:16", "redis:7", "DATABASE_URL: postgresql://", "REDIS_URL: redis://", "8501:8501",
+                   "FORGE_APP_PASSWORD: ${FORGE_APP_PASSWORD:?"):  # the published app never without a login
         assert needed in compose
     assert ".venv" in (ROOT / ".dockerignore").read_text().split() and ".env" in (ROOT / ".dockerignore").read_text()
 
@@ -37,7 +38,8 @@ def test_the_image_builds_and_answers_offline():
     if build.returncode != 0 and any(w in build.stderr.lower() for w in ("pull", "resolve", "registry", "dial tcp")):
         pytest.skip("the base image cannot be pulled here (no registry access): " + build.stderr.strip()[-300:])
     assert build.returncode == 0, build.stderr[-2000:]
-    started = subprocess.run([docker, "run", "-d", "--rm", "--network", "none", "forge-test:latest"],
+    started = subprocess.run([docker, "run", "-d", "--rm", "--network", "none", "-e", "FORGE_APP_PASSWORD=test-only",
+                              "forge-test:latest"],
                              capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stderr
     container = started.stdout.strip()

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def streamlit_app(folder: Path, **env: str) -> Iterator[str]:
-    """Run ``streamlit run app.py`` with its data in ``folder`` (and ``env`` added); yields the base URL.
+def streamlit_app(folder: Path, address: str = "127.0.0.1", **env: str) -> Iterator[str]:
+    """Run ``streamlit run app.py`` on ``address`` with its data in ``folder`` (and ``env`` added); yields the base URL.
 
     The sidecar URL points at a closed port (the pages say "down"); the app's output goes to
     ``folder/streamlit.log``. Fails the test if the app is not healthy within 60 s.
@@ -30,7 +30,7 @@ def streamlit_app(folder: Path, **env: str) -> Iterator[str]:
     with (folder / "streamlit.log").open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+             "--server.address", address, "--server.port", str(port), "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT,
         )
         base = f"http://127.0.0.1:{port}"

@@ -273,6 +273,11 @@ class PerimeterSettings(ForgeSettings):
     forge_api_key: str | None = Field(
         default=None, json_schema_extra=SECRET_FIELD, description="Bearer key for every non-Twilio route; generated into the data folder if unset."
     )
+    forge_app_password: str | None = Field(
+        default=None, json_schema_extra=SECRET_FIELD,
+        description="The Streamlit app's password when no OIDC login is configured in .streamlit/secrets.toml; "
+                    "with neither, the app serves only loopback.",
+    )
     forge_allowed_origins: str = Field(
         default="http://127.0.0.1:8501,http://localhost:8501",
         description="Comma-separated browser origins allowed to open the sidecar's websockets.",
