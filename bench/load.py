@@ -10,12 +10,18 @@ Part 2 runs N streams in this process through what every inbound 20 ms frame cos
 model runs: Twilio JSON parse, base64, μ-law decode, resampling to 16 kHz, framing and VAD, at
 real-time pace. It prints event-loop lag p99 and CPU per stream.
 
-Run: .venv/bin/python bench/load.py [--calls 1,2,4,8,16] [--streams 25,50,100,200]
+Part 3 (``--attack 8``) runs the same calls without and then with an attack: two texters
+sending the worst run_sql requests back to back (a four-way cross join that runs to its
+deadline, and a printf bomb the authorizer refuses) and 200 authenticated sockets that never
+say a word (each reopened when the first-message deadline closes it).
+
+Run: .venv/bin/python bench/load.py [--calls 1,2,4,8,16] [--streams 25,50,100,200] [--attack 8]
 """
 
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -75,14 +81,17 @@ async def calls_round(base: str, token: str, key: str, pid: int, n: int) -> dict
             "wall_s": time.perf_counter() - lag_start}
 
 
-async def part_one(sizes: list[int]) -> None:
+@contextlib.asynccontextmanager
+async def sidecar():  # noqa: ANN201
+    """``forge serve`` in its own process with models loaded; yields (base URL, Twilio token, API key, pid)."""
     folder = Path(tempfile.mkdtemp())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     base, token, key = f"http://127.0.0.1:{port}", secrets.token_hex(8), secrets.token_hex(16)
     env = {**os.environ, "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token, "FORGE_API_KEY": key,
-           "FORGE_DATA_DIR": str(folder), "FORGE_RATE_CALLS_PER_MIN": "10000"}
+           "FORGE_DATA_DIR": str(folder), "FORGE_RATE_CALLS_PER_MIN": "10000",
+           "FORGE_MAX_UNAUTHENTICATED_PER_ADDRESS": "1000"}  # every bench client shares 127.0.0.1
     proc = subprocess.Popen([sys.executable, "-m", "forge", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -94,15 +103,92 @@ async def part_one(sizes: list[int]) -> None:
                 except (httpx.HTTPError, ValueError):
                     pass
                 await asyncio.sleep(0.3)
-        print("concurrent calls (2 caller turns each), offline providers, sidecar in its own process")
-        print(f"{'calls':>5} {'turns':>5} {'answered':>8} {'v2v p50':>8} {'v2v p95':>8} {'lag p99':>8} {'CPU':>6}")
-        for n in sizes:
-            r = await calls_round(base, token, key, proc.pid, n)
-            print(f"{r['calls']:>5} {r['turns']:>5} {r['answered']:>8} {r['p50']:>6.0f}ms {r['p95']:>6.0f}ms "
-                  f"{r['lag_p99']:>6.1f}ms {r['cpu_pct']:>5.0f}%", flush=True)
+        yield base, token, key, proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+
+
+HEADER = f"{'calls':>5} {'turns':>5} {'answered':>8} {'v2v p50':>8} {'v2v p95':>8} {'lag p99':>8} {'CPU':>6}"
+
+
+def row(r: dict) -> str:
+    return (f"{r['calls']:>5} {r['turns']:>5} {r['answered']:>8} {r['p50']:>6.0f}ms {r['p95']:>6.0f}ms "
+            f"{r['lag_p99']:>6.1f}ms {r['cpu_pct']:>5.0f}%")
+
+
+async def part_one(sizes: list[int]) -> None:
+    async with sidecar() as (base, token, key, pid):
+        print("concurrent calls (2 caller turns each), offline providers, sidecar in its own process")
+        print(HEADER)
+        for n in sizes:
+            print(row(await calls_round(base, token, key, pid, n)), flush=True)
+
+
+WORST_SQL = [
+    "run the sql query select count(*) from orders a, orders b, orders c, orders d",  # runs to its deadline
+    "run the sql query select length(printf('%.*c', 2000000000, 'x'))",  # refused by the authorizer
+]
+
+
+async def texter(base: str, token: str, number: str, stop: asyncio.Event, answered: list[float],
+                 refused: list[int]) -> None:
+    """One sender texting the worst run_sql requests back to back (each signed, each a new MessageSid)."""
+    from voiceforge.telephony.security import sign
+
+    url = base + "/twilio/sms"
+    async with httpx.AsyncClient(timeout=60) as http:
+        n = 0
+        while not stop.is_set():
+            form = {"From": number, "To": "+15005550006", "Body": WORST_SQL[n % len(WORST_SQL)],
+                    "MessageSid": "SM" + secrets.token_hex(16), "AccountSid": "AC" + "0" * 32}
+            started = time.perf_counter()
+            r = await http.post(url, data=form, headers={"X-Twilio-Signature": sign(token, url, form)})
+            if r.status_code == 200 and "<Message>" in r.text:
+                answered.append(time.perf_counter() - started)
+            else:
+                refused.append(1)  # stored, not answered: over the sender's texts a minute
+            n += 1
+
+
+async def idle_sockets(base: str, key: str, n: int, stop: asyncio.Event, opened: list[int]) -> None:
+    """Hold ``n`` authenticated /ws sockets that never send; reopen each one the sidecar closes."""
+    import websockets
+
+    url = base.replace("http://", "ws://") + "/ws"
+
+    async def hold() -> None:
+        while not stop.is_set():
+            try:
+                async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+                    opened.append(1)
+                    await ws.wait_closed()  # the first-message deadline closes it
+            except (OSError, websockets.WebSocketException):
+                await asyncio.sleep(0.5)
+
+    await asyncio.gather(*(hold() for _ in range(n)))
+
+
+async def part_attack(n_calls: int, n_sockets: int) -> None:
+    """The same calls with and without an attack: two texters of the worst run_sql and idle sockets."""
+    async with sidecar() as (base, token, key, pid):
+        print(f"{n_calls} concurrent calls, without and with an attack: 2 texters sending the worst run_sql "
+              f"back to back, {n_sockets} authenticated sockets held open without a word")
+        print(f"{'':>8} {HEADER} {'texts answered / not':>21} {'sockets opened':>15}")
+        await calls_round(base, token, key, pid, 1)  # warm
+        print(f"{'calm':>8} {row(await calls_round(base, token, key, pid, n_calls))}", flush=True)
+        stop, answered, refused, opened = asyncio.Event(), [], [], []
+        attackers = [asyncio.create_task(texter(base, token, f"+1555000000{i + 1}", stop, answered, refused))
+                     for i in range(2)]  # customers' numbers: run_sql is theirs to use
+        attackers.append(asyncio.create_task(idle_sockets(base, key, n_sockets, stop, opened)))
+        await asyncio.sleep(3)
+        result = await calls_round(base, token, key, pid, n_calls)
+        stop.set()
+        for task in attackers:
+            task.cancel()
+        await asyncio.gather(*attackers, return_exceptions=True)
+        sms = f"{len(answered)} (p50 {statistics.median(answered):.1f} s) / {len(refused)}" if answered else "0"
+        print(f"{'attacked':>8} {row(result)} {sms:>21} {len(opened):>15}", flush=True)
 
 
 async def one_stream(loop: ConversationLoop, frames: list[str], seconds: float) -> None:
@@ -173,7 +259,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", default="1,2,4,8,16")
     parser.add_argument("--streams", default="25,50,100,200")
+    parser.add_argument("--attack", type=int, default=0, metavar="CALLS",
+                        help="instead: CALLS concurrent calls without and with an attack (worst run_sql, idle sockets)")
+    parser.add_argument("--idle-sockets", type=int, default=200)
     args = parser.parse_args()
+    if args.attack:
+        asyncio.run(part_attack(args.attack, args.idle_sockets))
+        return
     if args.calls:
         asyncio.run(part_one([int(x) for x in args.calls.split(",")]))
     if args.streams:

@@ -28,7 +28,7 @@ from voiceforge.store.db import retry_transient
 from voiceforge.telephony import media, twiml
 from voiceforge.telephony.numbers import mask_number
 from voiceforge.telephony.security import valid_signature
-from voiceforge.telephony.sms import answer_sms
+from voiceforge.telephony.sms import MAX_SMS_BODY, answer_sms
 
 log = logging.getLogger("forge.sidecar.twilio")
 MAX_FORM_FIELD = 4096
@@ -118,12 +118,21 @@ async def status(form: dict = Depends(signed_form), engine: Engine = Depends(get
     return Response(status_code=204)
 
 
-async def sms(form: dict = Depends(signed_form), engine: Engine = Depends(get_engine)) -> Response:
+async def sms(request: Request, form: dict = Depends(signed_form), engine: Engine = Depends(get_engine)) -> Response:
     """Store an inbound SMS and reply through the agent with TwiML <Message>.
 
     A MessageSid seen before (Twilio retries a webhook it thinks failed) is acknowledged with an
-    empty ``<Response/>``: the agent does not run and nothing is sent again.
+    empty ``<Response/>``: the agent does not run and nothing is sent again. A sender past
+    ``FORGE_RATE_SMS_IN_PER_SENDER_PER_MIN`` has the text stored and acknowledged, not answered:
+    one number cannot keep the agent (and its SQL) busy for everyone else.
     """
+    sender = form.get("From", "")[:20]
+    limit = engine.settings.forge_rate_sms_in_per_sender_per_min
+    if await request.app.state.rate_limiter.hit(f"sms-in:{sender}", limit) is not None:
+        log.warning("SMS from %s not answered: over %d texts a minute", mask_number(sender), limit)
+        await asyncio.to_thread(call_store.record_inbound_sms, engine.db, sender, form.get("To", "")[:20],
+                                form.get("Body", "")[:MAX_SMS_BODY], form.get("MessageSid") or None, None)
+        return _xml(twiml.empty())
     reply = await answer_sms(engine, form.get("From", ""), form.get("To", ""), form.get("Body", ""),
                              form.get("MessageSid") or None)
     if reply is None:

@@ -177,6 +177,23 @@ def test_a_replayed_sms_webhook_is_answered_once(client):
     assert turn["user_text"] == "How many customers are there?"
 
 
+def test_one_sender_past_its_texts_a_minute_is_stored_not_answered(client):
+    limit = client.app.state.engine.settings.forge_rate_sms_in_per_sender_per_min
+
+    def text(sender: str, n: int):  # noqa: ANN202
+        return post_signed(client, "/twilio/sms", {"MessageSid": f"SM{n:032d}", "From": sender, "To": "+15005550006",
+                                                   "Body": "Hello there"})
+
+    replies = [text("+15550000004", n) for n in range(limit + 2)]
+    assert all(r.status_code == 200 for r in replies)
+    answered = [ET.fromstring(r.text).find("Message") is not None for r in replies]
+    assert answered == [True] * limit + [False, False]
+    assert ET.fromstring(text("+15550000005", 999).text).find("Message") is not None  # another sender is answered
+    inbound = [m for m in client.get("/api/sms?limit=100").json()
+               if m["direction"] == "inbound" and m["from"] == "+15550000004"]
+    assert len(inbound) == limit + 2  # every text is kept
+
+
 def test_phone_numbers_are_validated(client):
     assert client.post("/api/call", json={"to": "555-0100"}).status_code == 422
     assert client.post("/api/sms", json={"to": "+1", "body": "x"}).status_code == 422

@@ -284,6 +284,10 @@ class PerimeterSettings(ForgeSettings):
     )
     forge_rate_calls_per_min: int = Field(default=5, ge=1, le=10_000)
     forge_rate_sms_per_min: int = Field(default=20, ge=1, le=10_000)
+    forge_rate_sms_in_per_sender_per_min: int = Field(
+        default=10, ge=1, le=10_000,
+        description="Inbound texts one number gets answered per minute; more are stored, not answered.",
+    )
     forge_max_turn_s: float = Field(default=60.0, gt=0, le=600)
     forge_max_upload_mb: float = Field(default=20.0, gt=0, le=500)
     forge_sms_allowlist: str = Field(
