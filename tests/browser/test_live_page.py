@@ -153,8 +153,10 @@ def test_live_page_holds_a_spoken_conversation_with_barge_in(live_app, speak):
             # The last answer is stored once it has played (its marks came back).
             db = sqlite3.connect(folder / "data" / "forge.db")
             deadline = time.monotonic() + 30
-            while len(turns := db.execute("SELECT user_text, assistant_text, interrupted FROM turns "
-                                          "ORDER BY id").fetchall()) < 3 and time.monotonic() < deadline:
+            # (A turn is stored as soon as it is heard, with answered false, and updated then.)
+            while (len(turns := db.execute("SELECT user_text, assistant_text, interrupted FROM turns "
+                                           "WHERE answered ORDER BY id").fetchall()) < 3
+                   and time.monotonic() < deadline):
                 time.sleep(0.3)
             page.screenshot(path=str(ARTIFACTS / "live.png"), full_page=True)
             levels = frame.evaluate("window.forgeLevels")
