@@ -19,5 +19,5 @@ VOLUME /data
 # Streamlit app, sidecar (Twilio webhooks, media streams, devices), offline Realtime server.
 EXPOSE 8501 8765 8766
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s CMD python3 -c \
-  "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8765/health', timeout=4)"
+  "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8765/ready', timeout=4)"
 CMD ["make", "run", "BIND=0.0.0.0"]

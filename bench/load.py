@@ -98,7 +98,7 @@ async def sidecar():  # noqa: ANN201
         async with httpx.AsyncClient() as http:
             while True:
                 try:
-                    if (await http.get(base + "/health")).json().get("models_ready"):
+                    if (await http.get(base + "/ready")).status_code == 200:
                         break
                 except (httpx.HTTPError, ValueError):
                     pass

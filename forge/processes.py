@@ -40,7 +40,7 @@ def forge_command(*args: str) -> list[str]:
 @contextlib.asynccontextmanager
 async def _child(command: list[str], env: dict[str, str], base: str, what: str,
                  timeout_s: float) -> AsyncIterator[None]:
-    """Run ``command`` until the block ends; wait first until ``base + /health`` reports models ready.
+    """Run ``command`` until the block ends; wait first until ``base + /ready`` answers 200.
 
     Raises:
         RuntimeError: the child exited (its last stderr lines are in the message) or was not
@@ -58,7 +58,7 @@ async def _child(command: list[str], env: dict[str, str], base: str, what: str,
                     raise RuntimeError(f"the {what} did not start:\n"
                                        + errors.read().decode(errors="replace")[-2000:])
                 try:
-                    if (await http.get(base + "/health")).json().get("models_ready"):
+                    if (await http.get(base + "/ready")).status_code == 200:
                         break
                 except (httpx.HTTPError, ValueError):
                     pass
@@ -128,6 +128,14 @@ def app_login_configured(settings: object) -> bool:
     return False
 
 
+def _answers_ready(base: str) -> bool:
+    """``base + /ready`` answers 200 (models loaded, greetings synthesized)."""
+    try:
+        return httpx.get(base + "/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def up(args: argparse.Namespace) -> int:
     """Run the sidecar, Streamlit and the offline Realtime server as child processes; one Ctrl-C stops all.
 
@@ -167,8 +175,11 @@ def up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    ready = False
     while not stopping and all(c.poll() is None for c in children):
-        time.sleep(0.2)
+        if not ready and (ready := _answers_ready(sidecar_url)):
+            print("Forge is ready: models loaded, greetings synthesized.", flush=True)
+        time.sleep(0.2 if ready else 0.5)
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGINT)

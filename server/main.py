@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -91,8 +92,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         app.state.lag.start()
         # send_sms reaches Twilio through the sidecar's one client (built on first use).
         app.state.engine.services.setdefault("twilio", lambda: app.state.telephony.twilio)
-        # Load the speech models now, off the loop, so the first call does not wait for them.
-        app.state.warm = asyncio.create_task(asyncio.to_thread(app.state.engine.warm_up))
+        # Load the speech models now, off the loop, and synthesize the greetings, so the first call
+        # waits for neither; /ready answers 503 until both are done.
+        app.state.draining = False
+        app.state.warm = asyncio.create_task(warm_up(app.state.engine))
         yield
         await app.state.connections.close_all()
         await app.state.telephony.aclose()
@@ -132,6 +135,24 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
                        first_message_s=settings.forge_first_message_s)
     app.add_exception_handler(RequestValidationError, invalid_request)
     return app
+
+
+async def warm_up(engine: Engine) -> float:
+    """Load the speech models (in a thread) and synthesize every persona's fixed sentences; the time in ms.
+
+    A failure is logged and leaves the process serving (a model then loads on first use), and
+    ``/ready`` answers 200 once this has ended either way.
+    """
+    start = time.perf_counter()
+    try:
+        await asyncio.to_thread(engine.warm_up)
+        phrases = await engine.prepare_phrases()
+    except Exception:  # noqa: BLE001 - the sidecar still serves; the first call pays the load
+        log.exception("warming the models up failed")
+        return (time.perf_counter() - start) * 1000
+    took = (time.perf_counter() - start) * 1000
+    log.info("models warm and %d sentences synthesized ahead in %.0f ms", phrases, took)
+    return took
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

@@ -19,6 +19,7 @@ from voiceforge.store import conversations
 from voiceforge.store.db import Database, business_database, get_database
 from voiceforge.tools import ToolRegistry, build_registry
 from voiceforge.turn import TurnDeps, TurnPipeline, TurnSettings
+from voiceforge.turn.phrases import PhraseCache
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class Engine:
         # Clients tools may use, by name (a zero-argument callable is called on first use).
         self.services: dict[str, Any] = {"tts": lambda: self.tts}
         self.prices = PriceTable(self.settings.forge_prices)
+        self.phrases = PhraseCache()
+        """Fixed sentences synthesized ahead (:meth:`prepare_phrases`), shared by every conversation."""
 
     def turn_cost(self, usage: Usage) -> Cost:
         """What ``usage`` cost with the providers in use (USD per stage, see voiceforge/cost.py)."""
@@ -90,6 +93,29 @@ class Engine:
             self.llm.warm_up(self.registry.select(self.registry.names()))  # every tool, the opt-in ones too
         return (time.perf_counter() - start) * 1000
 
+    async def prepare_phrases(self) -> int:
+        """Synthesize every persona's fixed sentences and the apologies now.
+
+        The greeting, reprompt, goodbye and wrap-up are then played without waiting for the
+        TTS (the first call's greeting starts at once). Returns the number of sentences cached; a TTS failure only logs (they are synthesized when said).
+        """
+        from voiceforge.agent.persona import PersonaError, list_personas
+        from voiceforge.turn.pipeline import APOLOGIES
+
+        tts = self.tts
+        wanted: list[tuple[str, str | None]] = []
+        for persona_id in list_personas():
+            try:
+                persona = self.persona(persona_id)
+            except PersonaError:
+                continue
+            voice = persona.voice.get(tts.provider_id) if persona.voice else None
+            wanted += [(text, voice) for text in (persona.greeting, persona.reprompt, persona.idle_goodbye,
+                                                  persona.wrap_up, *APOLOGIES.values())]
+        for text, voice in dict.fromkeys(wanted):
+            await self.phrases.fill(tts, text, voice)
+        return len(self.phrases)
+
     def _prompt_words(self) -> list[str]:
         try:
             return self.persona(self.settings.forge_persona).domain_words
@@ -117,7 +143,7 @@ class Engine:
         """The record of what a turn pipeline uses (providers, stores, tools, settings)."""
         return TurnDeps(providers=self.providers, db=self.db, business_db=self.business_db, registry=self.registry,
                         settings=TurnSettings.from_settings(self.settings), tool_settings=self.settings,
-                        price=self.turn_cost, persona=self.persona, services=self.services)
+                        price=self.turn_cost, persona=self.persona, services=self.services, phrases=self.phrases)
 
     def pipeline(self, persona_id: str | None = None, channel: str = "chat", conversation_id: int | None = None,
                  caller: str | None = None, child_id: int | None = None, persist: bool = True) -> TurnPipeline:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from server.auth import protected_router
@@ -56,8 +56,8 @@ def info(request: Request) -> dict:
     sockets = (["/ws", "/twilio/stream"] if "sidecar" in roles else []) + \
         (["/v1/realtime", "/openai/realtime"] if "realtime" in roles else [])
     return {"name": "Forge sidecar", "version": __version__, "roles": list(roles), "docs": "/docs",
-            "health": "/health",
-            "auth": "Authorization: Bearer <FORGE_API_KEY> on every route but Twilio's, / , /health and /docs",
+            "health": "/health", "ready": "/ready",
+            "auth": "Authorization: Bearer <FORGE_API_KEY> on every route but Twilio's, /, /health, /ready and /docs",
             "websockets": sockets}
 
 
@@ -70,6 +70,21 @@ def health(request: Request) -> dict:
     return {"status": "ok", "providers": engine.describe(), "twilio_configured": settings.twilio_configured,
             "public_base_url": settings.public_base_url, "live_calls": len(request.app.state.telephony.calls),
             "models_ready": bool(warm and warm.done())}
+
+
+@public.get("/ready", responses={503: {"description": "warming up or draining"}})
+def ready(request: Request, response: Response) -> dict:
+    """Readiness: 200 once the speech models are loaded and the greetings synthesized, 503 before
+    that and while the sidecar drains. ``/health`` stays liveness (200 while the process serves).
+    """
+    warm = getattr(request.app.state, "warm", None)
+    if getattr(request.app.state, "draining", False):
+        response.status_code = 503
+        return {"ready": False, "reason": "draining"}
+    if warm is None or not warm.done():
+        response.status_code = 503
+        return {"ready": False, "reason": "warming up"}
+    return {"ready": True, "warm_up_ms": round(warm.result()) if not warm.cancelled() else None}
 
 
 @router.get("/api/metrics")

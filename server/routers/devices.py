@@ -310,7 +310,8 @@ async def http_turn(request: Request, rate: int = 16000, device: dict = Depends(
             raise HTTPException(exc.code, str(exc)) from None
         transport = DeviceHttpTurn(rate, interaction_logger(engine, device))
         pipeline = await device_pipeline(engine, device)
-        loop = ConversationLoop(pipeline, transport, greet=False, push_to_talk=True, name=device["device_id"])
+        loop = ConversationLoop(pipeline, transport, greet=False, push_to_talk=True, limits=False,
+                                name=device["device_id"])
         await loop.start()
         await loop.handle(TalkStart())
         transport.released.append(press.turn)

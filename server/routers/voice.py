@@ -202,7 +202,7 @@ async def browser_stream(ws: WebSocket, persona: str | None = None) -> None:
         async def disconnect() -> None:
             await close(ws, 1000, "disconnected by the server")
 
-        loop = ConversationLoop(pipeline, transport, greet=transport.live)
+        loop = ConversationLoop(pipeline, transport, greet=transport.live, limits=transport.live)
         connection = connections.add("browser", pipeline.persona.id, disconnect, loop)
         loop.name = f"ws-{connection.id}"
         if transport.live:

@@ -51,7 +51,7 @@ def sidecar_process(folder, port):  # noqa: ANN001, ANN201
         while True:
             assert proc.poll() is None, "the sidecar exited while starting"
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json().get("models_ready"):
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
                     break
             assert time.monotonic() < deadline, "the sidecar did not get ready"
             time.sleep(0.2)

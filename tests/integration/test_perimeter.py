@@ -34,7 +34,7 @@ KEY = "perimeter-test-key-0123456789"
 TOKEN = "perimeter-twilio-token"
 BASE = "https://forge.example.test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-OPEN = {"/", "/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
+OPEN = {"/", "/health", "/ready", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
 PARAMS = {"call_sid": "CA1", "persona_id": "friendly_guide", "connection_id": "abc123", "conversation_id": "1",
           "device_id": "dev-1", "child_id": "1"}
 

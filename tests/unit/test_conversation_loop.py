@@ -203,3 +203,67 @@ async def test_typed_text_over_speech_barges_in_and_is_answered(tmp_path):
     first, second = call.turns()
     assert call.transport.clears and first["interrupted"]
     assert second["user_text"] == "actually, never mind" and second["assistant_text"] == "Typed answer."
+
+
+async def test_a_silent_caller_is_reprompted_then_let_go(tmp_path):
+    async with Call(tmp_path, FakeSTT(["yes I am here"]), ScriptedLLM(["Good. How can I help?"]), greet=True,
+                    forge_idle_s=0.6, forge_idle_reprompts=2) as call:
+        persona = call.pipeline.persona
+        await until(lambda: any(text == persona.reprompt for text, _ in call.engine.tts.spoken))
+        # the reprompt came a silence after the greeting's last frame (counted from its end, not its start)
+        times = [at for at, _ in call.transport.frames]
+        assert max(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.5
+        # the caller answers the first reprompt: the count starts over
+        await until(call.idle)
+        await call.utterance()
+        await until(lambda: call.loop.turns_stored == 1)
+        await until(lambda: call.transport.hung_up is not None, limit_s=15)
+    said = [text for text, _ in call.engine.tts.spoken]
+    assert said[0] == persona.greeting and said[1] == persona.reprompt, said
+    after_answer = said[said.index("Good. How can I help?") + 1:]
+    assert after_answer == [persona.reprompt, persona.reprompt, persona.idle_goodbye], said
+    assert call.turns()[0]["user_text"] == "yes I am here"
+    assert call.transport.hung_up >= call.transport.frames[-1][0]  # after the goodbye was sent
+
+
+async def test_silence_during_a_slow_tool_is_not_the_callers(tmp_path):
+    llm = ScriptedLLM([[("list_appointments", {"customer_id": 2})], "You have none."])
+    async with Call(tmp_path, FakeSTT(["my appointments please"]), llm, forge_idle_s=0.5,
+                    forge_filler_after_ms=5000) as call:
+        call.engine.registry.set_fault("list_appointments", delay_ms=1500)
+        await call.utterance(300)
+        await until(lambda: call.loop.turns_stored == 1, limit_s=15)
+        assert call.pipeline.persona.reprompt not in [text for text, _ in call.engine.tts.spoken]
+        await until(lambda: call.pipeline.persona.reprompt in [text for text, _ in call.engine.tts.spoken])
+
+
+async def test_the_maximum_duration_wraps_the_call_up(tmp_path):
+    async with Call(tmp_path, FakeSTT(["hello"]), ScriptedLLM(["Hi there."]), forge_idle_s=0,
+                    forge_max_call_s=1.2) as call:
+        started = time.perf_counter()
+        await call.utterance()
+        await until(lambda: call.transport.hung_up is not None, limit_s=10)
+    said = [text for text, _ in call.engine.tts.spoken]
+    assert said == ["Hi there.", call.pipeline.persona.wrap_up], said
+    assert call.transport.hung_up - started >= 1.2
+
+
+async def test_keypad_digits_reach_the_agent_as_words(tmp_path):
+    from voiceforge.transport import DtmfIn
+
+    llm = ScriptedLLM(["Thanks, number 42.", "Checking your order."])
+    stored: list[str] = []
+
+    async def on_dtmf(digit: str) -> None:
+        stored.append(digit)
+
+    async with Call(tmp_path, FakeSTT([]), llm) as call:
+        call.loop._on_dtmf = on_dtmf
+        call.loop.keypad.meanings = {"1": "I want to check my order"}
+        for key in "42#":
+            await call.inbox.put(DtmfIn(key))
+        await until(lambda: call.loop.turns_stored == 1)
+        await call.inbox.put(DtmfIn("1"))  # mapped: sent at once, no # needed
+        await until(lambda: call.loop.turns_stored == 2)
+    assert [t["user_text"] for t in call.turns()] == ["I pressed 42 on the keypad.", "I want to check my order"]
+    assert stored == ["4", "2", "#", "1"]

@@ -55,6 +55,21 @@ class Persona:
     vad_threshold: float | None = None
     sql_for_unknown_texters: bool = False
     """run_sql answers an SMS from a number that is no customer's (off by default: a stranger's text)."""
+    reprompt: str = "Are you still there?"
+    """Said when the caller has been silent ``idle_s`` after the agent finished speaking."""
+    idle_goodbye: str = "It sounds like you have stepped away, so I will end the call here. Goodbye!"
+    """Said, before hanging up, when the reprompts went unanswered."""
+    wrap_up: str = "We have reached the time limit for this call. Thank you for calling, goodbye!"
+    """Said, before hanging up, when the conversation reaches ``max_call_s`` (or the server drains)."""
+    idle_s: float | None = None
+    """Seconds of silence before the reprompt (None: ``FORGE_IDLE_S``; 0: never)."""
+    idle_reprompts: int | None = None
+    """Reprompts before the goodbye (None: ``FORGE_IDLE_REPROMPTS``)."""
+    max_call_s: float | None = None
+    """The longest conversation, s (None: ``FORGE_MAX_CALL_S``; 0: no limit)."""
+    keypad: dict[str, str] = field(default_factory=dict)
+    """Keypad digits (or digit strings ended by ``#``) mapped to what the caller means by them,
+    e.g. ``{"1": "I want to check my order"}``; others reach the agent as "I pressed 1 on the keypad"."""
 
     def prompt_for(self, channel: str) -> str:
         """The system prompt, with the reply-length rule for phone calls added."""
@@ -191,7 +206,39 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Per
         endpointing_ms=int(overrides["endpointing_ms"]) if overrides.get("endpointing_ms") else None,
         vad_threshold=float(overrides["vad_threshold"]) if overrides.get("vad_threshold") else None,
         sql_for_unknown_texters=bool(raw.get("sql_for_unknown_texters", False)),
+        **_turn_taking(raw, path.name),
     )
+
+
+KEYPAD_KEYS = frozenset("0123456789*#")
+
+
+def _turn_taking(raw: dict, file: str) -> dict:
+    """A persona file's idle, limit and keypad keys (absent keys keep the defaults).
+
+    Raises:
+        PersonaError: a wrong type, a negative number, or a keypad key that is not digits, * or #.
+    """
+    out: dict = {}
+    for key in ("reprompt", "idle_goodbye", "wrap_up"):
+        if key in raw:
+            if not isinstance(raw[key], str) or not raw[key].strip():
+                raise PersonaError(f"{file}: {key} must be a non-empty string")
+            out[key] = raw[key].strip()
+    for key, kind in (("idle_s", float), ("idle_reprompts", int), ("max_call_s", float)):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise PersonaError(f"{file}: {key} must be a number of 0 or more")
+            out[key] = kind(value)
+    keypad = raw.get("keypad", {})
+    if not isinstance(keypad, dict) or not all(
+            isinstance(k, str) and k and set(k) <= KEYPAD_KEYS and isinstance(v, str) and v.strip()
+            for k, v in keypad.items()):
+        raise PersonaError(f"{file}: [keypad] maps keys of digits, * or # to what the caller means, as text")
+    if keypad:
+        out["keypad"] = {k.rstrip("#") or k: v.strip() for k, v in keypad.items()}
+    return out
 
 
 def list_personas(folder: Path = PROMPTS) -> list[str]:

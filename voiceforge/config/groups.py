@@ -408,6 +408,23 @@ class ConversationSettings(BaseSettings):
                     "(the seed's 300-character rule).")
     forge_phone_reply_max_s: float = Field(
         default=20.0, ge=2, le=600, description="Hard cap on a phone reply's spoken seconds (sentence boundary).")
+    forge_idle_s: float = Field(
+        default=8.0, ge=0, le=600,
+        description="The caller silent this long after the agent finished speaking hears the persona's reprompt "
+                    "(0: never), s.")
+    forge_idle_reprompts: int = Field(
+        default=2, ge=0, le=20, description="Reprompts before a silent caller hears the goodbye and the call ends.")
+    forge_max_call_s: float = Field(
+        default=900.0, ge=0, le=86_400,
+        description="A conversation this long hears the persona's wrap-up and is ended (0: no limit), s.")
+    forge_min_interruption_ms: int = Field(
+        default=300, ge=0, le=3000,
+        description="Caller speech over the agent must last this long before it pauses the agent; shorter "
+                    "sounds (a cough, a click) never do, ms.")
+    forge_false_interruption_ms: int = Field(
+        default=1500, ge=200, le=10_000,
+        description="The agent paused for a possible interruption resumes its reply when no words (or only a "
+                    "backchannel such as 'uh-huh') came within this long after the caller's sound ended, ms.")
 
 
 class SqlSettings(BaseSettings):

@@ -118,6 +118,11 @@ class Listener:
                 out.append(UtteranceEnded(utterance, speculation))
         return out
 
+    @property
+    def in_speech(self) -> bool:
+        """The caller is speaking now (the VAD is inside an utterance, or the button is down)."""
+        return self._held is not None or self._segmenter.speaking
+
     def _speculate(self) -> None:
         detector = self._segmenter.detector
         if self._speculation is not None and detector.state is VadState.SPEAKING:

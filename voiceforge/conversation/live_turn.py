@@ -40,6 +40,7 @@ class LiveTurn:
         audio_started / tools_started: its first frame was sent / a tool ran.
         record: the pipeline's record, once the reply is generated.
         done: generation is over; finished: settled in memory and queued for storage.
+        hang_up_after: the transport hangs up once this turn has played (a goodbye).
     """
 
     generation: int
@@ -64,6 +65,7 @@ class LiveTurn:
     reply_pcm: bytearray = field(default_factory=bytearray)
     reply_rate: int | None = None
     failover: list[dict[str, str]] = field(default_factory=list)
+    hang_up_after: bool = False
 
     @property
     def mergeable(self) -> bool:

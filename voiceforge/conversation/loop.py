@@ -36,6 +36,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from voiceforge.conversation.keypad import Keypad
+from voiceforge.conversation.limits import CallLimits
 from voiceforge.conversation.listener import Listener, SpeechBegan
 from voiceforge.conversation.recorder import CallRecorder
 from voiceforge.conversation.turns import Turns
@@ -82,12 +84,16 @@ class ConversationLoop:
         vad: a speech-confidence source with ``confidence(frame) -> 0..1`` for 20 ms PCM16 frames
             at the analysis rate (default webrtcvad; tests script one).
         push_to_talk: utterances are bounded by TalkStart/TalkEnd, not by the VAD.
+        limits: reprompt a silent caller, let them go after the reprompts, wrap up at the maximum
+            duration (the persona's ``idle_s``, ``idle_reprompts``, ``max_call_s``, else
+            ``FORGE_IDLE_S``, ``FORGE_IDLE_REPROMPTS``, ``FORGE_MAX_CALL_S``). Off for a
+            single device press and for Realtime clients, which end their own sessions.
     """
 
     def __init__(self, pipeline: TurnPipeline, transport: Transport, *, endpointing_ms: int | None = None,
                  first_token_s: float | None = None, greet: bool = True, name: str = "",
                  on_dtmf: Callable[[str], Awaitable[None]] | None = None, vad: Any = None,
-                 push_to_talk: bool = False) -> None:
+                 push_to_talk: bool = False, limits: bool = True) -> None:
         settings = pipeline.settings
         self.pipeline, self.transport, self.name = pipeline, transport, name
         self.greet = greet
@@ -108,6 +114,12 @@ class ConversationLoop:
         self._background: set[asyncio.Task] = set()
         self._state = ""
         self.closed = False
+        self.keypad = Keypad(persona.keypad, self._keypad_entry)
+        self.limits = CallLimits(
+            persona.idle_s if persona.idle_s is not None else settings.idle_s,
+            persona.idle_reprompts if persona.idle_reprompts is not None else settings.idle_reprompts,
+            persona.max_call_s if persona.max_call_s is not None else settings.max_call_s,
+            time.monotonic()) if limits else None
 
     @property
     def turns_stored(self) -> int:
@@ -141,6 +153,9 @@ class ConversationLoop:
         await self._set_state("listening")
         if self.greet and self.pipeline.persona.greeting:
             self.say(self.pipeline.persona.greeting)
+        if self.limits is not None:
+            self.limits.start(time.monotonic())
+            self._spawn(self._watch())
 
     def say(self, text: str) -> None:
         """Speak a fixed sentence now (a greeting); it is not stored as a turn."""
@@ -156,6 +171,7 @@ class ConversationLoop:
             self.turns.playout.played(event.name)
         elif isinstance(event, TextIn):
             if event.text.strip():
+                self._caller_active()
                 await self.on_utterance(text=event.text.strip())
         elif isinstance(event, TalkStart):
             self.listener.talk_start()
@@ -164,8 +180,11 @@ class ConversationLoop:
             held = self.listener.talk_end()
             if held:
                 await self.on_utterance(audio=held)
-        elif isinstance(event, DtmfIn) and self._on_dtmf is not None:
-            self._spawn(self._dtmf(event.digit))
+        elif isinstance(event, DtmfIn):
+            self._caller_active()
+            if self._on_dtmf is not None:
+                self._spawn(self._dtmf(event.digit))  # stored on the call, in order
+            await self.keypad.press(event.digit)
         elif isinstance(event, Configure):
             self.configure(event)
         elif isinstance(event, Interrupt):
@@ -182,6 +201,7 @@ class ConversationLoop:
         if self.closed:
             return
         self.closed = True
+        self.keypad.close()
         await self.turns.close()
         conversation_id = self.pipeline.conversation_id
         if self.recorder is not None and conversation_id and self.pipeline.persist:
@@ -205,6 +225,7 @@ class ConversationLoop:
 
     async def on_speech_start(self) -> None:
         """The user started speaking: barge in on audible agent speech, hold back thinking."""
+        self._caller_active()
         await self._notify(SpeechStarted())
         await self.turns.barge_in()
         current = self.turns.current
@@ -280,6 +301,44 @@ class ConversationLoop:
                       prefix_ms: int | None = None) -> None:
         """Change endpointing between utterances (see :meth:`Listener.configure_vad`)."""
         self.listener.configure_vad(threshold, silence_ms, prefix_ms)
+
+    async def end_with(self, text: str) -> None:
+        """Stop whatever the agent is doing, say ``text`` (a goodbye, a wrap-up), then hang up.
+
+        The scaling work's drain uses this with the persona's wrap-up.
+        """
+        if self.closed:
+            return
+        await self.turns.interrupt()
+        self.pipeline.remember("assistant", text)
+        self.turns.say(text, hang_up=True)
+
+    async def _keypad_entry(self, text: str) -> None:
+        """A keypad entry (see :mod:`voiceforge.conversation.keypad`), answered like an utterance."""
+        if not self.closed:
+            await self.on_utterance(text=text)
+
+    def _caller_active(self) -> None:
+        if self.limits is not None:
+            self.limits.caller_spoke(time.monotonic())
+
+    async def _watch(self) -> None:
+        """Every 100 ms: reprompt a silent caller, let them go, or wrap the call up (see CallLimits)."""
+        persona = self.pipeline.persona
+        limits = self.limits
+        assert limits is not None
+        while not self.closed:
+            await asyncio.sleep(0.1)
+            due = limits.due(time.monotonic(), busy=self.turns.live or self.listener.in_speech)
+            if due == "reprompt":
+                log.info("%s: the caller has been silent; reprompting (%d)", self.name, limits.reprompted)
+                self.pipeline.remember("assistant", persona.reprompt)
+                self.say(persona.reprompt)
+            elif due is not None:
+                log.info("%s: %s", self.name, "the caller did not answer the reprompts; ending the call"
+                         if due == "goodbye" else "the maximum call duration was reached; wrapping up")
+                await self.end_with(persona.idle_goodbye if due == "goodbye" else persona.wrap_up)
+                return
 
     # --- background work ------------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[None]) -> None:

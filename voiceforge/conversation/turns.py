@@ -73,9 +73,13 @@ class Turns:
         """Start answering ``turn`` once its inputs are transcribed (and the turn before it is over)."""
         turn.task = asyncio.create_task(self._answer(turn), name=f"turn-{self.name}-{turn.generation}")
 
-    def say(self, text: str) -> None:
-        """Speak a fixed sentence now (a greeting); it is not stored as a turn."""
+    def say(self, text: str, hang_up: bool = False) -> None:
+        """Speak a fixed sentence now (a greeting, a reprompt); it is not stored as a turn.
+
+        With ``hang_up`` the transport hangs up once it has been played (or cut off).
+        """
         turn = self.new(Timeline(), store=False)
+        turn.hang_up_after = hang_up
         turn.task = asyncio.create_task(self._play(turn, self.pipeline.say(text)))
 
     def absorb(self, previous: LiveTurn, into: LiveTurn, joint: bool) -> None:
@@ -221,6 +225,8 @@ class Turns:
         self._turns.pop(turn.generation, None)
         if not self._turns:
             self._spawn(self._set_state("listening"))
+        if turn.hang_up_after:  # a goodbye or a wrap-up
+            self._spawn(self._hang_up())
         if not turn.store or not (turn.user_text or turn.error):
             return
         record = turn.to_record(self.pipeline.conversation_id, self.rate)

@@ -16,6 +16,7 @@ from voiceforge.agent.persona import Persona
 from voiceforge.cost import Cost, Usage
 from voiceforge.providers.registry import Providers
 from voiceforge.tools import ToolRegistry
+from voiceforge.turn.phrases import PhraseCache
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class TurnSettings:
         max_turn_s: the longest utterance (``FORGE_MAX_TURN_S``), s.
         filler_after_ms: a tool still running after this long gets a filler sentence, ms.
         phone_reply_max_chars / phone_reply_max_s: a phone reply's caps (characters, spoken s).
+        idle_s / idle_reprompts: a silent caller's reprompt delay (s; 0: never) and how many
+            reprompts come before the goodbye and hang-up.
+        max_call_s: the longest conversation before the spoken wrap-up and hang-up, s (0: none).
+        min_interruption_ms: caller speech over the agent pauses it only after this long, ms.
+        false_interruption_ms: a pause with no words after it (or only a backchannel) resumes
+            the reply this long after the caller's sound ended, ms.
         enable_recordings: keep the utterances, replies and whole calls as WAV files.
         data_dir: the data folder (recordings go under ``recordings/``).
     """
@@ -41,6 +48,11 @@ class TurnSettings:
     filler_after_ms: int = 600
     phone_reply_max_chars: int = 300
     phone_reply_max_s: float = 20.0
+    idle_s: float = 8.0
+    idle_reprompts: int = 2
+    max_call_s: float = 900.0
+    min_interruption_ms: int = 300
+    false_interruption_ms: int = 1500
     enable_recordings: bool = False
     data_dir: Path = Path("data")
 
@@ -52,6 +64,9 @@ class TurnSettings:
             llm_first_token_ms=settings.forge_llm_first_token_ms, max_turn_s=settings.forge_max_turn_s,
             filler_after_ms=settings.forge_filler_after_ms, phone_reply_max_chars=settings.forge_phone_reply_max_chars,
             phone_reply_max_s=settings.forge_phone_reply_max_s, enable_recordings=settings.enable_recordings,
+            idle_s=settings.forge_idle_s, idle_reprompts=settings.forge_idle_reprompts,
+            max_call_s=settings.forge_max_call_s, min_interruption_ms=settings.forge_min_interruption_ms,
+            false_interruption_ms=settings.forge_false_interruption_ms,
             data_dir=settings.forge_data_dir,
         )
 
@@ -77,6 +92,7 @@ class TurnDeps:
         persona: loads a persona by id (re-read each turn, so edits apply from the next one).
         services: clients tools may use, by name ("tts", "twilio"); a zero-argument callable is
             called on first use.
+        phrases: fixed sentences synthesized ahead (greetings, reprompts, apologies).
     """
 
     providers: Providers
@@ -88,3 +104,4 @@ class TurnDeps:
     price: Callable[[Usage], Cost]
     persona: Callable[[str], Persona]
     services: dict[str, Any] = field(default_factory=dict)
+    phrases: PhraseCache = field(default_factory=PhraseCache)

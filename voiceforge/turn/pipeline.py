@@ -102,8 +102,16 @@ class TurnPipeline(ConversationState):
         """
         yield Sentence(start, text, filler)
         tts = self.deps.providers.tts
+        voice = self._voice()
+        cached = self.deps.phrases.get(tts, voice, text) if audio is None else None
+        if cached is not None:  # synthesized ahead (a greeting, a reprompt, an apology)
+            if timeline is not None:
+                timeline.mark("tts_first_audio")
+            yield AudioChunk(start, cached[0], cached[1])
+            yield SentenceEnd(start)
+            return
         try:
-            async for chunk in (audio.chunks() if audio is not None else tts.stream(text, self._voice())):
+            async for chunk in (audio.chunks() if audio is not None else tts.stream(text, voice)):
                 if timeline is not None:
                     timeline.mark("tts_first_audio")
                 yield AudioChunk(start, chunk, tts.sample_rate)

@@ -1,0 +1,136 @@
+"""Turn-taking on the phone, heard by a caller written from Twilio's docs (tests/support/twilio_caller.py).
+
+A freshly started ``forge serve`` answers ``/ready`` only once its models are warm and its
+greetings synthesized, and then greets within 300 ms of the stream's start; a silent caller is
+reprompted and let go; a keypad key reaches a tool. What the caller heard is transcribed with
+Whisper, so the test checks words, not our own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from server.main import create_app
+from tests.conftest import wer
+from tests.support.servers import free_port, serve
+from tests.support.twilio_caller import TwilioCaller
+from voiceforge.audio.codecs import ulaw_to_pcm16
+from voiceforge.config import load_settings
+from voiceforge.providers.local import WhisperSTT
+
+pytestmark = pytest.mark.integration
+TOKEN = "turn-taking-token"
+KEY = "turn-taking-key"
+
+
+def whisper() -> WhisperSTT:
+    return WhisperSTT(load_settings().forge_cache_dir)
+
+
+async def transcript(media: list[tuple[float, bytes]]) -> str:
+    pcm = ulaw_to_pcm16(b"".join(audio for _, audio in media))
+    return (await whisper().transcribe(pcm, 8000)).text
+
+
+@contextlib.contextmanager
+def sidecar_process(folder, port, **env):  # noqa: ANN001, ANN003, ANN201
+    """``forge serve`` on ``port`` (a new process, cold); yields the Popen."""
+    env = {**os.environ, "FORGE_DATA_DIR": str(folder), "FORGE_API_KEY": KEY, "TWILIO_AUTH_TOKEN": TOKEN,
+           "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "forge", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.wallclock
+async def test_a_fresh_sidecar_is_ready_only_when_warm_and_greets_within_300_ms(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    seen: list[tuple[int, int]] = []  # (/health status, /ready status) while starting
+    with sidecar_process(tmp_path, port) as proc:
+        async with httpx.AsyncClient(timeout=2) as http:
+            deadline = time.monotonic() + 180
+            while True:
+                assert proc.poll() is None, "the sidecar exited while starting"
+                assert time.monotonic() < deadline, "the sidecar never got ready"
+                with contextlib.suppress(httpx.HTTPError):
+                    health, ready = (await http.get(base + "/health")), (await http.get(base + "/ready"))
+                    seen.append((health.status_code, ready.status_code))
+                    if ready.status_code == 200:
+                        break
+                await asyncio.sleep(0.05)
+        caller = TwilioCaller(base, TOKEN, persona="customer_service")
+        await caller.dial()
+        while not caller.heard.media and time.perf_counter() - caller.started_at < 10:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        first_audio_ms = (caller.heard.media[0][0] - caller.started_at) * 1000
+        await asyncio.sleep(4.5)  # the whole greeting
+        await caller.hang_up()
+    # /health is liveness (200 from the first answer), /ready waited for the warm-up
+    assert (200, 503) in seen, seen
+    assert first_audio_ms <= 300, f"greeting began {first_audio_ms:.0f} ms after the stream started"
+    heard = await transcript(caller.heard.media)
+    assert wer("Hi there, this is Ava. How can I help you today?", heard) <= 0.25, heard
+
+
+@pytest.fixture
+def sidecar(tmp_path):
+    """A sidecar on loopback in this process with a short idle timeout (1.5 s, one reprompt)."""
+    port = free_port()
+    settings = load_settings(public_base_url=f"http://127.0.0.1:{port}", twilio_auth_token=TOKEN,
+                             forge_api_key=KEY, forge_data_dir=tmp_path, forge_idle_s=1.5, forge_idle_reprompts=1)
+    app = create_app(settings)
+    with serve(app, port) as base:
+        deadline = time.monotonic() + 120
+        while httpx.get(base + "/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        yield app, base
+
+
+async def test_a_silent_caller_hears_the_reprompt_then_the_goodbye_and_the_call_ends(sidecar):
+    app, base = sidecar
+    caller = TwilioCaller(base, TOKEN, persona="customer_service")
+    await caller.dial()
+    await caller.send_audio(b"\x00\x00" * 8000 * 12)  # 12 s of line silence: greeting, 1.5 s, reprompt, 1.5 s, goodbye
+    assert caller.closed_by_server, "the sidecar did not end the call"
+    persona = app.state.engine.persona("customer_service")
+    heard = (await transcript(caller.heard.media)).lower()
+    assert "are you still there" in heard, heard
+    assert wer(persona.idle_goodbye, heard[heard.rindex("there") + 5:]) <= 0.3, heard
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as api:
+        calls = (await api.get("/api/calls")).json()
+    assert calls and calls[0]["call_sid"] == caller.call_sid
+
+
+async def test_a_keypad_key_reaches_a_tool(sidecar):
+    app, base = sidecar
+    caller = TwilioCaller(base, TOKEN, persona="customer_service")
+    await caller.dial()
+    await caller.send_audio(b"\x00\x00" * 8000 * 1)
+    await caller.press("9")  # the persona's keypad: 9 = "That's all, goodbye."
+    deadline = time.monotonic() + 30
+    while not caller.closed_by_server:
+        assert time.monotonic() < deadline, "the keypad goodbye did not end the call"
+        await caller.send_audio(b"\x00\x00" * 160)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as api:
+        call = (await api.get(f"/api/calls/{caller.call_sid}")).json()
+    assert call["dtmf"] == "9", call
+    (turn,) = call["turns"]
+    assert [t["name"] for t in turn["tool_calls"]] == ["end_call"], turn
