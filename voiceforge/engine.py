@@ -91,6 +91,9 @@ class Engine:
                 if warm is not None:
                     warm()
             self.llm.warm_up(self.registry.select(self.registry.names()))  # every tool, the opt-in ones too
+            from faster_whisper.vad import get_vad_model
+
+            get_vad_model()  # Silero, which confirms interruptions
         return (time.perf_counter() - start) * 1000
 
     async def prepare_phrases(self) -> int:

@@ -77,7 +77,11 @@ async def test_barge_in_clears_and_stores_only_what_played(sidecar, speak):
     result = await sim(base, TOKEN, [speak(first), speak("Wait, stop please.")], barge_in_ms=3600)
     interrupted, barge = result["turns"]
     assert result["clears"] >= 1
-    assert barge["barge_in_clear_ms"] is not None and barge["barge_in_clear_ms"] <= 300, barge
+    # Speech over the agent interrupts once it has lasted FORGE_MIN_INTERRUPTION_MS (300 ms; a
+    # cough never does); the clear follows within 300 ms of that moment.
+    min_interruption = app.state.engine.settings.forge_min_interruption_ms
+    assert barge["barge_in_clear_ms"] is not None, barge
+    assert min_interruption <= barge["barge_in_clear_ms"] <= min_interruption + 300, barge
     assert barge["media_after_clear"] == 0
     assert interrupted["interrupted"] is True
     assert interrupted["tool_calls"] and interrupted["tool_calls"][0]["result"], interrupted

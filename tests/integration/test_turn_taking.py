@@ -134,3 +134,65 @@ async def test_a_keypad_key_reaches_a_tool(sidecar):
     assert call["dtmf"] == "9", call
     (turn,) = call["turns"]
     assert [t["name"] for t in turn["tool_calls"]] == ["end_call"], turn
+
+
+def phone(speak, text: str) -> bytes:
+    """Piper speech for ``text`` at 8 kHz (the phone line's rate)."""
+    import soxr
+    import numpy as np
+
+    pcm, rate = speak(text)
+    return soxr.resample(np.frombuffer(pcm, "<i2"), rate, 8000).astype("<i2").tobytes()
+
+
+def cough(ms: int = 150) -> bytes:
+    """A cough-like burst: loud noise with a fast attack and decay, at 8 kHz."""
+    import numpy as np
+
+    n = 8000 * ms // 1000
+    envelope = np.minimum(1, np.arange(n) / (n / 10)) * np.exp(-np.arange(n) / (n / 3))
+    noise = np.random.default_rng(7).normal(0, 9000, n) * envelope
+    return np.clip(noise, -32768, 32767).astype("<i2").tobytes()
+
+
+async def _over_a_long_answer(base: str, speak, sound: bytes) -> tuple[TwilioCaller, dict]:  # noqa: ANN001
+    caller = TwilioCaller(base, TOKEN, persona="customer_service")
+    await caller.dial()
+    await caller.send_audio(b"\x00\x00" * 8000 * 4)  # the greeting
+    await caller.send_audio(phone(speak, "Tell me a joke about the weather."))
+    asked = len(caller.heard.media)
+    while len(caller.heard.media) < asked + 60:  # 1.2 s of the answer heard
+        await caller.send_audio(b"\x00\x00" * 160)
+    await caller.send_audio(sound)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as api:
+        deadline = time.monotonic() + 40
+        while True:
+            call = (await api.get(f"/api/calls/{caller.call_sid}")).json()
+            if call.get("turns") and all(t["answered"] for t in call["turns"]):
+                break
+            assert time.monotonic() < deadline, call
+            await caller.send_audio(b"\x00\x00" * 1600)
+    await caller.hang_up()
+    return caller, call
+
+
+async def test_a_cough_and_an_uh_huh_do_not_interrupt_the_agent(sidecar, speak):
+    _, base = sidecar
+    caller, call = await _over_a_long_answer(base, speak, cough())
+    (turn,) = call["turns"]
+    assert not turn["interrupted"] and not caller.heard.clears, turn
+
+    caller, call = await _over_a_long_answer(base, speak, phone(speak, "Uh-huh."))
+    (turn,) = call["turns"]  # the backchannel is no turn of its own
+    assert not turn["interrupted"], turn
+    heard = await transcript(caller.heard.media)
+    last = turn["assistant_text"].split(". ")[-1]
+    assert wer(last, heard[-len(last) - 20:]) <= 0.35, (last, heard)  # the answer played to its end
+
+
+async def test_words_over_the_agent_interrupt_it(sidecar, speak):
+    _, base = sidecar
+    caller, call = await _over_a_long_answer(base, speak, phone(speak, "Wait, how many customers are there?"))
+    first, second = call["turns"]
+    assert first["interrupted"] and caller.heard.clears, first
+    assert "customers" in second["user_text"].lower(), second

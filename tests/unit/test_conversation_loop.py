@@ -267,3 +267,53 @@ async def test_keypad_digits_reach_the_agent_as_words(tmp_path):
         await until(lambda: call.loop.turns_stored == 2)
     assert [t["user_text"] for t in call.turns()] == ["I pressed 42 on the keypad.", "I want to check my order"]
     assert stored == ["4", "2", "#", "1"]
+
+
+LONG_REPLY = "First sentence is here. Second sentence is a bit longer than that. Third one ends it."
+
+
+async def _speak_over_the_second_sentence(call: Call, speech_ms: int) -> float:
+    await call.utterance()
+    await until(lambda: any(e["type"] == "sentence" and e["index"] == 1 for e in call.transport.events))
+    await asyncio.sleep(0.3)
+    spoke_at = time.perf_counter()
+    await call.say(tone(speech_ms) + quiet(300))
+    return spoke_at
+
+
+async def test_a_cough_over_the_agent_changes_nothing(tmp_path):
+    stt = FakeSTT(["tell me everything"], default="should not be transcribed")
+    async with Call(tmp_path, stt, ScriptedLLM([LONG_REPLY]), ToneTTS(ms_per_char=25)) as call:
+        await _speak_over_the_second_sentence(call, 150)
+        await until(lambda: call.loop.turns_stored == 1, limit_s=15)
+    (turn,) = call.turns()
+    assert not call.transport.clears and not turn["interrupted"] and turn["assistant_text"] == LONG_REPLY
+    assert len(stt.calls) == 1 and call.loop.interruptions["ignored"] == 1
+
+
+@pytest.mark.parametrize("heard", ["uh-huh", "Okay, right.", ""])
+async def test_a_backchannel_or_a_wordless_sound_pauses_the_agent_then_it_resumes(tmp_path, heard):
+    stt = FakeSTT(["tell me everything", heard])
+    async with Call(tmp_path, stt, ScriptedLLM([LONG_REPLY]), ToneTTS(ms_per_char=25)) as call:
+        spoke_at = await _speak_over_the_second_sentence(call, 600)
+        await until(lambda: call.loop.turns_stored == 1, limit_s=20)
+    (turn,) = call.turns()
+    assert call.transport.clears and call.transport.clears[0] - spoke_at < 0.6  # paused once it qualified
+    assert not turn["interrupted"] and turn["assistant_text"] == LONG_REPLY  # resumed and played to the end
+    assert call.loop.interruptions == {"ignored": 0, "resumed": 1, "barge_in": 0}
+    resumed = [at for at, _ in call.transport.frames if at > call.transport.clears[0]]
+    assert resumed, "no audio after the pause"
+
+
+async def test_words_over_the_agent_interrupt_it_within_300_ms_of_qualifying(tmp_path):
+    stt = FakeSTT(["tell me everything", "wait, stop"])
+    llm = ScriptedLLM([LONG_REPLY, "Sure, stopping."])
+    async with Call(tmp_path, stt, llm, ToneTTS(ms_per_char=25)) as call:
+        spoke_at = await _speak_over_the_second_sentence(call, 600)
+        await until(lambda: call.loop.turns_stored == 2, limit_s=20)
+    interrupted, answer = call.turns()
+    qualified_at = spoke_at + 0.3  # FORGE_MIN_INTERRUPTION_MS of voiced speech
+    assert -0.03 <= call.transport.clears[0] - qualified_at < 0.3  # 20 ms frames: one early at most
+    assert interrupted["interrupted"] and interrupted["assistant_text"] == "First sentence is here."
+    assert answer["user_text"] == "wait, stop" and answer["assistant_text"] == "Sure, stopping."
+    assert call.loop.interruptions["barge_in"] == 1

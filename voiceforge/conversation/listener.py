@@ -118,6 +118,10 @@ class Listener:
                 out.append(UtteranceEnded(utterance, speculation))
         return out
 
+    def utterance_so_far(self) -> bytes:
+        """The PCM16 (at :attr:`rate`) of the utterance in progress, pre-roll included; b"" outside one."""
+        return self._segmenter.audio_so_far()
+
     @property
     def in_speech(self) -> bool:
         """The caller is speaking now (the VAD is inside an utterance, or the button is down)."""

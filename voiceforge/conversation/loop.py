@@ -36,13 +36,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from voiceforge.audio.vad import SileroSpeech
+from voiceforge.conversation.interruptions import Overlap, is_backchannel
 from voiceforge.conversation.keypad import Keypad
 from voiceforge.conversation.limits import CallLimits
-from voiceforge.conversation.listener import Listener, SpeechBegan
+from voiceforge.conversation.listener import Listener, SpeechBegan, UtteranceEnded
 from voiceforge.conversation.recorder import CallRecorder
 from voiceforge.conversation.turns import Turns
 from voiceforge.transport import (
     AudioIn,
+    Ignored,
     ClearInput,
     Configure,
     DtmfIn,
@@ -115,6 +118,15 @@ class ConversationLoop:
         self._state = ""
         self.closed = False
         self.keypad = Keypad(persona.keypad, self._keypad_entry)
+        self.min_interruption_s = settings.min_interruption_ms / 1000
+        self.false_interruption_s = settings.false_interruption_ms / 1000
+        self._overlap: Overlap | None = None  # caller sound over the agent, not yet judged
+        # A second opinion on interruptions (webrtcvad hears a cough as speech); a VAD passed in
+        # is trusted as it is.
+        self._speech_check = SileroSpeech() if vad is None and self.rate == SileroSpeech.RATE else None
+        self.interruptions = {"ignored": 0, "resumed": 0, "barge_in": 0}
+        """Caller sounds over the agent: too short to count, judged a backchannel or no words
+        (the agent resumed), and real barge-ins."""
         self.limits = CallLimits(
             persona.idle_s if persona.idle_s is not None else settings.idle_s,
             persona.idle_reprompts if persona.idle_reprompts is not None else settings.idle_reprompts,
@@ -175,7 +187,7 @@ class ConversationLoop:
                 await self.on_utterance(text=event.text.strip())
         elif isinstance(event, TalkStart):
             self.listener.talk_start()
-            await self.on_speech_start()
+            await self.on_speech_start(explicit=True)
         elif isinstance(event, TalkEnd):
             held = self.listener.talk_end()
             if held:
@@ -220,13 +232,27 @@ class ConversationLoop:
         for heard in self.listener.hear(pcm16, sample_rate):
             if isinstance(heard, SpeechBegan):
                 await self.on_speech_start()
+            elif self._overlap is not None:
+                await self._overlap_ended(heard)
             else:
                 await self.on_utterance(audio=heard.audio, speculation=heard.speculation)
+        if self._overlap is not None:
+            await self._judge_overlap()
 
-    async def on_speech_start(self) -> None:
-        """The user started speaking: barge in on audible agent speech, hold back thinking."""
+    async def on_speech_start(self, explicit: bool = False) -> None:
+        """The user started speaking: over audible agent speech, an overlap to judge (see
+        :mod:`voiceforge.conversation.interruptions`); else hold back thinking.
+
+        Args:
+            explicit: a push-to-talk press, which interrupts at once.
+        """
         self._caller_active()
         await self._notify(SpeechStarted())
+        if self._overlap is not None:
+            return  # more sound of the overlap being judged
+        if not explicit and self.min_interruption_s > 0 and self.turns.speaking:
+            self._overlap = Overlap(time.perf_counter())
+            return
         await self.turns.barge_in()
         current = self.turns.current
         if current is not None and current.store and current.mergeable and current.task is not None:
@@ -234,16 +260,19 @@ class ConversationLoop:
         await self._set_state("listening")
 
     async def on_utterance(self, audio: bytes | None = None, text: str | None = None,
-                           speculation: asyncio.Task | None = None) -> None:
+                           speculation: asyncio.Task | None = None, ended_at: float | None = None,
+                           last_voiced: float | None = None) -> None:
         """An utterance ended (or a message was typed): answer it, merged or queued.
 
         Args:
             audio: the utterance, PCM16 at the loop's rate (None for typed text).
             text: the typed text.
             speculation: STT of ``audio`` started before the endpoint (see the listener).
+            ended_at / last_voiced: ``time.perf_counter()`` of its endpoint and of its last voiced
+                frame, when it is answered later than that (an interruption judged by its words).
         """
-        now = time.perf_counter()
-        last_voiced = self.listener.last_voiced
+        now = ended_at or time.perf_counter()
+        last_voiced = last_voiced or self.listener.last_voiced
         zero = last_voiced if audio is not None and last_voiced else now
         timeline = Timeline(zero)
         timeline.set("speech_end", 0.0)
@@ -301,6 +330,71 @@ class ConversationLoop:
                       prefix_ms: int | None = None) -> None:
         """Change endpointing between utterances (see :meth:`Listener.configure_vad`)."""
         self.listener.configure_vad(threshold, silence_ms, prefix_ms)
+
+    # --- interruptions ---------------------------------------------------------------------------
+    async def _judge_overlap(self) -> None:
+        """Each audio chunk while an overlap is open: pause the agent once it has lasted the
+        minimum; resume when it has been quiet past the false-interruption time undecided."""
+        overlap = self._overlap
+        assert overlap is not None
+        now = time.perf_counter()
+        voiced_s = (self.listener.last_voiced or overlap.started) - overlap.started + 0.06  # + the VAD's onset
+        if not overlap.paused and voiced_s >= self.min_interruption_s:
+            if not self.turns.speaking:  # the agent finished meanwhile: an ordinary utterance
+                self._overlap = None
+                return
+            if self._speech_check is not None:
+                if now - overlap.checked_at < 0.06:
+                    return
+                overlap.checked_at = now
+                if self._speech_check.speech_ms(self.listener.utterance_so_far()) < self.min_interruption_s * 500:
+                    return  # loud, but not speech (yet): a cough, a click, a noise burst
+            overlap.paused = True
+            await self.turns.playout.pause()
+            await self._set_state("listening")
+        elif (overlap.paused and not overlap.deciding and not self.listener.in_speech
+              and now - (self.listener.last_voiced or now) > self.false_interruption_s):
+            await self._resume("no words")
+
+    async def _overlap_ended(self, heard: UtteranceEnded) -> None:
+        """An utterance of the overlap ended: too short (ignored), or judged by its words."""
+        overlap = self._overlap
+        assert overlap is not None
+        if not overlap.paused:
+            self._overlap = None
+            self.interruptions["ignored"] += 1
+            if heard.speculation is not None:
+                heard.speculation.cancel()
+            await self._notify(Ignored(0, "too short to interrupt"))
+            return
+        overlap.deciding += 1
+        self._spawn(self._decide(overlap, heard, time.perf_counter(), self.listener.last_voiced))
+
+    async def _decide(self, overlap: Overlap, heard: UtteranceEnded, ended_at: float,
+                      last_voiced: float | None) -> None:
+        """Barge in on words, resume on a backchannel or none (a task per utterance of the overlap)."""
+        source = heard.speculation or asyncio.ensure_future(self.pipeline.transcribe(heard.audio, self.rate))
+        outcome = await asyncio.shield(source)
+        overlap.deciding -= 1
+        if self._overlap is not overlap or self.closed:
+            return
+        words = outcome.text if isinstance(outcome, Transcribed) else ""
+        if isinstance(outcome, Transcribed) and not is_backchannel(words):
+            self._overlap = None
+            self.interruptions["barge_in"] += 1
+            await self.turns.barge_in()
+            await self.on_utterance(audio=heard.audio, speculation=source, ended_at=ended_at, last_voiced=last_voiced)
+        elif not overlap.deciding and not self.listener.in_speech:
+            await self._resume(f"backchannel {words!r}" if words else "no words")
+
+    async def _resume(self, why: str) -> None:
+        self._overlap = None
+        self.interruptions["resumed"] += 1
+        log.info("%s: not an interruption (%s); the agent resumes", self.name, why)
+        await self._notify(Ignored(0, f"not an interruption: {why}"))
+        if self.turns.speaking:
+            await self._set_state("speaking")
+        await self.turns.playout.resume()
 
     async def end_with(self, text: str) -> None:
         """Stop whatever the agent is doing, say ``text`` (a goodbye, a wrap-up), then hang up.

@@ -60,6 +60,11 @@ class Turns:
         """Some turn is being thought about or spoken."""
         return bool(self._turns)
 
+    @property
+    def speaking(self) -> bool:
+        """Some turn's audio has started and the turn is not over (it may be paused)."""
+        return any(t.audio_started and not t.finished for t in self._turns.values())
+
     def new(self, timeline: Timeline, store: bool = True) -> LiveTurn:
         """A new turn; ``store`` False for a fixed sentence (a greeting) that is not a turn of the conversation."""
         self._generation += 1
