@@ -138,8 +138,8 @@ async def test_a_keypad_key_reaches_a_tool(sidecar):
 
 def phone(speak, text: str) -> bytes:
     """Piper speech for ``text`` at 8 kHz (the phone line's rate)."""
-    import soxr
     import numpy as np
+    import soxr
 
     pcm, rate = speak(text)
     return soxr.resample(np.frombuffer(pcm, "<i2"), rate, 8000).astype("<i2").tobytes()

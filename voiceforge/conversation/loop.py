@@ -45,11 +45,11 @@ from voiceforge.conversation.recorder import CallRecorder
 from voiceforge.conversation.turns import Turns
 from voiceforge.transport import (
     AudioIn,
-    Ignored,
     ClearInput,
     Configure,
     DtmfIn,
     End,
+    Ignored,
     InboundEvent,
     Interrupt,
     MarkPlayed,
@@ -240,8 +240,9 @@ class ConversationLoop:
             await self._judge_overlap()
 
     async def on_speech_start(self, explicit: bool = False) -> None:
-        """The user started speaking: over audible agent speech, an overlap to judge (see
-        :mod:`voiceforge.conversation.interruptions`); else hold back thinking.
+        """The user started speaking: over the agent, an overlap to judge; else hold back thinking.
+
+        See :mod:`voiceforge.conversation.interruptions` for how an overlap is judged.
 
         Args:
             explicit: a push-to-talk press, which interrupts at once.
@@ -268,8 +269,9 @@ class ConversationLoop:
             audio: the utterance, PCM16 at the loop's rate (None for typed text).
             text: the typed text.
             speculation: STT of ``audio`` started before the endpoint (see the listener).
-            ended_at / last_voiced: ``time.perf_counter()`` of its endpoint and of its last voiced
-                frame, when it is answered later than that (an interruption judged by its words).
+            ended_at: ``time.perf_counter()`` of its endpoint, when it is answered later than that
+                (an interruption judged by its words).
+            last_voiced: ``time.perf_counter()`` of its last voiced frame, in that case.
         """
         now = ended_at or time.perf_counter()
         last_voiced = last_voiced or self.listener.last_voiced
@@ -333,8 +335,11 @@ class ConversationLoop:
 
     # --- interruptions ---------------------------------------------------------------------------
     async def _judge_overlap(self) -> None:
-        """Each audio chunk while an overlap is open: pause the agent once it has lasted the
-        minimum; resume when it has been quiet past the false-interruption time undecided."""
+        """Judge an open overlap at each audio chunk: pause the agent, or resume it.
+
+        The agent pauses once the overlap has lasted the minimum (and Silero heard speech in
+        it); it resumes when the overlap has been quiet past the false-interruption time undecided.
+        """
         overlap = self._overlap
         assert overlap is not None
         now = time.perf_counter()
