@@ -68,8 +68,8 @@ def test_every_route_but_twilios_and_the_open_ones_needs_the_key(client):
             path = fill(context.path)
             for method in route.methods - {"HEAD"}:
                 r = client.request(method, path)
-                if context.path in OPEN:
-                    assert r.status_code == 200, (method, path, r.status_code)
+                if context.path in OPEN:  # /ready is 503 (open, not 401) while the models warm
+                    assert r.status_code in ((200, 503) if path == "/ready" else (200,)), (method, path, r.status_code)
                 elif context.path.startswith(("/twilio/", "/webhooks/twilio/")):
                     assert r.status_code == 403, (method, path, r.status_code)  # no signature
                 else:
