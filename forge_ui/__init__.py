@@ -68,25 +68,41 @@ def persona_names() -> dict[str, str]:
 
 
 def waterfall(timings: dict[str, float]) -> pd.DataFrame:
-    """Stage bars of one turn: stage, start ms, end ms, and its length (ms after speech end).
+    """Stage bars of one turn: stage (its label), kind (its colour), start ms, end ms, and its length.
 
     Each stage runs from the latest earlier mark to its own; the tool stage from ``tool_start``
-    to ``tool_end``; ``endpointing`` (the silence the VAD waited for) is drawn before zero.
+    to ``tool_end``; the end of turn (the silence waited for, and how it was decided: see
+    :func:`end_of_turn_label`) is drawn before zero.
     """
     rows = []
     if timings.get("endpointing_ms"):
-        rows.append({"stage": "endpointing", "start_ms": -float(timings["endpointing_ms"]), "end_ms": 0.0})
+        rows.append({"stage": end_of_turn_label(timings), "kind": "endpointing",
+                     "start_ms": -float(timings["endpointing_ms"]), "end_ms": 0.0})
     reached = 0.0
     for mark, label in MARKS:
         if mark not in timings:
             continue
         end = float(timings[mark])
         start = float(timings.get("tool_start", reached)) if mark == "tool_end" else reached
-        rows.append({"stage": label, "start_ms": min(start, end), "end_ms": end})
+        rows.append({"stage": label, "kind": label, "start_ms": min(start, end), "end_ms": end})
         reached = max(reached, end)
-    df = pd.DataFrame(rows, columns=["stage", "start_ms", "end_ms"])
+    df = pd.DataFrame(rows, columns=["stage", "kind", "start_ms", "end_ms"])
     df["length_ms"] = (df["end_ms"] - df["start_ms"]).round(0)
     return df
+
+
+def end_of_turn_label(timings: dict[str, float]) -> str:
+    """How the turn's end was decided, as the waterfall names it.
+
+    "end of turn (model, p=0.93)", "end of turn (silence; model said unfinished)" or
+    "endpointing (silence)".
+    """
+    if timings.get("end_of_turn_model") == 1:
+        p = timings.get("end_of_turn_p")
+        return "end of turn (model" + (f", p={p:.2f})" if p is not None else ")")
+    if timings.get("end_of_turn_model") == 0:
+        return "end of turn (silence; model said unfinished)"
+    return "endpointing (silence)"
 
 
 def first_audio_ms(timings: dict[str, float]) -> float | None:
@@ -118,7 +134,7 @@ def show_waterfall(timings: dict[str, float], key: str, x_max: float | None = No
                                         axis=alt.Axis(labelOverlap=False, labelLimit=180)))
     bars = base.mark_bar().encode(
         x=x, x2="bar_end_ms:Q",
-        color=alt.Color("stage:N", legend=None, scale=alt.Scale(domain=list(STAGE_COLORS),
+        color=alt.Color("kind:N", legend=None, scale=alt.Scale(domain=list(STAGE_COLORS),
                                                                 range=list(STAGE_COLORS.values()))),
         tooltip=["stage", alt.Tooltip("start_ms:Q", format=".0f"), alt.Tooltip("end_ms:Q", format=".0f"),
                  alt.Tooltip("length_ms:Q", format=".0f")])

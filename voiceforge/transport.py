@@ -82,6 +82,8 @@ class Configure:
         silence_ms: the silence that ends an utterance (endpointing), ms.
         prefix_ms: audio kept from before the detected start of speech, ms.
         push_to_talk: utterances are bounded by TalkStart/TalkEnd instead of the VAD.
+        turn_detector: "model" (end of turn by Smart Turn and the words; a Realtime client's
+            ``semantic_vad``) or "silence" (``server_vad``).
         output_rate: the rate (Hz) the far end now wants agent audio at.
         output_encoding: "pcm16" or "ulaw" (G.711 μ-law), the far end's audio encoding.
         voice: a TTS voice overriding the persona's ("" goes back to the persona's).
@@ -95,6 +97,7 @@ class Configure:
     silence_ms: int | None = None
     prefix_ms: int | None = None
     push_to_talk: bool | None = None
+    turn_detector: Literal["model", "silence"] | None = None
     output_rate: int | None = None
     output_encoding: Literal["pcm16", "ulaw"] | None = None
     voice: str | None = None

@@ -40,7 +40,9 @@ async def realtime(ws: WebSocket, persona: str | None = None) -> None:
         await transport.error(f"no persona {persona!r}", "invalid_persona")
         await ws.close(code=1008)
         return
-    loop = ConversationLoop(pipeline, transport, greet=False, limits=False, name=f"realtime-{transport.session_config['id']}")
+    # server_vad (the session's default) is the silence endpoint; semantic_vad switches to the model.
+    loop = ConversationLoop(pipeline, transport, greet=False, limits=False, turn_detector="silence",
+                            name=f"realtime-{transport.session_config['id']}")
     await transport.start(ws.query_params.get("model") or ws.query_params.get("deployment"),
                           pipeline.persona.prompt_for("realtime"))
     try:

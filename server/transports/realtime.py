@@ -390,6 +390,7 @@ class RealtimeServerTransport(Transport):
         await self.emit({"type": "session.updated", "session": config})
         return Configure(vad_threshold=update.vad_threshold, silence_ms=update.silence_ms, prefix_ms=update.prefix_ms,
                          push_to_talk=self.push_to_talk if update.turn_detection is not None else None,
+                         turn_detector=("model" if update.semantic else "silence") if update.turn_detection else None,
                          voice=update.voice, instructions=update.instructions, client_tools=update.tools,
                          run_client_tool=self.call_client_tool if update.tools is not None else None)
 

@@ -5,6 +5,7 @@ import contextlib
 import functools
 import json
 import logging
+import time
 
 import pytest
 import websockets
@@ -163,7 +164,10 @@ async def test_dtmf_digits_are_stored_on_the_call(sidecar):
             with pytest.raises(websockets.ConnectionClosed):
                 while True:
                     await asyncio.wait_for(ws.recv(), 10)
-        call = (await http.get(base + f"/api/calls/{form['CallSid']}")).json()
+        deadline = time.monotonic() + 10  # the socket closes before the call's end is written
+        while not (call := (await http.get(base + f"/api/calls/{form['CallSid']}")).json())["ended_at"]:
+            assert time.monotonic() < deadline, call
+            await asyncio.sleep(0.1)
     assert call["dtmf"] == "42#" and call["stream_sid"] == "MZ7" and call["ended_at"]
 
 

@@ -85,6 +85,20 @@ async def test_a_spoken_turn_in_audio_and_transcript_out(server, speak):
     assert wer(said, back) <= 0.25, back
 
 
+async def test_semantic_vad_waits_through_a_pause_mid_sentence(server, speak):
+    url, _, _ = server
+    first, rest = "I would like to book an appointment for", "next Monday at ten in the morning."
+    async with sdk(url).realtime.connect(model="gpt-realtime") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": {
+            "type": "semantic_vad"}}}})
+        await append(conn, pcm24(speak, first, silence_s=0.9) + pcm24(speak, rest, silence_s=2.5), realtime=True)
+        events, _ = await collect(conn)
+    heard = [e.transcript for e in events if e.type == "conversation.item.input_audio_transcription.completed"]
+    assert len(heard) == 1 and wer(f"{first} {rest}", heard[0]) <= 0.2, heard
+    assert sum(e.type == "input_audio_buffer.speech_stopped" for e in events) == 1
+
+
 async def test_a_declared_tool_is_surfaced_and_its_output_answered(server):
     url, _, _ = server
     tool = {"type": "function", "name": "lookup_customer", "description": "Find a customer.",

@@ -44,7 +44,8 @@ async def converse(engine: Engine, audio: bytes) -> ConversationLoop:
     """Feed ``audio`` to a loop in real time (20 ms chunks) and wait for its turns to finish."""
     transport = RecordingTransport(RATE)
     loop = ConversationLoop(engine.pipeline("customer_service", channel="phone"), transport,
-                            endpointing_ms=500, greet=False, name="speculative")
+                            endpointing_ms=500, greet=False, name="speculative",
+                            turn_detector="silence")
     transport.echo = lambda name: loop.handle(MarkPlayed(name))
     inbox: asyncio.Queue = asyncio.Queue()
 

@@ -196,3 +196,31 @@ async def test_words_over_the_agent_interrupt_it(sidecar, speak):
     first, second = call["turns"]
     assert first["interrupted"] and caller.heard.clears, first
     assert "customers" in second["user_text"].lower(), second
+
+
+async def test_a_pause_mid_sentence_is_waited_for_and_the_turn_answered_once(sidecar, speak):
+    _, base = sidecar
+    caller = TwilioCaller(base, TOKEN, persona="customer_service")
+    await caller.dial()
+    await caller.send_audio(b"\x00\x00" * 8000 * 4)  # the greeting
+    greeted = len(caller.heard.media)
+    await caller.send_audio(phone(speak, "I would like to book an appointment for"))
+    paused_at = time.perf_counter()
+    await caller.send_audio(b"\x00\x00" * 7200)  # a 900 ms pause mid-sentence
+    await caller.send_audio(phone(speak, "next Monday at ten in the morning."))
+    resumed_at = time.perf_counter()
+    spoke_in_the_pause = [at for at, _ in caller.heard.media[greeted:] if paused_at < at < resumed_at]
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as api:
+        deadline = time.monotonic() + 40
+        while True:
+            call = (await api.get(f"/api/calls/{caller.call_sid}")).json()
+            if call.get("turns") and all(t["answered"] for t in call["turns"]):
+                break
+            assert time.monotonic() < deadline, call
+            await caller.send_audio(b"\x00\x00" * 1600)
+    await caller.hang_up()
+    assert not spoke_in_the_pause, f"the agent spoke {len(spoke_in_the_pause) * 20} ms into the caller's pause"
+    (turn,) = call["turns"]
+    assert wer("I would like to book an appointment for next Monday at ten in the morning.",
+               turn["user_text"]) <= 0.2, turn
+    assert turn["timings_ms"].get("end_of_turn_p") is not None, turn["timings_ms"]

@@ -64,6 +64,8 @@ class TwilioCaller:
         self._sent_ms = 0
         self._reader: asyncio.Task | None = None
         self._playing_until = 0.0
+        self.sent_at: list[float] = []
+        """``time.perf_counter()`` at which each 20 ms frame of the last :meth:`send_audio` was sent."""
 
     def _sign(self, url: str, params: dict[str, str]) -> str:
         return RequestValidator(self.token).compute_signature(url, params)
@@ -127,6 +129,7 @@ class TwilioCaller:
         quietly when the sidecar hangs up."""
         data = ulaw(pcm16_8k)
         start = time.perf_counter()
+        self.sent_at = []
         for i in range(0, len(data), FRAME):
             if self.closed_by_server:
                 return
@@ -138,6 +141,7 @@ class TwilioCaller:
                                             "timestamp": str(self._sent_ms),
                                             "payload": base64.b64encode(data[i:i + FRAME]).decode()}})
             self._sent_ms += 20
+            self.sent_at.append(time.perf_counter())
             await asyncio.sleep(max(0.0, start + (i // FRAME + 1) * 0.02 - time.perf_counter()))
 
     async def press(self, digit: str) -> None:

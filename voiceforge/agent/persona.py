@@ -67,6 +67,8 @@ class Persona:
     """Reprompts before the goodbye (None: ``FORGE_IDLE_REPROMPTS``)."""
     max_call_s: float | None = None
     """The longest conversation, s (None: ``FORGE_MAX_CALL_S``; 0: no limit)."""
+    turn_detector: str | None = None
+    """"model" or "silence" (None: ``FORGE_TURN_DETECTOR``)."""
     keypad: dict[str, str] = field(default_factory=dict)
     """Keypad digits (or digit strings ended by ``#``) mapped to what the caller means by them,
     e.g. ``{"1": "I want to check my order"}``; others reach the agent as "I pressed 1 on the keypad"."""
@@ -231,6 +233,10 @@ def _turn_taking(raw: dict, file: str) -> dict:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise PersonaError(f"{file}: {key} must be a number of 0 or more")
             out[key] = kind(value)
+    if "turn_detector" in raw:
+        if raw["turn_detector"] not in ("model", "silence"):
+            raise PersonaError(f'{file}: turn_detector must be "model" or "silence"')
+        out["turn_detector"] = raw["turn_detector"]
     keypad = raw.get("keypad", {})
     if not isinstance(keypad, dict) or not all(
             isinstance(k, str) and k and set(k) <= KEYPAD_KEYS and isinstance(v, str) and v.strip()

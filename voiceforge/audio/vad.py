@@ -202,6 +202,16 @@ class UtteranceSegmenter:
             return event, None
         return None
 
+    def end_now(self) -> bytes:
+        """End the utterance in progress now (an end-of-turn model decided); its PCM16, or b"" outside one."""
+        if not self.speaking:
+            return b""
+        utterance = bytes(self._speech)
+        self.detector.reset()
+        self._speech = bytearray()
+        self._preroll.clear()
+        return utterance
+
     def audio_so_far(self) -> bytes:
         """The PCM16 of the utterance in progress (preroll included); b"" outside one."""
         return bytes(self._speech) if self.speaking else b""

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings
@@ -391,7 +392,15 @@ class PerimeterSettings(ForgeSettings):
 class ConversationSettings(BaseSettings):
     """The live conversation loop: endpointing, speculation, budgets, failover, the phone reply caps."""
 
-    forge_endpointing_ms: int = Field(default=500, ge=100, le=5000)
+    forge_endpointing_ms: int = Field(
+        default=500, ge=100, le=5000, description="Silence that ends an utterance with FORGE_TURN_DETECTOR=silence, ms.")
+    forge_turn_detector: Literal["model", "silence"] = Field(
+        default="model",
+        description="model: the end of turn is decided at the first pause by Smart Turn v3.2 (the sound) and the "
+                    "speculative transcript (the words); silence: a fixed silence (FORGE_ENDPOINTING_MS).")
+    forge_turn_max_wait_ms: int = Field(
+        default=2000, ge=300, le=10_000,
+        description="With the model detector: the longest silence an unfinished turn is waited for, ms.")
     forge_speculative_stt_ms: int = Field(
         default=200, ge=0, le=5000,
         description="Silence after which the utterance so far is transcribed ahead of the endpoint (0: off); "

@@ -26,6 +26,7 @@ from typing import Any
 from voiceforge.audio.framing import FrameBuffer, frame_bytes
 from voiceforge.audio.resample import StreamResampler
 from voiceforge.audio.vad import SpeechDetector, UtteranceSegmenter, VadEvent, VadState, WebRtcVad
+from voiceforge.conversation.end_of_turn import Verdict, decide
 from voiceforge.conversation.recorder import CallRecorder
 
 FRAME_MS = 20
@@ -44,10 +45,13 @@ class UtteranceEnded:
     Attributes:
         audio: the utterance, PCM16 mono at the listener's rate (its pre-roll included).
         speculation: STT of this very audio, started in the pause before the endpoint, or None.
+        verdict: how the end-of-turn model decided, or None for the silence endpoint (and for
+            the model's fallback: silence up to its maximum wait).
     """
 
     audio: bytes
     speculation: asyncio.Task | None = None
+    verdict: Verdict | None = None
 
 
 Heard = SpeechBegan | UtteranceEnded
@@ -65,14 +69,23 @@ class Listener:
         vad: a speech-confidence source (default webrtcvad at ``rate``).
         recorder: the call's recorder (every inbound frame), or None.
         push_to_talk: utterances are bounded by :meth:`talk_start` / :meth:`talk_end`.
+        turn_model: P(complete) of ``(PCM16, rate)``, blocking (Smart Turn's ``probability``);
+            with it the end of turn is decided at the first pause of ``speculate_ms`` (see
+            :mod:`voiceforge.conversation.end_of_turn`) and ``endpointing_ms`` becomes the
+            longest wait for an unfinished turn. None: the silence endpoint.
     """
 
     def __init__(self, rate: int, endpointing_ms: int, max_turn_s: float,
                  transcribe: Callable[[bytes, int], Awaitable[Any]], *, speculate_ms: int = 0, vad: Any = None,
-                 recorder: CallRecorder | None = None, push_to_talk: bool = False) -> None:
+                 recorder: CallRecorder | None = None, push_to_talk: bool = False,
+                 turn_model: Callable[[bytes, int], float] | None = None) -> None:
         self.rate, self.endpointing_ms = rate, endpointing_ms
         self.push_to_talk = push_to_talk
+        self.turn_model = turn_model
+        if turn_model is not None and not 0 < speculate_ms < endpointing_ms:
+            speculate_ms = min(200, endpointing_ms // 2)  # the model needs its pause and its transcript
         self.speculate_ms = speculate_ms if speculate_ms < endpointing_ms else 0
+        self._judging: asyncio.Task | None = None  # the end-of-turn verdict of the pause in progress
         self.recorder = recorder
         self._transcribe = transcribe
         detector = SpeechDetector(start_ms=60, stop_ms=endpointing_ms, max_utterance_ms=int(max_turn_s * 1000))
@@ -102,21 +115,86 @@ class Listener:
         for frame in self._frames.push(self._inbound.process(pcm16)):
             if self.recorder is not None:
                 self.recorder.caller(frame)
+            if self._judging is not None and self._judging.done():
+                ended = self._end_if_complete()
+                if ended is not None:
+                    out.append(ended)
             event = self._segmenter.push(frame)
             if self._segmenter.detector.state is VadState.SPEAKING:
                 self.last_voiced = time.perf_counter()
             if event is None:
                 if self.speculate_ms:
                     self._speculate()
+                if self.turn_model is not None:
+                    self._judge()
                 continue
             kind, utterance = event
             if kind is VadEvent.SPEECH_START:
                 self.last_voiced = time.perf_counter()
                 out.append(SpeechBegan())
             elif utterance:
+                verdict = self._settled_verdict()  # an "unfinished" verdict the silence overruled
+                self._drop_judging()
                 speculation, self._speculation = self._speculation, None
-                out.append(UtteranceEnded(utterance, speculation))
+                out.append(UtteranceEnded(utterance, speculation, verdict))
         return out
+
+    # --- end of turn by model -----------------------------------------------------------------------
+    def _judge(self) -> None:
+        """At the first pause (its speculative transcript started), ask the model.
+
+        The verdict is dropped when the speaker goes on.
+        """
+        detector = self._segmenter.detector
+        if detector.state is VadState.SPEAKING:
+            self._drop_judging()
+        elif (self._judging is None and detector.state is VadState.STOPPING
+              and detector.silence_ms >= self.speculate_ms):
+            self._judging = asyncio.ensure_future(
+                self._verdict(self._segmenter.audio_so_far(), self._speculation, detector.silence_ms))
+
+    async def _verdict(self, audio: bytes, speculation: asyncio.Task | None, silence_ms: int) -> Verdict:
+        started = time.perf_counter()
+        model = self.turn_model
+        assert model is not None
+        probability_task = asyncio.ensure_future(asyncio.to_thread(model, audio, self.rate))
+        transcript = None
+        if speculation is not None:
+            outcome = await asyncio.shield(speculation)
+            transcript = getattr(outcome, "text", None)
+        try:
+            probability = await probability_task
+        except Exception:  # noqa: BLE001 - the words (or the silence fallback) decide alone
+            probability = None
+        return decide(probability, transcript, silence_ms + (time.perf_counter() - started) * 1000)
+
+    def _end_if_complete(self) -> UtteranceEnded | None:
+        """The verdict is in: end the utterance now if it says complete (and the caller is still quiet)."""
+        judging, self._judging = self._judging, None
+        assert judging is not None
+        if judging.cancelled() or judging.exception() is not None:
+            return None
+        verdict = judging.result()
+        if not verdict.complete:
+            self._judging = judging  # keep it: no second verdict in this pause; silence decides now
+            return None
+        if self._segmenter.detector.state is not VadState.STOPPING:
+            return None
+        utterance = self._segmenter.end_now()
+        speculation, self._speculation = self._speculation, None
+        return UtteranceEnded(utterance, speculation, verdict) if utterance else None
+
+    def _settled_verdict(self) -> Verdict | None:
+        judging = self._judging
+        if judging is None or not judging.done() or judging.cancelled() or judging.exception() is not None:
+            return None
+        return judging.result()
+
+    def _drop_judging(self) -> None:
+        if self._judging is not None:
+            if not self._judging.done():
+                self._judging.cancel()
+            self._judging = None
 
     def utterance_so_far(self) -> bytes:
         """The PCM16 (at :attr:`rate`) of the utterance in progress, pre-roll included; b"" outside one."""
@@ -165,6 +243,7 @@ class Listener:
         elif not self.push_to_talk:
             self._segmenter.clear()
             self._speculation = None
+            self._drop_judging()
 
     # --- settings ---------------------------------------------------------------------------------
     def configure_vad(self, threshold: float | None = None, silence_ms: int | None = None,
@@ -186,6 +265,19 @@ class Listener:
             self._segmenter.vad = WebRtcVad(self.rate, aggressiveness=level)
         if prefix_ms is not None:
             self._segmenter.set_preroll(max(0, min(1000, int(prefix_ms))))
+
+    def set_turn_model(self, turn_model: Callable[[bytes, int], float] | None, endpointing_ms: int) -> None:
+        """Switch between the end-of-turn model and the silence endpoint (between utterances).
+
+        Args:
+            turn_model: see the class docstring (None: the silence endpoint).
+            endpointing_ms: the model's longest wait, or the silence endpoint, ms.
+        """
+        self._drop_judging()
+        self.turn_model = turn_model
+        self._segmenter.detector.stop_ms = self.endpointing_ms = endpointing_ms
+        if turn_model is not None and not 0 < self.speculate_ms < endpointing_ms:
+            self.speculate_ms = min(200, endpointing_ms // 2)
 
     @property
     def vad_aggressiveness(self) -> int | None:

@@ -36,7 +36,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from voiceforge.audio.turn_model import SmartTurn, TurnModelMissing
 from voiceforge.audio.vad import SileroSpeech
+from voiceforge.conversation.end_of_turn import Verdict
 from voiceforge.conversation.interruptions import Overlap, is_backchannel
 from voiceforge.conversation.keypad import Keypad
 from voiceforge.conversation.limits import CallLimits
@@ -49,6 +51,7 @@ from voiceforge.transport import (
     Configure,
     DtmfIn,
     End,
+    EndOfTurn,
     Ignored,
     InboundEvent,
     Interrupt,
@@ -69,6 +72,15 @@ from voiceforge.turn import Timeline, Transcribed, TurnPipeline
 
 log = logging.getLogger(__name__)
 
+
+def smart_turn(name: str = "") -> Callable[[bytes, int], float] | None:
+    """Smart Turn's ``probability``, or None (logged) when the model is not installed."""
+    try:
+        return SmartTurn.shared().probability
+    except TurnModelMissing as exc:
+        log.warning("%s: the silence endpoint decides the end of turn: %s", name or "conversation", exc)
+        return None
+
 VAD_RATES = (8000, 16000, 32000, 48000)
 """The rates webrtcvad accepts (Hz)."""
 
@@ -87,6 +99,8 @@ class ConversationLoop:
         vad: a speech-confidence source with ``confidence(frame) -> 0..1`` for 20 ms PCM16 frames
             at the analysis rate (default webrtcvad; tests script one).
         push_to_talk: utterances are bounded by TalkStart/TalkEnd, not by the VAD.
+        turn_detector: "model" or "silence" (default: the persona's, else ``FORGE_TURN_DETECTOR``);
+            see :mod:`voiceforge.conversation.end_of_turn`.
         limits: reprompt a silent caller, let them go after the reprompts, wrap up at the maximum
             duration (the persona's ``idle_s``, ``idle_reprompts``, ``max_call_s``, else
             ``FORGE_IDLE_S``, ``FORGE_IDLE_REPROMPTS``, ``FORGE_MAX_CALL_S``). Off for a
@@ -96,7 +110,7 @@ class ConversationLoop:
     def __init__(self, pipeline: TurnPipeline, transport: Transport, *, endpointing_ms: int | None = None,
                  first_token_s: float | None = None, greet: bool = True, name: str = "",
                  on_dtmf: Callable[[str], Awaitable[None]] | None = None, vad: Any = None,
-                 push_to_talk: bool = False, limits: bool = True) -> None:
+                 push_to_talk: bool = False, limits: bool = True, turn_detector: str | None = None) -> None:
         settings = pipeline.settings
         self.pipeline, self.transport, self.name = pipeline, transport, name
         self.greet = greet
@@ -107,9 +121,14 @@ class ConversationLoop:
         self.rate = stt_rate if stt_rate in VAD_RATES else 16000
         persona = pipeline.persona
         self.recorder = CallRecorder(self.rate) if settings.enable_recordings else None
-        self.listener = Listener(self.rate, endpointing_ms or persona.endpointing_ms or settings.endpointing_ms,
+        self.silence_ms = endpointing_ms or persona.endpointing_ms or settings.endpointing_ms
+        self.turn_detector = turn_detector or persona.turn_detector or settings.turn_detector
+        turn_model = smart_turn(name) if self.turn_detector == "model" and not push_to_talk else None
+        if turn_model is None:
+            self.turn_detector = "silence"
+        self.listener = Listener(self.rate, settings.turn_max_wait_ms if turn_model else self.silence_ms,
                                  settings.max_turn_s, pipeline.transcribe, speculate_ms=settings.speculative_stt_ms,
-                                 vad=vad, recorder=self.recorder, push_to_talk=push_to_talk)
+                                 vad=vad, recorder=self.recorder, push_to_talk=push_to_talk, turn_model=turn_model)
         if vad is None and persona.vad_threshold is not None:
             self.listener.configure_vad(threshold=persona.vad_threshold)  # the persona's turn detection
         self.turns = Turns(pipeline, transport, self.rate, first_token_s, notify=self._notify,
@@ -235,7 +254,7 @@ class ConversationLoop:
             elif self._overlap is not None:
                 await self._overlap_ended(heard)
             else:
-                await self.on_utterance(audio=heard.audio, speculation=heard.speculation)
+                await self.on_utterance(audio=heard.audio, speculation=heard.speculation, verdict=heard.verdict)
         if self._overlap is not None:
             await self._judge_overlap()
 
@@ -262,7 +281,7 @@ class ConversationLoop:
 
     async def on_utterance(self, audio: bytes | None = None, text: str | None = None,
                            speculation: asyncio.Task | None = None, ended_at: float | None = None,
-                           last_voiced: float | None = None) -> None:
+                           last_voiced: float | None = None, verdict: Verdict | None = None) -> None:
         """An utterance ended (or a message was typed): answer it, merged or queued.
 
         Args:
@@ -272,6 +291,8 @@ class ConversationLoop:
             ended_at: ``time.perf_counter()`` of its endpoint, when it is answered later than that
                 (an interruption judged by its words).
             last_voiced: ``time.perf_counter()`` of its last voiced frame, in that case.
+            verdict: the end-of-turn model's decision, when it ended the utterance (or was overruled
+                by the silence fallback).
         """
         now = ended_at or time.perf_counter()
         last_voiced = last_voiced or self.listener.last_voiced
@@ -281,6 +302,14 @@ class ConversationLoop:
         if audio is not None:
             timeline.set("endpointing_ms", (now - zero) * 1000)
             await self._notify(SpeechStopped(round(len(audio) / 2 / self.rate * 1000)))
+            if verdict is not None and verdict.probability is not None:
+                timeline.set("end_of_turn_p", round(verdict.probability, 3))
+            if verdict is not None:
+                timeline.set("end_of_turn_model", 1 if verdict.complete else 0)  # 0: silence overruled "unfinished"
+            await self._notify(EndOfTurn(
+                complete=True, detector="model" if verdict is not None and verdict.complete else "silence",
+                probability=verdict.probability if verdict is not None else None,
+                waited_ms=round((now - zero) * 1000, 1)))
         await self.turns.barge_in()  # typed, or the agent began while the user still spoke
         previous = self.turns.current
         merge = previous is not None and previous.store and previous.mergeable
@@ -323,6 +352,10 @@ class ConversationLoop:
         """Apply a client's :class:`voiceforge.transport.Configure` (turn detection, voice, prompt, tools)."""
         if change.push_to_talk is not None:
             self.listener.push_to_talk = change.push_to_talk
+        if change.turn_detector is not None and change.turn_detector != self.turn_detector:
+            model = smart_turn(self.name) if change.turn_detector == "model" else None
+            self.turn_detector = "model" if model else "silence"
+            self.listener.set_turn_model(model, self.pipeline.settings.turn_max_wait_ms if model else self.silence_ms)
         if (change.vad_threshold, change.silence_ms, change.prefix_ms) != (None, None, None):
             self.configure_vad(change.vad_threshold, change.silence_ms, change.prefix_ms)
         self.pipeline.configure(voice=change.voice, instructions=change.instructions,
@@ -388,7 +421,8 @@ class ConversationLoop:
             self._overlap = None
             self.interruptions["barge_in"] += 1
             await self.turns.barge_in()
-            await self.on_utterance(audio=heard.audio, speculation=source, ended_at=ended_at, last_voiced=last_voiced)
+            await self.on_utterance(audio=heard.audio, speculation=source, ended_at=ended_at, last_voiced=last_voiced,
+                                    verdict=heard.verdict)
         elif not overlap.deciding and not self.listener.in_speech:
             await self._resume(f"backchannel {words!r}" if words else "no words")
 
