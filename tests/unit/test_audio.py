@@ -198,3 +198,39 @@ def test_turn_detector_threshold():
     d = SpeechDetector(threshold=0.7, start_ms=20, stop_ms=20)
     assert run(d, [0.6, 0.69]) == []
     assert run(d, [0.8, 0.1]) == [(0, VadEvent.SPEECH_START), (1, VadEvent.SPEECH_END)]
+
+
+def test_smart_turn_features_are_pipecats():
+    """Forge feeds Smart Turn faster-whisper's log-mel features; they must be the ones Pipecat
+    (which trained and ships the model) computes."""
+    import importlib.metadata
+    import importlib.util
+
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    source = importlib.metadata.distribution("pipecat-ai").locate_file(
+        "pipecat/audio/turn/smart_turn/_whisper_features.py")
+    spec = importlib.util.spec_from_file_location("pipecat_whisper_features", str(source))
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    audio = np.random.default_rng(1).normal(0, 0.1, 16000 * 8).astype(np.float32)
+    expected = reference.compute_whisper_log_mel_features(audio, do_normalize=True)
+    normalized = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+    ours = FeatureExtractor(feature_size=80)(normalized, padding=0)[:, :800]
+    assert ours.shape == expected.shape == (80, 800)
+    assert np.abs(ours - expected).max() < 1e-5
+
+
+def test_the_words_say_when_a_turn_cannot_be_over():
+    from voiceforge.conversation.end_of_turn import decide, text_complete
+
+    for unfinished in ("My customer number is", "I'd like to book an appointment for", "Um", "my order, the",
+                       "I need to change my..."):
+        assert not text_complete(unfinished), unfinished
+    for finished in ("My customer number is twelve.", "Thank you.", "Yes I do", "no", "I think so", ""):
+        assert text_complete(finished), finished
+    assert decide(0.98, "My customer number is").complete is False  # the words overrule the sound
+    assert decide(0.2, "Where is my order?").complete is False  # the sound says not yet
+    assert decide(0.9, "Where is my order?").complete is True
+    assert decide(None, "Where is my order?").complete is True  # no model: the words alone
+    assert decide(0.1, "").complete is True  # no words: nothing to wait for
