@@ -31,6 +31,12 @@ backend = st.radio("Backend", list(BACKENDS), format_func=BACKENDS.get, horizont
                    help="Realtime uses OpenAI when a key is set, else Forge's offline Realtime-compatible server "
                         f"({engine.settings.forge_realtime_url}; `make run` starts it).")
 with st.expander("Voice and turn-taking", expanded=False):
+    detector = st.radio("End of turn", ["model", "silence"], horizontal=True, key="live_turn_detector",
+                        index=0 if engine.settings.forge_turn_detector == "model" else 1,
+                        format_func={"model": "Model: Smart Turn and your words decide at the first pause",
+                                     "silence": "Silence: a fixed pause ends your turn"}.get,
+                        help="The model waits through a pause mid-sentence (\"my number is …\") up to "
+                             f"{engine.settings.forge_turn_max_wait_ms} ms; silence answers after the pause below.")
     cols = st.columns(3)
     realtime_cloud = backend == "realtime" and engine.settings.openai_configured
     voices = OPENAI_REALTIME_VOICES if realtime_cloud else list(engine.tts.capabilities.voices)
@@ -41,6 +47,7 @@ with st.expander("Voice and turn-taking", expanded=False):
                                     "Higher ignores more background noise.")
     silence_ms = cols[2].slider("Silence that ends your turn (ms)", 200, 2000,
                                 int(engine.settings.forge_endpointing_ms), 50, key="live_silence",
+                                disabled=detector == "model",
                                 help="Endpointing: how long a pause must last before the agent answers.")
 
 
@@ -92,7 +99,12 @@ if ctx.state.playing and (session is None or session.closed):
 elif not ctx.state.playing and session is not None and not session.closed:
     session.stop()
 if session is not None and not session.closed:
-    session.configure(vad_threshold=threshold, silence_ms=silence_ms)
+    session.configure(vad_threshold=threshold, silence_ms=silence_ms, turn_detector=detector)
+    with st.popover("Keypad", help="Keys reach the agent as a phone caller's keypad does (DTMF)"):
+        for row in ("123", "456", "789", "*0#"):
+            for column, key in zip(st.columns(3), row, strict=True):
+                if column.button(key, key=f"live_key_{key}", width="stretch"):
+                    session.press(key)
 
 STATE_BADGES = {"connecting": "⏳ connecting", "listening": "👂 listening", "thinking": "💭 thinking",
                 "speaking": "🔊 speaking", "ended": "⏹️ ended"}

@@ -20,6 +20,7 @@ from voiceforge.conversation import ConversationLoop
 from voiceforge.engine import Engine
 from voiceforge.transport import (
     Configure,
+    DtmfIn,
     End,
     Ignored,
     Notification,
@@ -110,10 +111,18 @@ class LivePageController:
             self.closed = True
             self.state = "ended"
 
-    def configure(self, vad_threshold: float | None = None, silence_ms: int | None = None) -> None:
-        """Change the VAD sensitivity (0.3–0.95) and endpointing silence (ms) from the next utterance."""
+    def configure(self, vad_threshold: float | None = None, silence_ms: int | None = None,
+                  turn_detector: str | None = None) -> None:
+        """Change the VAD sensitivity (0.3–0.95), the end-of-turn detector ("model" or "silence") and
+        the silence endpoint (ms) from the next utterance."""
         if self.backend == "cascade" and not self.closed:
-            self.transport.post(Configure(vad_threshold=vad_threshold, silence_ms=silence_ms))
+            self.transport.post(Configure(vad_threshold=vad_threshold, silence_ms=silence_ms,
+                                          turn_detector=turn_detector))
+
+    def press(self, key: str) -> None:
+        """A keypad key (0-9, *, #), as a phone caller's DTMF."""
+        if not self.closed:
+            self.transport.post(DtmfIn(key))
 
     def say(self, text: str) -> None:
         """A typed message in the live conversation."""

@@ -190,3 +190,33 @@ def test_live_page_holds_a_spoken_conversation_with_barge_in(live_app, speak):
     assert stopped is not None and stopped <= 3000, [(round(t), round(v, 4)) for t, v in after if t <= 4500]
     print(f"agent audio stopped {stopped:.0f} ms after the user's speech began (page-side, through WebRTC); "
           f"Chromium's jitter buffer held {jitter_buffer_ms or 0:.0f} ms on average")
+
+
+def test_the_live_keypad_reaches_the_agent(live_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, _ = live_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+        ])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1200})
+            context.add_init_script(MICROPHONE)
+            page = context.new_page()
+            page.goto(base + "/live")
+            start = page.frame_locator("iframe[title='streamlit_webrtc.component.webrtc_streamer']") \
+                .get_by_role("button", name="START")
+            start.wait_for(timeout=60_000)
+            start.click()
+            expect(page.get_by_text("State:")).to_contain_text("listening", timeout=60_000)
+            page.get_by_role("button", name="Keypad").click()
+            for key in "42#":
+                page.get_by_role("button", name=key, exact=True).click()
+            chat = page.get_by_test_id("stChatMessage")
+            expect(chat.filter(has_text="I pressed 42 on the keypad.")).to_have_count(1, timeout=30_000)
+            expect(chat).to_have_count(3, timeout=60_000)  # the greeting, the keys, the agent's answer
+        finally:
+            browser.close()

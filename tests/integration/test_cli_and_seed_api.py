@@ -149,3 +149,19 @@ async def test_the_phone_pages_simulator_runs_a_call_in_process(speak):
 
     result = await run_local([speak("How many customers are there?")])
     assert result["turns"][0]["reply"] == "The answer is 40." and result["status"] == "completed"
+
+
+def test_forge_prompts_loads_no_speech_model(tmp_path):
+    """Text turns need no STT, TTS or end-of-turn model: `forge --prompts` must not load one."""
+    check = (
+        "import sys\n"
+        "from forge import cli\n"
+        "code = cli.main(['--prompts', 'How many customers are there?'])\n"
+        "import voiceforge.providers.local as local\n"
+        "print('loaded', code, len(local._piper_voices), len(local._whisper_models), 'faster_whisper' in sys.modules,"
+        " 'voiceforge.audio.turn_model' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "FORGE_DATA_DIR": str(tmp_path)})
+    assert "The answer is 40." in out.stdout, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "loaded 0 0 0 False False", out.stdout

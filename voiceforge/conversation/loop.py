@@ -363,8 +363,14 @@ class ConversationLoop:
 
     def configure_vad(self, threshold: float | None = None, silence_ms: int | None = None,
                       prefix_ms: int | None = None) -> None:
-        """Change endpointing between utterances (see :meth:`Listener.configure_vad`)."""
-        self.listener.configure_vad(threshold, silence_ms, prefix_ms)
+        """Change the VAD and the silence endpoint between utterances (see :meth:`Listener.configure_vad`).
+
+        With the model detector ``silence_ms`` is kept for a switch to the silence endpoint and
+        does not shorten the model's wait for an unfinished turn.
+        """
+        if silence_ms:
+            self.silence_ms = max(100, min(5000, int(silence_ms)))
+        self.listener.configure_vad(threshold, silence_ms if self.turn_detector == "silence" else None, prefix_ms)
 
     # --- interruptions ---------------------------------------------------------------------------
     async def _judge_overlap(self) -> None:
