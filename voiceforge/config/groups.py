@@ -398,6 +398,10 @@ class ConversationSettings(BaseSettings):
         default="model",
         description="model: the end of turn is decided at the first pause by Smart Turn v3.2 (the sound) and the "
                     "speculative transcript (the words); silence: a fixed silence (FORGE_ENDPOINTING_MS).")
+    forge_vad: Literal["silero", "webrtc"] = Field(
+        default="webrtc",
+        description="What tells speech from silence under endpointing: Silero VAD (a neural model; a quiet tail, "
+                    "steady background or a cough is not speech) or webrtcvad (an energy-and-pitch classifier).")
     forge_turn_max_wait_ms: int = Field(
         default=2000, ge=300, le=10_000,
         description="With the model detector: the longest silence an unfinished turn is waited for, ms.")

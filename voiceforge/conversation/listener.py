@@ -25,7 +25,7 @@ from typing import Any
 
 from voiceforge.audio.framing import FrameBuffer, frame_bytes
 from voiceforge.audio.resample import StreamResampler
-from voiceforge.audio.vad import SpeechDetector, UtteranceSegmenter, VadEvent, VadState, WebRtcVad
+from voiceforge.audio.vad import SileroVad, SpeechDetector, UtteranceSegmenter, VadEvent, VadState, WebRtcVad
 from voiceforge.conversation.end_of_turn import Verdict, decide
 from voiceforge.conversation.recorder import CallRecorder
 
@@ -90,6 +90,8 @@ class Listener:
         self._transcribe = transcribe
         detector = SpeechDetector(start_ms=60, stop_ms=endpointing_ms, max_utterance_ms=int(max_turn_s * 1000))
         self._segmenter = UtteranceSegmenter(rate, FRAME_MS, detector, vad or WebRtcVad(rate))
+        if isinstance(self._segmenter.vad, SileroVad):
+            detector.threshold = 0.5
         self._frames = FrameBuffer(frame_bytes(rate, FRAME_MS))
         self._inbound: StreamResampler | None = None
         self._held: bytearray | None = None  # push-to-talk audio while the button is down
@@ -263,6 +265,8 @@ class Listener:
         if threshold is not None and isinstance(self._segmenter.vad, WebRtcVad):
             level = 1 if threshold < 0.5 else 2 if threshold < 0.7 else 3
             self._segmenter.vad = WebRtcVad(self.rate, aggressiveness=level)
+        elif threshold is not None and isinstance(self._segmenter.vad, SileroVad):
+            self._segmenter.detector.threshold = max(0.3, min(0.95, float(threshold)))
         if prefix_ms is not None:
             self._segmenter.set_preroll(max(0, min(1000, int(prefix_ms))))
 
@@ -278,6 +282,11 @@ class Listener:
         self._segmenter.detector.stop_ms = self.endpointing_ms = endpointing_ms
         if turn_model is not None and not 0 < self.speculate_ms < endpointing_ms:
             self.speculate_ms = min(200, endpointing_ms // 2)
+
+    @property
+    def vad(self) -> object:
+        """The speech-confidence source in use (webrtcvad, Silero, or one passed in)."""
+        return self._segmenter.vad
 
     @property
     def vad_aggressiveness(self) -> int | None:

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from voiceforge.audio.turn_model import SmartTurn, TurnModelMissing
-from voiceforge.audio.vad import SileroSpeech
+from voiceforge.audio.vad import SileroSpeech, SileroVad, WebRtcVad
 from voiceforge.conversation.end_of_turn import Verdict
 from voiceforge.conversation.interruptions import Overlap, is_backchannel
 from voiceforge.conversation.keypad import Keypad
@@ -126,6 +126,8 @@ class ConversationLoop:
         turn_model = smart_turn(name) if self.turn_detector == "model" and not push_to_talk else None
         if turn_model is None:
             self.turn_detector = "silence"
+        if vad is None and settings.vad == "silero" and self.rate == SileroVad.RATE:
+            vad = SileroVad(self.rate)
         self.listener = Listener(self.rate, settings.turn_max_wait_ms if turn_model else self.silence_ms,
                                  settings.max_turn_s, pipeline.transcribe, speculate_ms=settings.speculative_stt_ms,
                                  vad=vad, recorder=self.recorder, push_to_talk=push_to_talk, turn_model=turn_model)
@@ -142,7 +144,8 @@ class ConversationLoop:
         self._overlap: Overlap | None = None  # caller sound over the agent, not yet judged
         # A second opinion on interruptions (webrtcvad hears a cough as speech); a VAD passed in
         # is trusted as it is.
-        self._speech_check = SileroSpeech() if vad is None and self.rate == SileroSpeech.RATE else None
+        self._speech_check = SileroSpeech() if isinstance(self.listener.vad, WebRtcVad) and \
+            self.rate == SileroSpeech.RATE else None
         self.interruptions = {"ignored": 0, "resumed": 0, "barge_in": 0}
         """Caller sounds over the agent: too short to count, judged a backchannel or no words
         (the agent resumed), and real barge-ins."""

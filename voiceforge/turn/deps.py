@@ -27,6 +27,7 @@ class TurnSettings:
         endpointing_ms: silence that ends an utterance (``FORGE_ENDPOINTING_MS``), ms.
         turn_detector: "model" or "silence" (``FORGE_TURN_DETECTOR``).
         turn_max_wait_ms: the model detector's longest wait for an unfinished turn, ms.
+        vad: "silero" or "webrtc" (``FORGE_VAD``), the frame-level speech decision.
         speculative_stt_ms: silence after which the utterance so far is transcribed ahead of the
             endpoint (``FORGE_SPECULATIVE_STT_MS``; 0: off), ms.
         llm_first_token_ms: the LLM's first-token budget on a live call (``FORGE_LLM_FIRST_TOKEN_MS``).
@@ -46,6 +47,7 @@ class TurnSettings:
     endpointing_ms: int = 500
     turn_detector: str = "model"
     turn_max_wait_ms: int = 2000
+    vad: str = "webrtc"
     speculative_stt_ms: int = 200
     llm_first_token_ms: int = 4000
     max_turn_s: float = 60.0
@@ -66,6 +68,7 @@ class TurnSettings:
         return cls(
             endpointing_ms=settings.forge_endpointing_ms, speculative_stt_ms=settings.forge_speculative_stt_ms,
             turn_detector=settings.forge_turn_detector, turn_max_wait_ms=settings.forge_turn_max_wait_ms,
+            vad=settings.forge_vad,
             llm_first_token_ms=settings.forge_llm_first_token_ms, max_turn_s=settings.forge_max_turn_s,
             filler_after_ms=settings.forge_filler_after_ms, phone_reply_max_chars=settings.forge_phone_reply_max_chars,
             phone_reply_max_s=settings.forge_phone_reply_max_s, enable_recordings=settings.enable_recordings,
