@@ -68,6 +68,7 @@ INTERRUPTIONS = ["Wait, stop.", "Hold on, I have a question.", "No, that's not w
 LONG_REPLY = ("Here is everything about your account. You have three orders this year, the latest shipped "
               "on Monday. Your next appointment is a checkup on the fourteenth at ten in the morning. "
               "Your balance is zero and your loyalty points are two hundred and ten.")
+VERBOSE = False
 PAUSE_MS = 800
 """The pause mid-sentence of the PAUSED utterances (the target: no cut-off on pauses up to 1 s)."""
 MIN_INTERRUPTION_MS = 300
@@ -159,6 +160,12 @@ async def listen(engine: Engine, detector: str, vad: str, audio8k: bytes) -> lis
         for heard in listener.hear(audio8k[i : i + 320], 8000):
             if isinstance(heard, UtteranceEnded):
                 ends.append(time.perf_counter() - start)
+                if VERBOSE:
+                    words = (await heard.speculation).text if heard.speculation is not None else "?"
+                    verdict = heard.verdict
+                    print(f"    ended at {ends[-1]:.2f} s: {words!r}" + (
+                        f" (model p={verdict.probability:.2f}, words complete: {verdict.text_complete})"
+                        if verdict is not None and verdict.probability is not None else " (silence)"))
         await asyncio.sleep(max(0.0, start + (i // 320 + 1) * 0.02 - time.perf_counter()))
     return ends
 
@@ -174,6 +181,8 @@ async def eot(engine: Engine, sets: dict[str, list[tuple[str, bytes]]], combos: 
     print("|---|---|---|---|---|---|")
     for detector, vad in combos:
         for name, clips in sets.items():
+            if VERBOSE:
+                print(f"  {detector}, {vad}, {name}:")
             delays, splits = [], 0
             for _, audio in clips:
                 audio = silence(300) + audio + silence(2600)
@@ -312,9 +321,15 @@ async def main() -> None:
     parser.add_argument("--calls", default="1,4")
     parser.add_argument("--combos", default="model:webrtc,model:silero,silence:webrtc",
                         help="end-of-turn detector:VAD pairs for the eot section")
+    parser.add_argument("--voices", help="only these voice sets (comma-separated names as printed, e.g. piper,real)")
+    parser.add_argument("--verbose", action="store_true", help="print how each turn of the eot section ended")
     args = parser.parse_args()
+    global VERBOSE
+    VERBOSE = args.verbose
     sections = args.sections.split(",")
     sets = voices(args.clips)
+    if args.voices:
+        sets = {k: v for k, v in sets.items() if k in args.voices.split(",")}
     with tempfile.TemporaryDirectory() as folder:
         engine = Engine(load_settings(forge_data_dir=Path(folder)))
         engine.ensure_mock_data()

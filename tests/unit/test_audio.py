@@ -233,4 +233,4 @@ def test_the_words_say_when_a_turn_cannot_be_over():
     assert decide(0.2, "Where is my order?").complete is False  # the sound says not yet
     assert decide(0.9, "Where is my order?").complete is True
     assert decide(None, "Where is my order?").complete is True  # no model: the words alone
-    assert decide(0.1, "").complete is True  # no words: nothing to wait for
+    assert decide(0.99, "").complete is False  # no words yet (a fragment Whisper cannot read): wait

@@ -45,7 +45,7 @@ _TRAILING_OPEN = re.compile(r"(,|;|:|\.\.\.|…|-|—)\s*$")
 def text_complete(transcript: str) -> bool:
     """False when the words so far cannot be a finished turn (see :data:`UNFINISHED_ENDINGS`).
 
-    An empty transcript (noise, a breath) is "complete": there is nothing to wait for.
+    An empty transcript is "complete" here (no word leaves it open); :func:`decide` waits on it.
     """
     words = words_of(transcript)
     if not words:
@@ -84,6 +84,8 @@ def decide(probability: float | None, transcript: str | None, waited_ms: float =
     """
     words_ok = None if transcript is None else text_complete(transcript)
     if transcript is not None and not words_of(transcript):
-        return Verdict(True, probability, True, waited_ms)  # no words: nothing to wait for
+        # No words yet: a fragment too short for Whisper, or noise. Either way the silence
+        # fallback ends it (noise is then ignored); answering now cut callers off mid-word.
+        return Verdict(False, probability, None, waited_ms)
     audio_ok = True if probability is None else probability >= COMPLETE_AT
     return Verdict(bool(words_ok is not False and audio_ok), probability, words_ok, waited_ms)

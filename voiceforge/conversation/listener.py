@@ -151,7 +151,9 @@ class Listener:
         if detector.state is VadState.SPEAKING:
             self._drop_judging()
         elif (self._judging is None and detector.state is VadState.STOPPING
-              and detector.silence_ms >= self.speculate_ms):
+              and detector.silence_ms >= self.speculate_ms and self._speculation is not None):
+            # The words are half the verdict: it waits for this pause's transcript to have started
+            # (a speculation of an earlier pause may still be running; this one starts after it).
             self._judging = asyncio.ensure_future(
                 self._verdict(self._segmenter.audio_so_far(), self._speculation, detector.silence_ms))
 
