@@ -234,3 +234,12 @@ def test_the_words_say_when_a_turn_cannot_be_over():
     assert decide(0.9, "Where is my order?").complete is True
     assert decide(None, "Where is my order?").complete is True  # no model: the words alone
     assert decide(0.99, "").complete is False  # no words yet (a fragment Whisper cannot read): wait
+
+
+def test_backchannels_and_real_words_over_the_agent():
+    from voiceforge.conversation.interruptions import is_backchannel
+
+    for listener in ("uh-huh", "Okay, right.", "Mm-hmm.", "M. M.", "[cough]", "", "oh I see"):
+        assert is_backchannel(listener), listener
+    for turn in ("Wait, stop.", "No.", "Yes.", "Hold on, I have a question.", "okay okay okay okay"):
+        assert not is_backchannel(turn), turn

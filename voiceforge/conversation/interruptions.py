@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 BACKCHANNEL_WORDS = frozenset({
     "uh", "huh", "uh-huh", "uhhuh", "mm", "mmm", "hmm", "hm", "mhm", "mm-hmm", "mmhmm", "um", "umm", "ah", "oh",
-    "yeah", "yep", "yup", "ok", "okay", "right", "alright", "i", "see", "got", "it", "cool", "wow",
+    "yeah", "yep", "yup", "ok", "okay", "right", "alright", "i", "see", "got", "it", "cool", "wow", "ow", "eh",
+    "aha",
 })
 """Words a listener says to show they are following, not to take the turn. "Yes" and "sure" are
 not among them: said over the end of a question they answer it, and an answer must not be lost."""
@@ -40,10 +41,16 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(_NON_SPEECH.sub(" ", text.lower()))
 
 
+def _vocal(word: str) -> bool:
+    """A backchannel word, an interjection, or a lone letter: Whisper writes a hummed "mm-hmm" as
+    "M. M." ("a" and "I" are words)."""
+    return word in BACKCHANNEL_WORDS or (len(word) == 1 and word not in ("a", "i"))
+
+
 def is_backchannel(text: str) -> bool:
-    """True when ``text`` holds no words, or only a short backchannel ("uh-huh", "okay, right")."""
+    """True when ``text`` holds no words, or only a short backchannel ("uh-huh", "okay, right", "M. M.")."""
     words = words_of(text)
-    return len(words) <= MAX_BACKCHANNEL_WORDS and all(w in BACKCHANNEL_WORDS for w in words)
+    return len(words) <= MAX_BACKCHANNEL_WORDS and all(_vocal(w) for w in words)
 
 
 @dataclass

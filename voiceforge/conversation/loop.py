@@ -420,7 +420,10 @@ class ConversationLoop:
     async def _decide(self, overlap: Overlap, heard: UtteranceEnded, ended_at: float,
                       last_voiced: float | None) -> None:
         """Barge in on words, resume on a backchannel or none (a task per utterance of the overlap)."""
-        source = heard.speculation or asyncio.ensure_future(self.pipeline.transcribe(heard.audio, self.rate))
+        # Judged without the persona's domain words: with them Whisper wrote a hummed "mm-hmm" as "Ava."
+        if heard.speculation is not None:
+            heard.speculation.cancel()
+        source = asyncio.ensure_future(self.pipeline.transcribe(heard.audio, self.rate, prompt=False))
         outcome = await asyncio.shield(source)
         overlap.deciding -= 1
         if self._overlap is not overlap or self.closed:
@@ -429,6 +432,7 @@ class ConversationLoop:
         if isinstance(outcome, Transcribed) and not is_backchannel(words):
             self._overlap = None
             self.interruptions["barge_in"] += 1
+            log.info("%s: interrupted by %d words", self.name, len(words.split()))
             await self.turns.barge_in()
             await self.on_utterance(audio=heard.audio, speculation=source, ended_at=ended_at, last_voiced=last_voiced,
                                     verdict=heard.verdict)

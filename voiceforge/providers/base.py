@@ -144,7 +144,8 @@ class STT(ABC):
         self.prompt_words = list(prompt_words)
         self.attempts = attempts
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int, hints: Sequence[str] = ()) -> Transcript:
+    async def transcribe(self, pcm16: bytes, sample_rate: int, hints: Sequence[str] = (),
+                         prompt: bool = True) -> Transcript:
         """Transcribe one utterance.
 
         Args:
@@ -152,6 +153,8 @@ class STT(ABC):
             sample_rate: its rate in Hz (resampled to the provider's rate as needed).
             hints: domain words for this utterance (the persona's: "Hanuman", a product name),
                 added to the provider's own ``prompt_words``.
+            prompt: False transcribes with no domain words at all (a short sound judged for
+                what it is: a prompt makes Whisper hear "Ava." in a hummed "mm-hmm").
 
         Returns:
             The Transcript, with ``elapsed_ms`` set.
@@ -160,7 +163,7 @@ class STT(ABC):
             ProviderError: the provider failed (after retries when retryable).
         """
         start = time.perf_counter()
-        words = list(dict.fromkeys([*self.prompt_words, *hints]))
+        words = list(dict.fromkeys([*self.prompt_words, *hints])) if prompt else []
         text, language = await _with_retries(
             self.name, self.attempts, lambda: self._guard(self._transcribe(pcm16, sample_rate, words))
         )

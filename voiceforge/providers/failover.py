@@ -218,22 +218,23 @@ class FailoverSTT(_Failover):
         self._setup(primary, fallback, after_s, breaker)
         self.prompt_words = primary.prompt_words
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int, hints: Sequence[str] = ()) -> Transcript:
+    async def transcribe(self, pcm16: bytes, sample_rate: int, hints: Sequence[str] = (),
+                         prompt: bool = True) -> Transcript:
         """:meth:`STT.transcribe` on the configured provider, or on the embedded one when it fails over.
 
         Raises:
             ProviderError: a non-retryable failure of the configured provider, or the embedded one failed.
         """
         if self._skip_primary():
-            return await self.fallback.transcribe(pcm16, sample_rate, hints)
+            return await self.fallback.transcribe(pcm16, sample_rate, hints, prompt)
         started = time.monotonic()
         try:
-            return await asyncio.wait_for(self.primary.transcribe(pcm16, sample_rate, hints), self.after_s)
+            return await asyncio.wait_for(self.primary.transcribe(pcm16, sample_rate, hints, prompt), self.after_s)
         except (ProviderError, TimeoutError) as exc:
             if not self._usable(exc):
                 raise
             self._failed(exc, started)
-            return await self.fallback.transcribe(pcm16, sample_rate, hints)
+            return await self.fallback.transcribe(pcm16, sample_rate, hints, prompt)
 
     async def _probe(self) -> None:
         await asyncio.wait_for(self.primary.transcribe(bytes(16000), 16000), self.after_s)  # 0.5 s of silence

@@ -84,11 +84,15 @@ class TurnPipeline(ConversationState):
             log.warning("persona %s could not be re-read; keeping the loaded one", self.persona.id)
 
     # --- stages -------------------------------------------------------------------------------
-    async def transcribe(self, pcm16: bytes, sample_rate: int) -> Transcribed | TurnError:
-        """Speech to text for one utterance (PCM16 mono at ``sample_rate`` Hz); never raises."""
+    async def transcribe(self, pcm16: bytes, sample_rate: int, prompt: bool = True) -> Transcribed | TurnError:
+        """Speech to text for one utterance (PCM16 mono at ``sample_rate`` Hz); never raises.
+
+        ``prompt`` False leaves out the persona's domain words (see :meth:`STT.transcribe`).
+        """
         notes = failover.collect()
         try:
-            transcript = await self.deps.providers.stt.transcribe(pcm16, sample_rate, self.persona.domain_words)
+            transcript = await self.deps.providers.stt.transcribe(pcm16, sample_rate, self.persona.domain_words,
+                                                                  prompt=prompt)
         except ProviderError as exc:
             log.warning("STT failed: %s", exc)
             return TurnError("stt", str(exc))
