@@ -43,7 +43,8 @@ def words_of(text: str) -> list[str]:
 
 def _vocal(word: str) -> bool:
     """A backchannel word, an interjection, or a lone letter: Whisper writes a hummed "mm-hmm" as
-    "M. M." ("a" and "I" are words)."""
+    "M. M." ("a" and "I" are words).
+    """
     return word in BACKCHANNEL_WORDS or (len(word) == 1 and word not in ("a", "i"))
 
 
