@@ -42,8 +42,9 @@ def words_of(text: str) -> list[str]:
 
 
 def _vocal(word: str) -> bool:
-    """A backchannel word, an interjection, or a lone letter: Whisper writes a hummed "mm-hmm" as
-    "M. M." ("a" and "I" are words).
+    """A backchannel word, an interjection, or a lone letter ("a" and "I" are words).
+
+    Whisper writes a hummed "mm-hmm" as "M. M.".
     """
     return word in BACKCHANNEL_WORDS or (len(word) == 1 and word not in ("a", "i"))
 
