@@ -38,7 +38,9 @@ with st.form(f"persona_edit_{pid}"):
                               index=voices.index(current) if current in voices else 0, key=f"pe_voice_{pid}")
     silence = cols[1].slider("Silence that ends a turn (ms)", 100, 2000,
                              int(persona.endpointing_ms or engine.settings.forge_endpointing_ms), 20,
-                             key=f"pe_silence_{pid}")
+                             key=f"pe_silence_{pid}",
+                             help="Used by the silence end-of-turn detector (FORGE_TURN_DETECTOR=silence, or the "
+                                  "Live page's switch); the model detector waits for unfinished turns instead.")
     threshold = cols[2].slider("VAD sensitivity", 0.3, 0.95, float(persona.vad_threshold or 0.5), 0.05,
                                key=f"pe_vad_{pid}")
     cols = st.columns(2)

@@ -292,11 +292,11 @@ async def one_call(base: str, clips: list[tuple[str, bytes]]) -> list[float]:
     return out
 
 
-async def phone_section(sets: dict[str, list[tuple[str, bytes]]], calls: list[int]) -> None:
+async def phone_section(sets: dict[str, list[tuple[str, bytes]]], calls: list[int], detectors: list[str]) -> None:
     print("\n## Voice-to-voice at the caller (Twilio caller from Twilio's docs, in-process sidecar)\n")
     print("| detector | voices | calls | p50 ms | p95 ms | turns |")
     print("|---|---|---|---|---|---|")
-    for detector in ("model", "silence"):
+    for detector in detectors:
         with tempfile.TemporaryDirectory() as folder:
             port = free_port()
             settings = load_settings(public_base_url=f"http://127.0.0.1:{port}", twilio_auth_token=TOKEN,
@@ -319,6 +319,7 @@ async def main() -> None:
     parser.add_argument("--clips", type=Path, help="a folder of real speech: references.tsv and audio/<id>.8k.wav")
     parser.add_argument("--sections", default="eot,interrupt,phone")
     parser.add_argument("--calls", default="1,4")
+    parser.add_argument("--detectors", default="model,silence", help="end-of-turn detectors for the phone section")
     parser.add_argument("--combos", default="model:webrtc,model:silero,silence:webrtc",
                         help="end-of-turn detector:VAD pairs for the eot section")
     parser.add_argument("--voices", help="only these voice sets (comma-separated names as printed, e.g. piper,real)")
@@ -342,7 +343,7 @@ async def main() -> None:
             talker.warm_up()
             await interrupt(talker)
     if "phone" in sections:
-        await phone_section(sets, [int(c) for c in args.calls.split(",")])
+        await phone_section(sets, [int(c) for c in args.calls.split(",")], args.detectors.split(","))
 
 
 if __name__ == "__main__":

@@ -212,7 +212,9 @@ def test_a_persona_edited_on_the_settings_page_drives_the_next_conversation(app)
     engine = Engine(load_settings())
     persona = engine.persona("friendly_guide")
     assert persona.greeting == "Hello from the settings page." and persona.vad_threshold == 0.8
-    loop = ConversationLoop(engine.pipeline("friendly_guide"), Silent(), greet=False)
+    # The silence applies to the silence endpoint (the model detector keeps it for a switch).
+    assert ConversationLoop(engine.pipeline("friendly_guide"), Silent(), greet=False).silence_ms == 720
+    loop = ConversationLoop(engine.pipeline("friendly_guide"), Silent(), greet=False, turn_detector="silence")
     assert loop.listener.endpointing_ms == 720 and loop.listener.vad_aggressiveness == 3  # 0.8 → the strictest webrtcvad
     app.button(key="FormSubmitter:persona_edit_friendly_guide-Back to the shipped persona").click().run()
     assert engine.persona("friendly_guide").greeting != "Hello from the settings page."

@@ -155,6 +155,14 @@ def cough(ms: int = 150) -> bytes:
     return np.clip(noise, -32768, 32767).astype("<i2").tobytes()
 
 
+def click() -> bytes:
+    """A click: a few samples of a sharp, decaying pulse, at 8 kHz."""
+    import numpy as np
+
+    pulse = np.array([20000, -18000, 12000, -8000, 4000, -2000], dtype="<i2").tobytes()
+    return b"\x00\x00" * 40 + pulse + b"\x00\x00" * 40
+
+
 async def _over_a_long_answer(base: str, speak, sound: bytes) -> tuple[TwilioCaller, dict]:  # noqa: ANN001
     caller = TwilioCaller(base, TOKEN, persona="customer_service")
     await caller.dial()
@@ -176,11 +184,12 @@ async def _over_a_long_answer(base: str, speak, sound: bytes) -> tuple[TwilioCal
     return caller, call
 
 
-async def test_a_cough_and_an_uh_huh_do_not_interrupt_the_agent(sidecar, speak):
+async def test_a_cough_a_click_and_an_uh_huh_do_not_interrupt_the_agent(sidecar, speak):
     _, base = sidecar
-    caller, call = await _over_a_long_answer(base, speak, cough())
-    (turn,) = call["turns"]
-    assert not turn["interrupted"] and not caller.heard.clears, turn
+    for sound in (cough(), click()):
+        caller, call = await _over_a_long_answer(base, speak, sound)
+        (turn,) = call["turns"]
+        assert not turn["interrupted"] and not caller.heard.clears, turn
 
     caller, call = await _over_a_long_answer(base, speak, phone(speak, "Uh-huh."))
     (turn,) = call["turns"]  # the backchannel is no turn of its own

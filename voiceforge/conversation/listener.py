@@ -188,6 +188,22 @@ class Listener:
         speculation, self._speculation = self._speculation, None
         return UtteranceEnded(utterance, speculation, verdict) if utterance else None
 
+    @property
+    def judging(self) -> asyncio.Task | None:
+        """The end-of-turn verdict being reached for the pause in progress, or None."""
+        return self._judging
+
+    def poll(self) -> list[Heard]:
+        """The utterance's end, if a verdict that came in after the last audio says complete.
+
+        A client that sends its audio in a burst, or stops sending in silence, would otherwise
+        wait for audio that never comes; the loop calls this when a verdict is reached.
+        """
+        if self._judging is None or not self._judging.done():
+            return []
+        ended = self._end_if_complete()
+        return [ended] if ended is not None else []
+
     def _settled_verdict(self) -> Verdict | None:
         judging = self._judging
         if judging is None or not judging.done() or judging.cancelled() or judging.exception() is not None:

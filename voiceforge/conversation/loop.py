@@ -142,6 +142,7 @@ class ConversationLoop:
         self.min_interruption_s = settings.min_interruption_ms / 1000
         self.false_interruption_s = settings.false_interruption_ms / 1000
         self._overlap: Overlap | None = None  # caller sound over the agent, not yet judged
+        self._awaited_verdict: asyncio.Task | None = None
         # A second opinion on interruptions (webrtcvad hears a cough as speech); a VAD passed in
         # is trusted as it is.
         self._speech_check = SileroSpeech() if isinstance(self.listener.vad, WebRtcVad) and \
@@ -251,7 +252,18 @@ class ConversationLoop:
     # --- inbound --------------------------------------------------------------------------------
     async def on_audio(self, pcm16: bytes, sample_rate: int) -> None:
         """Feed caller audio (PCM16 mono at ``sample_rate`` Hz) to the listener and act on what it heard."""
-        for heard in self.listener.hear(pcm16, sample_rate):
+        await self._act_on(self.listener.hear(pcm16, sample_rate))
+        judging = self.listener.judging
+        if judging is not None and judging is not self._awaited_verdict:
+            self._awaited_verdict = judging  # acted on when reached, even if no more audio comes
+            judging.add_done_callback(lambda _: self._spawn(self._verdict_reached()))
+
+    async def _verdict_reached(self) -> None:
+        if not self.closed:
+            await self._act_on(self.listener.poll())
+
+    async def _act_on(self, heard_list: list) -> None:
+        for heard in heard_list:
             if isinstance(heard, SpeechBegan):
                 await self.on_speech_start()
             elif self._overlap is not None:
