@@ -94,6 +94,13 @@ class Engine:
             from faster_whisper.vad import get_vad_model
 
             get_vad_model()  # Silero, which confirms interruptions
+            if self.settings.forge_turn_detector == "model":
+                from voiceforge.audio.turn_model import SmartTurn, TurnModelMissing
+
+                try:
+                    SmartTurn.shared()  # the end-of-turn model, loaded before the first call needs it
+                except TurnModelMissing as exc:
+                    log.warning("%s", exc)
         return (time.perf_counter() - start) * 1000
 
     async def prepare_phrases(self) -> int:
