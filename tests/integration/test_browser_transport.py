@@ -94,7 +94,8 @@ async def test_a_spoken_two_turn_conversation_then_a_barge_in(sidecar, speak):
         # never does), and the clear follows within 300 ms of that moment.
         qualified_ms = 1000 * onset_s(mic(speak, "Wait, stop please.")) + 300
         clear_ms = (page.heard.clears[0] - spoke_from) * 1000
-        assert qualified_ms - 40 <= clear_ms <= qualified_ms + 300, (clear_ms, qualified_ms)
+        # (Where speech starts is read off the clip at -40 dBFS; the VAD may hear it up to ~100 ms earlier.)
+        assert qualified_ms - 120 <= clear_ms <= qualified_ms + 300, (clear_ms, qualified_ms)
         assert page.heard.last_audio_at[gen] <= page.heard.clears[0] + 0.05  # nothing of it after the clear
         cut = await page.wait_for(lambda e: e["type"] == "turn" and e["generation"] == gen)
         assert cut["interrupted"] and cut["reply"] == first_sentence_of(page, gen)
