@@ -143,6 +143,7 @@ class ConversationLoop:
         self.false_interruption_s = settings.false_interruption_ms / 1000
         self._overlap: Overlap | None = None  # caller sound over the agent, not yet judged
         self._awaited_verdict: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
         # A second opinion on interruptions (webrtcvad hears a cough as speech); a VAD passed in
         # is trusted as it is.
         self._speech_check = SileroSpeech() if isinstance(self.listener.vad, WebRtcVad) and \
@@ -190,7 +191,7 @@ class ConversationLoop:
             self.say(self.pipeline.persona.greeting)
         if self.limits is not None:
             self.limits.start(time.monotonic())
-            self._spawn(self._watch())
+            self._watcher = asyncio.ensure_future(self._watch())
 
     def say(self, text: str) -> None:
         """Speak a fixed sentence now (a greeting); it is not stored as a turn."""
@@ -237,6 +238,8 @@ class ConversationLoop:
             return
         self.closed = True
         self.keypad.close()
+        if self._watcher is not None:
+            self._watcher.cancel()  # nothing of it needs finishing
         await self.turns.close()
         conversation_id = self.pipeline.conversation_id
         if self.recorder is not None and conversation_id and self.pipeline.persist:
