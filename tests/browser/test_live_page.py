@@ -86,6 +86,15 @@ MICROPHONE = """
 """
 
 
+def launch(pw):  # noqa: ANN001, ANN201
+    """Headless Chromium that may use a (fake) microphone and play audio without a click."""
+    return pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+        "--autoplay-policy=no-user-gesture-required",
+    ])
+
+
 def clip(speak, text: str) -> str:
     """A Piper clip at 48 kHz with 0.2 s of silence either side, as a base64 WAV."""
     pcm, rate = speak(text)
@@ -113,11 +122,7 @@ def test_live_page_holds_a_spoken_conversation_with_barge_in(live_app, speak):
     # could be playing by then.
     interruption = clip(speak, "Could you please tell me exactly how many customers there are in the whole shop today?")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
-            "--autoplay-policy=no-user-gesture-required",
-        ])
+        browser = launch(pw)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 1200})
             context.add_init_script(MICROPHONE)
@@ -197,11 +202,7 @@ def test_the_live_keypad_reaches_the_agent(live_app):
 
     base, _ = live_app
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-            "--autoplay-policy=no-user-gesture-required",
-        ])
+        browser = launch(p)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 1200})
             context.add_init_script(MICROPHONE)

@@ -163,6 +163,18 @@ def click() -> bytes:
     return b"\x00\x00" * 40 + pulse + b"\x00\x00" * 40
 
 
+async def answered(base: str, caller: TwilioCaller) -> dict:
+    """The call from the API once every stored turn is answered (line silence sent meanwhile)."""
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as api:
+        deadline = time.monotonic() + 40
+        while True:
+            call = (await api.get(f"/api/calls/{caller.call_sid}")).json()
+            if call.get("turns") and all(t["answered"] for t in call["turns"]):
+                return call
+            assert time.monotonic() < deadline, call
+            await caller.send_audio(b"\x00\x00" * 1600)
+
+
 async def _over_a_long_answer(base: str, speak, sound: bytes) -> tuple[TwilioCaller, dict]:  # noqa: ANN001
     caller = TwilioCaller(base, TOKEN, persona="customer_service")
     await caller.dial()
@@ -172,14 +184,7 @@ async def _over_a_long_answer(base: str, speak, sound: bytes) -> tuple[TwilioCal
     while len(caller.heard.media) < asked + 60:  # 1.2 s of the answer heard
         await caller.send_audio(b"\x00\x00" * 160)
     await caller.send_audio(sound)
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as api:
-        deadline = time.monotonic() + 40
-        while True:
-            call = (await api.get(f"/api/calls/{caller.call_sid}")).json()
-            if call.get("turns") and all(t["answered"] for t in call["turns"]):
-                break
-            assert time.monotonic() < deadline, call
-            await caller.send_audio(b"\x00\x00" * 1600)
+    call = await answered(base, caller)
     await caller.hang_up()
     return caller, call
 
@@ -219,14 +224,7 @@ async def test_a_pause_mid_sentence_is_waited_for_and_the_turn_answered_once(sid
     await caller.send_audio(phone(speak, "next Monday at ten in the morning."))
     resumed_at = time.perf_counter()
     spoke_in_the_pause = [at for at, _ in caller.heard.media[greeted:] if paused_at < at < resumed_at]
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as api:
-        deadline = time.monotonic() + 40
-        while True:
-            call = (await api.get(f"/api/calls/{caller.call_sid}")).json()
-            if call.get("turns") and all(t["answered"] for t in call["turns"]):
-                break
-            assert time.monotonic() < deadline, call
-            await caller.send_audio(b"\x00\x00" * 1600)
+    call = await answered(base, caller)
     await caller.hang_up()
     assert not spoke_in_the_pause, f"the agent spoke {len(spoke_in_the_pause) * 20} ms into the caller's pause"
     (turn,) = call["turns"]

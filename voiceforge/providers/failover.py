@@ -179,6 +179,15 @@ class _Failover:
         self.breaker.trip()
         self._note(self._reason(exc), waited_s=time.monotonic() - started)
 
+    async def _first_item(self, source: AsyncIterator[Any]) -> None:
+        """A health probe's wait: the first item of the configured provider's stream within ``after_s``."""
+        try:
+            await asyncio.wait_for(anext(source), self.after_s)
+        except StopAsyncIteration:
+            pass
+        finally:
+            await source.aclose()
+
     async def _probe(self) -> None:
         """One small request to the configured provider within ``after_s``; raises if it fails."""
         raise NotImplementedError
@@ -284,13 +293,8 @@ class FailoverLLM(_Failover):
 
 
     async def _probe(self) -> None:
-        source = self.primary.stream([{"role": "user", "content": "Say OK."}], (), first_token_s=self.after_s)
-        try:
-            await asyncio.wait_for(anext(source), self.after_s)
-        except StopAsyncIteration:
-            pass
-        finally:
-            await source.aclose()
+        await self._first_item(self.primary.stream([{"role": "user", "content": "Say OK."}], (),
+                                                    first_token_s=self.after_s))
 
 
 class FailoverTTS(_Failover):
@@ -335,13 +339,7 @@ class FailoverTTS(_Failover):
             await source.aclose()
 
     async def _probe(self) -> None:
-        source = self.primary.stream("OK.")
-        try:
-            await asyncio.wait_for(anext(source), self.after_s)
-        except StopAsyncIteration:
-            pass
-        finally:
-            await source.aclose()
+        await self._first_item(self.primary.stream("OK."))
 
     async def _fallback_stream(self, text: str) -> AsyncIterator[bytes]:
         fallback = self.fallback
