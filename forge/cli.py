@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("say", help="text to speech")
     p.add_argument("text")
-    p.add_argument("-o", "--output", default="say.wav")
+    p.add_argument("-o", "--output", default="say.wav", help="the WAV file to write; - writes it to stdout")
     common(p)
     p = sub.add_parser("transcribe", help="speech to text")
     p.add_argument("input")

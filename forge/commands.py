@@ -70,10 +70,17 @@ async def say(args: argparse.Namespace) -> int:
         raise ValueError("there is no text to say: forge say \"Hello there\"")
     engine = Engine()
     pcm, rate = await engine.synthesize(args.text)
-    await asyncio.to_thread(Path(args.output).write_bytes, wrap_wav(pcm, rate))
-    out = {"text": args.text, "audio_path": str(args.output), "sample_rate": rate,
+    to_stdout = args.output == "-"  # `forge say "Hi" -o - | aplay`: the WAV on stdout, the summary on stderr
+    if to_stdout:
+        sys.stdout.buffer.write(wrap_wav(pcm, rate))
+        sys.stdout.buffer.flush()
+    else:
+        await asyncio.to_thread(Path(args.output).write_bytes, wrap_wav(pcm, rate))
+    out = {"text": args.text, "audio_path": "-" if to_stdout else str(args.output), "sample_rate": rate,
            "duration_ms": round(len(pcm) / 2 / rate * 1000)}
-    print(json.dumps(out) if args.json else f"wrote {args.output} ({out['duration_ms']} ms at {rate} Hz)")
+    where = "stdout" if to_stdout else args.output
+    print(json.dumps(out) if args.json else f"wrote {where} ({out['duration_ms']} ms at {rate} Hz)",
+          file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
 

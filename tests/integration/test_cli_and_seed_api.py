@@ -165,3 +165,14 @@ def test_forge_prompts_loads_no_speech_model(tmp_path):
                          env={**os.environ, "FORGE_DATA_DIR": str(tmp_path)})
     assert "The answer is 40." in out.stdout, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1] == "loaded 0 0 0 False False", out.stdout
+
+
+def test_forge_say_writes_the_wav_to_a_pipe(tmp_path):
+    """`forge say TEXT -o - | player`: the WAV goes to stdout (nothing else does), the summary to stderr."""
+    forge = Path(sys.executable).with_name("forge")
+    out = subprocess.run([str(forge), "say", "Your order has shipped.", "-o", "-"], capture_output=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "FORGE_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    pcm, rate = unwrap_wav(out.stdout)
+    assert rate == 22050 and len(pcm) / 2 / rate > 0.8
+    assert b"wrote stdout" in out.stderr and not (tmp_path / "-").exists()
