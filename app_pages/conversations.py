@@ -24,6 +24,7 @@ def call_log(url: str) -> pd.DataFrame:
 
 
 df = call_log(engine.db.url)
+stored = len(df)
 col_a, col_b = st.columns(2)
 channels = col_a.multiselect("Channel", sorted(df["channel"].unique()) if not df.empty else [], key="conv_channel")
 search = col_b.text_input("Search what was said first", key="conv_search")
@@ -32,7 +33,10 @@ if channels:
 if search:
     df = df[df["title"].str.contains(search, case=False, na=False)]
 if df.empty:
-    st.caption("Nothing stored yet: talk on Live or Voice Chat, or run the call simulator.")
+    if stored:
+        st.caption(f"No conversation matches the filter ({stored} stored): clear the channel or the search.")
+    else:
+        st.caption("Nothing stored yet: talk on Live or Voice Chat, or run the call simulator.")
     st.stop()
 event = st.dataframe(
     df, hide_index=True, key="conv_table", on_select="rerun", selection_mode="single-row",

@@ -90,7 +90,7 @@ class RealtimeBridge:
         """The persona the call runs under."""
         return self.client.pipeline.persona.id
 
-    async def ensure_conversation(self, title: str) -> int | None:
+    async def ensure_conversation(self, title: str = "") -> int | None:
         """The stored conversation's id, created now (the phone router links the call to it)."""
         return await self.client.pipeline.ensure_conversation(title=title)
 

@@ -186,7 +186,7 @@ async def stream(ws: WebSocket) -> None:
         connection = ws.app.state.connections.add("phone", pipeline.persona.id, transport.hang_up, loop)
 
         async def link() -> None:
-            conversation_id = await retry_transient(lambda: pipeline.ensure_conversation(title=f"Call {call_sid}"),
+            conversation_id = await retry_transient(lambda: pipeline.ensure_conversation(),
                                                     f"starting the conversation of call {call_sid}")
             await retry_transient(lambda: asyncio.to_thread(call_store.attach_stream, engine.db, call_sid, stream_sid,
                                                             conversation_id, engine.settings.instance),
@@ -220,7 +220,7 @@ async def _bridge_to_realtime(ws: WebSocket, engine: Engine, transport: TwilioMe
     bridge = RealtimePhoneBridge(engine, transport, grant.get("persona"), grant.get("caller") or None, call_sid)
     connection = ws.app.state.connections.add("phone", bridge.persona_id, transport.hang_up)
     try:
-        conversation_id = await retry_transient(lambda: bridge.ensure_conversation(title=f"Call {call_sid} (Realtime)"),
+        conversation_id = await retry_transient(lambda: bridge.ensure_conversation(),
                                                 f"starting the conversation of call {call_sid}")
         await retry_transient(lambda: asyncio.to_thread(call_store.attach_stream, engine.db, call_sid, stream_sid,
                                                         conversation_id, engine.settings.instance),

@@ -117,6 +117,23 @@ def test_conversations_page_opens_a_timeline(app):
     assert "Show the appointments for customer 2" in texts
 
 
+def test_conversations_page_after_a_filtered_delete_says_what_is_still_stored(app):
+    goto(app, "app_pages/voice_chat.py")
+    app.chat_input(key="voice_text").set_value("Where is my order?").run()
+    from voiceforge.store import conversations as store
+
+    other = store.create_conversation(db(), "cli", "customer_service", "How many customers are there?")
+    goto(app, "app_pages/conversations.py")
+    assert len(app.dataframe[0].value) == 2
+    app.text_input(key="conv_search").set_value("order").run()
+    assert list(app.dataframe[0].value["title"]) == ["Where is my order?"]
+    app.button(key=f"conv_delete_{1}").click().run()
+    assert not app.exception, app.exception
+    assert [c["id"] for c in store.list_conversations(db())] == [other]
+    captions = " ".join(c.value for c in app.caption)
+    assert "Nothing stored yet" not in captions and "No conversation matches the filter (1 stored)" in captions
+
+
 def test_voice_chat_survives_a_reload_and_asks_before_a_persona_switch(app):
     goto(app, "app_pages/voice_chat.py")
     app.chat_input(key="voice_text").set_value("How many customers are there?").run()

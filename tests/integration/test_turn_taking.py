@@ -210,6 +210,9 @@ async def test_words_over_the_agent_interrupt_it(sidecar, speak):
     first, second = call["turns"]
     assert first["interrupted"] and caller.heard.clears, first
     assert "customers" in second["user_text"].lower(), second
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as api:
+        listed = {c["id"]: c for c in (await api.get("/api/conversations")).json()}
+    assert "joke" in listed[call["conversation_id"]]["title"].lower()  # the call log shows what was said first
 
 
 async def test_a_pause_mid_sentence_is_waited_for_and_the_turn_answered_once(sidecar, speak):
