@@ -72,7 +72,7 @@ async def store_turn(pipeline: TurnPipeline, turn: RealtimeTurn, price_usd: floa
         The stored record (``turn_id`` set when the write succeeded).
     """
     record = turn.stored = turn.record(price_usd)
-    if pipeline.settings.enable_recordings and turn.audio:
+    if pipeline.settings.keep_reply_audio and turn.audio:
         record.audio, record.sample_rate = turn.pcm16(bytes(turn.audio))
     pipeline.remember("user", turn.user_text)
     pipeline.remember("assistant", turn.reply)

@@ -43,6 +43,7 @@ from server.ratelimit import RateLimiter
 from voiceforge import __version__
 from voiceforge.config import Settings, get_settings
 from voiceforge.engine import Engine
+from voiceforge.store import conversations
 
 log = logging.getLogger("forge.sidecar")
 
@@ -145,6 +146,11 @@ async def warm_up(engine: Engine) -> float:
     """
     start = time.perf_counter()
     try:
+        pruned = await asyncio.to_thread(conversations.prune_recordings, engine.settings.forge_data_dir,
+                                         engine.settings.forge_reply_retention_days)
+        if pruned:
+            log.info("deleted %d replies and recordings older than %d days", pruned,
+                     engine.settings.forge_reply_retention_days)
         await asyncio.to_thread(engine.warm_up)
         phrases = await engine.prepare_phrases()
     except Exception:  # noqa: BLE001 - the sidecar still serves; the first call pays the load

@@ -234,3 +234,5 @@ async def test_a_pause_mid_sentence_is_waited_for_and_the_turn_answered_once(sid
     assert wer("I would like to book an appointment for next Monday at ten in the morning.",
                turn["user_text"]) <= 0.2, turn
     assert turn["timings_ms"].get("end_of_turn_p") is not None, turn["timings_ms"]
+    assert turn["reply_audio_path"] and turn["user_audio_path"] is None, turn  # the reply kept for replay, by default
+    assert await asyncio.to_thread(os.path.getsize, turn["reply_audio_path"]) > 8000

@@ -207,7 +207,15 @@ class StorageSettings(ForgeSettings):
     telegram_url: str | None = Field(
         default=None, json_schema_extra=SECRET_FIELD, description="The seeds' https://api.telegram.org/bot<token>/sendMessage; its token and base "
                                   "are used when TELEGRAM_BOT_TOKEN is not set.")
-    enable_recordings: bool = False
+    enable_recordings: bool = Field(
+        default=False, description="Keep the caller's audio of each turn and whole-call recordings under "
+                                   "<data dir>/recordings (the caller's voice: off unless asked for).")
+    forge_keep_replies: bool = Field(
+        default=True, description="Keep the agent's synthesized replies under <data dir>/recordings, so "
+                                  "Conversations can replay what the caller heard.")
+    forge_reply_retention_days: int = Field(
+        default=30, ge=0, le=36500, description="Kept replies (and recordings) older than this are deleted when "
+                                                "the sidecar starts, days (0: kept for ever).")
 
     @field_validator("sql_dialect")
     @classmethod

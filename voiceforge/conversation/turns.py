@@ -187,7 +187,7 @@ class Turns:
 
     async def _play(self, turn: LiveTurn, events: AsyncIterator[Any]) -> None:
         try:
-            await turn.play(events, self.playout, self._notify, keep_audio=self.pipeline.settings.enable_recordings)
+            await turn.play(events, self.playout, self._notify, keep_audio=self.pipeline.settings.keep_reply_audio)
             turn.done = True
             self._maybe_finish(turn)
         except asyncio.CancelledError:

@@ -40,7 +40,8 @@ class TurnSettings:
         min_interruption_ms: caller speech over the agent pauses it only after this long, ms.
         false_interruption_ms: a pause with no words after it (or only a backchannel) resumes
             the reply this long after the caller's sound ended, ms.
-        enable_recordings: keep the utterances, replies and whole calls as WAV files.
+        enable_recordings: keep the caller's utterances and whole calls as WAV files.
+        keep_replies: keep the agent's replies as WAV files (for replay), on by default.
         data_dir: the data folder (recordings go under ``recordings/``).
     """
 
@@ -60,6 +61,7 @@ class TurnSettings:
     min_interruption_ms: int = 300
     false_interruption_ms: int = 1500
     enable_recordings: bool = False
+    keep_replies: bool = True
     data_dir: Path = Path("data")
 
     @classmethod
@@ -75,13 +77,18 @@ class TurnSettings:
             idle_s=settings.forge_idle_s, idle_reprompts=settings.forge_idle_reprompts,
             max_call_s=settings.forge_max_call_s, min_interruption_ms=settings.forge_min_interruption_ms,
             false_interruption_ms=settings.forge_false_interruption_ms,
-            data_dir=settings.forge_data_dir,
+            keep_replies=settings.forge_keep_replies, data_dir=settings.forge_data_dir,
         )
 
     @property
     def recordings_dir(self) -> Path | None:
-        """``<data dir>/recordings`` when recordings are on, else None."""
-        return self.data_dir / "recordings" if self.enable_recordings else None
+        """``<data dir>/recordings`` when recordings or kept replies are on, else None."""
+        return self.data_dir / "recordings" if self.enable_recordings or self.keep_replies else None
+
+    @property
+    def keep_reply_audio(self) -> bool:
+        """Whether a live turn keeps its reply's PCM16 for storage."""
+        return self.enable_recordings or self.keep_replies
 
 
 @dataclass

@@ -384,7 +384,7 @@ class TurnPipeline(ConversationState):
             providers["failover"] = record.failover  # which stage the embedded provider served, and why
             record.error = record.error or failover.failures(record.failover)  # what failed, for turns.error
         record.providers = providers
-        record.user_audio = user_audio
+        record.user_audio = user_audio if self.settings.enable_recordings else None  # the caller's voice: opt-in
         return record
 
     async def save(self, record: TurnRecord) -> int:
