@@ -13,6 +13,7 @@ from voiceforge.audio.codecs import AudioFormatError
 from voiceforge.audio.decode import decode_audio
 from voiceforge.store import children as child_store
 from voiceforge.store import devices as store
+from voiceforge.store.devices import SIMULATOR_DEVICE
 
 engine = forge_ui.engine()
 db = engine.db
@@ -25,6 +26,8 @@ tab_devices, tab_children, tab_press = st.tabs(["Devices", "Children", "Simulate
 
 
 def _health(device: dict) -> str:
+    if device["device_id"] == SIMULATOR_DEVICE:
+        return "simulator (Simulate a press)"
     if device["revoked"]:
         return "revoked"
     if not device["last_seen_at"]:
@@ -95,7 +98,19 @@ with tab_devices:
                 st.error(str(exc))
         if st.button(f"Revoke {pick}", key=f"dev_revoke_{pick}"):
             store.revoke_device(db, pick)
-            st.warning(f"{pick} is revoked: its next request is refused.")
+            st.session_state.device_note = f"{pick} is revoked: its next request is refused."
+            st.rerun()
+    if devices:
+        with st.expander("Delete a device"):
+            doomed = st.selectbox("Device", [d["device_id"] for d in devices], key="dev_delete_pick",
+                                  format_func=lambda d: f"{d} ({next(x['name'] for x in devices if x['device_id'] == d)})")
+            st.caption("The device and its token go for good; its conversations stay with its child.")
+            if st.button("Delete the device", key="dev_delete", type="primary"):
+                store.delete_device(db, doomed)
+                st.session_state.device_note = f"{doomed} is deleted."
+                st.rerun()
+    if st.session_state.get("device_note"):
+        st.warning(st.session_state.pop("device_note"))
 
 with tab_children:
     with st.form("new_child"):
@@ -154,8 +169,10 @@ with tab_children:
             sure = st.checkbox(f"Yes, delete {profile['name']}'s data", key=f"child_delete_sure_{cid}")
             if st.button("Delete", key=f"child_delete_{cid}", disabled=not sure, type="primary"):
                 removed = child_store.forget_child(db, cid, engine.settings.forge_data_dir / "recordings")
-                st.success(f"Deleted: {removed['conversations']} conversation(s), "
-                           f"{removed['recording_folders']} recording folder(s), and every row about the child.")
+                st.session_state.child_added = (
+                    f"Deleted {profile['name']}: {removed['conversations']} conversation(s), "
+                    f"{removed['recording_folders']} recording folder(s), and every row about the child.")
+                st.rerun()  # the child leaves every list and selector on the page
 
 with tab_press:
     st.markdown("Runs the device simulator against a sidecar started for it: it presses, streams the clip "
@@ -174,8 +191,21 @@ with tab_press:
         except AudioFormatError as exc:
             st.error(f"That audio could not be read: {exc}")
         else:
-            with st.spinner("Pressing…"):
-                st.session_state.press_result = forge_ui.run(run_local_device_press([utterance], s_persona, s_child))
+            def describe(event: dict) -> str | None:
+                return {
+                    "sidecar": "⚙️ Sidecar started, models loaded",
+                    "pressed": f"🔘 Pressed: streaming {event.get('seconds', 0):.1f} s of audio in real time…",
+                    "released": "⏏️ Released: waiting for the reply…",
+                    "answered": f"🔊 First reply audio {event.get('latency_ms', 0):,.0f} ms after the release",
+                    "done": "✅ The reply played to its end",
+                }.get(event["event"])
+
+            result = forge_ui.run_with_status(
+                lambda progress: run_local_device_press([utterance], s_persona, s_child, progress),
+                "Pressing… (starting a local sidecar and loading its models)", describe,
+                "Press completed", "The simulated press failed")
+            if result is not None:
+                st.session_state.press_result = result
     result = st.session_state.get("press_result")
     if result:
         from voiceforge.audio.codecs import wrap_wav

@@ -64,22 +64,43 @@ async def run_local(utterances: list[tuple[bytes, int]], persona: str | None = N
 
 
 async def run_local_device_press(utterances: list[tuple[bytes, int]], persona: str, child_id: int | None,
-                                 name: str = "simulated press") -> dict[str, Any]:
-    """Start a sidecar in this process and press a simulated device for ``child_id`` once per utterance.
+                                 progress: Any = None) -> dict[str, Any]:
+    """Start a sidecar in this process and press the simulator device for ``child_id`` once per utterance.
 
-    A device is registered for the press (persona, child) and revoked afterwards, so the press
-    goes over the real device protocol and is remembered for the child like any other.
+    The press goes over the real device protocol and is remembered for the child like any
+    other. The one simulator device (``voiceforge.store.devices.SIMULATOR_DEVICE``) is registered on the first press,
+    given ``persona`` and ``child_id`` and a fresh token for each press, and revoked after it.
+
+    Args:
+        utterances: the child's speech, each (PCM16 mono, Hz).
+        persona: the persona the device answers with.
+        child_id: the child the device belongs to, or None.
+        progress: called (from the event loop) with ``{"event": "sidecar"}`` once the models are
+            warm, then :func:`voiceforge.devices.simulator.simulate_device`'s events.
 
     Returns:
         What :func:`voiceforge.devices.simulator.simulate_device` returns.
     """
     from voiceforge.devices.simulator import simulate_device
     from voiceforge.store import devices as store
+    from voiceforge.store.devices import SIMULATOR_DEVICE
+
+    def ready_device(db: Any) -> str:
+        if store.get_device(db, SIMULATOR_DEVICE) is None:
+            store.register_device(db, "simulated presses", persona, child_id, device_id=SIMULATOR_DEVICE)
+        device = store.get_device(db, SIMULATOR_DEVICE)
+        changes: dict[str, Any] = {"persona": persona}
+        if device["child_id"] != child_id:
+            changes["child_id"] = child_id
+        store.update_settings(db, SIMULATOR_DEVICE, **changes)
+        return store.rotate_token(db, SIMULATOR_DEVICE)[1]
 
     async with in_process_sidecar() as (app, base):
         db = app.state.engine.db
-        device, token = await asyncio.to_thread(store.register_device, db, name, persona, child_id)
+        if progress is not None:
+            progress({"event": "sidecar"})
+        token = await asyncio.to_thread(ready_device, db)
         try:
-            return await simulate_device(base, token, utterances)
+            return await simulate_device(base, token, utterances, progress=progress)
         finally:
-            await asyncio.to_thread(store.revoke_device, db, device["device_id"])
+            await asyncio.to_thread(store.revoke_device, db, SIMULATOR_DEVICE)

@@ -254,8 +254,15 @@ async def test_the_devices_page_press_runs_the_simulator_over_the_wire(speak):
 
     db = get_database(get_settings().database_url_resolved)
     kid = children.create_child(db, "Asha", consent=True)["child_id"]
-    result = await run_local_device_press([speak("Hello, who are you?")], "hanuman_storyteller", kid)
+    events: list[dict] = []
+    result = await run_local_device_press([speak("Hello, who are you?")], "hanuman_storyteller", kid, events.append)
     (turn,) = result["turns"]
     assert "I'm Hanuman" in turn["reply"] and turn["latency_ms"] is not None, turn
     assert len(children.interactions(db, kid)) == 1  # remembered for the child
-    assert all(d["revoked"] for d in store.list_devices(db) if d["name"] == "simulated press")
+    assert [e["event"] for e in events] == ["sidecar", "pressed", "released", "answered", "done"]  # the page's stages
+    assert abs(events[3]["latency_ms"] - turn["latency_ms"]) < 50
+    await run_local_device_press([speak("Tell me a story.")], "hanuman_storyteller", None)
+    simulators = [d for d in store.list_devices(db) if d["device_id"] == store.SIMULATOR_DEVICE]
+    assert len(simulators) == 1 and simulators[0]["revoked"]  # one reusable device, not one per press
+    assert len(store.list_devices(db)) == len({d["device_id"] for d in store.list_devices(db)})
+    assert store.delete_device(db, store.SIMULATOR_DEVICE) and store.get_device(db, store.SIMULATOR_DEVICE) is None

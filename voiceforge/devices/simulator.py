@@ -13,6 +13,7 @@ import asyncio
 import json
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +59,8 @@ def press_audio(pcm16: bytes, source_rate: int, rate: int, pre_roll_ms: int = 25
 
 
 async def simulate_device(base_url: str, token: str, utterances: list[tuple[bytes, int]], rate: int = 16000,
-                          chunk_ms: int = 40, resend_every: int = 0, timeout_s: float = 120.0) -> dict[str, Any]:
+                          chunk_ms: int = 40, resend_every: int = 0, timeout_s: float = 120.0,
+                          progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Press and speak each utterance over ``/device/ws``; returns {"device", "turns": [...]}.
 
     Args:
@@ -69,7 +71,15 @@ async def simulate_device(base_url: str, token: str, utterances: list[tuple[byte
         chunk_ms: chunk length, ms (the firmware sends 20–50).
         resend_every: send every n-th chunk twice (a flaky link); 0 never.
         timeout_s: give up on a reply after this long.
+        progress: called with ``{"event": "pressed", "turn", "of", "seconds"}`` (the clip's length),
+            ``{"event": "released", "turn"}``, ``{"event": "answered", "turn", "latency_ms"}`` (first
+            reply audio after the release) and ``{"event": "done", "turn"}``.
     """
+
+    def report(event: dict[str, Any]) -> None:
+        if progress is not None:
+            progress(event)
+
     url = base_url.replace("http://", "ws://").replace("https://", "wss://") + "/device/ws"
     turns: list[DeviceTurn] = []
     playlist: list[tuple[str, Any]] = []
@@ -85,6 +95,9 @@ async def simulate_device(base_url: str, token: str, utterances: list[tuple[byte
                 current = turns[-1] if turns else None
                 if isinstance(message, bytes):
                     if current is not None:
+                        if current.first_audio_at is None and current.released_at:
+                            report({"event": "answered", "turn": current.turn,
+                                    "latency_ms": (time.perf_counter() - current.released_at) * 1000})
                         current.first_audio_at = current.first_audio_at or time.perf_counter()
                         current.audio += message
                     playlist.append(("audio", message))
@@ -116,6 +129,8 @@ async def simulate_device(base_url: str, token: str, utterances: list[tuple[byte
                 turn = DeviceTurn(number)
                 turns.append(turn)
                 await ws.send(json.dumps({"type": "press", "turn": number}))
+                report({"event": "pressed", "turn": number, "of": len(utterances),
+                        "seconds": len(pcm) / 2 / source_rate})
                 clock = time.perf_counter()
                 for seq, chunk in enumerate(_chunks(press_audio(pcm, source_rate, rate), rate, chunk_ms)):
                     frame = WS_HEADER.pack(number, seq) + chunk
@@ -124,13 +139,15 @@ async def simulate_device(base_url: str, token: str, utterances: list[tuple[byte
                         await ws.send(frame)  # the same chunk again: must not be heard twice
                     clock += len(chunk) / 2 / rate
                     await asyncio.sleep(max(0.0, clock - time.perf_counter()))
-                await ws.send(json.dumps({"type": "release", "turn": number}))
                 turn.released_at = time.perf_counter()
+                await ws.send(json.dumps({"type": "release", "turn": number}))
+                report({"event": "released", "turn": number})
                 deadline = time.perf_counter() + timeout_s
                 while (turn.done is None and not turn.errors) or playlist:
                     if time.perf_counter() > deadline:
                         break
                     await asyncio.sleep(0.02)
+                report({"event": "done", "turn": number})
         finally:
             for task in tasks:
                 task.cancel()

@@ -28,6 +28,10 @@ class DeviceError(ValueError):
     """A device operation that cannot be done (unknown device, bad setting); safe to show."""
 
 
+SIMULATOR_DEVICE = "simulator"
+"""The device id the app's simulated presses use: one row, reused, its token renewed per press."""
+
+
 def hash_token(token: str) -> str:
     """SHA-256 hex of a device token (what is stored)."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -101,6 +105,37 @@ def revoke_device(db: Database, device_id: str) -> dict[str, Any]:
             raise DeviceError(f"no device {device_id!r}")
         device.revoked_at = device.revoked_at or utcnow()
         return device_dict(device)
+
+
+def rotate_token(db: Database, device_id: str) -> tuple[dict[str, Any], str]:
+    """Give a device a new token (the old one stops working) and lift a revocation; (device, token).
+
+    For pairing a device again, and for the app's reusable simulator device, which gets a fresh
+    token for every simulated press. The token is not kept: use or show it once.
+
+    Raises:
+        DeviceError: no such device.
+    """
+    token = "dt_" + secrets.token_urlsafe(24)
+    with db.db_session() as s:
+        device = s.scalars(select(Device).where(Device.device_id == device_id)).first()
+        if device is None:
+            raise DeviceError(f"no device {device_id!r}")
+        device.token_hash, device.token_hint, device.revoked_at = hash_token(token), token[:7] + "…", None
+        return device_dict(device), token
+
+
+def delete_device(db: Database, device_id: str) -> bool:
+    """Delete a device for good (its token with it); False when there was none.
+
+    Its conversations stay (with their child); only the device's row goes.
+    """
+    with db.db_session() as s:
+        device = s.scalars(select(Device).where(Device.device_id == device_id)).first()
+        if device is None:
+            return False
+        s.delete(device)
+        return True
 
 
 def heartbeat(db: Database, device_id: str, firmware: str = "", status: dict[str, Any] | None = None) -> None:
