@@ -29,6 +29,9 @@ tts = engine.tts
 voices = list(tts.capabilities.voices)
 with st.form(f"persona_edit_{pid}"):
     st.markdown("**Edit this persona** (kept in the data folder; the file in prompts/ stays as shipped)")
+    st.caption("Offline (no LLM configured), the brain uses the greeting, the voice, the turn-taking settings and "
+               "the persona's tools; the system prompt is followed only by an LLM (OpenAI, Azure or an "
+               "OpenAI-compatible server). LLM in use: " + engine.describe().get("llm", "?") + ".")
     prompt = st.text_area("System prompt", overrides.get("system_prompt") or persona.system_prompt, height=220,
                           key=f"pe_prompt_{pid}")
     greeting = st.text_input("Greeting", overrides.get("greeting") or persona.greeting, key=f"pe_greeting_{pid}")
@@ -57,7 +60,12 @@ if save:
         st.error(str(exc))
 if reset:
     (data_dir / "personas" / f"{pid}.json").unlink(missing_ok=True)
-    st.success("Back to the shipped persona.")
+    for key in [k for k in st.session_state if str(k).startswith("pe_") and str(k).endswith(f"_{pid}")]:
+        del st.session_state[key]  # the form shows the shipped values again, not the edited ones
+    st.session_state.persona_note = "Back to the shipped persona."
+    st.rerun()
+if st.session_state.get("persona_note"):
+    st.success(st.session_state.pop("persona_note"))
 
 st.subheader("Personalization (customer-service persona)")
 values = load_personalization(data_dir)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pandas as pd
 import streamlit as st
 
@@ -25,9 +22,16 @@ with tab_call:
     if not calls:
         st.caption("No calls yet.")
     else:
-        st.dataframe(pd.DataFrame([{k: c[k] for k in ("call_sid", "direction", "status", "persona", "created_at")}
-                                   for c in calls]), hide_index=True, key="calls_table")
-        sid = st.selectbox("Open a call", [c["call_sid"] for c in calls], key="calls_open")
+        table = pd.DataFrame([{k: c[k] for k in ("call_sid", "direction", "status", "persona", "created_at")}
+                              for c in calls])
+        table["created_at"] = pd.to_datetime(table["created_at"], utc=True, format="ISO8601")
+        st.dataframe(table, hide_index=True, key="calls_table", column_config={
+            "created_at": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm:ss")})
+        if st.session_state.get("calls_open_next") in table["call_sid"].values:
+            st.session_state.calls_open = st.session_state.pop("calls_open_next")  # a call just simulated
+        started = dict(zip(table["call_sid"], table["created_at"], strict=True))
+        sid = st.selectbox("Open a call", list(table["call_sid"]), key="calls_open",
+                           format_func=lambda s: f"{s} · {started[s]:%Y-%m-%d %H:%M:%S}")
         call = call_store.get_call(engine.db, sid)
         st.caption("Status history: " + " → ".join(h["status"] for h in call["history"]))
         for i, turn in enumerate(call["turns"]):
@@ -52,29 +56,24 @@ with tab_sim:
             st.error(f"A clip could not be read: {exc}")
             utterances = []
         if utterances:
-            events: list[dict] = []
-            future = asyncio.run_coroutine_threadsafe(
-                run_local(utterances, st.session_state.get("persona"), int(barge) or None, events.append),
-                forge_ui.background_loop())
-            with st.status("Calling… (starting a local sidecar and loading its models)", expanded=True) as box:
-                shown = 0
-                while not future.done() or shown < len(events):
-                    for event in events[shown:]:
-                        if event["event"] == "greeting":
-                            box.write(f"📞 Answered; the greeting played ({event['seconds']:.1f} s long)")
-                        elif event["event"] == "speaking":
-                            box.write(f"🗣️ Caller turn {event['turn']} of {event['of']}…")
-                        elif event["event"] == "answered":
-                            box.write(f"🤖 Turn {event['turn']} answered: first agent audio "
-                                      f"{event['latency_ms']:,.0f} ms after the caller's last voiced frame")
-                    shown = len(events)
-                    time.sleep(0.2)
-                try:
-                    st.session_state.sim_result = future.result()
-                    box.update(label="Call completed", state="complete", expanded=False)
-                except Exception as exc:  # noqa: BLE001 - shown, the page goes on
-                    box.update(label=f"The simulated call failed: {exc}", state="error")
-            st.rerun()  # the Calls tab lists the new call
+            def describe(event: dict) -> str | None:
+                if event["event"] == "greeting":
+                    return f"📞 Answered; the greeting played ({event['seconds']:.1f} s long)"
+                if event["event"] == "speaking":
+                    return f"🗣️ Caller turn {event['turn']} of {event['of']}…"
+                if event["event"] == "answered":
+                    return (f"🤖 Turn {event['turn']} answered: first agent audio "
+                            f"{event['latency_ms']:,.0f} ms after the caller's last voiced frame")
+                return None
+
+            result = forge_ui.run_with_status(
+                lambda progress: run_local(utterances, st.session_state.get("persona"), int(barge) or None, progress),
+                "Calling… (starting a local sidecar and loading its models)", describe,
+                "Call completed", "The simulated call failed")
+            if result is not None:
+                st.session_state.sim_result = result
+                st.session_state.calls_open_next = result["call_sid"]  # the Calls tab opens the new call
+                st.rerun()  # the Calls tab lists the new call
         elif not clips and recorded is None:
             st.warning("Add at least one clip.")
     result = st.session_state.get("sim_result")
@@ -133,4 +132,4 @@ with tab_sms:
             for m in thread:
                 with st.chat_message("user" if m["direction"] == "inbound" else "assistant"):
                     st.markdown(m["body"])
-                    st.caption(f"{m['status']} · {m['created_at']}")
+                    st.caption(f"{m['status']} · {forge_ui.when(m['created_at'])}")
