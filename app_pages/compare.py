@@ -94,13 +94,18 @@ for row in rows:
     if row["error"]:
         st.error(f"{row['label']}: {row['error']}")
 summary = pd.DataFrame([{
-    "style": r["label"], "turns": r["turns"], "voice-to-voice p50 (ms)": r["v2v_p50_ms"],
+    "style": r["label"], "turns": r["turns"], "failed": r["failed"], "voice-to-voice p50 (ms)": r["v2v_p50_ms"],
     "p95 (ms)": r["v2v_p95_ms"], "WER": r["wer"], "cost / turn": format_usd(r["cost_per_turn_usd"]),
     "cost / minute": format_usd(r["cost_per_minute_usd"]),
     "cost / conversation": format_usd(r["cost_per_conversation_usd"]),
 } for r in rows])
 st.subheader("Results")
-st.dataframe(summary, hide_index=True, key="cmp_summary")
+st.dataframe(summary, hide_index=True, key="cmp_summary",
+             column_config={"style": st.column_config.TextColumn("style", width="large"),
+                            "failed": st.column_config.NumberColumn(
+                                "failed", help="turns that ended in an error: left out of the latency percentiles")})
+st.caption("Cost is what a provider would bill for this run (local providers $0); the phone style's call is "
+           "simulated on loopback, so no Twilio minutes are in it: a real call adds Twilio's per-minute price.")
 
 ok = [r for r in rows if r["v2v_p50_ms"] is not None]
 if ok:
@@ -127,7 +132,7 @@ if ok:
                 tooltip=["style", "stage", "ms"]), key="cmp_stages", width="stretch")
 
 st.subheader("Pros and cons, with this run's numbers")
-st.dataframe(pd.DataFrame([{
+st.table(pd.DataFrame([{
     "style": r["label"],
     "real-time": f"{r['v2v_p50_ms']:.0f} ms p50 to first audio" if r["v2v_p50_ms"] is not None else "—",
     "accuracy": f"WER {r['wer']:.2f}" if r["wer"] is not None else "—",
@@ -135,7 +140,7 @@ st.dataframe(pd.DataFrame([{
                     if r["wall_s"] and r["turns"] else "—"),
     "cost": f"{format_usd(r['cost_per_minute_usd'])} per minute",
     "pros": r["pros"], "cons": r["cons"],
-} for r in rows]), hide_index=True, key="cmp_qualitative")
+} for r in rows]).set_index("style"))  # a table wraps its text: nothing cut off
 
 with st.expander("Every utterance"):
     detail = pd.DataFrame([{"style": STYLES[style], "utterance": t["utterance"], "reference": t["reference"],

@@ -20,7 +20,7 @@ COLUMNS = ["id", "started", "channel", "persona", "title", "turns", "duration_s"
 
 @st.cache_data(ttl=3)
 def call_log(url: str) -> pd.DataFrame:
-    return pd.DataFrame(store.call_log(engine.db), columns=COLUMNS)
+    return pd.DataFrame(store.call_log(engine.db, prices=engine.prices), columns=COLUMNS)
 
 
 df = call_log(engine.db.url)
@@ -65,9 +65,11 @@ turns = [{**t, "audio": Path(t["reply_audio_path"]).read_bytes()
           "user_audio": t["user_audio_path"]}
          for t in conv["turns"]]
 st.subheader(f"#{conv_id} · {conv['title'] or '(untitled)'}")
-spent = sum(t.get("cost_usd") or 0.0 for t in turns)
+billed_seconds, billed_texts = store.billed_usage(engine.db, [conv_id])
+spent = engine.prices.spent(sum(t.get("cost_usd") or 0.0 for t in turns), billed_seconds.get(conv_id, []),
+                            billed_texts.get(conv_id, 0))
 st.caption(f"{conv['channel']} · persona {conv['persona']} · {conv['created_at']:%Y-%m-%d %H:%M} · "
-           f"{len(turns)} turn{'' if len(turns) == 1 else 's'} · {forge_ui.cost_line(spent, None)}")
+           f"{len(turns)} turn{'' if len(turns) == 1 else 's'} · {forge_ui.spent_line(spent)}")
 export = {k: v for k, v in conv.items() if k != "turns"} | {"turns": conv["turns"]}
 st.download_button("Export this conversation (JSON)", json.dumps(export, default=str, indent=2).encode(),
                    f"forge-conversation-{conv_id}.json", "application/json", key="conv_export_one")
@@ -92,4 +94,5 @@ for i, turn in enumerate(turns):
         st.audio(Path(turn["user_audio"]).read_bytes(), format="audio/wav")
     forge_ui.show_turn(turn, key=f"conv-{conv_id}-{i}", x_max=scale)
 if not engine.settings.enable_recordings:
-    st.caption("Set ENABLE_RECORDINGS=true to keep each turn's audio for replay.")
+    st.caption("The agent's replies are kept for replay (FORGE_KEEP_REPLIES, for FORGE_REPLY_RETENTION_DAYS); "
+               "set ENABLE_RECORDINGS=true to keep the caller's audio too.")

@@ -48,17 +48,19 @@ def spend(url: str) -> dict:
 
 
 totals = spend(engine.db.url)
-calls_usd = sum(engine.prices.call(s) for s in totals["call_seconds"])
-sms_usd = engine.prices.sms(totals["sms_sent"])
+spent = engine.prices.spent(totals["turn_cost_usd"], totals["call_seconds"], totals["sms_sent"])
 cols = st.columns(4)
-cols[0].metric("Spent on providers", format_usd(totals["turn_cost_usd"]) if totals["turns"] else "$0",
+cols[0].metric("Spent on providers", format_usd(spent.providers),
                help=f"STT, LLM and TTS over {totals['turns']} stored turns, at the prices in voiceforge/cost.py "
                     "(FORGE_PRICES overrides them); local providers cost $0")
 cols[1].metric("Phone minutes", f"{sum(-(-int(s) // 60) for s in totals['call_seconds'])}",
-               help=f"{len(totals['call_seconds'])} ended calls, billed per started minute: {format_usd(calls_usd)} "
-                    "at Twilio's list price (simulated calls priced as if real)")
-cols[2].metric("SMS sent", totals["sms_sent"], help=f"{format_usd(sms_usd)} at Twilio's list price")
-cols[3].metric("Total", format_usd(totals["turn_cost_usd"] + calls_usd + sms_usd))
+               help=f"{len(totals['call_seconds'])} ended calls through Twilio, billed per started minute: "
+                    f"{format_usd(spent.calls)} at Twilio's list price; {totals['simulated_calls']} simulated "
+                    "calls never reached Twilio and cost $0")
+cols[2].metric("SMS sent", totals["sms_sent"], help=f"{format_usd(spent.sms)} at Twilio's list price "
+                                                      "(simulated texts cost $0)")
+cols[3].metric("Total", format_usd(spent.total), help="The same definition as Conversations and Compare: "
+                                                       "what a provider bills for what actually ran")
 
 st.subheader("Call a phone")
 forge_ui.call_widget("home")

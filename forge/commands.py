@@ -192,6 +192,7 @@ async def compare_styles(args: argparse.Namespace) -> int:
             continue
         stages = " ".join(f"{k}={v:.0f}" for k, v in row["stages_ms"].items())
         wer = f"{row['wer']:.2f}" if row["wer"] is not None else "—"
+        failed = f"  ({row['failed']} failed turns, not in the percentiles)" if row["failed"] else ""
         print(f"{row['label']:<36} {ms(row['v2v_p50_ms']):>7} {ms(row['v2v_p95_ms']):>7} {wer:>5} "
-              f"{format_usd(row['cost_per_turn_usd']):>11} {format_usd(row['cost_per_minute_usd']):>11}  {stages}")
+              f"{format_usd(row['cost_per_turn_usd']):>11} {format_usd(row['cost_per_minute_usd']):>11}  {stages}{failed}")
     return 1 if any(r["error"] for r in rows) else 0

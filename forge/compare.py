@@ -76,22 +76,29 @@ class StyleRun:
     style: str
     turns: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    extra_cost_usd: float = 0.0  # telephony: the call's per-minute price
     wall_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        """Voice-to-voice p50/p95 (ms), stage medians (ms), WER, cost per turn/minute/conversation (USD)."""
-        v2v = [t["v2v_ms"] for t in self.turns if t.get("v2v_ms") is not None]
+        """Voice-to-voice p50/p95 (ms), stage medians (ms), WER, cost per turn/minute/conversation (USD).
+
+        A turn that failed (``error``) is counted in ``failed`` and left out of the latency
+        percentiles, whose time it would distort either way. Cost is what was billed
+        (:meth:`voiceforge.cost.PriceTable.spent`): the phone style's call is simulated on
+        loopback, so no Twilio minutes are added (a real call adds Twilio's per-minute price).
+        """
+        failed = sum(1 for t in self.turns if t.get("error"))
+        v2v = [t["v2v_ms"] for t in self.turns if t.get("v2v_ms") is not None and not t.get("error")]
         stages: dict[str, float] = {}
         for stage in ("endpointing", "stt", "llm", "tts"):
             values = [t["stages"][stage] for t in self.turns if stage in t.get("stages", {})]
             if values:
                 stages[stage] = round(statistics.median(values), 1)
         scored = [(t["reference"], t["heard"]) for t in self.turns if t.get("reference")]
-        cost = sum(t.get("cost_usd") or 0.0 for t in self.turns) + self.extra_cost_usd
+        cost = sum(t.get("cost_usd") or 0.0 for t in self.turns)
         minutes = sum(t.get("user_s", 0.0) + t.get("agent_s", 0.0) for t in self.turns) / 60
         return {
-            "style": self.style, "label": STYLES[self.style], "turns": len(self.turns), "error": self.error,
+            "style": self.style, "label": STYLES[self.style], "turns": len(self.turns), "failed": failed,
+            "error": self.error,
             "v2v_p50_ms": round(statistics.median(v2v), 1) if v2v else None,
             "v2v_p95_ms": round(percentile(v2v, 95), 1) if v2v else None,
             "stages_ms": stages,
@@ -190,9 +197,7 @@ async def run_phone(engine: Engine, utterances: list[Utterance], persona: str | 
     async with local_sidecar() as (base, token, key):
         if progress:
             progress("phone", 0, len(utterances))
-        started = time.perf_counter()
         result = await simulate_call(base, token, [(u.pcm16, u.rate) for u in utterances], persona, api_key=key)
-        call_s = time.perf_counter() - started
     for utt, turn in zip(utterances, result["turns"], strict=False):
         marks = turn.get("timings_ms") or {}
         stt = marks.get("stt_final", 0.0)
@@ -204,7 +209,6 @@ async def run_phone(engine: Engine, utterances: list[Utterance], persona: str | 
                        "tts": max(0.0, marks.get("first_frame_sent", llm) - llm)},
             "cost_usd": turn.get("cost_usd", 0.0), "user_s": utt.seconds, "agent_s": turn["agent_audio_ms"] / 1000,
         })
-    run.extra_cost_usd = engine.prices.call(call_s)
     if progress:
         progress("phone", len(utterances), len(utterances))
     return run
@@ -218,7 +222,7 @@ async def run_speech_to_speech(engine: Engine, utterances: list[Utterance], pers
     import openai
 
     from forge.processes import local_realtime_server
-    from realtime.client import PCM_RATE, RealtimeClient, make_client
+    from realtime.client import OFFLINE_MODEL, PCM_RATE, RealtimeClient, make_client
     from voiceforge.audio.resample import resample
 
     run = StyleRun("speech-to-speech")
@@ -229,7 +233,7 @@ async def run_speech_to_speech(engine: Engine, utterances: list[Utterance], pers
         else:
             url = await stack.enter_async_context(local_realtime_server())
             key, _ = settings.ensure_api_key()
-            sdk, model = openai.AsyncOpenAI(api_key=key, websocket_base_url=url, max_retries=0), "forge-offline"
+            sdk, model = openai.AsyncOpenAI(api_key=key, websocket_base_url=url, max_retries=0), OFFLINE_MODEL
         client = RealtimeClient(engine, persona, channel="compare", sdk=sdk, model=model)
         await stack.enter_async_context(client)
         frame = PCM_RATE // 50 * 2

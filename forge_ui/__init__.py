@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pandas as pd
@@ -42,6 +44,48 @@ def background_loop() -> asyncio.AbstractEventLoop:
 def run(coro) -> Any:  # noqa: ANN001
     """Run a coroutine on Forge's background loop and wait for its result."""
     return asyncio.run_coroutine_threadsafe(coro, background_loop()).result()
+
+
+def when(stamp: str | None) -> str:
+    """An ISO 8601 timestamp as people read it, "2026-12-07 13:30:05 UTC" ("" for None)."""
+    if not stamp:
+        return ""
+    moment = pd.Timestamp(stamp)
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def run_with_status(start: Callable[[Callable[[dict], None]], Coroutine[Any, Any, Any]], label: str,
+                    describe: Callable[[dict], str | None], done: str, failed: str) -> Any | None:
+    """Run ``start(progress)`` on the background loop, writing each progress event in an ``st.status`` box.
+
+    Args:
+        start: makes the coroutine, given the progress callback it should call with event dicts.
+        label: the box's label while it runs.
+        describe: one line of Markdown for an event (None: not shown).
+        done / failed: the box's label when it ends; ``failed`` gets ": <the error>" appended.
+
+    Returns:
+        The coroutine's result, or None when it raised (the error is shown in the box).
+    """
+    events: list[dict] = []
+    future = asyncio.run_coroutine_threadsafe(start(events.append), background_loop())
+    with st.status(label, expanded=True) as box:
+        shown = 0
+        while not future.done() or shown < len(events):
+            for event in events[shown:]:
+                line = describe(event)
+                if line:
+                    box.write(line)
+            shown = len(events)
+            time.sleep(0.2)
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 - shown, the page goes on
+            box.update(label=f"{failed}: {exc}", state="error")
+            return None
+        box.update(label=done, state="complete", expanded=False)
+        return result
 
 
 @st.cache_resource
@@ -177,6 +221,18 @@ def cost_line(cost_usd: float | None, usage: dict[str, Any] | None, unpriced: li
     if usage.get("tts_characters"):
         parts.append(f"{usage['tts_characters']:,} characters spoken")
     return " · ".join(parts)
+
+
+def spent_line(spent: Any) -> str:
+    """A :class:`voiceforge.cost.Spent` for people: "$0.0140 (providers $0 (local), phone $0.0140)"."""
+    from voiceforge.cost import format_usd
+
+    parts = [f"providers {format_usd(spent.providers)}"]
+    if spent.calls:
+        parts.append(f"phone {format_usd(spent.calls)}")
+    if spent.sms:
+        parts.append(f"SMS {format_usd(spent.sms)}")
+    return format_usd(spent.total) + (f" ({', '.join(parts)})" if len(parts) > 1 else "")
 
 
 def show_cost(turn: dict[str, Any]) -> None:

@@ -44,6 +44,12 @@ class RealtimeError(RuntimeError):
     """The Realtime service sent an ``error`` event or dropped the connection; the message says which."""
 
 
+OFFLINE_MODEL = "forge-offline"
+"""The model name Forge's clients ask Forge's own offline Realtime server for. With it they add
+``store=false`` to the URL: the client stores the conversation (under its own channel), so the
+server does not store it a second time."""
+
+
 def make_client(settings: Settings) -> tuple[openai.AsyncOpenAI, str]:
     """The SDK client and model for Realtime: OpenAI or Azure when configured, else Forge's offline server.
 
@@ -59,7 +65,7 @@ def make_client(settings: Settings) -> tuple[openai.AsyncOpenAI, str]:
         return openai.AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url,
                                   max_retries=0), settings.openai_realtime_model
     key, _ = settings.ensure_api_key()
-    return openai.AsyncOpenAI(api_key=key, websocket_base_url=settings.forge_realtime_url, max_retries=0), "forge-offline"
+    return openai.AsyncOpenAI(api_key=key, websocket_base_url=settings.forge_realtime_url, max_retries=0), OFFLINE_MODEL
 
 
 class RealtimeClient:
@@ -155,7 +161,8 @@ class RealtimeClient:
         Raises:
             RealtimeError: the service could not be reached or refused the session.
         """
-        self._manager = self.sdk.realtime.connect(model=self.model)
+        self._manager = self.sdk.realtime.connect(
+            model=self.model, extra_query={"store": "false"} if self.model == OFFLINE_MODEL else {})
         try:
             self.connection = await self._manager.__aenter__()
         except Exception as exc:  # noqa: BLE001 - connect errors come from several libraries
@@ -388,7 +395,7 @@ class RealtimeClient:
         turn.timings_ms = dict(self._timeline.marks)
         turn.interrupted = interrupted
         price = self.engine.prices.realtime(self.model, turn.input_tokens, turn.output_tokens,
-                                            local=self.model == "forge-offline")
+                                            local=self.model == OFFLINE_MODEL)
         user_audio, self._user_audio = bytes(self._user_audio), bytearray()
         await store_turn(self.pipeline, turn, price, user_audio or None)
         self._turn = RealtimeTurn(audio_format=self.audio_format)

@@ -164,6 +164,49 @@ class PriceTable:
         """Twilio's price for ``messages`` SMS segments, USD."""
         return messages * self.table["twilio:sms"].get("per_message", 0.0)
 
+    def spent(self, turn_cost_usd: float, billed_call_seconds: list[float] | tuple[float, ...] = (),
+              billed_sms: int = 0) -> Spent:
+        """What was spent: the one definition every page and the CLI show (see :class:`Spent`).
+
+        Args:
+            turn_cost_usd: the stored turns' provider cost (local providers priced at 0), USD.
+            billed_call_seconds: the length of each call Twilio bills, s (simulated calls are not
+                among them: :func:`twilio_bills`).
+            billed_sms: texts Twilio bills.
+        """
+        calls = sum(self.call(seconds) for seconds in billed_call_seconds)
+        return Spent(turn_cost_usd, calls, self.sms(billed_sms))
+
+
+@dataclass(frozen=True)
+class Spent:
+    """Money spent, USD: what a provider bills for what actually ran, nothing else.
+
+    - providers: STT, LLM, TTS and Realtime usage at the price table's prices; a local provider
+      (Whisper, the offline brain, Piper, Forge's Realtime server) costs 0.
+    - calls: Twilio's per-started-minute price of each call Twilio carried; a simulated call
+      (the call simulator, Compare's phone style) never reached Twilio and costs 0.
+    - sms: Twilio's per-message price of each text Twilio sent.
+    """
+
+    providers: float = 0.0
+    calls: float = 0.0
+    sms: float = 0.0
+
+    @property
+    def total(self) -> float:
+        """The sum of providers, calls and sms, USD."""
+        return self.providers + self.calls + self.sms
+
+
+def twilio_bills(account_sid: str | None, configured_account_sid: str | None) -> bool:
+    """Whether Twilio bills a call or text whose webhook carried ``account_sid``.
+
+    True only when it is this deployment's account (``TWILIO_ACCOUNT_SID``): a signed webhook
+    from the call simulator or a test carries another (or no) account and costs nothing.
+    """
+    return bool(configured_account_sid) and account_sid == configured_account_sid
+
 
 def format_usd(value: float | None) -> str:
     """A price for people: "$0" for free, "<$0.0001" for tiny, else 4 significant decimals."""

@@ -109,7 +109,7 @@ async def place_call(body: CallRequest, request: Request, engine: Engine = Depen
     except TelephonyError as exc:
         raise HTTPException(502, str(exc)) from None
     await asyncio.to_thread(call_store.record_call, engine.db, sid, "outbound", twilio.from_number, body.to,
-                            persona, status, engine.settings.instance)
+                            persona, status, engine.settings.instance, True)  # Twilio placed it: billed
     return {"call_sid": sid, "status": status}
 
 
@@ -126,7 +126,7 @@ async def send_sms(body: SmsRequest, request: Request, engine: Engine = Depends(
     except TelephonyError as exc:
         raise HTTPException(502, str(exc)) from None
     await asyncio.to_thread(call_store.record_sms, engine.db, "outbound", twilio.from_number, body.to, body.body,
-                            sid, status)
+                            sid, status, None, True)  # Twilio's API accepted it: billed
     return {"message_sid": sid, "status": status}
 
 

@@ -23,7 +23,11 @@ websockets = APIRouter(tags=["realtime"])
 
 
 async def realtime(ws: WebSocket, persona: str | None = None) -> None:
-    """One Realtime client: authenticate, ``session.created``, then the loop until it leaves."""
+    """One Realtime client: authenticate, ``session.created``, then the loop until it leaves.
+
+    The conversation is stored under the "realtime" channel, unless the URL says ``store=false``
+    (Forge's own Realtime client, which stores it itself under the channel it serves).
+    """
     given = ws.headers.get("api-key") or ws.headers.get("authorization", "").partition(" ")[2]
     if not key_matches(ws.app.state.api_key, given.strip() or None):
         try:
@@ -35,7 +39,7 @@ async def realtime(ws: WebSocket, persona: str | None = None) -> None:
     engine: Engine = ws.app.state.engine
     transport = RealtimeServerTransport(ws)
     try:
-        pipeline = engine.pipeline(persona, channel="realtime")
+        pipeline = engine.pipeline(persona, channel="realtime", persist=ws.query_params.get("store") != "false")
     except Exception:  # noqa: BLE001 - an unknown persona in the query
         await transport.error(f"no persona {persona!r}", "invalid_persona")
         await ws.close(code=1008)

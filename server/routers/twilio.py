@@ -22,6 +22,7 @@ from server.transports.twilio import TwilioMediaStream, receive_start
 from voiceforge.agent.persona import PersonaError
 from voiceforge.config import ConfigError
 from voiceforge.conversation import ConversationLoop
+from voiceforge.cost import twilio_bills
 from voiceforge.engine import Engine
 from voiceforge.store import calls as call_store
 from voiceforge.store.db import retry_transient
@@ -101,7 +102,8 @@ async def voice(request: Request, persona: str | None = None, realtime: bool = F
     await asyncio.to_thread(
         call_store.add_status, engine.db, call_sid, form.get("CallStatus", "in-progress"), None,
         direction="inbound" if inbound else "outbound", from_number=form.get("From", "")[:20],
-        to_number=form.get("To", "")[:20], persona=persona_id, owner=engine.settings.instance)
+        to_number=form.get("To", "")[:20], persona=persona_id, owner=engine.settings.instance,
+        billed=twilio_bills(form.get("AccountSid"), engine.settings.twilio_account_sid))
     over_realtime = realtime or chosen.realtime or engine.settings.forge_realtime_phone
     token = state.tokens.issue(call_sid, {"persona": persona_id, "caller": person, "realtime": "1" if over_realtime else ""})
     log.info("call %s from %s answered with persona %s", call_sid, mask_number(form.get("From")), persona_id)
@@ -134,7 +136,8 @@ async def sms(request: Request, form: dict = Depends(signed_form), engine: Engin
                                 form.get("Body", "")[:MAX_SMS_BODY], form.get("MessageSid") or None, None)
         return _xml(twiml.empty())
     reply = await answer_sms(engine, form.get("From", ""), form.get("To", ""), form.get("Body", ""),
-                             form.get("MessageSid") or None)
+                             form.get("MessageSid") or None,
+                             billed=twilio_bills(form.get("AccountSid"), engine.settings.twilio_account_sid))
     if reply is None:
         log.info("SMS %s delivered again; acknowledged, not answered again", str(form.get("MessageSid"))[:40])
         return _xml(twiml.empty())

@@ -91,6 +91,13 @@ def test_phone_page_lists_calls_and_sms(app):
     assert app.selectbox(key="calls_open").value == "CA" + "5" * 32
     assert any("queued → completed" in c.value for c in app.caption)
     assert any(e.label.startswith("+14155550100") for e in app.expander)
+    assert str(app.dataframe[0].value["created_at"].dtype).startswith("datetime64")  # not a raw ISO string
+    assert any(c.value.startswith("received · 20") and c.value.endswith(" UTC") for c in app.caption)
+    app.selectbox(key="calls_open").set_value("CA" + "5" * 32).run()  # an older call is open...
+    calls.record_call(db(), "CA" + "6" * 32, "inbound", "+14155550100", "+15005550006", "customer_service")
+    app.session_state["calls_open_next"] = "CA" + "6" * 32  # ...when a simulated call ends (what its button sets)
+    app.run()
+    assert app.selectbox(key="calls_open").value == "CA" + "6" * 32
 
 
 def test_offline_sms_simulator_texts_the_agent_and_keeps_the_thread(app):
@@ -189,6 +196,13 @@ def test_devices_page_registers_configures_and_forgets(app):
     app.button(key=f"child_delete_{child['child_id']}").click().run()
     assert not app.exception and children.list_children(db()) == []
     assert store.get_device(db(), device["device_id"])["child_id"] is None
+    assert "No children yet." in [c.value for c in app.caption]  # gone from the page, not only the database
+    assert any("Deleted Arjun" in s.value for s in app.success)
+    assert "Arjun" not in str(app.dataframe[0].value["child"].tolist())
+    app.selectbox(key="dev_delete_pick").set_value(device["device_id"])
+    app.button(key="dev_delete").click().run()
+    assert not app.exception and store.list_devices(db()) == []
+    assert "No devices yet." in [c.value for c in app.caption]
 
 
 def test_compare_page_runs_the_default_set_and_shows_its_table_and_charts(app):
@@ -198,12 +212,14 @@ def test_compare_page_runs_the_default_set_and_shows_its_table_and_charts(app):
     assert not app.exception, app.exception
     summary = app.dataframe[0].value  # results, then pros and cons, then every utterance
     assert list(summary["style"]) == ["Batch: STT → LLM → TTS"] and summary["turns"][0] == 4
+    assert summary["failed"][0] == 0
     assert 0 < summary["voice-to-voice p50 (ms)"][0] <= summary["p95 (ms)"][0]
     assert summary["WER"][0] <= 0.25 and summary["cost / turn"][0] == "$0 (local)"
     assert len(app.get("vega_lite_chart")) == 2  # latency and stages
-    qualitative = app.dataframe[1].value
-    assert qualitative["real-time"][0].endswith("ms p50 to first audio")
-    assert "turns per minute" in qualitative["scalability"][0]
+    qualitative = app.table[0].value  # a table, so its text wraps instead of being cut off
+    assert qualitative.index[0] == "Batch: STT → LLM → TTS"
+    assert qualitative["real-time"].iloc[0].endswith("ms p50 to first audio")
+    assert "turns per minute" in qualitative["scalability"].iloc[0]
 
 
 def test_a_persona_edited_on_the_settings_page_drives_the_next_conversation(app):
@@ -235,3 +251,21 @@ def test_a_persona_edited_on_the_settings_page_drives_the_next_conversation(app)
     assert loop.listener.endpointing_ms == 720 and loop.listener.vad_aggressiveness == 3  # 0.8 → the strictest webrtcvad
     app.button(key="FormSubmitter:persona_edit_friendly_guide-Back to the shipped persona").click().run()
     assert engine.persona("friendly_guide").greeting != "Hello from the settings page."
+
+
+def test_back_to_the_shipped_persona_shows_the_shipped_values(app):
+    from voiceforge.agent.persona import load_persona
+
+    data_dir = load_settings().forge_data_dir
+    shipped = load_persona("friendly_guide", data_dir).greeting
+    goto(app, "app_pages/personas.py")
+    app.selectbox(key="personas_pick").set_value("friendly_guide").run()
+    app.text_input(key="pe_greeting_friendly_guide").set_value("An edited greeting.")
+    app.button(key="FormSubmitter:persona_edit_friendly_guide-Save persona").click().run()
+    assert app.text_input(key="pe_greeting_friendly_guide").value == "An edited greeting."
+    app.button(key="FormSubmitter:persona_edit_friendly_guide-Back to the shipped persona").click().run()
+    assert not app.exception, app.exception
+    assert app.text_input(key="pe_greeting_friendly_guide").value == shipped  # not the edited value
+    assert "Back to the shipped persona." in [s.value for s in app.success]
+    app.button(key="FormSubmitter:persona_edit_friendly_guide-Save persona").click().run()
+    assert load_persona("friendly_guide", data_dir).greeting == shipped  # Save does not re-apply the edit

@@ -154,6 +154,7 @@ async def test_forges_session_runs_tools_stores_turns_and_rolls_over_with_contex
     url, app, settings = server
     engine = Engine(settings.model_copy(update={"forge_realtime_url": url}), db=app.state.engine.db)
     session = RealtimeClient(engine, "customer_service", server_vad=False, max_session_s=0.0)
+    before = len(conversations.list_conversations(engine.db))
     async with session:
         first = await session.say("How many customers are there?")
         second = await session.say("Look up customer number three.")  # a new session: max_session_s=0
@@ -164,6 +165,7 @@ async def test_forges_session_runs_tools_stores_turns_and_rolls_over_with_contex
     assert [t["user_text"] for t in stored] == ["How many customers are there?", "Look up customer number three."]
     assert stored[1]["tool_calls"][0]["name"] == "lookup_customer"
     assert conversations.get_conversation(engine.db, session.pipeline.conversation_id)["channel"] == "realtime"
+    assert len(conversations.list_conversations(engine.db)) == before + 1  # the server did not store it again
 
 
 @pytest.fixture

@@ -52,8 +52,10 @@ class Heard:
 class TwilioCaller:
     """One call into a sidecar at ``base`` (``http://127.0.0.1:port``) with Twilio's auth token ``token``."""
 
-    def __init__(self, base: str, token: str, persona: str | None = None, caller: str = "+15551230001") -> None:
+    def __init__(self, base: str, token: str, persona: str | None = None, caller: str = "+15551230001",
+                 account_sid: str = "AC" + "0" * 32) -> None:
         self.base, self.token, self.persona, self.caller = base, token, persona, caller
+        self.account_sid = account_sid
         self.call_sid = "CA" + secrets.token_hex(16)
         self.stream_sid = "MZ" + secrets.token_hex(16)
         self.heard = Heard()
@@ -73,7 +75,7 @@ class TwilioCaller:
     async def dial(self) -> None:
         """The voice webhook, then the media stream's ``connected`` and ``start``."""
         url = self.base + "/twilio/voice" + (f"?persona={self.persona}" if self.persona else "")
-        form = {"CallSid": self.call_sid, "AccountSid": "AC" + "0" * 32, "From": self.caller,
+        form = {"CallSid": self.call_sid, "AccountSid": self.account_sid, "From": self.caller,
                 "To": "+15005550006", "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
         async with httpx.AsyncClient(timeout=10) as http:
             reply = await http.post(url, data=form, headers={"X-Twilio-Signature": self._sign(url, form)})
@@ -153,7 +155,7 @@ class TwilioCaller:
         """Twilio's ``stop``, then the socket closes."""
         with contextlib.suppress(websockets.ConnectionClosed):
             await self._send({"event": "stop", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-                              "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_sid}})
+                              "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
             await self._ws.close()
         if self._reader is not None:
             await asyncio.wait({self._reader}, timeout=5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voiceforge.cost import PriceTable, Usage, format_usd
+from voiceforge.cost import PriceTable, Usage, format_usd, twilio_bills
 
 pytestmark = pytest.mark.unit
 
@@ -41,3 +41,27 @@ def test_overrides_and_telephony():
         PriceTable("{not json")
     with pytest.raises(ValueError, match="object of numbers"):
         PriceTable({"x": {"per_minute": "cheap"}})
+
+
+def test_spent_prices_only_what_twilio_carried():
+    prices = PriceTable()
+    spent = prices.spent(0.002, [30.0, 61.0], 2)  # two billed calls: 1 and 2 started minutes
+    assert spent.calls == pytest.approx(3 * 0.014) and spent.sms == pytest.approx(2 * 0.0083)
+    assert spent.total == pytest.approx(0.002 + 3 * 0.014 + 2 * 0.0083)
+    assert prices.spent(0.0).total == 0.0 and format_usd(prices.spent(0.0).total) == "$0 (local)"
+    assert twilio_bills("AC" + "1" * 32, "AC" + "1" * 32)
+    assert not twilio_bills("AC" + "0" * 32, "AC" + "1" * 32)  # a simulator's webhook
+    assert not twilio_bills("AC" + "0" * 32, None)  # no Twilio account configured: nothing is billed
+
+
+def test_a_failed_turn_is_counted_and_left_out_of_the_percentiles():
+    from forge.compare import StyleRun
+
+    run = StyleRun("phone", turns=[
+        {"v2v_ms": 600.0, "cost_usd": 0.0, "user_s": 2.0, "agent_s": 2.0},
+        {"v2v_ms": 9000.0, "error": "LLM timed out", "cost_usd": 0.0, "user_s": 2.0, "agent_s": 1.0},
+        {"v2v_ms": 800.0, "cost_usd": 0.0, "user_s": 2.0, "agent_s": 2.0}])
+    summary = run.summary()
+    assert summary["failed"] == 1 and summary["turns"] == 3
+    assert summary["v2v_p50_ms"] == 700.0 and summary["v2v_p95_ms"] <= 800.0
+    assert summary["cost_per_turn_usd"] == 0.0  # a simulated call: no Twilio minutes

@@ -21,12 +21,15 @@ RING_TIMEOUT_S = 300.0
 
 
 def record_call(db: Database, call_sid: str, direction: str, from_number: str, to_number: str,
-                persona: str, status: str = "queued", owner: str | None = None) -> None:
-    """Store a new call (idempotent on the call SID); ``owner`` is the sidecar that placed it."""
+                persona: str, status: str = "queued", owner: str | None = None, billed: bool = False) -> None:
+    """Store a new call (idempotent on the call SID); ``owner`` is the sidecar that placed it.
+
+    ``billed``: Twilio bills it (see :func:`voiceforge.cost.twilio_bills`); a simulated call is not.
+    """
     try:
         with db.db_session() as s:
             call = Call(call_sid=call_sid, direction=direction, from_number=from_number, to_number=to_number,
-                        persona=persona, status=status, owner=owner)
+                        persona=persona, status=status, owner=owner, billed=billed)
             call.events.append(CallEvent(status=status))
             s.add(call)
     except IntegrityError:
@@ -48,8 +51,11 @@ def add_status(db: Database, call_sid: str, status: str, sequence: int | None = 
         if call is None:
             call = Call(call_sid=call_sid, status=status, **create)
             s.add(call)
-        elif any(e.status == status and (status in FINAL_STATUSES or e.sequence == sequence) for e in call.events):
-            return False  # a repeat; a call ends once, whichever side reported it first
+        else:
+            if create.get("billed"):
+                call.billed = True  # a call placed elsewhere on this account, its webhook reaching us
+            if any(e.status == status and (status in FINAL_STATUSES or e.sequence == sequence) for e in call.events):
+                return False  # a repeat; a call ends once, whichever side reported it first
         call.events.append(CallEvent(status=status, sequence=sequence))
         if call.status not in FINAL_STATUSES:  # a late "ringing" never reopens a finished call
             call.status = status
@@ -135,15 +141,18 @@ def add_dtmf(db: Database, call_sid: str, digit: str) -> None:
 
 
 def record_sms(db: Database, direction: str, from_number: str, to_number: str, body: str,
-               message_sid: str | None, status: str, conversation_id: int | None = None) -> int:
-    """Store an SMS; returns its row id (an existing message SID is updated instead)."""
+               message_sid: str | None, status: str, conversation_id: int | None = None, billed: bool = False) -> int:
+    """Store an SMS; returns its row id (an existing message SID is updated instead).
+
+    ``billed``: Twilio bills it (sent through its API, or a reply to a webhook from this account).
+    """
     with db.db_session() as s:
         existing = s.scalars(select(SmsMessage).where(SmsMessage.message_sid == message_sid)).one_or_none() if message_sid else None
         if existing:
             existing.status = status
             return existing.id
         msg = SmsMessage(direction=direction, from_number=from_number, to_number=to_number, body=body,
-                         message_sid=message_sid, status=status, conversation_id=conversation_id)
+                         message_sid=message_sid, status=status, conversation_id=conversation_id, billed=billed)
         s.add(msg)
         s.flush()
         return msg.id

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from voiceforge.audio.codecs import wrap_wav
+from voiceforge.cost import PriceTable
 from voiceforge.records import TurnRecord
 from voiceforge.store.db import Database
 from voiceforge.store.models import Call, Conversation, Customer, SmsMessage, ToolCallRecord, Turn
@@ -162,17 +163,40 @@ FIRST_AUDIO_MARKS = ("first_frame_sent", "first_audio_delta", "tts_first_audio")
 """A turn's voice-to-voice mark, best first (as the app's waterfall reads it)."""
 
 
-def call_log(db: Database, limit: int = 500) -> list[dict[str, Any]]:
+def billed_usage(db: Database, conversation_ids: list[int] | None = None) -> tuple[dict[int | None, list[float]],
+                                                                                   dict[int | None, int]]:
+    """What Twilio bills, per conversation: ({id: [seconds of each ended billed call]}, {id: billed texts sent}).
+
+    ``conversation_ids`` None: every call and text (under their conversation id, None when unlinked).
+    """
+    calls = select(Call.conversation_id, Call.created_at, Call.ended_at).where(Call.billed, Call.ended_at.is_not(None))
+    texts = (select(SmsMessage.conversation_id, func.count(SmsMessage.id))
+             .where(SmsMessage.billed, SmsMessage.direction == "outbound").group_by(SmsMessage.conversation_id))
+    if conversation_ids is not None:
+        calls = calls.where(Call.conversation_id.in_(conversation_ids))
+        texts = texts.where(SmsMessage.conversation_id.in_(conversation_ids))
+    seconds: dict[int | None, list[float]] = {}
+    with db.read_session() as s:
+        for conv, start, end in s.execute(calls):
+            if start and end:
+                seconds.setdefault(conv, []).append(max(0.0, (end - start).total_seconds()))
+        sent = {conv: int(n) for conv, n in s.execute(texts)}
+    return seconds, sent
+
+
+def call_log(db: Database, limit: int = 500, prices: PriceTable | None = None) -> list[dict[str, Any]]:
     """Recent conversations as a call log, newest first.
 
     Each row: id, started (datetime), channel, persona, title (the first thing said), turns,
     duration_s (first to last turn), median_latency_ms (voice-to-voice over spoken turns, None
-    when none), errors, interruptions, cost_usd.
+    when none), errors, interruptions, cost_usd (with ``prices``, :meth:`PriceTable.spent`:
+    the providers plus the Twilio minutes and texts it was billed; without, the providers only).
     """
     rows = list_conversations(db, limit)
     if not rows:
         return []
     ids = [r["id"] for r in rows]
+    billed_seconds, billed_texts = billed_usage(db, ids) if prices is not None else ({}, {})
     with db.read_session() as s:
         turns = s.execute(select(Turn.conversation_id, Turn.created_at, Turn.timings_ms, Turn.error, Turn.interrupted)
                           .where(Turn.conversation_id.in_(ids))).all()
@@ -192,7 +216,8 @@ def call_log(db: Database, limit: int = 500) -> list[dict[str, Any]]:
             "duration_s": round((max(stamps) - r["created_at"]).total_seconds(), 1) if stamps and r["created_at"] else 0.0,
             "median_latency_ms": latencies[len(latencies) // 2] if latencies else None,
             "errors": sum(1 for t in own if t[3]), "interruptions": sum(1 for t in own if t[4]),
-            "cost_usd": r["cost_usd"],
+            "cost_usd": r["cost_usd"] if prices is None else prices.spent(
+                r["cost_usd"], billed_seconds.get(r["id"], []), billed_texts.get(r["id"], 0)).total,
         })
     return out
 
@@ -208,24 +233,52 @@ def get_conversation(db: Database, conversation_id: int) -> dict[str, Any] | Non
 
 
 def spend(db: Database) -> dict[str, Any]:
-    """What the stored conversations consumed, for the Home totals.
+    """What the stored conversations consumed, for the Home totals (priced by :meth:`PriceTable.spent`).
 
     Returns:
-        ``{"turn_cost_usd": float, "turns": int, "call_seconds": [float per ended call],
-        "sms_sent": int}``: the providers' cost of every turn, and the phone usage Twilio bills.
+        ``{"turn_cost_usd": float, "turns": int, "call_seconds": [float per ended billed call],
+        "sms_sent": int (billed texts), "simulated_calls": int}``: the providers' cost of every
+        turn, and the phone usage Twilio bills (simulated calls and texts are not billed).
     """
+    seconds, texts = billed_usage(db)
     with db.read_session() as s:
         cost, turns = s.execute(select(func.coalesce(func.sum(Turn.cost_usd), 0.0), func.count(Turn.id))).one()
-        calls = s.execute(select(Call.created_at, Call.ended_at).where(Call.ended_at.is_not(None))).all()
-        sent = s.scalar(select(func.count(SmsMessage.id)).where(SmsMessage.direction == "outbound")) or 0
-    seconds = [max(0.0, (end - start).total_seconds()) for start, end in calls if start and end]
-    return {"turn_cost_usd": float(cost or 0.0), "turns": int(turns), "call_seconds": seconds, "sms_sent": int(sent)}
+        simulated = s.scalar(select(func.count(Call.id)).where(~Call.billed)) or 0
+    return {"turn_cost_usd": float(cost or 0.0), "turns": int(turns),
+            "call_seconds": [x for per in seconds.values() for x in per], "sms_sent": sum(texts.values()),
+            "simulated_calls": int(simulated)}
 
 
 def recordings_of(data_dir: Path, conversation_id: int) -> list[Path]:
     """The conversation's recordings (per-turn and whole-call WAVs), sorted by name."""
     folder = data_dir / "recordings" / str(int(conversation_id))
     return sorted(folder.glob("*.wav")) if folder.is_dir() else []
+
+
+def prune_recordings(data_dir: Path, older_than_days: int, now: float | None = None) -> int:
+    """Delete kept replies and recordings older than ``older_than_days`` (by file time); how many.
+
+    The rows keep their paths; a page finds the file gone and shows no player. ``0`` days
+    keeps everything. Empty conversation folders are removed too.
+    """
+    import time
+
+    folder = data_dir / "recordings"
+    if older_than_days <= 0 or not folder.is_dir():
+        return 0
+    cutoff = (now if now is not None else time.time()) - older_than_days * 86400
+    removed = 0
+    for path in folder.glob("*/*.wav"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # deleted meanwhile (a conversation's delete)
+            continue
+    for sub in folder.iterdir():
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
+    return removed
 
 
 def delete_conversation(db: Database, conversation_id: int, data_dir: Path) -> bool:

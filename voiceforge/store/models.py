@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -147,6 +148,9 @@ class Call(Base):
     """The sidecar instance (``FORGE_INSTANCE``) that placed, answered or streamed the call."""
     end_reason: Mapped[str | None] = mapped_column(Text)
     """Why Forge closed the call itself (a sidecar that stopped mid-call, a call that never connected)."""
+    billed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Twilio bills it: placed through Twilio's API, or its webhook came from this account
+    (``AccountSid`` = ``TWILIO_ACCOUNT_SID``). A simulated call is not billed."""
 
     events: Mapped[list[CallEvent]] = relationship(
         back_populates="call", order_by="CallEvent.id", cascade="all, delete-orphan"
@@ -181,6 +185,8 @@ class SmsMessage(Base):
     status: Mapped[str] = mapped_column(String(20), default="queued")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    billed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Twilio bills it: an outbound text Twilio's API accepted, or a reply to a webhook from this account."""
 
 
 class Customer(Base):

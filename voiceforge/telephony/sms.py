@@ -20,7 +20,7 @@ MAX_SMS_BODY = 1600
 
 
 async def answer_sms(engine: Engine, sender: str, to: str, body: str, message_sid: str | None = None,
-                     persona_id: str | None = None) -> str | None:
+                     persona_id: str | None = None, billed: bool = False) -> str | None:
     """Store ``body`` from ``sender``, answer it in the sender's SMS thread, store and return the reply.
 
     A message whose ``message_sid`` was stored before (Twilio delivered the webhook again) is
@@ -33,6 +33,7 @@ async def answer_sms(engine: Engine, sender: str, to: str, body: str, message_si
         to: Forge's number it texted (cut to 20 characters).
         body: the message (cut to 1,600 characters).
         message_sid: Twilio's MessageSid of the inbound text (None when simulated).
+        billed: Twilio bills the reply (the webhook came from this account; False when simulated).
         persona_id: the persona (default ``FORGE_PERSONA``).
 
     Raises:
@@ -52,5 +53,5 @@ async def answer_sms(engine: Engine, sender: str, to: str, body: str, message_si
         pipeline.withhold("run_sql")  # a stranger's text does not query the records
     result = await pipeline.text_turn(body or "(empty message)")
     await asyncio.to_thread(call_store.record_sms, engine.db, "outbound", to, sender, result.reply, None, "replied",
-                            conversation_id)
+                            conversation_id, billed)
     return result.reply

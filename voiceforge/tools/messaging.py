@@ -56,7 +56,7 @@ async def send_sms(ctx: ToolContext, to: str, body: str) -> dict[str, Any]:
     except TelephonyError as exc:
         raise ToolError(str(exc)) from None
     await asyncio.to_thread(record_sms, ctx.db, "outbound", service.from_number, to, body, sid, status,
-                            ctx.conversation_id)
+                            ctx.conversation_id, True)  # Twilio's API accepted it: billed
     return {"message_sid": sid, "status": status, "summary": f"I've sent the text to {mask_number(to)}."}
 
 
