@@ -157,8 +157,8 @@ class LivePageController:
     def transcript(self) -> list[dict[str, Any]]:
         """The conversation as the page shows it: one entry per utterance and per reply.
 
-        Entries: ``{"role": "user", "text", "partial"}`` (``partial`` while the user is still
-        speaking or being transcribed) and ``{"role": "agent", "text", "generation",
+        Entries: ``{"role": "user", "text", "partial", "generation"}`` (``partial`` while the user
+        is still speaking or being transcribed, ``generation`` None until then) and ``{"role": "agent", "text", "generation",
         "interrupted", "tool_calls", "timings_ms", "done"}``.
         """
         entries: list[dict[str, Any]] = []
@@ -167,14 +167,15 @@ class LivePageController:
         for _, event in self.feed():
             if isinstance(event, SpeechStarted):
                 if pending_user is None:
-                    pending_user = {"role": "user", "text": "…", "partial": True}
+                    pending_user = {"role": "user", "text": "…", "partial": True, "generation": None}
                     entries.append(pending_user)
             elif isinstance(event, Transcript):
                 if pending_user is not None:
-                    pending_user.update(text=event.text, partial=False)
+                    pending_user.update(text=event.text, partial=False, generation=event.generation)
                     pending_user = None
                 else:
-                    entries.append({"role": "user", "text": event.text, "partial": False})
+                    entries.append({"role": "user", "text": event.text, "partial": False,
+                                    "generation": event.generation})
             elif isinstance(event, Ignored) and pending_user is not None:
                 entries.remove(pending_user)
                 pending_user = None
@@ -184,7 +185,11 @@ class LivePageController:
                     agent = {"role": "agent", "text": "", "generation": event.generation, "interrupted": False,
                              "tool_calls": [], "timings_ms": {}, "done": False, "sentences": []}
                     agents[event.generation] = agent
-                    entries.append(agent)
+                    # A reply goes before the user's later words (speech over a greeting whose
+                    # transcript came after it), so the page reads in the order things were said.
+                    later = next((i for i, e in enumerate(entries) if e["role"] == "user"
+                                  and (e["generation"] is None or e["generation"] > event.generation)), len(entries))
+                    entries.insert(later, agent)
                 if isinstance(event, SentenceStarted):
                     agent["sentences"].append(event.text)
                     agent["text"] = " ".join(agent["sentences"])

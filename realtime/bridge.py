@@ -82,6 +82,7 @@ class RealtimeBridge:
         self._heard_whole: set[str] = set()
         self._hang_up_after: str | None = None
         self._generation = 0
+        self._generation_of: dict[str, int] = {}  # item id -> the turn it belongs to (when it was added)
         self._sentences = 0
         self._background: set[asyncio.Task] = set()
 
@@ -140,6 +141,7 @@ class RealtimeBridge:
         kind = event.type
         if kind == "response.output_item.added" and getattr(event.item, "type", "") == "message":
             self._item = event.item.id
+            self._generation_of[event.item.id] = self._generation
         elif kind == "response.output_audio.delta":
             await self._queue.put(("audio", event.item_id, base64.b64decode(event.delta)))
         elif kind == "response.output_audio.done":
@@ -155,7 +157,10 @@ class RealtimeBridge:
         elif kind == "conversation.item.input_audio_transcription.completed":
             await self.transport.notify(Transcript(event.transcript, self._generation))
         elif kind == "response.output_audio_transcript.done":
-            await self.transport.notify(SentenceStarted(event.transcript, self._sentences, False, self._generation))
+            # The greeting's transcript may come after the caller began to speak over it: it
+            # belongs to the turn its item was added in, not to the caller's new one.
+            generation = self._generation_of.get(event.item_id, self._generation)
+            await self.transport.notify(SentenceStarted(event.transcript, self._sentences, False, generation))
             self._sentences += 1
         elif kind == "response.done" and self.client.ended and self._item:
             self._hang_up_after = self._item  # end_call ran: hang up once this item has played
@@ -166,10 +171,11 @@ class RealtimeBridge:
         """Each stored turn to the transport, as the conversation loop reports its turns (until the session ends)."""
         with contextlib.suppress(RealtimeError, TimeoutError):
             async for turn in self.client.events():
+                generation = self._generation_of.get(turn.item_id or "", self._generation)
                 for call in turn.tool_calls:
-                    await self.transport.notify(ToolReturned.of(call, self._generation))
+                    await self.transport.notify(ToolReturned.of(call, generation))
                 record = turn.stored or turn.record(0.0)
-                await self.transport.notify(TurnFinished(record, self._generation))
+                await self.transport.notify(TurnFinished(record, generation))
 
     async def _barge_in(self, item: str) -> None:
         self._item = None

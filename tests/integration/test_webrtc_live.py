@@ -188,3 +188,29 @@ def test_realtime_backend_answers_over_the_webrtc_callbacks(engine, background_l
     assert 0 < answer["timings_ms"]["first_frame_sent"] < 10_000, answer["timings_ms"]
     heard = spoken(judge, peer.audio_since(t0))
     assert "40" in heard or "forty" in heard.lower(), heard
+
+
+def test_realtime_words_said_during_the_greeting_get_their_own_turn_in_order(engine, background_loop, realtime_server,
+                                                                            speak):
+    """One bubble per turn, in order: the greeting, then what the user said over it, then the reply."""
+    engine.settings.forge_realtime_url = realtime_server
+    session = LivePageController(engine, background_loop, "friendly_guide", backend="realtime", silence_ms=500)
+    session.start()
+    peer = Peer(session)
+    peer.start()
+    try:
+        wait_for(lambda: session.state == "speaking", 30, "the greeting")
+        peer.speak(say(speak, "How many customers are there?"))  # over the greeting
+        wait_for(lambda: any(e["role"] == "agent" and e.get("done") and "40" in e["text"]
+                             for e in session.transcript()), 60, "the answer")
+        wait_for(lambda: session.transport.queued_ms == 0, 30, "the answer's end")
+    finally:
+        peer.running = False
+        peer.join(5)
+        session.stop()
+    entries = [e for e in session.transcript() if e["role"] == "agent" or not e.get("partial")]
+    roles = [e["role"] for e in entries]
+    assert roles == ["agent", "user", "agent"], entries
+    greeting, words, answer = entries
+    assert "customers" in words["text"].lower(), entries  # the words said over the greeting are kept
+    assert "40" not in greeting["text"] and "40" in answer["text"], entries  # two bubbles, not one
