@@ -14,6 +14,14 @@ Conditions, as the phone path sees them: 16 kHz clean; the 8 kHz telephone band 
 white noise at 15 dB SNR. Each is transcribed by Forge's WhisperSTT with the customer-service
 persona's vocabulary prompt, once per Whisper window (``FORGE_WHISPER_WINDOW_S``).
 
+``--clips DIR`` measures a folder of recorded speech instead: ``references.tsv`` (tab-separated,
+``id`` and ``text`` columns) and ``audio/<id>.16k.wav``, ``audio/<id>.8k.wav`` and
+``audio/<id>.8k-noisy.wav`` (the conditions it has). Real speech is what the figures are judged
+on; measure on it, never tune on it.
+
+``--prompts with,without`` runs each condition with the persona's vocabulary prompt (what
+Forge does) and without it, to see what the domain words cost on ordinary speech.
+
 Prints corpus WER per condition and window, and the median transcription time.
 """
 
@@ -21,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import statistics
 import sys
 import tempfile
@@ -32,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support.espeak import Espeak  # noqa: E402,F401 - re-exported for bench/turn_taking.py
 from voiceforge.agent.persona import load_persona  # noqa: E402
 from voiceforge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16  # noqa: E402
 from voiceforge.audio.resample import resample  # noqa: E402
@@ -46,36 +54,6 @@ ESPEAK_VOICES = {  # (voice+variant, words per minute, pitch 0-100)
     # The development set's own voices: what decoding may be tuned on.
     "dev": [("en-us+m1", 160, 50), ("en-gb+m4", 145, 35), ("en-us+f4", 175, 60), ("en+f1", 155, 45)],
 }
-
-
-class Espeak:
-    """eSpeak NG through its C API (espeak_Synth with a synchronous callback), PCM16 at 22,050 Hz."""
-
-    def __init__(self) -> None:
-        import espeakng_loader
-
-        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        self.rate = self.lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)  # 2: SYNCHRONOUS
-        self._chunks: list[np.ndarray] = []
-        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-        def collect(wav, n, _events):  # noqa: ANN001, ANN202
-            if n > 0:
-                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-            return 0
-
-        self._callback = callback_type(collect)  # kept alive as long as the library may call it
-        self.lib.espeak_SetSynthCallback(self._callback)
-
-    def say(self, text: str, voice: str, wpm: int, pitch: int) -> tuple[bytes, int]:
-        self._chunks = []
-        self.lib.espeak_SetVoiceByName(voice.encode())
-        self.lib.espeak_SetParameter(1, wpm, 0)  # espeakRATE
-        self.lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH
-        data = text.encode()
-        self.lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 0, None, None)
-        self.lib.espeak_Synchronize()
-        return np.concatenate(self._chunks).astype("<i2").tobytes(), self.rate
 
 
 def piper_slow(text: str) -> tuple[bytes, int]:
@@ -109,7 +87,11 @@ def main() -> None:
                              " about 0.02 (Whisper gives the same text for the same audio)")
     parser.add_argument("--set", choices=list(PHRASES), default="heldout",
                         help="heldout (reported) or dev (phrases and voices decoding may be tuned on)")
+    parser.add_argument("--clips", type=Path, help="a folder of recorded speech (references.tsv, audio/<id>.*.wav)")
+    parser.add_argument("--prompts", default="with", help="with, without or with,without: the vocabulary prompt")
     args = parser.parse_args()
+    if args.clips:
+        return measure_clips(args.clips, [float(w) for w in args.windows.split(",")], args.prompts.split(","))
     phrases = [p.strip() for p in PHRASES[args.set].read_text().splitlines() if p.strip() and not p.startswith("#")]
     if args.quick:
         phrases = phrases[:8]
@@ -143,7 +125,62 @@ def main() -> None:
                     times.append((time.perf_counter() - start) * 1000)
                     pairs.append((text, heard))
                 print(f"window {window:>4.0f} s | {name:<28} | {condition:<26} | WER {corpus_wer(pairs):.3f} | "
-                      f"median {statistics.median(times):5.0f} ms")
+                      f"vocabulary heard, not said {inserted(pairs, words):>2} | "
+                      f"median {statistics.median(times):5.0f} ms", flush=True)
+
+
+def read_clips(folder: Path) -> dict[str, list[tuple[str, bytes, int]]]:
+    """``{condition: [(reference, PCM16, Hz)]}`` from a folder laid out as ``--clips`` says."""
+    import csv
+
+    from voiceforge.audio.codecs import unwrap_wav
+
+    with (folder / "references.tsv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    conditions: dict[str, list[tuple[str, bytes, int]]] = {}
+    for name, suffix in (("16 kHz", "16k"), ("8 kHz phone", "8k"), ("8 kHz phone + noise", "8k-noisy")):
+        found = [(row["text"], *unwrap_wav((folder / "audio" / f"{row['id']}.{suffix}.wav").read_bytes()))
+                 for row in rows if (folder / "audio" / f"{row['id']}.{suffix}.wav").exists()]
+        if found:
+            conditions[name] = found
+    if not conditions:
+        raise SystemExit(f"no clips in {folder}/audio (expected <id>.16k.wav, <id>.8k.wav, <id>.8k-noisy.wav)")
+    return conditions
+
+
+def measure_clips(folder: Path, windows: list[float], prompts: list[str]) -> None:
+    """Corpus WER of recorded speech per condition, window and prompt (with / without the vocabulary)."""
+    conditions = read_clips(folder)
+    settings = load_settings()
+    words = load_persona("customer_service", Path(tempfile.mkdtemp())).domain_words
+    print(f"vocabulary prompt: {', '.join(words)}")
+    print(f"{folder}: {len(next(iter(conditions.values())))} clips; WER is corpus WER (edits / reference words)")
+    for window in windows:
+        for prompt in prompts:
+            stt = WhisperSTT(settings.forge_cache_dir, prompt_words=words if prompt == "with" else (), window_s=window)
+            stt.warm_up()
+            for condition, items in conditions.items():
+                pairs, times = [], []
+                for text, pcm, rate in items:
+                    start = time.perf_counter()
+                    heard = asyncio.run(stt.transcribe(pcm, rate)).text
+                    times.append((time.perf_counter() - start) * 1000)
+                    pairs.append((text, heard))
+                print(f"window {window:>4.0f} s | prompt {prompt:<7} | {condition:<20} | WER {corpus_wer(pairs):.3f} "
+                      f"| vocabulary words heard but not said {inserted(pairs, words)} "
+                      f"| median {statistics.median(times):5.0f} ms", flush=True)
+
+
+def inserted(pairs: list[tuple[str, str]], vocabulary: list[str]) -> int:
+    """How many times a vocabulary word was heard beyond the times it was said (the prompt's bias)."""
+    from voiceforge.scoring import words as normalised
+
+    wanted = {w.lower() for w in vocabulary}
+    extra = 0
+    for reference, heard in pairs:
+        said, got = normalised(reference), normalised(heard)
+        extra += sum(max(0, got.count(w) - said.count(w)) for w in wanted)
+    return extra
 
 
 if __name__ == "__main__":

@@ -94,3 +94,51 @@ def test_when_every_temperature_fails_a_looping_text_loses_to_a_plain_one():
         == "What's the standard of my order?"
     assert _best_of_failed([(-0.5, loop), (-0.2, loop + " Yes.")]) == loop + " Yes."
     assert _best_of_failed([]) == ""
+
+
+def phone_band(pcm: bytes, rate: int) -> bytes:
+    """8 kHz, 300-3400 Hz (a phone line's band), by zeroing the spectrum outside it."""
+    import soxr
+
+    x = soxr.resample(np.frombuffer(pcm, "<i2").astype(np.float32), rate, 8000)
+    spectrum = np.fft.rfft(x)
+    freqs = np.fft.rfftfreq(len(x), 1 / 8000)
+    spectrum[(freqs < 300) | (freqs > 3400)] = 0
+    return np.clip(np.fft.irfft(spectrum, len(x)), -32768, 32767).astype("<i2").tobytes()
+
+
+async def test_a_sentence_is_not_heard_twice_on_a_phone_line(stts):
+    """Whisper repeated this eSpeak sentence when it began 300 ms into the audio ("Can you recite the
+    manual for me? Can you recite the manual for me?"): a loop the audio is too short for is dropped."""
+    from tests.support.espeak import Espeak
+
+    pcm, rate = Espeak().say("Can you recite the Hanuman Chalisa for me?", "en+f1", 155, 45)
+    line = phone_band(pcm, rate)
+    for lead_ms in (100, 300):
+        audio = b"\x00\x00" * (8 * lead_ms) + line + b"\x00\x00" * 800
+        heard = (await stts[10].transcribe(audio, 8000)).text
+        words = heard.lower().split()
+        assert 5 <= len(words) <= 10 and heard.lower().count("can you") == 1, (lead_ms, heard)
+
+
+def test_a_repetition_the_audio_holds_is_what_was_said():
+    from voiceforge.providers.local import _loops, _unloop
+
+    doubled = "Please cancel my appointment. Please cancel my appointment."
+    assert _loops(doubled, 2.0) and _unloop(doubled, 2.0) == "Please cancel my appointment."
+    assert not _loops(doubled, 4.0)  # 8 words in 4 s: a caller who said it twice
+    assert _unloop("Can you recite? No, no, no, no.", 1.0) == "Can you recite? No."
+    assert not _loops("Hello? Hello?", 0.5) and not _loops("No, no, no.", 0.5)  # people repeat a word or two
+
+
+async def test_the_assistants_name_is_not_heard_in_ordinary_speech(tmp_path):
+    """With "Ava" in Whisper's prompt, this eSpeak voice's "about Hanuman" came back as "about Ava"."""
+    from tests.support.espeak import Espeak
+    from voiceforge.agent.persona import load_persona
+
+    persona = load_persona("customer_service", tmp_path)
+    assert persona.name not in persona.domain_words
+    stt = WhisperSTT(load_settings().forge_cache_dir, prompt_words=persona.domain_words)
+    pcm, rate = Espeak().say("Tell me a story about Hanuman.", "en-gb+m4", 145, 35)
+    heard = (await stt.transcribe(phone_band(pcm, rate), 8000)).text
+    assert "story" in heard.lower() and persona.name.lower() not in heard.lower(), heard

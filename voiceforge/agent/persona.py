@@ -2,7 +2,8 @@
 
 A persona file holds: ``id``, ``name``, ``description``, ``greeting``, ``system_prompt``,
 ``tools`` (names, or ["*"] for all), ``phone_max_sentences`` (reply length limit on calls),
-``domain_words`` (spelling hints for STT), ``realtime`` (its phone calls run over a Realtime
+``domain_words`` (spelling hints for STT: the domain's uncommon words, which Whisper's prompt
+biases it toward), ``realtime`` (its phone calls run over a Realtime
 session), ``sql_for_unknown_texters`` (run_sql for SMS from numbers that are no customer's) and
 ``[voice]`` with one voice per provider.
 A persona with ``personalized = true`` fills ``{assistant_name}``, ``{user_name}``,
@@ -201,7 +202,10 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Per
         system_prompt=prompt.strip(),
         tools=list(raw.get("tools", ["*"])),
         phone_max_sentences=int(raw.get("phone_max_sentences", 2)),
-        domain_words=list(raw.get("domain_words", [])) + ([name] if raw.get("personalized") else []),
+        # The assistant's own name is not among them: callers rarely say it, and a short name in
+        # Whisper's prompt is heard in ordinary speech ("mm-hmm" and "about Hanuman" came back
+        # as "Ava." with the customer-service persona's name in it).
+        domain_words=list(raw.get("domain_words", [])),
         voice={**dict(raw.get("voice", {})), **dict(overrides.get("voice") or {})},
         kid_safe=bool(raw.get("kid_safe", False)),
         realtime=bool(raw.get("realtime", False)),

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import shutil
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -152,6 +153,7 @@ class _ShortWindow:
         if prompt:
             tokens = [tok.sot_prev, *tok.encode(" " + prompt.strip())[-(self.model.max_length // 2 - 1):], *plain]
         new_tokens = 12 + int(len(audio) / 16000 * 10)  # about twice a fast talker's tokens per second
+        audio_s = len(audio) / 16000
         # The sampling fallback draws from CTranslate2's one random generator: seeded per utterance,
         # the same audio gives the same text whatever was transcribed before (seeded once, the
         # held-out phone WER moved between 0.27 and 0.34 with the order of the bench's runs).
@@ -184,13 +186,13 @@ class _ShortWindow:
             else:
                 result, ids, avg_logprob = decode(sampling_topk=0, sampling_temperature=temperature)
             text = tok.decode(ids).strip()
-            if avg_logprob >= -1.0 and _compression_ratio(text) <= 2.4:
+            if avg_logprob >= -1.0 and _compression_ratio(text) <= 2.4 and not _loops(text, audio_s):
                 return text
             failed.append((avg_logprob, text))
-        return _best_of_failed(failed)
+        return _unloop(_best_of_failed(failed, audio_s), audio_s)
 
 
-def _best_of_failed(failed: Sequence[tuple[float, str]]) -> str:
+def _best_of_failed(failed: Sequence[tuple[float, str]], audio_s: float = 30.0) -> str:
     """The text kept when every temperature failed: ``failed`` is (average log-probability, text).
 
     The most probable text among those that do not repeat themselves (gzip ratio up to 2.4), or
@@ -201,8 +203,65 @@ def _best_of_failed(failed: Sequence[tuple[float, str]]) -> str:
     """
     if not failed:
         return ""
-    plain = [f for f in failed if _compression_ratio(f[1]) <= 2.4]
+    plain = [f for f in failed if _compression_ratio(f[1]) <= 2.4 and not _loops(f[1], audio_s)]
     return max(plain or failed, key=lambda f: f[0])[1]
+
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _loop_at(words: list[str]) -> tuple[int, int] | None:
+    """The first loop in ``words``: (start, span length), or None.
+
+    A loop is a span of 3 or more words said again at once ("Can you recite the manual for
+    me? Can you recite the manual for me?"), or one or two words four times in a row ("no, no,
+    no, no"). People repeat a word or two ("no, no, no", "hello? hello?"), not a sentence.
+    """
+    for span in range(1, len(words) // 2 + 1):
+        need = 2 if span >= 3 else 4
+        for start in range(0, len(words) - span * need + 1):
+            chunk = words[start:start + span]
+            if all(words[start + k * span:start + (k + 1) * span] == chunk for k in range(1, need)):
+                return start, span
+    return None
+
+
+MAX_WORDS_PER_S = 3.5
+"""More words than this per second of audio (its silences included) were not all said: fast
+conversational English is about 3 words a second (200 words a minute); a sentence Whisper
+repeated doubles the rate of the audio it heard."""
+
+
+def _loops(text: str, audio_s: float) -> bool:
+    """Whisper looping: a loop (see :func:`_loop_at`) in more words than ``audio_s`` seconds hold.
+
+    Decoding a window shorter than Whisper's 30 s, or audio that starts mid-silence, can make it
+    repeat what it heard ("Please cancel my appointment" came back twice over an 8 kHz line);
+    gzip's ratio (2.4) misses a short sentence said twice (about 1.5). A repetition the audio is
+    long enough for (a caller reading a number twice) is what was said, and stays.
+    """
+    words = _WORD.findall(text.lower())
+    return len(words) > MAX_WORDS_PER_S * max(audio_s, 0.1) and _loop_at(words) is not None
+
+
+def _unloop(text: str, audio_s: float) -> str:
+    """``text`` with each loop said once, when the audio is too short for it (:func:`_loops`)."""
+    while _loops(text, audio_s):
+        tokens = list(re.finditer(r"\S+", text))
+        words = [" ".join(_WORD.findall(t.group().lower())) for t in tokens]
+        found = _loop_at(words)
+        if found is None:  # a loop across a hyphenated word: left as heard
+            return text
+        start, span = found
+        copies = 1
+        while words[start + copies * span:start + (copies + 1) * span] == words[start:start + span]:
+            copies += 1
+        # Keep the first copy, ended with the last copy's punctuation ("No, no, no, no." -> "No.").
+        first_end, last_end = tokens[start + span - 1], tokens[start + copies * span - 1]
+        closing = re.search(r"[^\w']*$", last_end.group()).group()
+        ending = re.sub(r"[^\w']*$", "", first_end.group()) + closing
+        text = text[:first_end.start()] + ending + text[last_end.end():]
+    return text
 
 
 def _compression_ratio(text: str) -> float:
@@ -262,7 +321,7 @@ class WhisperSTT(STT):
             vad_filter=False,
             condition_on_previous_text=False,
         )
-        text = " ".join(s.text.strip() for s in segments)
+        text = _unloop(" ".join(s.text.strip() for s in segments), audio.size / 16000)
         return text, info.language
 
 
