@@ -318,3 +318,5 @@ async def test_words_over_the_agent_interrupt_it_within_300_ms_of_qualifying(tmp
     assert interrupted["interrupted"] and interrupted["assistant_text"] == "First sentence is here."
     assert answer["user_text"] == "wait, stop" and answer["assistant_text"] == "Sure, stopping."
     assert call.loop.interruptions["barge_in"] == 1
+    # The sidecar's own figure, stored on the cut turn: from the VAD's start of the speech to the pause.
+    assert 240 <= interrupted["timings_ms"]["barge_in_stop_ms"] < 600, interrupted["timings_ms"]

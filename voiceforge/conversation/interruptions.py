@@ -64,9 +64,11 @@ class Overlap:
         paused: it lasted the minimum, and the agent was paused for it.
         deciding: utterances of it being transcribed to decide barge-in or resume.
         checked_at: when Silero last looked at it (at most every 60 ms).
+        paused_at: ``time.perf_counter()`` when the agent was paused for it (0: not yet), s.
     """
 
     started: float
     paused: bool = False
+    paused_at: float = 0.0
     deciding: int = 0
     checked_at: float = 0.0

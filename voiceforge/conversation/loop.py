@@ -413,6 +413,7 @@ class ConversationLoop:
                     return  # loud, but not speech (yet): a cough, a click, a noise burst
             overlap.paused = True
             await self.turns.playout.pause()
+            overlap.paused_at = time.perf_counter()
             await self._set_state("listening")
         elif (overlap.paused and not overlap.deciding and not self.listener.in_speech
               and now - (self.listener.last_voiced or now) > self.false_interruption_s):
@@ -448,7 +449,8 @@ class ConversationLoop:
             self._overlap = None
             self.interruptions["barge_in"] += 1
             log.info("%s: interrupted by %d words", self.name, len(words.split()))
-            await self.turns.barge_in()
+            # The agent went quiet when the overlap qualified (paused); stored on the turn it cut.
+            await self.turns.barge_in(stopped_after_ms=(overlap.paused_at - overlap.started) * 1000)
             await self.on_utterance(audio=heard.audio, speculation=source, ended_at=ended_at, last_voiced=last_voiced,
                                     verdict=heard.verdict)
         elif not overlap.deciding and not self.listener.in_speech:

@@ -102,13 +102,20 @@ class Turns:
         if not joint:
             into.inputs += previous.inputs
 
-    async def barge_in(self) -> None:
-        """The caller spoke over audible agent speech: clear it, stop those turns, keep what was heard."""
+    async def barge_in(self, stopped_after_ms: float | None = None) -> None:
+        """The caller spoke over audible agent speech: clear it, stop those turns, keep what was heard.
+
+        Args:
+            stopped_after_ms: how long after the caller's speech began (the VAD's start) the agent's
+                audio stopped, ms (sidecar clock); stored on each cut turn as ``barge_in_stop_ms``.
+        """
         audible = [t for t in self._turns.values() if t.audio_started and not t.finished]
         if not audible:
             return
         await self.playout.clear()
         for turn in audible:
+            if stopped_after_ms is not None:
+                turn.timeline.marks["barge_in_stop_ms"] = round(stopped_after_ms, 1)
             await self.cancel(turn)
             if not turn.finished:
                 self._finish(turn, interrupted=True)
