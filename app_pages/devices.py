@@ -163,7 +163,9 @@ with tab_children:
         st.dataframe(pd.DataFrame(child_store.interactions(db, cid),
                                   columns=["started_at", "duration_s", "topic", "device_id"]),
                      hide_index=True, key=f"interactions_{cid}")
-        with st.expander("Delete everything about this child"):
+        # Open while its confirmation is ticked: a rerun that moves the elements above would close it.
+        with st.expander("Delete everything about this child",
+                         expanded=bool(st.session_state.get(f"child_delete_sure_{cid}"))):
             st.write("Removes the profile, progress, interests, interactions, conversations and recordings. "
                      "It cannot be undone.")
             sure = st.checkbox(f"Yes, delete {profile['name']}'s data", key=f"child_delete_sure_{cid}")

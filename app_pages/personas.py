@@ -27,25 +27,29 @@ data_dir = engine.settings.forge_data_dir
 overrides = persona_overrides(data_dir, pid)
 tts = engine.tts
 voices = list(tts.capabilities.voices)
+# After "Back to the shipped persona" the form's widgets get new keys: the browser keeps a widget's
+# value by its key, so the old ones would show the edited values again (and Save re-apply them).
+resets = st.session_state.get(f"persona_resets_{pid}", 0)
+fresh = f"_{resets}" if resets else ""
 with st.form(f"persona_edit_{pid}"):
     st.markdown("**Edit this persona** (kept in the data folder; the file in prompts/ stays as shipped)")
     st.caption("Offline (no LLM configured), the brain uses the greeting, the voice, the turn-taking settings and "
                "the persona's tools; the system prompt is followed only by an LLM (OpenAI, Azure or an "
                "OpenAI-compatible server). LLM in use: " + engine.describe().get("llm", "?") + ".")
     prompt = st.text_area("System prompt", overrides.get("system_prompt") or persona.system_prompt, height=220,
-                          key=f"pe_prompt_{pid}")
-    greeting = st.text_input("Greeting", overrides.get("greeting") or persona.greeting, key=f"pe_greeting_{pid}")
+                          key=f"pe_prompt_{pid}{fresh}")
+    greeting = st.text_input("Greeting", overrides.get("greeting") or persona.greeting, key=f"pe_greeting_{pid}{fresh}")
     cols = st.columns(3)
     current = persona.voice.get(tts.provider_id) or tts.voice
     voice = cols[0].selectbox(f"Voice ({tts.name})", voices or [current or "default"],
-                              index=voices.index(current) if current in voices else 0, key=f"pe_voice_{pid}")
+                              index=voices.index(current) if current in voices else 0, key=f"pe_voice_{pid}{fresh}")
     silence = cols[1].slider("Silence that ends a turn (ms)", 100, 2000,
                              int(persona.endpointing_ms or engine.settings.forge_endpointing_ms), 20,
-                             key=f"pe_silence_{pid}",
+                             key=f"pe_silence_{pid}{fresh}",
                              help="Used by the silence end-of-turn detector (FORGE_TURN_DETECTOR=silence, or the "
                                   "Live page's switch); the model detector waits for unfinished turns instead.")
     threshold = cols[2].slider("VAD sensitivity", 0.3, 0.95, float(persona.vad_threshold or 0.5), 0.05,
-                               key=f"pe_vad_{pid}")
+                               key=f"pe_vad_{pid}{fresh}")
     cols = st.columns(2)
     save = cols[0].form_submit_button("Save persona", type="primary")
     reset = cols[1].form_submit_button("Back to the shipped persona")
@@ -60,8 +64,7 @@ if save:
         st.error(str(exc))
 if reset:
     (data_dir / "personas" / f"{pid}.json").unlink(missing_ok=True)
-    for key in [k for k in st.session_state if str(k).startswith("pe_") and str(k).endswith(f"_{pid}")]:
-        del st.session_state[key]  # the form shows the shipped values again, not the edited ones
+    st.session_state[f"persona_resets_{pid}"] = resets + 1  # the form shows the shipped values again
     st.session_state.persona_note = "Back to the shipped persona."
     st.rerun()
 if st.session_state.get("persona_note"):

@@ -96,3 +96,60 @@ def test_record_on_voice_chat_and_screenshot_every_page(streamlit_app, speak):
         finally:
             browser.close()
     assert all((ARTIFACTS / f"{name}.png").stat().st_size > 10_000 for name in PAGES)
+
+
+def test_a_filtered_delete_and_a_persona_reset_show_the_truth_in_chromium(streamlit_app):
+    """Conversations after deleting the only match of a search; Personas after "Back to the shipped persona";
+    Devices after deleting a child."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from voiceforge.agent.persona import list_personas, load_persona
+    from voiceforge.config import load_settings
+    from voiceforge.store import conversations
+    from voiceforge.store.db import get_database
+
+    base, folder = streamlit_app
+    db = get_database(load_settings(forge_data_dir=folder / "data").database_url_resolved)
+    db.migrate()
+    conversations.create_conversation(db, "cli", "customer_service", "Where is my parcel from Tuesday?")
+    conversations.create_conversation(db, "cli", "customer_service", "How many customers are there?")
+    shipped = load_persona(list_personas()[0], folder / "data").greeting  # the page opens on the first persona
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(base + "/conversations")
+            search = page.get_by_label("Search what was said first")
+            search.fill("parcel")
+            search.press("Enter")
+            expect(page.get_by_role("heading", name="Where is my parcel from Tuesday?")).to_be_visible(timeout=30_000)
+            page.get_by_role("button", name="Delete this conversation").click()
+            page.get_by_role("button", name="Delete for good").click()
+            expect(page.get_by_text("No conversation matches the filter")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Nothing stored yet")).to_have_count(0)
+
+            page.goto(base + "/personas")
+            greeting = page.get_by_label("Greeting")
+            expect(greeting).to_have_value(shipped, timeout=30_000)
+            greeting.fill("An edited greeting.")
+            page.get_by_role("button", name="Save persona").click()
+            expect(page.get_by_text("Saved to")).to_be_visible(timeout=30_000)
+            page.get_by_role("button", name="Back to the shipped persona").click()
+            expect(page.get_by_text("Back to the shipped persona.")).to_be_visible(timeout=30_000)
+            expect(page.get_by_label("Greeting")).to_have_value(shipped)
+
+            page.goto(base + "/devices")
+            page.get_by_role("tab", name="Children").click()
+            page.get_by_label("Name").last.fill("Meera")
+            page.get_by_text("A parent consents").click()
+            page.get_by_role("button", name="Add").click()
+            expect(page.get_by_text("Added Meera")).to_be_visible(timeout=30_000)
+            page.get_by_text("Delete everything about this child").click()
+            page.get_by_text("Yes, delete Meera's data").click()
+            delete = page.get_by_role("button", name="Delete", exact=True)
+            expect(delete).to_be_enabled(timeout=30_000)
+            delete.click()
+            expect(page.get_by_text("Deleted Meera")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("No children yet.")).to_be_visible()
+        finally:
+            browser.close()
