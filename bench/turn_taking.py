@@ -30,6 +30,7 @@ import time
 import wave
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -305,7 +306,9 @@ async def phone_section(sets: dict[str, list[tuple[str, bytes]]], calls: list[in
                                      forge_max_unauthenticated_per_address=1000)
             app = create_app(settings)
             with serve(app, port) as base:
-                await app.state.warm
+                async with httpx.AsyncClient() as http:  # the sidecar runs on its own loop: ask /ready
+                    while (await http.get(base + "/ready")).status_code != 200:
+                        await asyncio.sleep(0.2)
                 for name, clips in sets.items():
                     for n in calls:
                         results = await asyncio.gather(*[one_call(base, clips) for _ in range(n)])
