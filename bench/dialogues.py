@@ -8,7 +8,8 @@ on) and ``--set heldout`` (written before any change, measured, never tuned on).
 Each dialogue is a new conversation (``TurnPipeline.text_turn`` per caller turn, as typed text,
 with the dialogue's caller number when it has one). It succeeds when the expected tool runs with
 the expected arguments at some turn (and no other tool with side effects ran before it), or,
-for "expect: none", when no tool runs at all. Reported: success rate, the turns it took (the
+for "expect: none", when no tool runs at the last turn (the out-of-scope one) and no tool with
+side effects runs at all. Reported: success rate, the turns it took (the
 caller turn at which the tool ran), and per dialogue what went wrong with ``--verbose``.
 
 Out-of-scope requests are each the first turn of a new conversation: precision and recall of
@@ -89,7 +90,9 @@ def matches(call: dict, tool: str, expected: dict[str, str]) -> bool:
             if (key == "day" and WEEKDAYS[when.weekday()] != want) or (key == "hour" and when.hour != int(want)):
                 return False
         elif str(args.get(key)).lower() != want.lower():
-            return False
+            result = call.get("result")  # lookup_customer(name=...) identifies customer_id=... by its result
+            if key in args or not isinstance(result, dict) or str(result.get(key)).lower() != want.lower():
+                return False
     return True
 
 
@@ -103,9 +106,12 @@ async def run_dialogue(engine: Engine, dialogue: Dialogue) -> tuple[bool, int | 
         log.append(f"  > {text}")
         log += [f"    [{c['name']} {c.get('arguments')}]" for c in calls]
         log.append(f"  < {result.reply}")
+        last = number == len(dialogue.turns)
         for call in calls:
             if dialogue.expect_tool is None:
-                return False, None, log
+                if last or call["name"] in SIDE_EFFECTS:
+                    return False, None, log
+                continue  # "I'm customer 4" before the out-of-scope turn may well look the caller up
             if matches(call, dialogue.expect_tool, dialogue.expect_args):
                 return True, number, log
             if call["name"] in SIDE_EFFECTS:

@@ -13,9 +13,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import WebSocket
-from starlette.websockets import WebSocketState
 
-from server.transports import send
+from server.transports import close, send
 from voiceforge.audio.codecs import ulaw_to_pcm16
 from voiceforge.telephony import media
 from voiceforge.transport import AudioIn, DtmfIn, InboundEvent, MarkPlayed, Transport
@@ -91,11 +90,7 @@ class TwilioMediaStream(Transport):
         """End the call: close the stream now (the call ends with it) and update it over REST."""
         if self._on_hang_up is not None:
             await self._on_hang_up()
-        if self.ws.application_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.close(code=1000)
-            except (RuntimeError, OSError):
-                pass
+        await close(self.ws)  # nothing when the caller hung up first
 
     async def events(self) -> AsyncIterator[InboundEvent]:
         """Inbound events after ``start``, until ``stop`` or the socket closes.

@@ -102,6 +102,7 @@ class ToolLoop:
         self.allowed_tools: list[str] | None = None  # overrides the persona's (a Realtime client's tools)
         self.instructions: str | None = None  # overrides the persona's prompt (a Realtime client's)
         self.withheld: set[str] = set()  # tools not offered in this conversation (run_sql to a stranger's text)
+        self._caller_line: str | None = None  # who the caller's number belongs to, read once per conversation
 
     @property
     def tools(self):  # noqa: ANN201
@@ -118,7 +119,31 @@ class ToolLoop:
 
             names = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "duckdb": "DuckDB"}
             prompt += f"\n\nrun_sql runs {names.get(business.dialect, business.dialect)} SQL over {TABLES}."
+        if self._caller_line:
+            prompt += "\n\n" + self._caller_line
         return prompt
+
+    def _caller_identity(self) -> str:
+        """A line for the system prompt naming the customer whose phone the caller uses ("" if none).
+
+        A phone or SMS caller's own number identifies them (Twilio's ``From``); the offline brain
+        and an LLM both read it from the prompt, so nobody asks them for their name.
+        """
+        from voiceforge.store.business import customer_by_phone
+
+        business = getattr(self.ctx, "business", None)
+        caller = getattr(self.ctx, "caller", None)
+        if not caller or business is None:
+            return ""
+        try:
+            found = customer_by_phone(business, caller)
+        except Exception:  # noqa: BLE001 - no identity is better than no answer
+            log.warning("looking up the caller's number failed", exc_info=True)
+            return ""
+        if not found:
+            return ""
+        return (f"The caller is calling from {caller}, the phone number of customer {found['customer_id']} "
+                f"({found['name']}): treat them as that customer.")
 
     async def respond(self, user_text: str, first_token_s: float | None = None) -> AsyncIterator[AgentEvent]:
         """Run one turn for ``user_text``; yields events, ending with exactly one ReplyDone.
@@ -142,6 +167,8 @@ class ToolLoop:
         for _step in range(self.max_steps):
             text, calls = "", []
             try:
+                if self._caller_line is None:
+                    self._caller_line = await asyncio.to_thread(self._caller_identity)
                 messages = self.memory.messages(self._system_prompt(tools))
                 async for item in self.llm.stream(messages, tools, first_token_s=first_token_s):
                     if isinstance(item, ToolCall):

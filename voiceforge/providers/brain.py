@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from voiceforge.providers import intents
 from voiceforge.providers.base import LLM, Capabilities, Message, ToolCall
+from voiceforge.providers.dialogue import DialogueState, read_state
 from voiceforge.tools import spoken
 
 if TYPE_CHECKING:
@@ -64,9 +65,16 @@ _YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|please|correct|right|exactly|that
 _NO = re.compile(r"^\W*(no|nope|not really|nah|wrong)\b", re.I)
 
 
+_CALLER = re.compile(r"the phone number of customer (\d+) \(([^)]*)\)")
+
+
 def _facts(messages: Sequence[Message]) -> dict[str, Any]:
-    """Facts from earlier tool results: the last identified customer id and name."""
+    """Facts from the system prompt and earlier tool results: the identified customer's id and name."""
     known: dict[str, Any] = {}
+    system = str(messages[0].get("content") or "") if messages and messages[0].get("role") == "system" else ""
+    caller = _CALLER.search(system)  # the caller's own number identified them (voiceforge/agent/tool_loop.py)
+    if caller:
+        known["customer_id"], known["customer_name"] = int(caller.group(1)), caller.group(2)
     for m in messages:
         if m.get("role") != "tool":
             continue
@@ -182,9 +190,16 @@ class OfflineBrain(LLM):
         by_name = {t.name: t for t in tools}
         known = _facts(messages[:last])
         intent, args = None, None
+        state = read_state(messages[: last + 1], tools)
+        if state.introduced and not known.get("customer_id"):
+            known["introduced"] = state.introduced
+        if state.pending and not _only_small_talk(utterance):
+            # An answer to a slot question resumes the request it belongs to ("customer number 4"
+            # after "I need a repair on Thursday"), however exactly it would match another tool alone.
+            intent, args = self._resume(state, tools, known)
         asked = messages[last - 1] if last > 0 else {}
         question = str(asked.get("content") or "") if asked.get("role") == "assistant" else ""
-        if question.startswith(_CLARIFY_PREFIX) and len(users) > 1:
+        if intent is None and question.startswith(_CLARIFY_PREFIX) and len(users) > 1:
             # The answer to "Did you want me to <offer>?": yes runs that tool on the earlier request.
             offered = next((t for t in tools if t.offer and question == self._clarify(t)), None)
             if offered is not None and _NO.match(utterance):
@@ -229,6 +244,28 @@ class OfflineBrain(LLM):
         ):
             return self._plan(intent, args, by_name, fresh_customer=result["customer_id"])
         return self._phrase(by_name.get(done or ""), result)
+
+    def _resume(self, state: DialogueState, tools: Sequence[Tool], known: dict[str, Any]) -> tuple[Any, Any]:
+        """The pending request with the latest answer: (tool, arguments or the next question), or (None, None).
+
+        The request's tool is what its first utterance asked for. The latest utterance continues
+        it when it fills what was asked (the arguments complete, or the next slot's question
+        comes); otherwise it is a new request and is read on its own.
+        """
+        first = state.request[0]
+        tool, _ = self._match(first, tools, known)
+        if tool is None:
+            how, tool, _ = self._read_meaning(first, tools, known)
+            if how != "tool":
+                return None, None
+        before, joined = " ".join(state.request[:-1]), " ".join(state.request)
+        then = _extract(tool, before, spoken.canonical(before), known)
+        # The slot that asked reads the answer alone too ("Isabel White", "number 9").
+        answering = {**known, "answers": state.answers}
+        now = _extract(tool, joined, spoken.canonical(joined), answering)
+        if isinstance(now, dict) or (isinstance(now, str) and now != then):
+            return tool, now
+        return None, None
 
     def understand(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any] | None = None,
                    name: str | None = None) -> str | None:

@@ -9,12 +9,14 @@ tool gets the same behaviour from its declaration alone.
 Readers every declaration can use:
 
 - ``customer``: who the caller is: ``customer_id``, or ``name`` / ``phone`` to look up first;
-  ``facts = false`` ignores the customer already identified.
+  ``facts = false`` ignores the customer already identified. The caller's answer to its own
+  ``ask`` (``known["answers"]``) is read alone first ("number 9", "Isabel White").
 - ``datetime``: a day and time, as ISO 8601 local time; ``after = "word"`` reads only what
-  follows the word.
+  follows the word; ``ask_time = "question"`` asks it when only a day was said.
 - ``number``: a number said after one of the words in ``after`` ("appointment seven").
 - ``phone``: an E.164 number. ``message``: the text of a message ("... saying I'm late").
-- ``choice``: one of ``choices`` named as a whole word (hyphens dropped: "check-up" → "checkup").
+- ``choice``: one of ``choices`` named as a whole word (hyphens dropped: "check-up" → "checkup"),
+  or a word of ``aliases`` (a table of word → choice: ``fix = "repair"``).
 - ``pattern``: the first group of the regular expression ``pattern``, with ``remove`` characters dropped.
 - ``constant``: always ``value``.
 
@@ -53,12 +55,23 @@ def register_phraser(name: str, phraser: Phraser) -> None:
 
 
 def _customer(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
-    return spoken.customer_ref(text, known if p.options.get("facts", True) else {}) or None
+    facts = {k: v for k, v in known.items() if k != "answers"} if p.options.get("facts", True) else {}
+    answers = known.get("answers") or {}
+    # The caller's answer to this slot's own question is read alone first; then any other answer
+    # of the open request that is nothing but a name or number (people answer out of order).
+    for question in [p.ask, *reversed(list(answers))]:
+        if question in answers and spoken.answer_ref(answers[question]):
+            facts["answer"] = answers[question]
+            break
+    return spoken.customer_ref(text, facts) or None
 
 
 def _datetime(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
     after = p.options.get("after")
-    when = spoken.when_in(text.split(after, 1)[-1] if isinstance(after, str) else text)
+    said = text.split(after, 1)[-1] if isinstance(after, str) else text
+    when = spoken.when_in(said)
+    if when and p.options.get("ask_time") and not spoken.time_in(said):
+        return p.options["ask_time"]  # a day but no time: ask, rather than book 9 am unasked
     return {p.name: when} if when else None
 
 
@@ -69,6 +82,8 @@ def _number(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
 
 def _phone(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
     phone = spoken.phone_in(text)
+    if not phone and known.get("caller_phone") and re.search(r"\b(me|my (own )?(phone|number|mobile|cell))\b", text, re.I):
+        phone = known["caller_phone"]  # "text me": the number the caller is calling from
     return {p.name: phone} if phone else None
 
 
@@ -89,6 +104,9 @@ def _choice(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
     for choice in p.options.get("choices", []):
         if re.search(rf"\b{re.escape(choice)}\b", text, re.I):
             return {p.name: choice.replace("-", "")}
+    for word, choice in p.options.get("aliases", {}).items():  # "fix" means a repair
+        if re.search(rf"\b{re.escape(word)}\b", text, re.I):
+            return {p.name: choice}
     return None
 
 

@@ -92,7 +92,7 @@ def spoken_amount(text: str) -> float | None:
 def number_after(utterance: str, *keywords: str) -> int | None:
     """The number spoken after any of ``keywords`` ("customer 12", "appointment number seven")."""
     for word in keywords:
-        m = re.search(rf"\b{word}\s+(?:number\s+|id\s+|no\.?\s+|#\s*)?{_NUMBER}\b", utterance, re.I)
+        m = re.search(rf"\b{word}\s+(?:number\s+|id\s+|no\.?\s+|#\s*)?(?:is\s+)?{_NUMBER}\b", utterance, re.I)
         if m:
             value = spoken_int(m.group(1))
             if value is not None:
@@ -122,8 +122,17 @@ _STOP = {
     "something", "anything", "nothing", "everything", "someone", "somebody", "anyone", "anybody", "stuff",
     "thing", "things", "that", "these", "those", "them", "him", "her", "it's", "calling", "here", "just",
     "question", "problem", "issue", "help", "purchase", "purchases", "delivery", "package", "parcel",
-    "speaking", "again", "really", "so", "very", "not",
+    "speaking", "again", "really", "so", "very", "not", "out",
+    # Days and times of day follow "for" and "on" ("a cleaning for Friday") and are never a name.
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "week", "month", "year",
+    "morning", "afternoon", "evening", "night", "tonight", "noon", "weekend",
+    # Answers that are not a name ("sure", "yes").
+    "sure", "yes", "yeah", "no", "okay", "ok", "right", "correct",
 }
+
+
+_WEAK_CUES = {"for", "about", "of"}
+"""Cues that often precede things, not people: the name after them must be capitalised."""
 
 
 def name_in(utterance: str) -> str | None:
@@ -132,10 +141,20 @@ def name_in(utterance: str) -> str | None:
     Returns up to three words after the last cue that are not stop words, or None.
     """
     best = None
+    intro = re.match(r"^\W*(?:(?:hi|hello|hey)\W+)?([A-Z][a-z'-]+(?:\s+[A-Z][a-z'-]+){0,2})\s+(?:here|calling|speaking)\b",
+                     utterance, re.I)
+    if intro and not any(w.lower() in _STOP or w.lower() in ("i'm", "we're", "she's", "he's", "hello", "hi", "hey")
+                         for w in intro.group(1).split()):
+        return intro.group(1)  # "Grace Wilson calling, ...", "David Jackson here"
     # A lookahead lets candidates overlap: "look up the orders for Alice Johnson" yields both.
     for m in re.finditer(rf"\b{_NAME_CUES}\s+(?=((?:[A-Za-z'-]+\s*){{1,4}}))", utterance, re.I):
+        weak = m.group(0).strip().lower() in _WEAK_CUES
         words = []
         for word in re.findall(r"[A-Za-z'-]+", m.group(1)):
+            if weak and not words and word.lower() not in _STOP and not word[0].isupper():
+                break  # after "about", "of", "for" only a capitalised word is a name ("about a late delivery")
+            if not words and word.islower() and word.endswith("ing"):
+                break  # "I'm waiting on a delivery": a verb, not a name
             if word.lower() in _STOP:
                 if words:
                     break
@@ -181,8 +200,26 @@ def _spoken_clock(text: str) -> str:
     minutes = "|".join(_MINUTE_WORDS)
     text = re.sub(rf"\b{_HOUR_WORD}\s+({minutes})\b",
                   lambda m: f"{hour(m.group(1))}:{_MINUTE_WORDS[m.group(2)]}", text)
-    text = re.sub(rf"\b{_HOUR_WORD}(?=\s*(?:[ap]\.?\s*m\b))", lambda m: hour(m.group(1)), text)
-    return re.sub(rf"(?<=\bat ){_HOUR_WORD}\b", lambda m: hour(m.group(1)), text)
+    text = re.sub(rf"\b{_HOUR_WORD}(?=\s*(?:[ap]\.?\s*m\b|in the (?:morning|afternoon|evening)\b))",
+                  lambda m: hour(m.group(1)), text)
+    text = re.sub(rf"(?<=\bat ){_HOUR_WORD}\b", lambda m: hour(m.group(1)), text)
+    # "9 in the morning" -> "9 am", "3 in the afternoon" -> "3 pm", "noon" -> "12 pm"
+    text = re.sub(r"\b(\d{1,2}(?::\d{2})?)\s+in the morning\b", r"\1 am", text)
+    text = re.sub(r"\b(\d{1,2}(?::\d{2})?)\s+in the (?:afternoon|evening)\b", r"\1 pm", text)
+    return re.sub(r"\b(?:at\s+)?(noon|midday)\b", "at 12 pm", text)
+
+
+def _clock_in(text: str) -> re.Match[str] | None:
+    """A clock time in lower-case text with times in digits ("10 am", "at 3", "2:30"): hour, minute, a/p."""
+    return re.search(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?\s*m\b\.?", text) or re.search(
+        r"\bat\s+(\d{1,2})(?::(\d{2}))?\b(?!\s*(?:st|nd|rd|th))", text
+    ) or re.search(r"\b(\d{1,2}):(\d{2})\b", text)
+
+
+def time_in(utterance: str) -> bool:
+    """Whether the utterance says a time of day ("10 am", "at four", "half past two", "noon")."""
+    text = _spoken_clock(utterance.lower())
+    return _clock_in(text) is not None or bool(re.search(r"\b(noon|midday)\b", text))
 
 
 def when_in(utterance: str, now: dt.datetime | None = None) -> str | None:
@@ -208,9 +245,7 @@ def when_in(utterance: str, now: dt.datetime | None = None) -> str | None:
                 ahead = (i - now.weekday()) % 7 or 7
                 date = base + dt.timedelta(days=ahead)
                 break
-    time_match = re.search(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?\s*m\b\.?", text) or re.search(
-        r"\bat\s+(\d{1,2})(?::(\d{2}))?\b(?!\s*(?:st|nd|rd|th))", text
-    ) or re.search(r"\b(\d{1,2}):(\d{2})\b", text)
+    time_match = _clock_in(text)
     month_match = re.search(
         r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?\b", text
     )
@@ -239,11 +274,52 @@ def when_in(utterance: str, now: dt.datetime | None = None) -> str | None:
     return date.strftime("%Y-%m-%dT%H:%M")
 
 
+_ANSWER_LEAD = re.compile(r"^\W*((yes|yeah|sure|okay|ok|right|so|um|uh|well|hi|hello|it'?s|it is|i'?m|i am|this is"
+                          r"|my name'?s|my name is|the name'?s|the name is|name'?s|that'?s|that is|sorry)\W+)+", re.I)
+
+
+def answer_ref(answer: str) -> dict[str, Any]:
+    """Who the caller is, read from an answer to "Could you tell me your name or your customer number?".
+
+    An answer needs no cue word: "number 9", "thirty three", "Isabel White", "it's Sophia
+    Taylor, T A Y L O R". Returns {"customer_id"}, {"phone"}, {"name"} or {} (not an identity).
+    """
+    phone = phone_in(answer)
+    if phone:
+        return {"phone": phone}
+    if re.search(r"\b(not|don'?t|no idea|forgot|can'?t)\b", answer, re.I) or time_in(answer):
+        return {}  # "I'm not sure of my number", "Friday at 10": no identity in it
+    number = re.search(rf"\b{_NUMBER}\b", answer, re.I)
+    if number and spoken_int(number.group(1)) is not None:
+        return {"customer_id": spoken_int(number.group(1))}
+    rest = _ANSWER_LEAD.sub("", answer.strip())
+    words = []
+    for word in re.findall(r"[A-Za-z'-]+", rest):
+        if len(word) == 1:  # a spelling ("T A Y L O R") repeats the name said before it
+            break
+        if word.lower() in _STOP or (word.islower() and word.endswith("ing")):
+            if words:
+                break
+            continue
+        words.append(word)
+        if len(words) == 3:
+            break
+    others = [w for w in re.findall(r"[A-Za-z'-]+", rest) if len(w) > 1 and w not in words and w.lower() not in _STOP]
+    if words and not others:  # the answer is the name (and perhaps its spelling), nothing else
+        return {"name": " ".join(w.capitalize() if w.islower() else w for w in words)}
+    return {}
+
+
 def customer_ref(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
     """How the utterance names a customer: {"customer_id"}, {"phone"}, {"name"}, or what is known.
 
-    ``known`` holds facts from earlier tool results ("customer_id" once a customer was found).
+    ``known`` holds facts from earlier tool results ("customer_id" once a customer was found) and,
+    when the agent asked who is calling, ``answer``: the caller's answer, read on its own first.
     """
+    if known.get("answer"):
+        found = answer_ref(known["answer"])
+        if found:
+            return found
     cid = number_after(utterance, "customer", "account", "client")
     if cid is not None:
         return {"customer_id": cid}
@@ -255,4 +331,6 @@ def customer_ref(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
         return {"name": name}
     if known.get("customer_id"):
         return {"customer_id": known["customer_id"]}
+    if known.get("introduced"):  # "this is James Jackson" earlier, before any request
+        return dict(known["introduced"])
     return {}

@@ -1,0 +1,119 @@
+"""Dialogue state, rebuilt from a conversation's messages alone: the request still being filled.
+
+A caller's request often takes several turns: "I need to see someone on Thursday about a
+repair" → "Could you tell me your name or your customer number?" → "customer number 4". The
+agent's slot questions (each tool parameter's ``ask`` in its declaration) mark those turns: the
+utterances the agent answered with a slot question, up to the caller's latest, are one request
+(:func:`open_request`). Nothing here is kept between turns, so the state survives a restart, a
+resumed conversation and a stateless chat endpoint: it is read off the message list each turn,
+as a model would read it.
+
+What the state holds (:class:`DialogueState`): the pending request's words, the question the
+agent asked last (what it is waiting for), the customer identified so far, and the last list the
+agent read out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from voiceforge.providers.base import Message
+    from voiceforge.tools.registry import Tool
+
+
+def slot_questions(tools: Sequence[Tool]) -> set[str]:
+    """Every question the tools' declared parameters ask when their slot finds nothing (or half of it)."""
+    params = [p for t in tools if t.declaration is not None for p in t.declaration.parameters]
+    return {q for p in params for q in (p.ask, p.options.get("ask_time")) if isinstance(q, str) and q}
+
+
+@dataclass
+class DialogueState:
+    """What the conversation so far leaves open (see the module docstring).
+
+    Attributes:
+        request: the caller's utterances of the request still being filled, oldest first (the
+            last is the latest utterance); one utterance when nothing was pending.
+        waiting_for: the slot question the agent asked last, or None.
+        answers: each slot question asked during the open request → the caller's answer to it.
+        customer_id / customer_name: the customer identified so far (kept for the conversation).
+        introduced: how the caller named themselves before the open request ("this is James
+            Jackson": {"name": ...}), when no tool has identified them yet; {} otherwise.
+        last_list: the items of the last list a tool returned (appointments, orders), oldest first.
+    """
+
+    request: list[str] = field(default_factory=list)
+    waiting_for: str | None = None
+    answers: dict[str, str] = field(default_factory=dict)
+    customer_id: int | None = None
+    customer_name: str | None = None
+    introduced: dict[str, Any] = field(default_factory=dict)
+    last_list: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        """A request began earlier and the agent asked for something it needs."""
+        return len(self.request) > 1
+
+
+def open_request(messages: Sequence[Message], questions: set[str]) -> list[str]:
+    """The caller's utterances of the request still open, oldest first, ending with the latest.
+
+    Walks back from the last user message while the message before each user message is the
+    agent's slot question (one of ``questions``): each such question means the utterance before
+    it is part of the same request. A tool that ran in between closes the request.
+    """
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not users:
+        return []
+    chain = [users[-1]]
+    for index in reversed(users[:-1]):
+        between = messages[index + 1 : chain[0]]
+        said = [str(m.get("content") or "").strip() for m in between if m.get("role") == "assistant"]
+        ran_tool = any(m.get("role") == "tool" for m in between)
+        if ran_tool or not said or said[-1] not in questions:
+            break
+        chain.insert(0, index)
+    return [str(messages[i].get("content") or "") for i in chain]
+
+
+def read_state(messages: Sequence[Message], tools: Sequence[Tool]) -> DialogueState:
+    """The dialogue state of ``messages`` (the latest user message last, or tool results after it)."""
+    questions = slot_questions(tools)
+    state = DialogueState(request=open_request(messages, questions))
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    for index in users[len(users) - len(state.request) + 1:]:  # the open request's answers
+        before = messages[index - 1]
+        text = str(before.get("content") or "").strip()
+        if before.get("role") == "assistant" and text in questions:
+            state.answers[text] = str(messages[index].get("content") or "")
+            state.waiting_for = text
+    from voiceforge.tools.spoken import answer_ref, customer_ref
+
+    for index in users[: len(users) - len(state.request)]:  # before the open request
+        said = str(messages[index].get("content") or "")
+        named = customer_ref(said, {})
+        if not named and len(said.split()) <= 3 and all(w[:1].isupper() for w in said.split()):
+            named = answer_ref(said)  # a bare name ("Isabel Young") said first
+        if named:
+            state.introduced = named
+    for m in messages:
+        if m.get("role") != "tool":
+            continue
+        try:
+            result = json.loads(m.get("content") or "{}").get("result")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(result, dict) and result.get("customer_id"):
+            state.customer_id = result["customer_id"]
+            state.customer_name = result.get("name") or state.customer_name
+            state.introduced = {}
+        if isinstance(result, dict):
+            items = next((v for v in result.values() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+            if items is not None:
+                state.last_list = items
+    return state
