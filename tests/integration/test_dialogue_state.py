@@ -43,10 +43,10 @@ async def test_a_name_is_looked_up_and_then_the_request_runs(engine):
     assert calls[1][1]["arguments"] == {"customer_id": 12}
 
 
-async def test_a_booking_is_filled_over_three_turns(engine):
-    calls = await talk(engine, "Could I arrange a repair visit?", "customer 6", "Thursday at 2 pm")
-    assert calls[0] == [] and calls[1] == []  # who, then when
-    (booked,) = calls[2]
+async def test_a_booking_is_filled_over_three_turns_and_confirmed(engine):
+    calls = await talk(engine, "Could I arrange a repair visit?", "customer 6", "Thursday at 2 pm", "yes please")
+    assert calls[0] == calls[1] == calls[2] == []  # who, when, then the confirmation
+    (booked,) = calls[3]
     assert booked["name"] == "schedule_appointment", booked
     assert booked["arguments"]["customer_id"] == 6 and booked["arguments"]["service"] == "repair"
     when = dt.datetime.fromisoformat(booked["arguments"]["starts_at"])
@@ -56,3 +56,35 @@ async def test_a_booking_is_filled_over_three_turns(engine):
 async def test_a_new_request_replaces_the_pending_one(engine):
     calls = await talk(engine, "Where's my order?", "Actually, how many customers are there?")
     assert [c["name"] for c in calls[1]] == ["run_sql"]
+
+
+async def test_a_correction_changes_only_what_it_names_and_is_confirmed_again(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    first = await pipeline.text_turn("Customer 9 here, please book me a cleaning on Tuesday at 10 am")
+    assert first.reply.startswith("Just to confirm") and "Tuesday" in first.reply and "10 AM" in first.reply
+    second = await pipeline.text_turn("no, Wednesday")
+    assert not second.tool_calls and "Wednesday" in second.reply and "10 AM" in second.reply  # the time stays
+    third = await pipeline.text_turn("hmm, make it 4 pm instead")
+    assert not third.tool_calls and "Wednesday" in third.reply and "4 PM" in third.reply  # the day stays
+    booked = (await pipeline.text_turn("yes"))
+    (call,) = booked.tool_calls
+    when = dt.datetime.fromisoformat(call["arguments"]["starts_at"])
+    assert call["name"] == "schedule_appointment" and (when.strftime("%A"), when.hour) == ("Wednesday", 16)
+
+
+async def test_a_plain_no_runs_nothing(engine):
+    calls = await talk(engine, "please cancel appointment 6", "no")
+    assert calls == [[], []]
+
+
+async def test_an_unclear_request_never_ends_the_call(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    held = await pipeline.text_turn("hold on a second")
+    assert not held.tool_calls and not held.ended and held.reply.endswith("?"), held.reply  # asked, not hung up
+    bye = await pipeline.text_turn("thanks, goodbye")
+    assert [c["name"] for c in bye.tool_calls] == ["end_call"]
+
+
+async def test_a_caller_is_known_by_their_own_number(engine):
+    calls = await talk(engine, "what have I got booked with you?", caller="+15550000002")
+    assert [(c["name"], c["arguments"]) for c in calls[0]] == [("list_appointments", {"customer_id": 2})]

@@ -48,8 +48,11 @@ async def test_agent_sends_an_sms_through_twilio(tmp_path):
                         forge_filler_after_ms=5000)
     transport = RecordingTransport()
     engine.services["twilio"] = TwilioService(engine.settings, http_client=transport)
-    result = await engine.pipeline("customer_service").text_turn(
-        "Please text +1 415 555 0100 saying your appointment is confirmed.")
+    pipeline = engine.pipeline("customer_service")
+    asked = await pipeline.text_turn("Please text +1 415 555 0100 saying your appointment is confirmed.")
+    assert asked.reply == ('Just to confirm, shall I send you a text: to +14155550100, saying "Your appointment is '
+                           'confirmed."?') and not asked.tool_calls and not transport.requests  # nothing sent yet
+    result = await pipeline.text_turn("Yes, send it.")
     call = result.tool_calls[0]
     assert call["name"] == "send_sms" and call["error"] is None
     assert call["arguments"] == {"to": "+14155550100", "body": "Your appointment is confirmed."}

@@ -184,10 +184,12 @@ def test_an_anonymous_texter_reads_no_other_texter_and_texts_no_stranger(client)
     assert "4242" not in leaked and "not allowed" in leaked
     assert "4242" not in text("sql query select count(*) as n, max(body) from sms_messages", sender="+15550000003")
     sent_before = len(client.transport.requests)
-    refused = text("Please text +1 415 555 0199 saying hello from Forge")
+    assert text("Please text +1 415 555 0199 saying hello from Forge").startswith("Just to confirm")
+    refused = text("yes")  # confirmed, and still refused: the number is not the texter's
     assert "only send texts to the number you are calling or texting from" in refused
     assert len(client.transport.requests) == sent_before
-    own = text("Please text +1 415 555 0100 saying see you at nine")
+    assert text("Please text +1 415 555 0100 saying see you at nine").startswith("Just to confirm")
+    own = text("yes please")
     assert own.startswith("I've sent the text")
     assert client.transport.requests[-1]["data"]["To"] == "+14155550100"
 

@@ -14,6 +14,7 @@ from voiceforge.providers import brain as brain_module
 from voiceforge.providers import intents
 from voiceforge.providers.base import ToolCall
 from voiceforge.providers.brain import OfflineBrain
+from voiceforge.providers.dialogue import CONFIRM_PREFIX
 from voiceforge.tools import build_registry
 from voiceforge.tools.business import DECLARATIONS
 from voiceforge.tools.declaration import load_declarations
@@ -34,6 +35,14 @@ def reply(tools, *turns: str):  # noqa: ANN201
     return OfflineBrain()._respond(messages, tools)
 
 
+def confirmed(tools, utterance: str):  # noqa: ANN201
+    """The brain's tool call for ``utterance``, after a yes when it asks to confirm a booking or a text."""
+    first = reply(tools, utterance)
+    if isinstance(first, str) and first.startswith(CONFIRM_PREFIX):
+        return reply(tools, utterance, first, "yes")
+    return first
+
+
 def test_a_paraphrase_no_trigger_matches_reaches_its_tool(tools):
     bare = build_registry().select([t.name for t in tools])
     for t in bare:
@@ -49,7 +58,7 @@ def test_a_paraphrase_no_trigger_matches_reaches_its_tool(tools):
 
 def test_a_broad_trigger_gives_way_to_a_clearly_closer_meaning(tools):
     # "appointment" fires list_appointments' trigger; the request is a cancellation.
-    call = reply(tools, "I cannot attend appointment 7 so please remove it")
+    call = confirmed(tools, "I cannot attend appointment 7 so please remove it")
     assert isinstance(call, ToolCall) and call.name == "cancel_appointment" and call.arguments == {"appointment_id": 7}
 
 
@@ -138,7 +147,7 @@ def test_warm_up_embeds_every_tools_examples_ahead_of_a_turn():
      {"query": "SELECT ROUND(AVG(duration_min), 1) AS minutes FROM appointments"}),
 ])
 def test_what_a_request_is_for_follows_its_verb(tools, utterance, name, arguments):
-    call = reply(tools, utterance)
+    call = confirmed(tools, utterance)
     assert isinstance(call, ToolCall) and call.name == name, call
     if arguments is not None:
         assert call.arguments == arguments

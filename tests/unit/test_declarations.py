@@ -102,7 +102,7 @@ def test_the_built_in_tools_come_from_their_declarations():
     ('[[tool]]\nname = "x"\ntriggers = "a"\n', "tool 'x': triggers must be a list of strings"),
     ('[[tool]]\nname = "x"\ntriggers = ["(unclosed"]\n', "tool 'x': triggers: not a regular expression"),
     ('[[tool]]\nname = "x"\ntriggers = ["{{NOPE}}"]\n', "no pattern {{NOPE}} in [patterns]"),
-    ('[[tool]]\nname = "x"\nconfirm = "yes"\n', "tool 'x': confirm must be true or false"),
+    ('[[tool]]\nname = "x"\nconfirm = "yes"\n', "tool 'x': confirm must be true, false or \"unclear\""),
     ('[[tool]]\nname = "x"\n[tool.parameters.y]\nslot = 3\n', "tool 'x': parameters.y.slot must be a string"),
     ('[[tool]]\nname = "x"\n[[tool]]\nname = "x"\n', "tool 'x' is declared twice"),
     ("[[tool]\n", "bakery.toml"),

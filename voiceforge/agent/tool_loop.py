@@ -124,7 +124,7 @@ class ToolLoop:
         return prompt
 
     def _caller_identity(self) -> str:
-        """A line for the system prompt naming the customer whose phone the caller uses ("" if none).
+        """A line for the system prompt with the caller's number and the customer it belongs to ("" if none).
 
         A phone or SMS caller's own number identifies them (Twilio's ``From``); the offline brain
         and an LLM both read it from the prompt, so nobody asks them for their name.
@@ -140,10 +140,11 @@ class ToolLoop:
         except Exception:  # noqa: BLE001 - no identity is better than no answer
             log.warning("looking up the caller's number failed", exc_info=True)
             return ""
-        if not found:
-            return ""
-        return (f"The caller is calling from {caller}, the phone number of customer {found['customer_id']} "
-                f"({found['name']}): treat them as that customer.")
+        line = f"The caller is calling from {caller}."
+        if found:
+            line += (f" That is the phone number of customer {found['customer_id']} ({found['name']}): "
+                     "treat them as that customer.")
+        return line
 
     async def respond(self, user_text: str, first_token_s: float | None = None) -> AsyncIterator[AgentEvent]:
         """Run one turn for ``user_text``; yields events, ending with exactly one ReplyDone.

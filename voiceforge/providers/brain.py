@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from voiceforge.providers import intents
 from voiceforge.providers.base import LLM, Capabilities, Message, ToolCall
-from voiceforge.providers.dialogue import DialogueState, read_state
-from voiceforge.tools import spoken
+from voiceforge.providers.dialogue import CONFIRM_PREFIX, DialogueState, is_confirmation, read_state
+from voiceforge.tools import slots, spoken
 
 if TYPE_CHECKING:
     from voiceforge.tools.registry import Tool
@@ -63,9 +63,11 @@ TAG_OFFERS = {
 _CLARIFY_PREFIX = "Did you want me to "
 _YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|please|correct|right|exactly|that'?s (right|it)|uh-huh|ok(ay)?)\b", re.I)
 _NO = re.compile(r"^\W*(no|nope|not really|nah|wrong)\b", re.I)
+_PLAIN_NO = re.compile(r"\W*(no|nope|not really|nah|wrong|no thanks|no thank you|don'?t)\W*", re.I)
 
 
 _CALLER = re.compile(r"the phone number of customer (\d+) \(([^)]*)\)")
+_CALLER_PHONE = re.compile(r"The caller is calling from (\+\d+)")
 
 
 def _facts(messages: Sequence[Message]) -> dict[str, Any]:
@@ -75,6 +77,9 @@ def _facts(messages: Sequence[Message]) -> dict[str, Any]:
     caller = _CALLER.search(system)  # the caller's own number identified them (voiceforge/agent/tool_loop.py)
     if caller:
         known["customer_id"], known["customer_name"] = int(caller.group(1)), caller.group(2)
+    phone = _CALLER_PHONE.search(system)
+    if phone:
+        known["caller_phone"] = phone.group(1)
     for m in messages:
         if m.get("role") != "tool":
             continue
@@ -222,13 +227,17 @@ class OfflineBrain(LLM):
                 intent, args = None, None
         if intent is None:
             intent, args = self._match(utterance, tools, known)
+        if is_confirmation(question) and _PLAIN_NO.fullmatch(utterance):
+            return "Okay, I won't. What would you like instead?"  # a plain no: nothing runs
+        confirmed = is_confirmation(question) and bool(_YES.match(utterance))
         results = [m for m in messages[last + 1 :] if m.get("role") == "tool"]
         if not results:
             if intent is None:
                 return self._by_meaning(utterance, messages, tools, known)
             if isinstance(args, str):
                 return args
-            return self._plan(intent, args, by_name, fresh_customer=None)
+            return self._plan(intent, args, by_name, fresh_customer=None, confirmed=confirmed, known=known,
+                              asked=question)
         payload = json.loads(results[-1].get("content") or "{}")
         done = _tool_name_of(messages, results[-1].get("tool_call_id", ""))
         if "error" in payload:
@@ -242,7 +251,9 @@ class OfflineBrain(LLM):
             and result.get("customer_id")
             and isinstance(args, dict)
         ):
-            return self._plan(intent, args, by_name, fresh_customer=result["customer_id"])
+            found = {**known, "customer_name": result.get("name") or known.get("customer_name")}
+            return self._plan(intent, args, by_name, fresh_customer=result["customer_id"], confirmed=confirmed,
+                              known=found, asked=question)
         return self._phrase(by_name.get(done or ""), result)
 
     def _resume(self, state: DialogueState, tools: Sequence[Tool], known: dict[str, Any]) -> tuple[Any, Any]:
@@ -250,7 +261,8 @@ class OfflineBrain(LLM):
 
         The request's tool is what its first utterance asked for. The latest utterance continues
         it when it fills what was asked (the arguments complete, or the next slot's question
-        comes); otherwise it is a new request and is read on its own.
+        comes); otherwise it is a new request and is read on its own. An answer to a
+        confirmation corrects what it names ("no, Thursday", "make it 3 pm instead").
         """
         first = state.request[0]
         tool, _ = self._match(first, tools, known)
@@ -258,14 +270,39 @@ class OfflineBrain(LLM):
             how, tool, _ = self._read_meaning(first, tools, known)
             if how != "tool":
                 return None, None
-        before, joined = " ".join(state.request[:-1]), " ".join(state.request)
-        then = _extract(tool, before, spoken.canonical(before), known)
+        confirming = [answer for question, answer in state.exchanges if is_confirmation(question)]
+        filling = [answer for question, answer in state.exchanges if not is_confirmation(question)]
         # The slot that asked reads the answer alone too ("Isabel White", "number 9").
         answering = {**known, "answers": state.answers}
-        now = _extract(tool, joined, spoken.canonical(joined), answering)
-        if isinstance(now, dict) or (isinstance(now, str) and now != then):
+        now = self._fill(tool, [first, *filling], confirming, answering)
+        if isinstance(now, dict) or not state.exchanges:
+            return tool, now
+        last_question = state.exchanges[-1][0]
+        earlier = {q: a for q, a in state.exchanges[:-1] if not is_confirmation(q)}
+        then = self._fill(tool, [first, *filling[:-1]] if not is_confirmation(last_question) else [first, *filling],
+                          confirming[:-1] if is_confirmation(last_question) else confirming,
+                          {**known, "answers": earlier})
+        if isinstance(now, str) and now != then:
             return tool, now
         return None, None
+
+    @staticmethod
+    def _fill(tool: Tool, said: list[str], corrections: list[str], known: dict[str, Any]) -> Any:
+        """The tool's arguments from what was said, then each correction laid over them in turn."""
+        text = " ".join(said)
+        args = _extract(tool, text, spoken.canonical(text), known)
+        if isinstance(args, dict) and tool.declaration is not None:
+            for correction in corrections:
+                args = slots.correct(tool.declaration, args, correction)
+        return args
+
+    @staticmethod
+    def _confirmation(tool: Tool, args: dict[str, Any], known: dict[str, Any]) -> str:
+        """The question that asks the caller to confirm ``tool`` with ``args`` (see CONFIRM_PREFIX)."""
+        details = slots.spoken_arguments(tool.declaration, args) if tool.declaration is not None else ""
+        who = known.get("customer_name")
+        action = tool.offer or tool.name.replace("_", " ")
+        return f"{CONFIRM_PREFIX}{action}" + (f" for {who}" if who else "") + (f": {details}" if details else "") + "?"
 
     def understand(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any] | None = None,
                    name: str | None = None) -> str | None:
@@ -303,6 +340,8 @@ class OfflineBrain(LLM):
         match = self._meaning(utterance, tools)
         tool = next((t for t in tools if match is not None and t.name == match.intent), None)
         if tool is not None and match.confident:
+            if tool.confirm == "unclear" and tool.offer and match.score < intents.SURE:
+                return "clarify", tool, None  # "hang on" is near "goodbye" by meaning: ask, never hang up
             args = _extract(tool, utterance, spoken.canonical(utterance), known)
             if args is not None:
                 return "tool", tool, args
@@ -369,15 +408,25 @@ class OfflineBrain(LLM):
             return tool, args
         return None, None
 
-    def _plan(self, intent: Tool, args: dict[str, Any], by_name: dict[str, Tool], fresh_customer: int | None) -> ToolCall:
+    def _plan(self, intent: Tool, args: dict[str, Any], by_name: dict[str, Tool], fresh_customer: int | None,
+              confirmed: bool = True, known: dict[str, Any] | None = None, asked: str = "") -> ToolCall | str:
+        """The tool call for ``intent`` (a customer looked up first when only named), or its confirmation.
+
+        A tool whose declaration says ``confirm = true`` is asked about first (the question names
+        what it will do); it runs when the caller's yes answers that very question.
+        """
         needs_id = "customer_id" in intent.parameters["properties"] and "customer_id" not in args
         if needs_id and any(k in args for k in _CUSTOMER_KEYS):
             ref = {k: args[k] for k in _CUSTOMER_KEYS if k in args}
             rest = {k: v for k, v in args.items() if k not in _CUSTOMER_KEYS}
             if fresh_customer is not None:
-                return self._call(intent.name, {"customer_id": fresh_customer, **rest})
-            if "lookup_customer" in by_name:
+                args = {"customer_id": fresh_customer, **rest}
+            elif "lookup_customer" in by_name:
                 return self._call("lookup_customer", ref)
+        if intent.confirm is True:
+            question = self._confirmation(intent, args, known or {})
+            if not (confirmed and asked == question):
+                return question
         return self._call(intent.name, args)
 
     @staticmethod

@@ -25,6 +25,15 @@ if TYPE_CHECKING:
     from voiceforge.tools.registry import Tool
 
 
+CONFIRM_PREFIX = "Just to confirm, shall I "
+"""How the agent's confirmation of a tool with side effects begins (``confirm`` in its declaration)."""
+
+
+def is_confirmation(text: str) -> bool:
+    """Whether the agent's ``text`` asks the caller to confirm a tool call."""
+    return text.startswith(CONFIRM_PREFIX)
+
+
 def slot_questions(tools: Sequence[Tool]) -> set[str]:
     """Every question the tools' declared parameters ask when their slot finds nothing (or half of it)."""
     params = [p for t in tools if t.declaration is not None for p in t.declaration.parameters]
@@ -40,6 +49,8 @@ class DialogueState:
             last is the latest utterance); one utterance when nothing was pending.
         waiting_for: the slot question the agent asked last, or None.
         answers: each slot question asked during the open request → the caller's answer to it.
+        exchanges: (the agent's question, the caller's answer) of the open request, in order,
+            confirmations included.
         customer_id / customer_name: the customer identified so far (kept for the conversation).
         introduced: how the caller named themselves before the open request ("this is James
             Jackson": {"name": ...}), when no tool has identified them yet; {} otherwise.
@@ -49,6 +60,7 @@ class DialogueState:
     request: list[str] = field(default_factory=list)
     waiting_for: str | None = None
     answers: dict[str, str] = field(default_factory=dict)
+    exchanges: list[tuple[str, str]] = field(default_factory=list)
     customer_id: int | None = None
     customer_name: str | None = None
     introduced: dict[str, Any] = field(default_factory=dict)
@@ -64,8 +76,8 @@ def open_request(messages: Sequence[Message], questions: set[str]) -> list[str]:
     """The caller's utterances of the request still open, oldest first, ending with the latest.
 
     Walks back from the last user message while the message before each user message is the
-    agent's slot question (one of ``questions``): each such question means the utterance before
-    it is part of the same request. A tool that ran in between closes the request.
+    agent's slot question (one of ``questions``) or a confirmation: each such question means the
+    utterance before it is part of the same request. Any other reply closes the request.
     """
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     if not users:
@@ -74,8 +86,9 @@ def open_request(messages: Sequence[Message], questions: set[str]) -> list[str]:
     for index in reversed(users[:-1]):
         between = messages[index + 1 : chain[0]]
         said = [str(m.get("content") or "").strip() for m in between if m.get("role") == "assistant"]
-        ran_tool = any(m.get("role") == "tool" for m in between)
-        if ran_tool or not said or said[-1] not in questions:
+        # The request goes on while the agent's last words before this answer were its question
+        # (a lookup may have run in between); a reply that is no question closes it.
+        if not said or (said[-1] not in questions and not is_confirmation(said[-1])):
             break
         chain.insert(0, index)
     return [str(messages[i].get("content") or "") for i in chain]
@@ -89,16 +102,19 @@ def read_state(messages: Sequence[Message], tools: Sequence[Tool]) -> DialogueSt
     for index in users[len(users) - len(state.request) + 1:]:  # the open request's answers
         before = messages[index - 1]
         text = str(before.get("content") or "").strip()
-        if before.get("role") == "assistant" and text in questions:
-            state.answers[text] = str(messages[index].get("content") or "")
+        if before.get("role") == "assistant" and (text in questions or is_confirmation(text)):
+            answer = str(messages[index].get("content") or "")
+            state.exchanges.append((text, answer))
+            if text in questions:
+                state.answers[text] = answer
             state.waiting_for = text
     from voiceforge.tools.spoken import answer_ref, customer_ref
 
     for index in users[: len(users) - len(state.request)]:  # before the open request
         said = str(messages[index].get("content") or "")
         named = customer_ref(said, {})
-        if not named and len(said.split()) <= 3 and all(w[:1].isupper() for w in said.split()):
-            named = answer_ref(said)  # a bare name ("Isabel Young") said first
+        if not named and 2 <= len(said.split()) <= 3 and all(w[:1].isupper() for w in said.split()):
+            named = answer_ref(said)  # a bare full name ("Isabel Young") said first
         if named:
             state.introduced = named
     for m in messages:

@@ -52,6 +52,12 @@ Equal to ``ACCEPT``: on the development set every band below it (0.24–0.30 tri
 out-of-scope requests ("tell me a joke") about a tool. The brain still asks when the two best
 intents are within ``MARGIN`` of each other, or when the tool cannot take the request as said.
 """
+SURE = 0.56
+"""Intent score at which a tool declared ``confirm = "unclear"`` (end_call) runs on meaning alone;
+below it the brain asks. Calibrated on bench/data/routing_dev.tsv's goodbyes that no trigger
+catches (scores 0.44-0.83, median 0.59) against requests to wait ("hang on" 0.55, "hold on a
+second" 0.37, "stop, wait" 0.38): a wait must never hang up, a goodbye may be asked about.
+"""
 MARGIN = 0.02
 """How far the best intent must lead the runner-up intent to be taken without asking."""
 TOP_K = 2

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from voiceforge.store import business as data
+from voiceforge.tools import spoken
 from voiceforge.tools.declaration import load_declarations
 from voiceforge.tools.registry import ToolContext, ToolError, ToolRegistry
 
@@ -78,8 +79,7 @@ def get_order_history(ctx: ToolContext, customer_id: int, limit: int = 5) -> dic
 
 
 def _say_when(iso: str) -> str:
-    when = dt.datetime.fromisoformat(iso)
-    return when.strftime("%A, %B ") + str(when.day) + when.strftime(" at %-I:%M %p").replace(":00 ", " ")
+    return spoken.say_when(iso)
 
 
 def list_appointments(ctx: ToolContext, customer_id: int) -> dict[str, Any]:

@@ -17,7 +17,8 @@ an agent's file). The offline brain reads it; nothing about a tool's phrasings o
     offer = "cancel an appointment"                     # "Did you want me to <offer>?"
     tags = ["appointments"]
     filler = "One moment while I check that."           # said while it runs past the filler delay
-    confirm = false                                     # ask the caller before it runs
+    confirm = false                                     # ask the caller before it runs (true), or only when
+                                                        # the request was not clearly for it ("unclear")
     say = "Appointment {appointment_id} is cancelled."  # its result for the ear (else its summary)
 
     [tool.parameters.appointment_id]                    # a JSON Schema property, plus its slot
@@ -93,7 +94,8 @@ class ToolDeclaration:
         examples: example requests the offline brain matches by meaning.
         triggers / broad_triggers: compiled patterns (case-insensitive).
         offer: how the brain offers it in a question; tags: what it is about ("orders").
-        filler: said while it runs long ("" for silence); confirm: ask before running it.
+        filler: said while it runs long ("" for silence); confirm: ask before running it (True),
+            or only when it was understood by meaning rather than a trigger ("unclear").
         opt_in: only personas that name it get it (not ``tools = ["*"]``).
         say: a template of its result for the ear; say_with: a named phraser instead.
         source: the file it came from.
@@ -108,7 +110,7 @@ class ToolDeclaration:
     offer: str = ""
     tags: tuple[str, ...] = ()
     filler: str = DEFAULT_FILLER
-    confirm: bool = False
+    confirm: bool | str = False
     opt_in: bool = False
     say: str | None = None
     say_with: str | None = None
@@ -179,9 +181,10 @@ def declaration_from_table(table: Any, source: str, patterns: dict[str, str] | N
     for key in ("description", "offer", "filler", "say", "say_with"):
         if key in table and not isinstance(table[key], str):
             raise DeclarationError(f"{where}: {key} must be a string")
-    for key in ("confirm", "opt_in"):
-        if key in table and not isinstance(table[key], bool):
-            raise DeclarationError(f"{where}: {key} must be true or false")
+    if "opt_in" in table and not isinstance(table["opt_in"], bool):
+        raise DeclarationError(f"{where}: opt_in must be true or false")
+    if "confirm" in table and table["confirm"] not in (True, False, "unclear"):
+        raise DeclarationError(f"{where}: confirm must be true, false or \"unclear\"")
     return ToolDeclaration(
         name=name, description=table.get("description", ""), parameters=parameters,
         examples=_strings(table.get("examples", []), f"{where}: examples"),

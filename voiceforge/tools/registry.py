@@ -100,9 +100,9 @@ class Tool:
     declaration: ToolDeclaration | None = None
 
     @property
-    def confirm(self) -> bool:
-        """Its declaration asks for the caller's confirmation before it runs."""
-        return self.declaration is not None and self.declaration.confirm
+    def confirm(self) -> bool | str:
+        """Its declaration asks for the caller's confirmation before it runs: True, "unclear" or False."""
+        return self.declaration.confirm if self.declaration is not None else False
 
     def openai_schema(self) -> dict[str, Any]:
         """The Chat Completions `tools` entry: {"type": "function", "function": {...}}."""

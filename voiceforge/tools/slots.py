@@ -160,6 +160,48 @@ def extract(declaration: ToolDeclaration, utterance: str, known: dict[str, Any])
     return args
 
 
+def correct(declaration: ToolDeclaration, args: dict[str, Any], correction: str) -> dict[str, Any]:
+    """``args`` with what ``correction`` names instead ("no, Thursday", "make it 3 pm instead").
+
+    Each declared slot reads the correction alone; what it finds replaces the argument. A day
+    or a time alone changes only that part of a date and time. Customer slots are not
+    corrected here (who the caller is does not change by "no").
+    """
+    out = dict(args)
+    for parameter in declaration.parameters:
+        if parameter.slot in (None, "customer", "constant"):
+            continue
+        if parameter.slot == "datetime" and parameter.name in out:
+            changed = spoken.change_when(str(out[parameter.name]), correction)
+            if changed:
+                out[parameter.name] = changed
+            continue
+        found = READERS[parameter.slot](correction, {}, parameter)
+        if isinstance(found, dict) and found:
+            out.update(found)
+    return out
+
+
+def spoken_arguments(declaration: ToolDeclaration, args: dict[str, Any]) -> str:
+    """The arguments as a confirmation says them: "cleaning, on Friday, December 11 at 10 AM"."""
+    parts = []
+    for parameter in declaration.parameters:
+        value = args.get(parameter.name)
+        if value is None or parameter.slot in ("customer", "constant"):
+            continue
+        if parameter.slot == "datetime":
+            parts.append("on " + spoken.say_when(str(value)))
+        elif parameter.slot == "number":
+            parts.append(f"{parameter.name.split('_')[0]} {value}")
+        elif parameter.slot == "phone":
+            parts.append(f"to {value}")
+        elif parameter.slot == "message":
+            parts.append(f'saying "{value}"')
+        else:
+            parts.append(str(value))
+    return ", ".join(parts)
+
+
 def phrase(declaration: ToolDeclaration, result: Any) -> str | None:
     """The tool's result for the ear by its ``say`` template or ``say_with`` phraser; None when it declares neither.
 

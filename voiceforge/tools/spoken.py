@@ -122,12 +122,12 @@ _STOP = {
     "something", "anything", "nothing", "everything", "someone", "somebody", "anyone", "anybody", "stuff",
     "thing", "things", "that", "these", "those", "them", "him", "her", "it's", "calling", "here", "just",
     "question", "problem", "issue", "help", "purchase", "purchases", "delivery", "package", "parcel",
-    "speaking", "again", "really", "so", "very", "not", "out",
+    "speaking", "again", "really", "so", "very", "not", "out", "booking", "bookings", "visit", "visits",
     # Days and times of day follow "for" and "on" ("a cleaning for Friday") and are never a name.
     "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "week", "month", "year",
     "morning", "afternoon", "evening", "night", "tonight", "noon", "weekend",
     # Answers that are not a name ("sure", "yes").
-    "sure", "yes", "yeah", "no", "okay", "ok", "right", "correct",
+    "sure", "yes", "yeah", "no", "okay", "ok", "right", "correct", "hello", "hi", "hey", "bye", "goodbye",
 }
 
 
@@ -142,7 +142,7 @@ def name_in(utterance: str) -> str | None:
     """
     best = None
     intro = re.match(r"^\W*(?:(?:hi|hello|hey)\W+)?([A-Z][a-z'-]+(?:\s+[A-Z][a-z'-]+){0,2})\s+(?:here|calling|speaking)\b",
-                     utterance, re.I)
+                     utterance, re.I) or re.match(r"^\W*([A-Z][a-z'-]+\s+[A-Z][a-z'-]+),", utterance)
     if intro and not any(w.lower() in _STOP or w.lower() in ("i'm", "we're", "she's", "he's", "hello", "hi", "hey")
                          for w in intro.group(1).split()):
         return intro.group(1)  # "Grace Wilson calling, ...", "David Jackson here"
@@ -310,6 +310,37 @@ def answer_ref(answer: str) -> dict[str, Any]:
     return {}
 
 
+def say_when(iso: str) -> str:
+    """An ISO 8601 date and time as said: "Friday, December 11 at 10 AM"."""
+    when = dt.datetime.fromisoformat(iso)
+    return when.strftime("%A, %B ") + str(when.day) + when.strftime(" at %-I:%M %p").replace(":00 ", " ")
+
+
+def change_when(iso: str, correction: str) -> str | None:
+    """``iso`` changed by a correction: a new day keeps the time, a new time keeps the day; None if neither.
+
+    "no, Saturday" moves 2026-12-11T10:00 to Saturday 10:00; "make it 3 pm instead" keeps the
+    date at 15:00; "Monday at 11" replaces both.
+    """
+    said = when_in(correction)
+    if said is None:
+        hour = re.search(r"\b(\d{1,2})\b", correction)  # "actually 10 would be better": a bare hour
+        said = when_in(f"at {hour.group(1)}") if hour and 1 <= int(hour.group(1)) <= 12 else None
+        if said is None:
+            return None
+        old = dt.datetime.fromisoformat(iso)
+        return old.replace(hour=dt.datetime.fromisoformat(said).hour, minute=0).strftime("%Y-%m-%dT%H:%M")
+    old, new = dt.datetime.fromisoformat(iso), dt.datetime.fromisoformat(said)
+    has_time = time_in(correction)
+    has_day = new.date() != (dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=1)).date() or any(
+        re.search(rf"\b{day}\b", correction, re.I) for day in (*WEEKDAYS, "tomorrow", "today"))
+    if has_time and not has_day:
+        new = old.replace(hour=new.hour, minute=new.minute)
+    elif has_day and not has_time:
+        new = new.replace(hour=old.hour, minute=old.minute)
+    return new.strftime("%Y-%m-%dT%H:%M")
+
+
 def customer_ref(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
     """How the utterance names a customer: {"customer_id"}, {"phone"}, {"name"}, or what is known.
 
@@ -329,6 +360,9 @@ def customer_ref(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
     name = name_in(utterance)
     if name:
         return {"name": name}
+    words = utterance.strip(" .,!?").split()
+    if 2 <= len(words) <= 3 and all(w[:1].isupper() for w in words) and answer_ref(utterance).get("name"):
+        return {"name": answer_ref(utterance)["name"]}  # a bare full name ("Rachel Harris")
     if known.get("customer_id"):
         return {"customer_id": known["customer_id"]}
     if known.get("introduced"):  # "this is James Jackson" earlier, before any request
