@@ -110,9 +110,9 @@ def phone_band(pcm: bytes, rate: int) -> bytes:
 async def test_a_sentence_is_not_heard_twice_on_a_phone_line(stts):
     """Whisper repeated this eSpeak sentence when it began 300 ms into the audio ("Can you recite the
     manual for me? Can you recite the manual for me?"): a loop the audio is too short for is dropped."""
-    from tests.support.espeak import Espeak
+    from tests.support.espeak import espeak
 
-    pcm, rate = Espeak().say("Can you recite the Hanuman Chalisa for me?", "en+f1", 155, 45)
+    pcm, rate = espeak().say("Can you recite the Hanuman Chalisa for me?", "en+f1", 155, 45)
     line = phone_band(pcm, rate)
     for lead_ms in (100, 300):
         audio = b"\x00\x00" * (8 * lead_ms) + line + b"\x00\x00" * 800
@@ -133,12 +133,12 @@ def test_a_repetition_the_audio_holds_is_what_was_said():
 
 async def test_the_assistants_name_is_not_heard_in_ordinary_speech(tmp_path):
     """With "Ava" in Whisper's prompt, this eSpeak voice's "about Hanuman" came back as "about Ava"."""
-    from tests.support.espeak import Espeak
+    from tests.support.espeak import espeak
     from voiceforge.agent.persona import load_persona
 
     persona = load_persona("customer_service", tmp_path)
     assert persona.name not in persona.domain_words
     stt = WhisperSTT(load_settings().forge_cache_dir, prompt_words=persona.domain_words)
-    pcm, rate = Espeak().say("Tell me a story about Hanuman.", "en-gb+m4", 145, 35)
+    pcm, rate = espeak().say("Tell me a story about Hanuman.", "en-gb+m4", 145, 35)
     heard = (await stt.transcribe(phone_band(pcm, rate), 8000)).text
     assert "story" in heard.lower() and persona.name.lower() not in heard.lower(), heard

@@ -7,6 +7,7 @@ voice. The library and its data come from the ``espeakng-loader`` wheel (require
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import numpy as np
 
@@ -39,3 +40,9 @@ class Espeak:
         self.lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 0, None, None)
         self.lib.espeak_Synchronize()
         return np.concatenate(self._chunks).astype("<i2").tobytes(), self.rate
+
+
+@functools.lru_cache(maxsize=1)
+def espeak() -> Espeak:
+    """The process's one :class:`Espeak`: the library is initialised once (a second init synthesised nothing)."""
+    return Espeak()
