@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from voiceforge.tools.spoken import answer_ref, customer_ref
+
 if TYPE_CHECKING:
     from voiceforge.providers.base import Message
     from voiceforge.tools.registry import Tool
@@ -108,8 +110,6 @@ def read_state(messages: Sequence[Message], tools: Sequence[Tool]) -> DialogueSt
             if text in questions:
                 state.answers[text] = answer
             state.waiting_for = text
-    from voiceforge.tools.spoken import answer_ref, customer_ref
-
     for index in users[: len(users) - len(state.request)]:  # before the open request
         said = str(messages[index].get("content") or "")
         named = customer_ref(said, {})
