@@ -88,3 +88,17 @@ async def test_an_unclear_request_never_ends_the_call(engine):
 async def test_a_caller_is_known_by_their_own_number(engine):
     calls = await talk(engine, "what have I got booked with you?", caller="+15550000002")
     assert [(c["name"], c["arguments"]) for c in calls[0]] == [("list_appointments", {"customer_id": 2})]
+
+
+async def test_a_booking_is_picked_from_the_list_read_out(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    asked = await pipeline.text_turn("I'd like to call off one of my visits")
+    assert asked.reply == "Which appointment number is it?"
+    listed = await pipeline.text_turn("this is Hannah Thomas")  # nobody remembers an appointment number
+    assert [c["name"] for c in listed.tool_calls] == ["lookup_customer", "list_appointments"]
+    assert listed.reply.endswith("Which appointment number is it?") and "2 upcoming appointments" in listed.reply
+    second = listed.tool_calls[1]["result"]["appointments"][1]["appointment_id"]
+    confirm = await pipeline.text_turn("the second one")
+    assert confirm.reply.startswith("Just to confirm") and f"appointment {second}" in confirm.reply
+    done = await pipeline.text_turn("yes")
+    assert [(c["name"], c["arguments"]) for c in done.tool_calls] == [("cancel_appointment", {"appointment_id": second})]

@@ -198,6 +198,8 @@ class OfflineBrain(LLM):
         state = read_state(messages[: last + 1], tools)
         if state.introduced and not known.get("customer_id"):
             known["introduced"] = state.introduced
+        if state.last_list:
+            known["last_list"] = state.last_list
         if state.pending and not _only_small_talk(utterance):
             # An answer to a slot question resumes the request it belongs to ("customer number 4"
             # after "I need a repair on Thursday"), however exactly it would match another tool alone.
@@ -235,7 +237,7 @@ class OfflineBrain(LLM):
             if intent is None:
                 return self._by_meaning(utterance, messages, tools, known)
             if isinstance(args, str):
-                return args
+                return self._list_first(intent, args, known, state, by_name) or args
             return self._plan(intent, args, by_name, fresh_customer=None, confirmed=confirmed, known=known,
                               asked=question)
         payload = json.loads(results[-1].get("content") or "{}")
@@ -254,7 +256,47 @@ class OfflineBrain(LLM):
             found = {**known, "customer_name": result.get("name") or known.get("customer_name")}
             return self._plan(intent, args, by_name, fresh_customer=result["customer_id"], confirmed=confirmed,
                               known=found, asked=question)
+        if intent is not None and isinstance(args, str) and isinstance(result, dict):
+            lister = self._lister(intent, args, by_name)
+            if done == "lookup_customer" and lister is not None and result.get("customer_id"):
+                return self._call(lister, {"customer_id": result["customer_id"]})  # who it is, then their list
+            if done is not None and done == lister:
+                return f"{self._phrase(by_name.get(done), result)} {args}"  # the list read out, then the question
         return self._phrase(by_name.get(done or ""), result)
+
+    @staticmethod
+    def _lister(intent: Tool, question: str, by_name: dict[str, Tool]) -> str | None:
+        """The tool that lists the choices for the parameter ``question`` asks about (``list_with``), if offered."""
+        if intent.declaration is None:
+            return None
+        for parameter in intent.declaration.parameters:
+            lister = parameter.options.get("list_with")
+            if parameter.ask == question and isinstance(lister, str) and lister in by_name:
+                return lister
+        return None
+
+    def _list_first(self, intent: Tool, question: str, known: dict[str, Any], state: DialogueState,
+                    by_name: dict[str, Tool]) -> ToolCall | None:
+        """Rather than ask for an appointment number nobody remembers, list the caller's appointments first.
+
+        Runs the parameter's ``list_with`` tool for the customer already known (identified, or
+        named in an answer or an introduction: looked up first); None when there is no list to
+        read or nobody to read it for.
+        """
+        lister = self._lister(intent, question, by_name)
+        if lister is None or known.get("last_list"):
+            return None
+        if known.get("customer_id"):
+            return self._call(lister, {"customer_id": known["customer_id"]})
+        # An answer is read alone ("Hannah Thomas"); a request only by its cues ("I'm customer 2").
+        found = [spoken.answer_ref(text) for text in state.answers.values()]
+        found += [spoken.customer_ref(text, {}) for text in state.request]
+        who = next((f for f in found if f), known.get("introduced") or {})
+        if who.get("customer_id"):
+            return self._call(lister, {"customer_id": who["customer_id"]})
+        if who and "lookup_customer" in by_name:
+            return self._call("lookup_customer", who)
+        return None
 
     def _resume(self, state: DialogueState, tools: Sequence[Tool], known: dict[str, Any]) -> tuple[Any, Any]:
         """The pending request with the latest answer: (tool, arguments or the next question), or (None, None).
@@ -284,6 +326,9 @@ class OfflineBrain(LLM):
                           {**known, "answers": earlier})
         if isinstance(now, str) and now != then:
             return tool, now
+        if isinstance(now, str) and spoken.answer_ref(state.request[-1]) \
+                and self._lister(tool, now, {t.name: t for t in tools}) is not None:
+            return tool, now  # who the caller is, in answer to "which appointment": their list comes next
         return None, None
 
     @staticmethod

@@ -42,6 +42,17 @@ def slot_questions(tools: Sequence[Tool]) -> set[str]:
     return {q for p in params for q in (p.ask, p.options.get("ask_time")) if isinstance(q, str) and q}
 
 
+def asked(text: str, questions: set[str]) -> str | None:
+    """The slot question the agent's ``text`` asks, or None.
+
+    All of the text, or its end (a list read out, then "Which appointment number is it?"); a
+    confirmation is its own question.
+    """
+    if text in questions or is_confirmation(text):
+        return text
+    return next((q for q in questions if text.endswith(" " + q)), None)
+
+
 @dataclass
 class DialogueState:
     """What the conversation so far leaves open (see the module docstring).
@@ -90,7 +101,7 @@ def open_request(messages: Sequence[Message], questions: set[str]) -> list[str]:
         said = [str(m.get("content") or "").strip() for m in between if m.get("role") == "assistant"]
         # The request goes on while the agent's last words before this answer were its question
         # (a lookup may have run in between); a reply that is no question closes it.
-        if not said or (said[-1] not in questions and not is_confirmation(said[-1])):
+        if not said or asked(said[-1], questions) is None:
             break
         chain.insert(0, index)
     return [str(messages[i].get("content") or "") for i in chain]
@@ -103,13 +114,13 @@ def read_state(messages: Sequence[Message], tools: Sequence[Tool]) -> DialogueSt
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     for index in users[len(users) - len(state.request) + 1:]:  # the open request's answers
         before = messages[index - 1]
-        text = str(before.get("content") or "").strip()
-        if before.get("role") == "assistant" and (text in questions or is_confirmation(text)):
+        question = asked(str(before.get("content") or "").strip(), questions) if before.get("role") == "assistant" else None
+        if question is not None:
             answer = str(messages[index].get("content") or "")
-            state.exchanges.append((text, answer))
-            if text in questions:
-                state.answers[text] = answer
-            state.waiting_for = text
+            state.exchanges.append((question, answer))
+            if question in questions:
+                state.answers[question] = answer
+            state.waiting_for = question
     for index in users[: len(users) - len(state.request)]:  # before the open request
         said = str(messages[index].get("content") or "")
         named = customer_ref(said, {})

@@ -13,7 +13,9 @@ Readers every declaration can use:
   ``ask`` (``known["answers"]``) is read alone first ("number 9", "Isabel White").
 - ``datetime``: a day and time, as ISO 8601 local time; ``after = "word"`` reads only what
   follows the word; ``ask_time = "question"`` asks it when only a day was said.
-- ``number``: a number said after one of the words in ``after`` ("appointment seven").
+- ``number``: a number said after one of the words in ``after`` ("appointment seven"); with
+  ``list_key``, also an item of the list a tool just returned ("the first one", "the repair"),
+  and with ``list_with`` (a tool's name) the brain reads that list out before asking.
 - ``phone``: an E.164 number. ``message``: the text of a message ("... saying I'm late").
 - ``choice``: one of ``choices`` named as a whole word (hyphens dropped: "check-up" → "checkup"),
   or a word of ``aliases`` (a table of word → choice: ``fix = "repair"``).
@@ -77,6 +79,12 @@ def _datetime(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Foun
 
 def _number(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
     value = spoken.number_after(text, *p.options.get("after", []))
+    if value is None and p.options.get("list_key") and known.get("last_list"):
+        # "the first one", "the repair": an item of the list the agent just read out
+        said = (known.get("answers") or {}).get(p.ask) or text
+        value = spoken.item_in(said, known["last_list"], p.options["list_key"])
+        if value is None and said is not text:
+            value = spoken.item_in(text, known["last_list"], p.options["list_key"])
     return {p.name: value} if value is not None else None
 
 

@@ -310,6 +310,36 @@ def answer_ref(answer: str) -> dict[str, Any]:
     return {}
 
 
+_ORDINALS = {"first": 0, "1st": 0, "next": 0, "earliest": 0, "soonest": 0, "second": 1, "2nd": 1, "third": 2,
+             "3rd": 2, "fourth": 3, "4th": 3, "last": -1, "latest": -1}
+
+
+def item_in(utterance: str, items: list[dict[str, Any]], key: str) -> Any:
+    """The ``key`` of the list item the utterance points at, or None.
+
+    By position ("the first one", "the second", "the last") or by what only one item has (its
+    service, its weekday: "the repair", "the one on Wednesday").
+    """
+    text = utterance.lower()
+    usable = [item for item in items if isinstance(item, dict) and key in item]
+    for word, index in _ORDINALS.items():
+        if re.search(rf"\b{word}\b", text) and -len(usable) <= index < len(usable):
+            return usable[index][key]
+    new_time = time_in(utterance)  # "Friday at 9 am" is a new time, not "the one on Friday"
+
+    def marks(item: dict[str, Any]) -> set[str]:
+        out = {str(v).lower() for v in item.values() if isinstance(v, str) and " " not in v and not v[:1].isdigit()}
+        for v in item.values() if not new_time else ():
+            try:
+                out.add(WEEKDAYS[dt.datetime.fromisoformat(str(v)).weekday()])
+            except ValueError:
+                continue
+        return out
+    words = set(re.findall(r"[a-z]+", text.replace("-", "")))
+    matching = [item for item in usable if marks(item) & words]
+    return matching[0][key] if len(matching) == 1 else None
+
+
 def say_when(iso: str) -> str:
     """An ISO 8601 date and time as said: "Friday, December 11 at 10 AM"."""
     when = dt.datetime.fromisoformat(iso)
