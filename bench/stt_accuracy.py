@@ -118,12 +118,7 @@ def main() -> None:
                                               for i, (t, pcm, rate) in enumerate(clips)],
             }
             for condition, items in conditions.items():
-                pairs, times = [], []
-                for text, pcm, rate in items:
-                    start = time.perf_counter()
-                    heard = asyncio.run(stt.transcribe(pcm, rate)).text
-                    times.append((time.perf_counter() - start) * 1000)
-                    pairs.append((text, heard))
+                pairs, times = transcribe_all(stt, items)
                 print(f"window {window:>4.0f} s | {name:<28} | {condition:<26} | WER {corpus_wer(pairs):.3f} | "
                       f"vocabulary heard, not said {inserted(pairs, words):>2} | "
                       f"median {statistics.median(times):5.0f} ms", flush=True)
@@ -160,15 +155,21 @@ def measure_clips(folder: Path, windows: list[float], prompts: list[str]) -> Non
             stt = WhisperSTT(settings.forge_cache_dir, prompt_words=words if prompt == "with" else (), window_s=window)
             stt.warm_up()
             for condition, items in conditions.items():
-                pairs, times = [], []
-                for text, pcm, rate in items:
-                    start = time.perf_counter()
-                    heard = asyncio.run(stt.transcribe(pcm, rate)).text
-                    times.append((time.perf_counter() - start) * 1000)
-                    pairs.append((text, heard))
+                pairs, times = transcribe_all(stt, items)
                 print(f"window {window:>4.0f} s | prompt {prompt:<7} | {condition:<20} | WER {corpus_wer(pairs):.3f} "
                       f"| vocabulary words heard but not said {inserted(pairs, words)} "
                       f"| median {statistics.median(times):5.0f} ms", flush=True)
+
+
+def transcribe_all(stt: WhisperSTT, items: list[tuple[str, bytes, int]]) -> tuple[list[tuple[str, str]], list[float]]:
+    """Each (reference, PCM16, Hz) through ``stt``: the (reference, heard) pairs and each transcription's time, ms."""
+    pairs, times = [], []
+    for text, pcm, rate in items:
+        start = time.perf_counter()
+        heard = asyncio.run(stt.transcribe(pcm, rate)).text
+        times.append((time.perf_counter() - start) * 1000)
+        pairs.append((text, heard))
+    return pairs, times
 
 
 def inserted(pairs: list[tuple[str, str]], vocabulary: list[str]) -> int:

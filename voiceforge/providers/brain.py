@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from voiceforge.providers import intents
 from voiceforge.providers.base import LLM, Capabilities, Message, ToolCall
-from voiceforge.providers.dialogue import CONFIRM_PREFIX, DialogueState, is_confirmation, read_state
+from voiceforge.providers.dialogue import (
+    CONFIRM_PREFIX,
+    DialogueState,
+    is_confirmation,
+    read_state,
+    tool_results,
+)
 from voiceforge.tools import slots, spoken
 
 if TYPE_CHECKING:
@@ -80,18 +86,12 @@ def _facts(messages: Sequence[Message]) -> dict[str, Any]:
     phone = _CALLER_PHONE.search(system)
     if phone:
         known["caller_phone"] = phone.group(1)
-    for m in messages:
-        if m.get("role") != "tool":
-            continue
-        try:
-            result = json.loads(m.get("content") or "{}").get("result")
-        except (json.JSONDecodeError, AttributeError):
-            continue
-        if isinstance(result, dict) and result.get("customer_id"):
+    for result in tool_results(messages):
+        if result.get("customer_id"):
             known["customer_id"] = result["customer_id"]
             if result.get("name"):
                 known["customer_name"] = result["name"]
-        if isinstance(result, dict) and "next_step_index" in result and "index" in result:
+        if "next_step_index" in result and "index" in result:
             known["chalisa_last"] = result["index"]  # the Chalisa step just taught
     return known
 

@@ -8,15 +8,16 @@ utterances the agent answered with a slot question, up to the caller's latest, a
 resumed conversation and a stateless chat endpoint: it is read off the message list each turn,
 as a model would read it.
 
-What the state holds (:class:`DialogueState`): the pending request's words, the question the
-agent asked last (what it is waiting for), the customer identified so far, and the last list the
-agent read out.
+What the state holds (:class:`DialogueState`): the pending request's words, the questions asked
+and their answers (the last is what the agent waits for), how the caller introduced themselves,
+and the last list a tool returned. Who a tool identified is read by the brain's facts from the
+same tool results (:func:`tool_results`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,22 +61,17 @@ class DialogueState:
     Attributes:
         request: the caller's utterances of the request still being filled, oldest first (the
             last is the latest utterance); one utterance when nothing was pending.
-        waiting_for: the slot question the agent asked last, or None.
         answers: each slot question asked during the open request → the caller's answer to it.
         exchanges: (the agent's question, the caller's answer) of the open request, in order,
             confirmations included.
-        customer_id / customer_name: the customer identified so far (kept for the conversation).
         introduced: how the caller named themselves before the open request ("this is James
             Jackson": {"name": ...}), when no tool has identified them yet; {} otherwise.
         last_list: the items of the last list a tool returned (appointments, orders), oldest first.
     """
 
     request: list[str] = field(default_factory=list)
-    waiting_for: str | None = None
     answers: dict[str, str] = field(default_factory=dict)
     exchanges: list[tuple[str, str]] = field(default_factory=list)
-    customer_id: int | None = None
-    customer_name: str | None = None
     introduced: dict[str, Any] = field(default_factory=dict)
     last_list: list[dict[str, Any]] = field(default_factory=list)
 
@@ -120,7 +116,6 @@ def read_state(messages: Sequence[Message], tools: Sequence[Tool]) -> DialogueSt
             state.exchanges.append((question, answer))
             if question in questions:
                 state.answers[question] = answer
-            state.waiting_for = question
     for index in users[: len(users) - len(state.request)]:  # before the open request
         said = str(messages[index].get("content") or "")
         named = customer_ref(said, {})
@@ -128,6 +123,17 @@ def read_state(messages: Sequence[Message], tools: Sequence[Tool]) -> DialogueSt
             named = answer_ref(said)  # a bare full name ("Isabel Young") said first
         if named:
             state.introduced = named
+    for result in tool_results(messages):
+        if result.get("customer_id"):
+            state.introduced = {}  # a tool identified the customer (the brain's facts hold who)
+        items = next((v for v in result.values() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+        if items is not None:
+            state.last_list = items
+    return state
+
+
+def tool_results(messages: Sequence[Message]) -> Iterator[dict[str, Any]]:
+    """The ``result`` of each tool message that returned a JSON object, oldest first (errors skipped)."""
     for m in messages:
         if m.get("role") != "tool":
             continue
@@ -135,12 +141,5 @@ def read_state(messages: Sequence[Message], tools: Sequence[Tool]) -> DialogueSt
             result = json.loads(m.get("content") or "{}").get("result")
         except (json.JSONDecodeError, AttributeError):
             continue
-        if isinstance(result, dict) and result.get("customer_id"):
-            state.customer_id = result["customer_id"]
-            state.customer_name = result.get("name") or state.customer_name
-            state.introduced = {}
         if isinstance(result, dict):
-            items = next((v for v in result.values() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
-            if items is not None:
-                state.last_list = items
-    return state
+            yield result
