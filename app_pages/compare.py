@@ -93,6 +93,10 @@ rows = results["rows"]
 for row in rows:
     if row["error"]:
         st.error(f"{row['label']}: {row['error']}")
+failed = sum(r["failed"] for r in rows)
+if failed:
+    st.warning(f"{failed} turn{'s' if failed != 1 else ''} failed: left out of the latency percentiles. "
+               "The error of each is under **Every utterance**.")
 summary = pd.DataFrame([{
     "style": r["label"], "turns": r["turns"], "failed": r["failed"], "voice-to-voice p50 (ms)": r["v2v_p50_ms"],
     "p95 (ms)": r["v2v_p95_ms"], "WER": r["wer"], "cost / turn": format_usd(r["cost_per_turn_usd"]),
@@ -101,7 +105,7 @@ summary = pd.DataFrame([{
 } for r in rows])
 st.subheader("Results")
 st.dataframe(summary, hide_index=True, key="cmp_summary",
-             column_config={"style": st.column_config.TextColumn("style", width="large"),
+             column_config={"style": st.column_config.TextColumn("style", width=230),  # px: the longest name whole
                             "failed": st.column_config.NumberColumn(
                                 "failed", help="turns that ended in an error: left out of the latency percentiles")})
 st.caption("Cost is what a provider would bill for this run (local providers $0); the phone style's call is "
@@ -142,9 +146,9 @@ st.table(pd.DataFrame([{
     "pros": r["pros"], "cons": r["cons"],
 } for r in rows]).set_index("style"))  # a table wraps its text: nothing cut off
 
-with st.expander("Every utterance"):
-    detail = pd.DataFrame([{"style": STYLES[style], "utterance": t["utterance"], "reference": t["reference"],
-                            "heard": t["heard"], "reply": t["reply"], "voice-to-voice (ms)": t["v2v_ms"],
-                            "error": t.get("error")}
+with st.expander("Every utterance", expanded=bool(failed)):
+    detail = pd.DataFrame([{"style": STYLES[style], "utterance": t["utterance"], "error": t.get("error"),
+                            "voice-to-voice (ms)": t["v2v_ms"], "heard": t["heard"], "reply": t["reply"],
+                            "reference": t["reference"]}
                            for style, turns in results["turns"].items() for t in turns])
     st.dataframe(detail, hide_index=True, key="cmp_detail")

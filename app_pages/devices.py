@@ -208,6 +208,7 @@ with tab_press:
                 "Press completed", "The simulated press failed")
             if result is not None:
                 st.session_state.press_result = result
+                st.rerun()  # the Devices tab lists the simulator device the press registered
     result = st.session_state.get("press_result")
     if result:
         from voiceforge.audio.codecs import wrap_wav
@@ -217,4 +218,4 @@ with tab_press:
                                 "tool_calls": [{"name": n, "arguments": {}, "result": None} for n in turn["tool_calls"]],
                                 "audio": wrap_wav(audio, result["rate"]) if audio else None},
                                key=f"press-{turn['turn']}")
-            st.caption(f"First reply audio {turn['latency_ms']} ms after release")
+            st.caption(f"First reply audio {turn['latency_ms']:,.0f} ms after release")

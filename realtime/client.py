@@ -281,7 +281,12 @@ class RealtimeClient:
             raise self.failure
 
     async def greet(self, text: str) -> None:
-        """Have the agent speak first (a phone greeting): a response with instructions, no user turn."""
+        """Have the agent speak first (a phone greeting): a response with instructions, no user turn.
+
+        The greeting's timeline has no ``speech_end``: nobody stopped speaking, so it is stored
+        with no voice-to-voice time and stays out of the latency figures.
+        """
+        self._timeline = Timeline()
         await self.connection.response.create(
             response={"instructions": f"Greet the caller with exactly these words: {text}"})
 
@@ -392,7 +397,8 @@ class RealtimeClient:
         if not turn.has_content:
             return
         self._timeline.mark("turn_done")
-        turn.timings_ms = dict(self._timeline.marks)
+        # Stage times count from the end of the user's speech; a greeting has none to count from.
+        turn.timings_ms = dict(self._timeline.marks) if "speech_end" in self._timeline.marks else {}
         turn.interrupted = interrupted
         price = self.engine.prices.realtime(self.model, turn.input_tokens, turn.output_tokens,
                                             local=self.model == OFFLINE_MODEL)

@@ -229,3 +229,78 @@ def test_the_live_keypad_reaches_the_agent(live_app):
             expect(chat).to_have_count(3, timeout=60_000)  # the greeting, the keys, the agent's answer
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def realtime_live_app(tmp_path_factory):
+    """The app with its Live page's speech-to-speech backend on Forge's offline Realtime server."""
+    import os
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.support.servers import free_port
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    folder = tmp_path_factory.mktemp("live-realtime")
+    port, key = free_port(), "live-realtime-key"
+    env = {"FORGE_API_KEY": key, "FORGE_DATA_DIR": str(folder / "data"), "FORGE_PERSONA": "friendly_guide"}
+    with (folder / "realtime.log").open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "forge", "realtime-server", "--port", str(port)],
+                                  env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                assert server.poll() is None and time.monotonic() < deadline, (folder / "realtime.log").read_text()
+                time.sleep(0.3)
+            with run_streamlit(folder, FORGE_REALTIME_URL=f"ws://127.0.0.1:{port}/v1", **env) as base:
+                yield base, folder
+        finally:
+            server.terminate()
+            server.wait(20)
+
+
+def test_speech_to_speech_on_the_live_page_keeps_one_bubble_per_turn_in_order(realtime_live_app, speak):
+    """Words said while the greeting plays are heard, and the page shows the greeting, the user's
+    words and the answer as three bubbles in that order."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, _ = realtime_live_app
+    question = clip(speak, "How many customers are there?")
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1200})
+            context.add_init_script(MICROPHONE)
+            page = context.new_page()
+            page.goto(base + "/live")
+            page.get_by_text("Speech-to-speech (Realtime)").click()
+            component = page.frame_locator("iframe[title='streamlit_webrtc.component.webrtc_streamer']")
+            start = component.get_by_role("button", name="START")
+            start.wait_for(timeout=60_000)
+            start.click()
+            chat = page.get_by_test_id("stChatMessage")
+            expect(page.get_by_text("State:")).to_contain_text("speaking", timeout=60_000)  # the greeting
+            frame = next(f for f in page.frames if f != page.main_frame and f.evaluate("!!window.forgeSpeak"))
+            frame.evaluate("b => window.forgeSpeak(b)", question)
+            expect(chat.filter(has_text="The answer is 40")).to_have_count(1, timeout=90_000)
+            page.wait_for_timeout(1500)  # nothing else arrives late
+            bubbles = page.locator("[aria-label^='Chat message from']")
+            said = bubbles.all_inner_texts()
+            roles = bubbles.evaluate_all("els => els.map(e => e.getAttribute('aria-label'))")
+            page.screenshot(path=str(ARTIFACTS / "live-realtime.png"), full_page=True)
+        finally:
+            browser.close()
+    assert roles == ["Chat message from assistant", "Chat message from user", "Chat message from assistant"], \
+        list(zip(roles, said, strict=True))
+    greeting, user, answer = said
+    assert "customers" in user.lower() and "answer is" not in greeting and "The answer is 40" in answer, said
+    # Voice-to-voice counts from the end of the user's speech: the greeting has none and no such time.
+    assert "first agent audio" not in greeting and "first agent audio" in answer, said

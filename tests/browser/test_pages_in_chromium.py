@@ -153,3 +153,164 @@ def test_a_filtered_delete_and_a_persona_reset_show_the_truth_in_chromium(stream
             expect(page.get_by_text("No children yet.")).to_be_visible()
         finally:
             browser.close()
+
+
+def chromium(pw, **context):  # noqa: ANN001, ANN201
+    """A page in headless Chromium (``context``: Playwright's new_context options)."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    return browser, browser.new_context(viewport={"width": 1400, "height": 1000}, **context).new_page()
+
+
+def test_home_and_conversations_show_the_same_spend_in_chromium(streamlit_app):
+    """One conversation with a priced turn and a Twilio-billed call of 61 s: Home's total and the
+    Conversations page's line for it are the same figure, and providers are not called $0."""
+    import datetime as dt
+
+    from playwright.sync_api import expect, sync_playwright
+    from sqlalchemy import select, update
+
+    from voiceforge.config import load_settings
+    from voiceforge.cost import PriceTable, format_usd
+    from voiceforge.records import TurnRecord
+    from voiceforge.store import calls, conversations
+    from voiceforge.store.db import get_database
+    from voiceforge.store.models import Call
+
+    base, folder = streamlit_app
+    settings = load_settings(forge_data_dir=folder / "data")
+    db = get_database(settings.database_url_resolved)
+    db.migrate()
+    for conv in conversations.list_conversations(db):  # what other tests on this app stored
+        conversations.delete_conversation(db, conv["id"], settings.forge_data_dir)
+    conv = conversations.create_conversation(db, "twilio", "customer_service")
+    conversations.save_turn(db, conv, TurnRecord(user_text="What does this cost me?", reply="Very little.",
+                                                 cost={"llm": 0.0021, "total": 0.0021}))
+    calls.record_call(db, "CA" + "c" * 32, "outbound", "+15005550006", "+14155550100", "customer_service",
+                      billed=True)
+    calls.attach_stream(db, "CA" + "c" * 32, "MZ" + "c" * 32, conv)
+    calls.end_stream(db, "CA" + "c" * 32)
+    with db.db_session() as s:  # the call lasted 61 s: two started minutes
+        ended = s.scalar(select(Call.ended_at).where(Call.call_sid == "CA" + "c" * 32))
+        s.execute(update(Call).where(Call.call_sid == "CA" + "c" * 32).values(created_at=ended - dt.timedelta(seconds=61)))
+    prices = PriceTable(settings.forge_prices)
+    total = format_usd(0.0021 + prices.call(61))
+    with sync_playwright() as pw:
+        browser, page = chromium(pw)
+        try:
+            page.goto(base + "/")
+            metrics = page.get_by_test_id("stMetric")
+            expect(metrics.filter(has_text="Total")).to_contain_text(total, timeout=30_000)
+            expect(metrics.filter(has_text="Spent on providers")).to_contain_text(format_usd(0.0021))
+            page.goto(base + "/conversations")
+            expect(page.get_by_text(f"· {total} (providers {format_usd(0.0021)}, phone {format_usd(prices.call(61))})")) \
+                .to_be_visible(timeout=30_000)
+        finally:
+            browser.close()
+
+
+def test_a_press_on_the_devices_page_shows_its_stages_and_its_device_can_go(streamlit_app, speak, tmp_path):
+    """Simulate a press: each stage appears while it runs, the press reuses one simulator device,
+    and "Delete a device" removes it."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    base, _ = streamlit_app
+    pcm, rate = speak("Tell me a short story about Hanuman.")
+    wav = tmp_path / "press.wav"
+    wav.write_bytes(wrap_wav(pcm, rate))
+    with sync_playwright() as pw:
+        browser, page = chromium(pw)
+        try:
+            page.goto(base + "/devices")
+            for press in range(2):
+                page.get_by_role("tab", name="Simulate a press").click()
+                if press == 0:
+                    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(wav))
+                page.get_by_role("button", name="Press", exact=True).click()
+                expect(page.get_by_text("Pressed: streaming")).to_be_visible(timeout=120_000)
+                expect(page.get_by_text("Released: waiting for the reply")).to_be_visible(timeout=60_000)
+                expect(page.get_by_text(re.compile(r"^First reply audio \d+ ms after release"))).to_be_visible(
+                    timeout=120_000)
+                page.get_by_role("tab", name="Devices").click()
+                table = page.get_by_test_id("stDataFrame").first
+                expect(table.locator("td").filter(has_text="simulator (Simulate a press)")).to_have_count(1)
+            page.get_by_text("Delete a device").click()
+            page.get_by_role("button", name="Delete the device").click()
+            expect(page.get_by_text("No devices yet.")).to_be_visible(timeout=30_000)
+        finally:
+            browser.close()
+
+
+def test_a_simulated_call_opens_on_the_calls_tab_in_utc(streamlit_app, speak, tmp_path):
+    """After an earlier call, a new simulated call is the one opened on the Calls tab, and its start
+    time reads in UTC even in a browser set to another time zone."""
+    import datetime as dt
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from voiceforge.config import load_settings
+    from voiceforge.store import calls
+    from voiceforge.store.db import get_database
+
+    base, folder = streamlit_app
+    db = get_database(load_settings(forge_data_dir=folder / "data").database_url_resolved)
+    db.migrate()
+    calls.record_call(db, "CA" + "e" * 32, "outbound", "+15005550006", "+14155550100", "customer_service")
+    pcm, rate = speak("How many customers are there?")
+    wav = tmp_path / "caller.wav"
+    wav.write_bytes(wrap_wav(pcm, rate))
+    with sync_playwright() as pw:
+        browser, page = chromium(pw, timezone_id="Asia/Kolkata")  # UTC+5:30
+        try:
+            page.goto(base + "/phone")
+            page.get_by_role("tab", name="Call simulator").click()
+            page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(wav))
+            page.get_by_role("button", name="Run simulated call").click()
+            summary = page.get_by_text(re.compile(r"^Call CA[0-9a-f]{32} \("))
+            expect(summary).to_be_visible(timeout=180_000)
+            sid = re.search(r"CA[0-9a-f]{32}", summary.inner_text()).group(0)
+            page.get_by_role("tab", name="Calls").click()
+            opened = page.get_by_role("combobox", name="Open a call")
+            expect(opened).to_have_value(re.compile(sid), timeout=30_000)
+            shown = re.search(r"· (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", opened.input_value()).group(1)
+            started = dt.datetime.strptime(shown, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+            assert abs((dt.datetime.now(dt.UTC) - started).total_seconds()) < 300, shown
+            expect(page.get_by_test_id("stDataFrame").first.get_by_text("started (UTC)")).to_have_count(1)
+        finally:
+            browser.close()
+
+
+def test_compare_shows_failed_turns_and_whole_names_in_chromium(tmp_path, monkeypatch):
+    """A Compare run whose LLM cannot be reached (no failover): the failed column counts every turn,
+    the latency is left empty rather than timed on failures, the errors are shown, and neither the
+    style names nor the pros and cons are cut off."""
+    from playwright.sync_api import expect, sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    dead = {"LLM_PROVIDER": "openai", "OPENAI_LLM_BASE_URL": "http://127.0.0.1:9/v1", "FORGE_FAILOVER": "false"}
+    with run_streamlit(tmp_path, **dead) as base, sync_playwright() as pw:
+        browser, page = chromium(pw)
+        try:
+            page.goto(base + "/compare")
+            page.get_by_role("button", name="Remove Speech-to-speech (Realtime)").click(timeout=60_000)
+            page.get_by_role("button", name="Remove Phone streaming (call simulator)").click()
+            page.get_by_role("button", name="Run the comparison").click()
+            expect(page.get_by_text("4 turns failed: left out of the latency percentiles")).to_be_visible(timeout=180_000)
+            summary = page.get_by_test_id("stDataFrame").first
+            expect(summary.locator("th").filter(has_text="failed")).to_have_count(1)
+            cells = summary.locator("td").all_inner_texts()
+            assert cells[:5] == ["Batch: STT → LLM → TTS", "4", "4", "", ""], cells  # style, turns, failed, p50, p95
+            scroller = summary.locator(".dvn-scroller").first  # the whole table fits: no column hidden to the right
+            assert scroller.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the results table scrolls sideways"
+            detail = page.get_by_test_id("stDataFrame").last
+            expect(detail.locator("td").filter(has_text="openai-llm")).to_have_count(4, timeout=30_000)
+            table = page.get_by_test_id("stTable")
+            expect(table).to_contain_text("simplest to build and debug")
+            cut = table.evaluate("t => [...t.querySelectorAll('td, th')].filter(c => c.scrollWidth > c.clientWidth + 1)"
+                                 ".map(c => c.innerText)")
+            assert cut == [], cut
+        finally:
+            browser.close()
