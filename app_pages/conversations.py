@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import forge_ui
+from voiceforge.agent.persona import PersonaError
 from voiceforge.store import conversations as store
 
 engine = forge_ui.engine()
@@ -70,6 +71,12 @@ spent = engine.prices.spent(sum(t.get("cost_usd") or 0.0 for t in turns), billed
                             billed_texts.get(conv_id, 0))
 st.caption(f"{conv['channel']} · persona {conv['persona']} · {conv['created_at']:%Y-%m-%d %H:%M} · "
            f"{len(turns)} turn{'' if len(turns) == 1 else 's'} · {forge_ui.spent_line(spent)}")
+try:  # what the conversation left open, rebuilt from its stored turns as a resumed call would
+    state_line = forge_ui.dialogue_state_line(engine.resume(conv_id, channel=conv["channel"]).dialogue_state())
+except (LookupError, PersonaError):
+    state_line = None  # its persona is gone: nothing to read the state with
+if state_line:
+    st.caption(state_line)
 export = {k: v for k, v in conv.items() if k != "turns"} | {"turns": conv["turns"]}
 st.download_button("Export this conversation (JSON)", json.dumps(export, default=str, indent=2).encode(),
                    f"forge-conversation-{conv_id}.json", "application/json", key="conv_export_one")

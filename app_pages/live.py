@@ -152,6 +152,8 @@ def live_panel() -> None:
                 forge_ui.show_waterfall(timings, key=f"live-{entry['generation']}", x_max=forge_ui.timeline_max(turns))
             elif (first := forge_ui.first_audio_ms(timings)) is not None:
                 st.caption(f"⏱️ first agent audio {first:,.0f} ms after the end of speech")
+    if session.backend == "cascade" and (line := forge_ui.dialogue_state_line(session.pipeline.dialogue_state())):
+        st.caption(line)
     spent = sum((e.get("cost") or {}).get("total", 0.0) for e in turns)
     st.caption(f"This conversation: {len(turns)} turns · " + forge_ui.cost_line(spent, None))
     if session.backend == "realtime":

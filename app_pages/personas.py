@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import forge_ui
+from voiceforge.agent import knowledge
 from voiceforge.agent.persona import (
     PersonaError,
     list_personas,
@@ -33,11 +34,20 @@ resets = st.session_state.get(f"persona_resets_{pid}", 0)
 fresh = f"_{resets}" if resets else ""
 with st.form(f"persona_edit_{pid}"):
     st.markdown("**Edit this persona** (kept in the data folder; the file in prompts/ stays as shipped)")
-    st.caption("Offline (no LLM configured), the brain uses the greeting, the voice, the turn-taking settings and "
-               "the persona's tools; the system prompt is followed only by an LLM (OpenAI, Azure or an "
-               "OpenAI-compatible server). LLM in use: " + engine.describe().get("llm", "?") + ".")
+    st.caption("Offline (no LLM configured), the brain uses the greeting, the voice, the turn-taking settings, "
+               "the facts and FAQ (it answers a question closest in meaning to one of them) and the persona's "
+               "tools. The system prompt's instructions are followed only by an LLM (OpenAI, Azure or an "
+               "OpenAI-compatible server), which gets the facts and FAQ too. LLM in use: "
+               + engine.describe().get("llm", "?") + ".")
     prompt = st.text_area("System prompt", overrides.get("system_prompt") or persona.system_prompt, height=220,
                           key=f"pe_prompt_{pid}{fresh}")
+    shown_facts, shown_faq = knowledge.to_lines(persona.knowledge)
+    cols = st.columns(2)
+    facts_text = cols[0].text_area("Facts, one a line", shown_facts, height=160, key=f"pe_facts_{pid}{fresh}",
+                                   placeholder="We are open from 9 am to 6 pm, Monday to Saturday.")
+    faq_text = cols[1].text_area("FAQ, one a line: question | answer", shown_faq, height=160,
+                                 key=f"pe_faq_{pid}{fresh}",
+                                 placeholder="Do you deliver? | Yes, within five miles of the shop.")
     greeting = st.text_input("Greeting", overrides.get("greeting") or persona.greeting, key=f"pe_greeting_{pid}{fresh}")
     cols = st.columns(3)
     current = persona.voice.get(tts.provider_id) or tts.voice
@@ -55,12 +65,14 @@ with st.form(f"persona_edit_{pid}"):
     reset = cols[1].form_submit_button("Back to the shipped persona")
 if save:
     try:
-        values = {"system_prompt": prompt, "greeting": greeting, "endpointing_ms": silence, "vad_threshold": threshold}
+        facts, faq = knowledge.from_lines(facts_text, faq_text)
+        values = {"system_prompt": prompt, "greeting": greeting, "endpointing_ms": silence, "vad_threshold": threshold,
+                  "facts": facts, "faq": faq}
         if voices:
             values["voice"] = {tts.provider_id: voice}
         path = save_persona_overrides(data_dir, pid, values)
         st.success(f"Saved to {path}; it applies from the next conversation (the prompt from the next turn).")
-    except PersonaError as exc:
+    except (PersonaError, knowledge.KnowledgeError) as exc:
         st.error(str(exc))
 if reset:
     (data_dir / "personas" / f"{pid}.json").unlink(missing_ok=True)

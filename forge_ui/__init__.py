@@ -223,6 +223,18 @@ def cost_line(cost_usd: float | None, usage: dict[str, Any] | None, unpriced: li
     return " · ".join(parts)
 
 
+def dialogue_state_line(state: dict[str, str]) -> str | None:
+    """A pipeline's ``dialogue_state()`` for people: "🧩 waiting for … · request “…” · caller …" (None when empty)."""
+    parts = []
+    if state.get("waiting_for"):
+        parts.append(f"waiting for **{state['waiting_for']}**")
+    if state.get("request"):
+        parts.append(f"request “{state['request']}”")
+    if state.get("customer"):
+        parts.append(f"caller {state['customer']}")
+    return "🧩 Dialogue state: " + " · ".join(parts) if parts else None
+
+
 def spent_line(spent: Any) -> str:
     """A :class:`voiceforge.cost.Spent` for people: "$0.0140 (providers $0 (local), phone $0.0140)"."""
     from voiceforge.cost import format_usd

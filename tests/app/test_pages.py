@@ -124,6 +124,15 @@ def test_conversations_page_opens_a_timeline(app):
     assert "Show the appointments for customer 2" in texts
 
 
+def test_conversations_page_shows_what_a_conversation_left_open(app):
+    goto(app, "app_pages/voice_chat.py")
+    app.chat_input(key="voice_text").set_value("I'd like a repair visit on Monday").run()
+    goto(app, "app_pages/conversations.py")
+    captions = [c.value for c in app.caption]
+    assert ("🧩 Dialogue state: waiting for **who is calling (a name or customer number)** · "
+            "request “I'd like a repair visit on Monday”") in captions, captions
+
+
 def test_conversations_page_after_a_filtered_delete_says_what_is_still_stored(app):
     goto(app, "app_pages/voice_chat.py")
     app.chat_input(key="voice_text").set_value("Where is my order?").run()

@@ -220,11 +220,12 @@ def test_the_live_keypad_reaches_the_agent(live_app):
                 .get_by_role("button", name="START")
             start.wait_for(timeout=60_000)
             start.click()
+            chat = page.get_by_test_id("stChatMessage")
+            expect(chat.first).to_be_visible(timeout=60_000)  # the greeting was said: the conversation runs
             expect(page.get_by_text("State:")).to_contain_text("listening", timeout=60_000)
             page.get_by_role("button", name="Keypad").click()
             for key in "42#":
                 page.get_by_role("button", name=key, exact=True).click()
-            chat = page.get_by_test_id("stChatMessage")
             expect(chat.filter(has_text="I pressed 42 on the keypad.")).to_have_count(1, timeout=30_000)
             expect(chat).to_have_count(3, timeout=60_000)  # the greeting, the keys, the agent's answer
         finally:

@@ -26,3 +26,15 @@ def oai(openai_server):
     server.chat_script.clear()
     server.fail_next.clear()
     return server, url
+
+
+@pytest.fixture(scope="module")
+def offline_engine(tmp_path_factory: pytest.TempPathFactory):
+    """An Engine on the offline defaults with the mock business data, one per test module."""
+    from voiceforge.config import load_settings
+    from voiceforge.engine import Engine
+
+    folder = tmp_path_factory.mktemp("engine")
+    engine = Engine(load_settings(forge_data_dir=folder, database_url=f"sqlite:///{folder / 'forge.db'}"))
+    engine.ensure_mock_data()
+    return engine

@@ -11,18 +11,14 @@ import datetime as dt
 
 import pytest
 
-from voiceforge.config import load_settings
 from voiceforge.engine import Engine
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dialogue")
-    eng = Engine(load_settings(forge_data_dir=folder, database_url=f"sqlite:///{folder / 'd.db'}"))
-    eng.ensure_mock_data()
-    return eng
+def engine(offline_engine):
+    return offline_engine
 
 
 async def talk(engine: Engine, *turns: str, caller: str | None = None) -> list[list[dict]]:
@@ -102,3 +98,22 @@ async def test_a_booking_is_picked_from_the_list_read_out(engine):
     assert confirm.reply.startswith("Just to confirm") and f"appointment {second}" in confirm.reply
     done = await pipeline.text_turn("yes")
     assert [(c["name"], c["arguments"]) for c in done.tool_calls] == [("cancel_appointment", {"appointment_id": second})]
+
+
+async def test_the_state_survives_a_reconnect_and_is_described(engine):
+    """A device or phone conversation that resumes (Engine.resume, as a reconnecting device does)
+    keeps its open request: the state is rebuilt from the stored turns, and described for the pages."""
+    first = engine.pipeline("customer_service", channel="device")
+    await first.text_turn("Could someone come round to fix my boiler on Friday?")
+    request = "Could someone come round to fix my boiler on Friday?"
+    assert first.dialogue_state() == {"request": request, "waiting_for": "who is calling (a name or customer number)"}
+    again = engine.resume(first.conversation_id, channel="device")
+    assert again.dialogue_state() == first.dialogue_state()
+    assert (await again.text_turn("customer 6")).tool_calls == []
+    assert again.dialogue_state() == {"request": request, "waiting_for": "the time of day"}
+    assert (await again.text_turn("at 10 in the morning")).tool_calls == []
+    assert again.dialogue_state() == {"request": request, "waiting_for": "a yes or no"}
+    (booked,) = (await again.text_turn("yes")).tool_calls
+    assert booked["name"] == "schedule_appointment", booked
+    assert booked["arguments"]["customer_id"] == 6 and booked["arguments"]["service"] == "repair"
+    assert again.dialogue_state() == {}  # nothing left open

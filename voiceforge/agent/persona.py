@@ -5,7 +5,9 @@ A persona file holds: ``id``, ``name``, ``description``, ``greeting``, ``system_
 ``domain_words`` (spelling hints for STT: the domain's uncommon words, which Whisper's prompt
 biases it toward), ``realtime`` (its phone calls run over a Realtime
 session), ``sql_for_unknown_texters`` (run_sql for SMS from numbers that are no customer's) and
-``[voice]`` with one voice per provider.
+``[voice]`` with one voice per provider, and the persona's knowledge: ``facts`` (sentences) and
+``faq`` (question/answer tables), which every brain reads from the system prompt
+(:mod:`voiceforge.agent.knowledge`).
 A persona with ``personalized = true`` fills ``{assistant_name}``, ``{user_name}``,
 ``{missing_data}`` and ``{system_message_suffix}`` from the personalization file.
 
@@ -21,6 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voiceforge.agent import knowledge
 from voiceforge.config import ROOT
 
 log = logging.getLogger(__name__)
@@ -70,19 +73,21 @@ class Persona:
     """The longest conversation, s (None: ``FORGE_MAX_CALL_S``; 0: no limit)."""
     turn_detector: str | None = None
     """"model" or "silence" (None: ``FORGE_TURN_DETECTOR``)."""
+    knowledge: list[knowledge.Entry] = field(default_factory=list)
+    """Facts and FAQ pairs (the file's ``facts`` and ``faq``, or the settings page's edits)."""
     keypad: dict[str, str] = field(default_factory=dict)
     """Keypad digits (or digit strings ended by ``#``) mapped to what the caller means by them,
     e.g. ``{"1": "I want to check my order"}``; others reach the agent as "I pressed 1 on the keypad"."""
 
     def prompt_for(self, channel: str) -> str:
-        """The system prompt, with the reply-length rule for phone calls added."""
+        """The system prompt, then the persona's knowledge, then (on a call) the reply-length rule."""
+        prompt = self.system_prompt
+        if self.knowledge:
+            prompt += "\n\n" + knowledge.render(self.knowledge)
         if channel == "phone":
-            return (
-                self.system_prompt
-                + f"\n\nYou are on a phone call: answer in at most {self.phone_max_sentences} short"
-                " sentences, with no lists, markdown or emoji."
-            )
-        return self.system_prompt
+            prompt += (f"\n\nYou are on a phone call: answer in at most {self.phone_max_sentences} short"
+                       " sentences, with no lists, markdown or emoji.")
+        return prompt
 
 
 def load_personalization(data_dir: Path) -> dict[str, str]:
@@ -127,7 +132,7 @@ def save_personalization(data_dir: Path, values: dict[str, str]) -> Path:
     return path
 
 
-OVERRIDE_KEYS = ("system_prompt", "greeting", "voice", "endpointing_ms", "vad_threshold")
+OVERRIDE_KEYS = ("system_prompt", "greeting", "voice", "endpointing_ms", "vad_threshold", "facts", "faq")
 """What the settings page may change per persona."""
 
 
@@ -162,6 +167,13 @@ def save_persona_overrides(data_dir: Path, persona_id: str, values: dict) -> Pat
         raise PersonaError("endpointing silence must be 100-5000 ms")
     if "vad_threshold" in clean and not 0.3 <= float(clean["vad_threshold"]) <= 0.95:
         raise PersonaError("VAD threshold must be 0.3-0.95")
+    for key in ("facts", "faq"):  # an emptied list is an edit too: the persona then knows nothing
+        if isinstance(values.get(key), list):
+            clean[key] = values[key]
+    try:
+        knowledge.entries(clean.get("facts", []), clean.get("faq", []))
+    except knowledge.KnowledgeError as exc:
+        raise PersonaError(str(exc)) from None
     folder = data_dir / "personas"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{persona_id}.json"
@@ -212,11 +224,24 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Per
         endpointing_ms=int(overrides["endpointing_ms"]) if overrides.get("endpointing_ms") else None,
         vad_threshold=float(overrides["vad_threshold"]) if overrides.get("vad_threshold") else None,
         sql_for_unknown_texters=bool(raw.get("sql_for_unknown_texters", False)),
+        knowledge=_knowledge(raw, overrides, path.name),
         **_turn_taking(raw, path.name),
     )
 
 
 KEYPAD_KEYS = frozenset("0123456789*#")
+
+
+def _knowledge(raw: dict, overrides: dict, file: str) -> list[knowledge.Entry]:
+    """The persona's facts and FAQ: the settings page's edits of each, else the file's.
+
+    Raises:
+        PersonaError: either is malformed (see :func:`voiceforge.agent.knowledge.entries`).
+    """
+    try:
+        return knowledge.entries(overrides.get("facts", raw.get("facts", [])), overrides.get("faq", raw.get("faq", [])))
+    except knowledge.KnowledgeError as exc:
+        raise PersonaError(f"{file}: {exc}") from None
 
 
 def _turn_taking(raw: dict, file: str) -> dict:

@@ -5,8 +5,10 @@ utterance in two ways: each offered tool's trigger patterns (phrasings that cert
 tool), then, when none fires, sentence embeddings against the example requests each tool and
 each kind of small talk declares (voiceforge/providers/intents.py). A confident match extracts the
 arguments by rule, calls the tool and phrases its result for the ear; a plausible one is
-asked back ("Did you want me to check your orders?"); small talk gets its answer; anything
-else a short, honest reply naming a few things it can do. It reads only the message list,
+asked back ("Did you want me to check your orders?"); a question closer in meaning to one of
+the persona's facts (voiceforge/agent/knowledge.py, read from the system prompt) than to any
+tool is answered from that fact; small talk gets its answer; anything else a short, honest
+reply naming a few things it can do. It reads only the message list,
 like a real model, so the agent loop treats it exactly like OpenAI. The UI labels it.
 """
 
@@ -19,6 +21,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from voiceforge.agent import knowledge
 from voiceforge.providers import intents
 from voiceforge.providers.base import LLM, Capabilities, Message, ToolCall
 from voiceforge.providers.dialogue import (
@@ -150,6 +153,11 @@ def _extract(tool: Tool, utterance: str, plain: str, known: dict[str, Any]) -> d
     return tool.extract(plain, known) if args is None and plain != utterance else args
 
 
+def results_after(messages: Sequence[Message], last: int) -> bool:
+    """Whether tool results follow the user's message at ``last`` (the turn is past its request)."""
+    return any(m.get("role") == "tool" for m in messages[last + 1 :])
+
+
 def _tool_name_of(messages: Sequence[Message], call_id: str) -> str | None:
     for m in messages:
         for tc in m.get("tool_calls") or ():
@@ -227,8 +235,17 @@ class OfflineBrain(LLM):
                 intent, args = (tool, found) if how == "tool" else (None, None)
             if isinstance(args, str):
                 intent, args = None, None
+        # A question of the caller's own, not an answer to the agent's (a slot, a yes), may be
+        # about the persona's knowledge, unless a trigger certainly names a tool.
+        own_request = intent is None and not state.pending
         if intent is None:
             intent, args = self._match(utterance, tools, known)
+        certain = intent is not None and (intent.matches_exactly(utterance)
+                                          or intent.matches_exactly(spoken.canonical(utterance)))
+        if own_request and not certain and not results_after(messages, last):
+            fact = self._from_knowledge(utterance, messages, tools, intent)
+            if fact is not None:
+                return fact
         if is_confirmation(question) and _PLAIN_NO.fullmatch(utterance):
             return "Okay, I won't. What would you like instead?"  # a plain no: nothing runs
         confirmed = is_confirmation(question) and bool(_YES.match(utterance))
@@ -263,6 +280,29 @@ class OfflineBrain(LLM):
             if done is not None and done == lister:
                 return f"{self._phrase(by_name.get(done), result)} {args}"  # the list read out, then the question
         return self._phrase(by_name.get(done or ""), result)
+
+    def _from_knowledge(self, utterance: str, messages: Sequence[Message], tools: Sequence[Tool],
+                        intent: Tool | None) -> str | None:
+        """The answer from the persona's knowledge, when the question is about it rather than a tool.
+
+        An entry answers when its similarity clears :data:`knowledge.ACCEPT` and beats the
+        meaning score of every offered tool (the one a broad trigger picked included): "what time
+        do you close" is about the opening hours, "book me in for Tuesday" about a tool.
+        """
+        system = next((str(m.get("content") or "") for m in messages if m.get("role") == "system"), "")
+        known = knowledge.parse(system)
+        if not known or _only_small_talk(utterance):
+            return None
+        hit = knowledge.closest(spoken.canonical(utterance), known)
+        if hit is None or hit[1] < knowledge.ACCEPT:
+            return None
+        scores = self._meaning_scores(utterance, tools)
+        rivals = [score for name, score in scores.items() if name not in intents.SMALL_TALK]
+        if intent is not None:
+            rivals.append(scores.get(intent.name, 0.0))
+        if rivals and max(rivals) >= hit[1]:
+            return None
+        return hit[0].answer
 
     @staticmethod
     def _lister(intent: Tool, question: str, by_name: dict[str, Tool]) -> str | None:

@@ -143,3 +143,41 @@ def tool_results(messages: Sequence[Message]) -> Iterator[dict[str, Any]]:
             continue
         if isinstance(result, dict):
             yield result
+
+
+def describe(messages: Sequence[Message], tools: Sequence[Tool]) -> dict[str, str]:
+    """The dialogue state after the agent's latest reply, for people ({} when nothing is open).
+
+    Keys (each only when known): ``request`` (the caller's first words of the open request),
+    ``waiting_for`` (what the agent's last question asks for: the parameter's declared ``label``
+    or its name, "the time of day" after a day alone, or "a yes or no"), ``tool`` (the tool that question belongs to, when only one
+    tool asks it) and ``customer``
+    ("Name (customer N)", the last customer a tool identified).
+    """
+    out: dict[str, str] = {}
+    for result in tool_results(messages):
+        if result.get("customer_id") and result.get("name"):
+            out["customer"] = f"{result['name']} (customer {result['customer_id']})"
+    said = [i for i, m in enumerate(messages) if m.get("role") == "assistant" and m.get("content")]
+    if not said:
+        return out
+    last = str(messages[said[-1]].get("content") or "").strip()
+    questions = slot_questions(tools)
+    question = asked(last, questions)
+    if question is None:
+        return out
+    request = open_request(messages[: said[-1]], questions)
+    if request:
+        out["request"] = request[0]
+    if is_confirmation(question):
+        out["waiting_for"] = "a yes or no"
+        return out
+    asking = [(tool, param) for tool in tools if tool.declaration is not None
+              for param in tool.declaration.parameters if question in (param.ask, param.options.get("ask_time"))]
+    if asking:
+        tool, param = asking[0]
+        what = str(param.options.get("label") or param.name.replace("_", " "))
+        out["waiting_for"] = what if question == param.ask else "the time of day"
+        if len({t.name for t, _ in asking}) == 1:  # several tools ask "who are you?": the request tells which
+            out["tool"] = tool.name
+    return out

@@ -184,7 +184,7 @@ def embed(texts: list[str]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=128)
-def _utterance_vector(text: str) -> np.ndarray:
+def utterance_vector(text: str) -> np.ndarray:
     """An utterance's vector, kept for its next lookup in the same turn (read-only)."""
     vector = embed([text])[0]
     vector.flags.writeable = False
@@ -251,7 +251,7 @@ class IntentIndex:
         """
         if not self.labels:
             return {}
-        vector = _utterance_vector(utterance)
+        vector = utterance_vector(utterance)
         sims = self.vectors @ vector
         by_intent: dict[str, list[float]] = {}
         for label, sim in zip(self.labels, sims.tolist(), strict=True):

@@ -27,6 +27,7 @@ an agent's file). The offline brain reads it; nothing about a tool's phrasings o
     slot = "number"                                     # how speech fills it (voiceforge/tools/slots.py)
     after = ["appointment", "booking"]                  # the slot's options
     ask = "Which appointment number is it?"             # asked when it is missing
+    label = "which appointment"                         # what the agent waits for, shown on the pages
 
 Parameters are filled in the order they are declared. For a built-in tool the JSON Schema comes
 from the function's signature and docstring; its declaration adds the slots. Triggers are

@@ -69,6 +69,15 @@ class ConversationState:
         """end_call ran in this conversation."""
         return bool(self._ctx.state.get("ended"))
 
+    def dialogue_state(self) -> dict[str, str]:
+        """What the conversation leaves open, read off the agent's messages.
+
+        See :func:`voiceforge.providers.dialogue.describe` (keys request, waiting_for, tool, customer).
+        """
+        from voiceforge.providers.dialogue import describe
+
+        return describe(self._agent.memory.messages(""), self.tools)
+
     @property
     def summary(self) -> str:
         """The rolling summary of turns that left the agent's memory."""
