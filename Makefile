@@ -41,6 +41,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/dialogues.py
 	$(BIN)/python bench/knowledge.py
+	$(BIN)/python bench/evals.py
 	$(BIN)/python bench/stt_accuracy.py --windows 10
 	$(BIN)/python bench/turn_latency.py
 	$(BIN)/python bench/speech_gaps.py

@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "says, or a references.tsv); default: the shipped set spoken by Piper")
     p.add_argument("--styles", default=None, help="comma-separated: batch,phone,speech-to-speech (default: all)")
     common(p)
+    p = sub.add_parser("eval", help="run eval suites (YAML scenarios); exit 1 when a scenario fails")
+    p.add_argument("paths", nargs="+", help="suite files, or folders of them (*.yaml, *.yml)")
+    p.add_argument("--style", choices=["text", "voice", "phone", "realtime"], default=None,
+                   help="override each suite's style (text and voice run today)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per scenario; within_ms judges the median")
+    p.add_argument("--junit", default=None, help="write JUnit XML here")
+    p.add_argument("--strict", action="store_true", help="a skipped judge (no LLM configured) fails")
+    common(p)
     p = sub.add_parser("device-sim", help="simulate a push-to-talk device (the ESP32's protocol)")
     p.add_argument("wavs", nargs="+", help="one WAV per press")
     p.add_argument("--url", default=None, help="a running sidecar (default: start one and register a device)")
@@ -129,6 +137,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return commands.config(args)
     if args.command == "compare":
         return asyncio.run(commands.compare_styles(args))
+    if args.command == "eval":
+        return asyncio.run(commands.run_evals(args))
     if args.command in ("call-sim", "device-sim"):
         from forge import simulate
 

@@ -152,6 +152,64 @@ def config(args: argparse.Namespace) -> int:
     return 0
 
 
+def suite_files(paths: list[str]) -> list[Path]:
+    """The suite files named by ``paths``: files as given, folders as their ``*.yaml``/``*.yml`` (sorted).
+
+    Raises:
+        FileNotFoundError: a path that does not exist, or a folder with no suite in it.
+    """
+    out: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+            if not found:
+                raise FileNotFoundError(f"no suite (*.yaml) in {path}")
+            out += found
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"no such suite file or folder: {path}")
+    return out
+
+
+async def run_evals(args: argparse.Namespace) -> int:
+    """`forge eval`: each scenario's result (the failing expectation and the transcript when it fails);
+    exit 0 only when every scenario of every suite passed, 1 otherwise, 2 when a suite cannot run."""
+    from forge.evals import Runner, to_json, transcript_lines, write_junit
+    from voiceforge.engine import Engine
+    from voiceforge.evals import load_suite
+
+    suites = [load_suite(path) for path in suite_files(args.paths)]  # every file checked before any runs
+    engine = Engine()
+    engine.ensure_mock_data()
+    runner = Runner(engine, repeat=args.repeat, strict=args.strict)
+    as_json = getattr(args, "json", False)
+    runs = []
+    for suite in suites:
+        run = await runner.run(suite, getattr(args, "persona", None), args.style)
+        runs.append(run)
+        if as_json:
+            print(json.dumps(to_json(run, args.strict), default=str))
+            continue
+        print(f"{suite.path} ({run.persona}, {run.style})")
+        for result in run.scenarios:
+            ok = result.passed(args.strict)
+            skipped = any(c.passed is None for c in result.checks)
+            print(f"  {'PASS' if ok else 'FAIL'}  {result.name}  ({result.seconds:.1f} s)"
+                  + ("  [a judge was skipped]" if skipped and ok else ""))
+            if not ok:
+                print(f"        {result.failure}")
+                print("\n".join("      " + line for line in transcript_lines(result)))
+    if args.junit:
+        write_junit(runs, Path(args.junit), args.strict)
+    total = sum(len(r.scenarios) for r in runs)
+    passed = sum(s.passed(args.strict) for r in runs for s in r.scenarios)
+    if not as_json:
+        print(f"{passed} of {total} scenarios passed")
+    return 0 if passed == total else 1
+
+
 async def compare_styles(args: argparse.Namespace) -> int:
     """`forge compare`: a table (or one JSON object per style with ``--json``); exit 1 if a style failed."""
     from forge.compare import STYLES, compare, default_utterances_async, load_utterances, table

@@ -434,7 +434,8 @@ class OfflineBrain(LLM):
             return kind, None, None
         if tool is not None and match.plausible and tool.offer:
             return "clarify", tool, None
-        if match is not None and match.confident and match.intent in intents.SMALL_TALK:
+        if match is not None and match.confident and match.intent in intents.SMALL_TALK \
+                and match.score >= intents.SMALL_TALK_ACCEPT:
             return match.intent, None, None
         return None, None, None
 

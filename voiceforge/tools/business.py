@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from voiceforge import clock
 from voiceforge.store import business as data
 from voiceforge.tools import spoken
 from voiceforge.tools.declaration import load_declarations
@@ -110,7 +111,7 @@ def _parse_start(starts_at: str) -> dt.datetime:
     except ValueError:
         raise ToolError("starts_at must be a date and time like 2026-12-03T10:00") from None
     when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
-    if when < dt.datetime.now(dt.UTC):
+    if when < clock.now():
         raise ToolError("that time is in the past; please pick a future date")
     return when
 

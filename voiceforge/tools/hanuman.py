@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from voiceforge import clock
 from voiceforge.audio.codecs import AudioFormatError, unwrap_wav, wrap_wav
 from voiceforge.config import ROOT
 from voiceforge.store import children
@@ -56,7 +57,7 @@ def _age(ctx: ToolContext) -> int | None:
     child = children.get_child(ctx.db, ctx.child_id)
     if not child or not child["dob"]:
         return None
-    born, today = dt.date.fromisoformat(child["dob"]), dt.date.today()
+    born, today = dt.date.fromisoformat(child["dob"]), clock.now().date()
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 

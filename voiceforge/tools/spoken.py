@@ -9,6 +9,8 @@ import datetime as dt
 import re
 from typing import Any
 
+from voiceforge import clock
+
 _UNITS = {
     "zero": 0, "oh": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
@@ -231,7 +233,7 @@ def when_in(utterance: str, now: dt.datetime | None = None) -> str | None:
     """
     from dateutil import parser as dateparser
 
-    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = now or clock.now().replace(tzinfo=None)
     text = _spoken_clock(utterance.lower())
     base = now.replace(hour=9, minute=0, second=0, microsecond=0)
     date = None
@@ -362,7 +364,7 @@ def change_when(iso: str, correction: str) -> str | None:
         return old.replace(hour=dt.datetime.fromisoformat(said).hour, minute=0).strftime("%Y-%m-%dT%H:%M")
     old, new = dt.datetime.fromisoformat(iso), dt.datetime.fromisoformat(said)
     has_time = time_in(correction)
-    has_day = new.date() != (dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=1)).date() or any(
+    has_day = new.date() != (clock.now().replace(tzinfo=None) + dt.timedelta(days=1)).date() or any(
         re.search(rf"\b{day}\b", correction, re.I) for day in (*WEEKDAYS, "tomorrow", "today"))
     if has_time and not has_day:
         new = old.replace(hour=new.hour, minute=new.minute)

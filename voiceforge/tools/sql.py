@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from voiceforge import clock
 from voiceforge.store.business import customer_by_phone
 from voiceforge.store.readonly import QueryLimits, QueryRefused, run_query
 from voiceforge.tools import slots, spoken
@@ -181,7 +182,7 @@ def _where(utterance: str, table: str, today: dt.date | None = None) -> list[str
     price = _price(utterance) if table == "orders" else None
     if price is not None:
         where.append(price)
-    period = _period(utterance, today or dt.datetime.now(dt.UTC).date())
+    period = _period(utterance, today or clock.now().date())
     if period is not None and table in _DATE_COLUMN:
         column = _DATE_COLUMN[table]
         where += [f"{column} >= '{period[0].isoformat()}'", f"{column} < '{period[1].isoformat()}'"]

@@ -1,0 +1,254 @@
+"""Running eval suites (``voiceforge.evals``) against a persona in a style, for `forge eval` and CI.
+
+Each scenario is a new conversation through the one turn pipeline (``Engine.pipeline``): typed
+text in the ``text`` style; in the ``voice`` style each line spoken by Piper (or the suite's
+audio file) and sent as one utterance, as Compare's batch style does. A turn that expects a tool
+whose declaration asks for confirmation gets the caller's "yes" when the agent asks, inside
+the same turn. ``--repeat N`` runs each scenario N times; ``within_ms`` then judges the median.
+The ``phone`` and ``realtime`` styles are refused with a clear error for now.
+
+JUnit XML (``--junit``): one ``testsuite`` per suite file, one ``testcase`` per scenario; a
+failing expectation is a ``failure`` with the transcript, a run that broke an ``error``, and a
+skipped judge (no LLM configured) a ``skipped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voiceforge import clock
+from voiceforge.evals import (
+    Check,
+    ScenarioResult,
+    Suite,
+    SuiteError,
+    TurnOutcome,
+    TurnSpec,
+    check_conversation,
+    check_turn,
+    judge_messages,
+    judge_verdict,
+)
+from voiceforge.providers.dialogue import is_confirmation
+
+RUNNABLE = ("text", "voice")
+"""Styles `forge eval` runs today."""
+FIRST_REPLY_MARKS = ("first_frame_sent", "first_audio_delta", "tts_first_audio", "first_sentence", "turn_done")
+"""A turn's first agent output, in order of preference: audio on the wire, synthesized audio, reply text."""
+YES = "Yes, please."
+
+
+@dataclass
+class SuiteRun:
+    """One suite file's results under one persona and style."""
+
+    suite: Suite
+    persona: str
+    style: str
+    scenarios: list[ScenarioResult] = field(default_factory=list)
+
+    def passed(self, strict: bool = False) -> bool:
+        """Every scenario passed."""
+        return all(s.passed(strict) for s in self.scenarios)
+
+
+def first_reply_ms(timings: dict[str, float]) -> float | None:
+    """A turn's latency for ``within_ms``: ms from the end of the caller's input to the first agent output."""
+    return next((float(timings[m]) for m in FIRST_REPLY_MARKS if m in timings), None)
+
+
+class Runner:
+    """Runs suites on one engine (models loaded once for every suite)."""
+
+    def __init__(self, engine: Any, repeat: int = 1, strict: bool = False) -> None:
+        """``engine``: a :class:`voiceforge.engine.Engine`; ``repeat``: runs per scenario (1 or more)."""
+        if repeat < 1:
+            raise ValueError("repeat must be 1 or more")
+        self.engine, self.repeat, self.strict = engine, repeat, strict
+        self._speech: dict[str, tuple[bytes, int]] = {}
+
+    async def run(self, suite: Suite, persona: str | None = None, style: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> SuiteRun:
+        """Every scenario of ``suite`` (``persona`` and ``style`` override the file's).
+
+        Raises:
+            SuiteError: a style that cannot run yet, a persona version (not kept yet), or an
+                unknown persona.
+        """
+        from voiceforge.agent.persona import PersonaError
+
+        style = style or suite.style
+        persona = persona or suite.persona
+        if style not in RUNNABLE:
+            raise SuiteError(f"{suite.path}: style {style!r} cannot run in forge eval yet (text and voice can)")
+        if suite.version is not None:
+            raise SuiteError(f"{suite.path}: version {suite.version}: persona versions are not kept yet")
+        try:
+            self.engine.persona(persona)
+        except PersonaError as exc:
+            raise SuiteError(f"{suite.path}: {exc}") from None
+        run = SuiteRun(suite, persona, style)
+        with clock.frozen(suite.now) if suite.now else contextlib.nullcontext():
+            for scenario in suite.scenarios:
+                if progress:
+                    progress(scenario.name)
+                run.scenarios.append(await self._scenario(scenario, persona, style))
+        return run
+
+    async def _scenario(self, scenario: Any, persona: str, style: str) -> ScenarioResult:
+        result = ScenarioResult(scenario.name)
+        started = time.perf_counter()
+        outcomes: list[list[TurnOutcome]] = [[] for _ in scenario.turns]
+        ended = False
+        try:
+            for _ in range(self.repeat):
+                pipeline = self.engine.pipeline(persona, channel="eval", persist=False)
+                for number, turn in enumerate(scenario.turns):
+                    outcomes[number].append(await self._turn(pipeline, turn, style))
+                    if pipeline.ended:
+                        break
+                ended = pipeline.ended
+        except Exception as exc:  # noqa: BLE001 - a broken run is the scenario's error, the suite goes on
+            result.error = f"the run broke: {type(exc).__name__}: {exc}"
+        for spec, runs in zip(scenario.turns, outcomes, strict=True):
+            if not runs:
+                if result.error is None:
+                    result.turns.append((spec, TurnOutcome("", ""), [Check("turn", False, "never reached: the "
+                                                                                 "call ended before it")]))
+                continue
+            merged = TurnOutcome(heard=runs[0].heard, reply=runs[0].reply, tool_calls=runs[0].tool_calls,
+                                 latency_ms=[v for r in runs for v in r.latency_ms],
+                                 error=next((r.error for r in runs if r.error), None), confirmed=runs[0].confirmed,
+                                 timings_ms=runs[0].timings_ms)
+            checks = check_turn(spec.expect, merged)
+            if "judge" in spec.expect:
+                checks.append(await self._judge(spec.expect["judge"], scenario.turns, outcomes))
+            result.turns.append((spec, merged, checks))
+        result.conversation = check_conversation(scenario.expect_conversation,
+                                                 [o for runs in outcomes for o in runs], ended)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    async def _turn(self, pipeline: Any, turn: TurnSpec, style: str) -> TurnOutcome:
+        record = await self._say(pipeline, turn, style, turn.user)
+        outcome = TurnOutcome(heard=record.user_text, reply=record.reply, tool_calls=list(record.tool_calls),
+                              error=record.error, timings_ms=dict(record.timings_ms))
+        if (latency := first_reply_ms(record.timings_ms)) is not None:
+            outcome.latency_ms.append(latency)
+        wanted = {turn.expect["tool"]} if "tool" in turn.expect else set(turn.expect.get("tool_any_of") or ())
+        if wanted and is_confirmation(record.reply) and not wanted & {c["name"] for c in record.tool_calls}:
+            yes = await self._say(pipeline, turn, style, YES)  # the caller confirms, as the agent asked
+            outcome.reply = f"{record.reply} {yes.reply}".strip()
+            outcome.tool_calls += yes.tool_calls
+            outcome.error = outcome.error or yes.error
+            outcome.confirmed = True
+        return outcome
+
+    async def _say(self, pipeline: Any, turn: TurnSpec, style: str, words: str | None) -> Any:
+        if style == "text" and words is not None and (turn.audio is None or words == YES):
+            return await pipeline.text_turn(words)
+        if turn.audio is not None and words != YES:
+            from voiceforge.audio.decode import decode_audio
+
+            pcm, rate = await asyncio.to_thread(decode_audio, turn.audio.read_bytes(),
+                                                self.engine.settings.forge_max_turn_s)
+        else:
+            pcm, rate = await self._spoken(words or "")
+        return await pipeline.voice_turn(pcm, rate, speak=True)
+
+    async def _spoken(self, text: str) -> tuple[bytes, int]:
+        """``text`` in Piper's voice with 0.3 s of silence either side (each line synthesized once)."""
+        if text not in self._speech:
+            from voiceforge.providers.local import PiperTTS
+
+            piper = PiperTTS()
+            pcm = await piper.synthesize(text)
+            pad = b"\0\0" * int(piper.sample_rate * 0.3)
+            self._speech[text] = (pad + pcm + pad, piper.sample_rate)
+        return self._speech[text]
+
+    async def _judge(self, rubric: str, turns: list[TurnSpec], outcomes: list[list[TurnOutcome]]) -> Check:
+        """The configured LLM grades the scenario's transcript so far; skipped on the offline brain."""
+        llm = self.engine.providers.llm
+        if getattr(llm, "capabilities", None) is not None and llm.capabilities.offline:
+            return Check("judge", None, "skipped: no LLM is configured (the offline brain does not judge)")
+        transcript: list[tuple[str, str]] = []
+        for spec, runs in zip(turns, outcomes, strict=False):
+            if runs:
+                transcript += [("Caller", runs[0].heard or spec.label), ("Agent", runs[0].reply)]
+        answer = ""
+        async for piece in llm.stream(judge_messages(rubric, transcript), []):
+            if isinstance(piece, str):
+                answer += piece
+        return judge_verdict(answer)
+
+
+def transcript_lines(result: ScenarioResult) -> list[str]:
+    """The scenario as people read it: each line, what was heard, the reply, the tools and the checks."""
+    lines: list[str] = []
+    for number, (spec, outcome, checks) in enumerate(result.turns, start=1):
+        lines.append(f"  {number}. caller: {spec.label}" + (f"  (heard: {outcome.heard})"
+                                                             if outcome.heard and outcome.heard != spec.user else ""))
+        if outcome.confirmed:
+            lines.append(f"     caller: {YES}  (the agent asked to confirm)")
+        lines.append(f"     agent: {outcome.reply}")
+        for call in outcome.tool_calls:
+            lines.append(f"     tool: {call['name']}({call.get('arguments')})")
+        if outcome.latency_ms:
+            lines.append(f"     first reply: {statistics.median(outcome.latency_ms):,.0f} ms")
+        for check in checks:
+            mark = {True: "ok", False: "FAIL", None: "skipped"}[check.passed]
+            lines.append(f"     [{mark}] {check.expectation}" + (f": {check.detail}" if check.detail else ""))
+    for check in result.conversation:
+        mark = {True: "ok", False: "FAIL", None: "skipped"}[check.passed]
+        lines.append(f"  [{mark}] conversation {check.expectation}" + (f": {check.detail}" if check.detail else ""))
+    return lines
+
+
+def to_json(run: SuiteRun, strict: bool = False) -> dict[str, Any]:
+    """One suite run as a JSON-ready dict (``forge eval --json`` prints one a line)."""
+    return {
+        "suite": str(run.suite.path), "persona": run.persona, "style": run.style, "passed": run.passed(strict),
+        "scenarios": [{
+            "name": s.name, "passed": s.passed(strict), "failure": s.failure, "seconds": round(s.seconds, 2),
+            "turns": [{"user": spec.label, "heard": o.heard, "reply": o.reply, "confirmed": o.confirmed,
+                       "tool_calls": [{"name": c["name"], "arguments": c.get("arguments")} for c in o.tool_calls],
+                       "latency_ms": o.latency_ms, "error": o.error,
+                       "checks": [{"expectation": c.expectation, "passed": c.passed, "detail": c.detail}
+                                  for c in checks]}
+                      for spec, o, checks in s.turns],
+            "conversation": [{"expectation": c.expectation, "passed": c.passed, "detail": c.detail}
+                             for c in s.conversation],
+        } for s in run.scenarios],
+    }
+
+
+def write_junit(runs: list[SuiteRun], path: Path, strict: bool = False) -> None:
+    """JUnit XML of ``runs`` at ``path`` (written with junitparser, read by CI systems)."""
+    from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
+
+    xml = JUnitXml("forge eval")
+    for run in runs:
+        suite = TestSuite(f"{run.suite.path.stem} ({run.persona}, {run.style})")
+        for result in run.scenarios:
+            case = TestCase(result.name, classname=f"{run.suite.path.stem}.{run.style}", time=round(result.seconds, 3))
+            transcript = "\n".join(transcript_lines(result))
+            if result.error:
+                case.result = [Error(result.error)]
+            elif not result.passed(strict):
+                failure = Failure(result.failure or "a judge was skipped (--strict)")
+                failure.text = transcript
+                case.result = [failure]
+            elif any(c.passed is None for c in result.checks):
+                case.result = [Skipped("a judge was skipped: no LLM is configured")]
+            case.system_out = transcript
+            suite.add_testcase(case)
+        xml.add_testsuite(suite)
+    xml.write(str(path), pretty=True)

@@ -1,0 +1,153 @@
+"""`forge eval` for real: suites through the turn pipeline on the offline models, typed and spoken
+(Piper in, Whisper back), its exit code and JUnit XML read back by junitparser, a fixed clock,
+and a judge run by an LLM speaking the OpenAI wire format."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from forge.evals import Runner
+from voiceforge.audio.codecs import wrap_wav
+from voiceforge.evals import load_suite
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+SUITE = """
+persona: customer_service
+style: {style}
+scenarios:
+  - name: counts the customers
+    turns:
+      - {line}
+        expect: {{tool: run_sql, reply_matches: "\\\\b40\\\\b"}}
+    expect_conversation: {{no_error: true, ended: false}}
+  - name: expects the wrong tool
+    turns:
+      - user: "how many customers are there"
+        expect: {{tool: lookup_customer, reply_not_contains: ["40"]}}
+"""
+
+
+def forge_eval(*args: str, data: Path) -> subprocess.CompletedProcess:
+    env = {"FORGE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin", "HOME": str(data)}
+    return subprocess.run([sys.executable, "-m", "forge", "eval", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+def test_a_failing_scenario_fails_the_run_and_the_junit_says_which(tmp_path):
+    from junitparser import Failure, JUnitXml
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(style="text", line='user: "how many customers are there"'))
+    junit = tmp_path / "eval.xml"
+    out = forge_eval(str(path), "--junit", str(junit), data=tmp_path / "data")
+    assert out.returncode == 1, out.stderr
+    assert "PASS  counts the customers" in out.stdout
+    assert "FAIL  expects the wrong tool" in out.stdout
+    assert "turn 1: reply_not_contains: the reply says '40'" in out.stdout  # the first failing expectation
+    assert "[FAIL] tool: expected lookup_customer; ran run_sql" in out.stdout  # every check, in the transcript
+    assert "agent: The answer is 40." in out.stdout  # and the transcript
+    assert "1 of 2 scenarios passed" in out.stdout
+    cases = {case.name: case for suite in JUnitXml.fromfile(str(junit)) for case in suite}
+    assert set(cases) == {"counts the customers", "expects the wrong tool"}
+    assert cases["counts the customers"].is_passed
+    (failure,) = cases["expects the wrong tool"].result
+    assert isinstance(failure, Failure) and "reply_not_contains" in failure.message
+    assert "[FAIL] tool: expected lookup_customer" in failure.text  # the transcript with every check
+
+
+def test_every_scenario_passing_exits_zero_and_json_is_one_object_a_suite(tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(style="text", line='user: "how many customers are there"').split("  - name: expects")[0])
+    out = forge_eval(str(path), "--json", data=tmp_path / "data")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (run,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert run["passed"] and run["scenarios"][0]["turns"][0]["tool_calls"][0]["name"] == "run_sql"
+
+
+def test_a_broken_suite_exits_two_before_anything_runs(tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text("persona: customer_service\nscenarios: [{name: a, turns: [{user: hi, expect: {tool_called: x}}]}]")
+    out = forge_eval(str(path), data=tmp_path / "data")
+    assert out.returncode == 2 and "unknown key 'tool_called'" in out.stderr
+
+
+async def test_the_voice_style_speaks_each_line_and_plays_audio_files(offline_engine, tmp_path, speak):
+    pcm, rate = speak("Look up customer number three.")
+    (tmp_path / "lookup.wav").write_bytes(wrap_wav(b"\0\0" * (rate // 4) + pcm + b"\0\0" * (rate // 4), rate))
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(style="voice", line='user: "how many customers are there"') + """
+  - name: an audio file
+    turns:
+      - audio: lookup.wav
+        expect: {tool: lookup_customer, args: {customer_id: 3}}
+""")
+    run = await Runner(offline_engine).run(load_suite(path))
+    results = {s.name: s for s in run.scenarios}
+    assert results["counts the customers"].passed(), results["counts the customers"].failure
+    (_, outcome, _), = results["counts the customers"].turns
+    assert "customers" in outcome.heard.lower() and outcome.latency_ms and outcome.latency_ms[0] > 0
+    assert results["an audio file"].passed(), results["an audio file"].failure
+    assert not results["expects the wrong tool"].passed()
+
+
+async def test_now_fixes_the_clock_and_a_confirmation_is_answered(offline_engine, tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text("""
+persona: customer_service
+now: 2031-03-03T08:00:00
+scenarios:
+  - name: books tomorrow
+    turns:
+      - user: "book me a cleaning tomorrow at 10 am, I'm customer 5"
+        expect: {tool: schedule_appointment, args: {customer_id: 5, starts_at: "2031-03-04T10:00"}}
+""")
+    run = await Runner(offline_engine).run(load_suite(path))
+    (result,) = run.scenarios
+    assert result.passed(), result.failure
+    (_, outcome, _), = result.turns
+    assert outcome.confirmed and outcome.reply.startswith("Just to confirm, shall I ")
+    assert dt.datetime.now(dt.UTC).year != 2031  # the clock is fixed only inside the run
+
+
+async def test_a_judge_runs_on_an_llm_and_is_skipped_offline(offline_engine, oai, tmp_path):
+    from tests.integration.test_openai_providers import keyed
+    from voiceforge.engine import Engine
+
+    path = tmp_path / "suite.yaml"
+    path.write_text("""
+persona: customer_service
+scenarios:
+  - name: polite
+    turns:
+      - user: "hello there"
+        expect: {judge: "The agent greets the caller and offers help."}
+""")
+    offline = await Runner(offline_engine).run(load_suite(path))
+    (check,) = offline.scenarios[0].checks
+    assert check.passed is None and "skipped" in check.detail
+    assert offline.passed() and not offline.passed(strict=True)
+
+    server, url = oai
+    engine = Engine(keyed(url, database_url=f"sqlite:///{tmp_path / 'j.db'}", stt_provider="whisper",
+                          tts_provider="piper"))
+    server.chat_script += [{"text": "Hello! How can I help you today?"}, {"text": "FAIL\nIt never offered help."}]
+    judged = await Runner(engine).run(load_suite(path))
+    (check,) = judged.scenarios[0].checks
+    assert check.passed is False and check.detail == "It never offered help."
+    asked = server.requests[-1]["json"]["messages"][1]["content"]
+    assert "The agent greets the caller" in asked and "Agent: Hello! How can I help you today?" in asked
+
+
+@pytest.mark.wallclock  # the starter suites hold latency budgets: timed runs stay out of the parallel gate
+def test_the_starter_suites_pass_offline(tmp_path):
+    out = forge_eval(str(ROOT / "evals"), data=tmp_path / "data")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "FAIL" not in out.stdout and " scenarios passed" in out.stdout
