@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="run eval suites (YAML scenarios); exit 1 when a scenario fails")
     p.add_argument("paths", nargs="+", help="suite files, or folders of them (*.yaml, *.yml)")
     p.add_argument("--style", choices=["text", "voice", "phone", "realtime"], default=None,
-                   help="override each suite's style (text and voice run today)")
+                   help="override each suite's style")
     p.add_argument("--repeat", type=int, default=1, help="runs per scenario; within_ms judges the median")
     p.add_argument("--junit", default=None, help="write JUnit XML here")
     p.add_argument("--strict", action="store_true", help="a skipped judge (no LLM configured) fails")

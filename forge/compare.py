@@ -20,9 +20,10 @@ per-minute price for the call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -214,51 +215,79 @@ async def run_phone(engine: Engine, utterances: list[Utterance], persona: str | 
     return run
 
 
-async def run_speech_to_speech(engine: Engine, utterances: list[Utterance], persona: str | None,
-                               progress: Progress | None = None) -> StyleRun:
-    """Style 3: a Realtime session, audio streamed in real time, server VAD finding the turns."""
-    import contextlib
-
+@contextlib.asynccontextmanager
+async def realtime_service(engine: Engine) -> AsyncIterator[tuple[Any, str]]:
+    """(openai SDK client, model) for Realtime sessions: OpenAI's Realtime API when a key is set,
+    else Forge's offline Realtime server, started for the block."""
     import openai
 
     from forge.processes import local_realtime_server
-    from realtime.client import OFFLINE_MODEL, PCM_RATE, RealtimeClient, make_client
+    from realtime.client import OFFLINE_MODEL, make_client
+
+    settings = engine.settings
+    if settings.openai_configured:
+        yield make_client(settings)
+        return
+    async with local_realtime_server() as url:
+        key, _ = settings.ensure_api_key()
+        yield openai.AsyncOpenAI(api_key=key, websocket_base_url=url, max_retries=0), OFFLINE_MODEL
+
+
+@contextlib.asynccontextmanager
+async def realtime_session(engine: Engine, persona: str | None, channel: str,
+                           service: tuple[Any, str]) -> AsyncIterator[Any]:
+    """A :class:`realtime.client.RealtimeClient` for ``persona`` on ``service`` (:func:`realtime_service`)."""
+    from realtime.client import RealtimeClient
+
+    sdk, model = service
+    async with RealtimeClient(engine, persona, channel=channel, sdk=sdk, model=model) as client:
+        yield client
+
+
+async def realtime_turn(client: Any, pcm16: bytes, rate: int, silence_ms: int = 0, timeout_s: float = 90) -> Any:
+    """Stream one utterance to a Realtime session in real time (20 ms frames, after ``silence_ms``
+    of silence), then silence until the service's VAD ends the turn and the answer is stored.
+
+    Returns:
+        The finished :class:`realtime.client.RealtimeTurn` (``timings_ms["first_audio_delta"]``
+        is voice-to-voice from the last voiced frame).
+    """
+    from realtime.client import PCM_RATE
     from voiceforge.audio.resample import resample
 
+    frame = PCM_RATE // 50 * 2
+    speech = b"\0" * (PCM_RATE * 2 * silence_ms // 1000) + resample(pcm16, rate, PCM_RATE)
+    clock = time.perf_counter()
+
+    async def stream(audio: bytes, forever: bool = False) -> None:
+        nonlocal clock
+        k = 0
+        while forever or k < len(audio):
+            chunk = audio[k : k + frame] if k < len(audio) else b"\0" * frame
+            await client.send_audio(chunk.ljust(frame, b"\0"), PCM_RATE)
+            k += frame
+            clock += 0.02
+            await asyncio.sleep(max(0.0, clock - time.perf_counter()))
+
+    await stream(speech)
+    silence = asyncio.create_task(stream(b"", forever=True))
+    try:
+        return await client.next_turn(timeout_s=timeout_s)
+    finally:
+        silence.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await silence
+
+
+async def run_speech_to_speech(engine: Engine, utterances: list[Utterance], persona: str | None,
+                               progress: Progress | None = None) -> StyleRun:
+    """Style 3: a Realtime session, audio streamed in real time, server VAD finding the turns."""
+    from realtime.client import PCM_RATE
+
     run = StyleRun("speech-to-speech")
-    settings = engine.settings
-    async with contextlib.AsyncExitStack() as stack:
-        if settings.openai_configured:
-            sdk, model = make_client(settings)
-        else:
-            url = await stack.enter_async_context(local_realtime_server())
-            key, _ = settings.ensure_api_key()
-            sdk, model = openai.AsyncOpenAI(api_key=key, websocket_base_url=url, max_retries=0), OFFLINE_MODEL
-        client = RealtimeClient(engine, persona, channel="compare", sdk=sdk, model=model)
-        await stack.enter_async_context(client)
-        frame = PCM_RATE // 50 * 2
+    async with realtime_service(engine) as service, realtime_session(engine, persona, "compare", service) as client:
         for i, utt in enumerate(utterances):
-            speech = resample(utt.pcm16, utt.rate, PCM_RATE)
-            clock = time.perf_counter()
-
-            async def stream(audio: bytes, forever: bool = False) -> None:
-                nonlocal clock
-                k = 0
-                while forever or k < len(audio):
-                    chunk = audio[k : k + frame] if k < len(audio) else b"\0" * frame
-                    await client.send_audio(chunk.ljust(frame, b"\0"), PCM_RATE)
-                    k += frame
-                    clock += 0.02
-                    await asyncio.sleep(max(0.0, clock - time.perf_counter()))
-
-            await stream(speech)
-            silence = asyncio.create_task(stream(b"", forever=True))
-            try:
-                turn = await client.next_turn(timeout_s=90)
-            finally:
-                silence.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await silence
+            turn = await realtime_turn(client, utt.pcm16, utt.rate)
             marks = turn.timings_ms
             stt = marks.get("stt_final")
             run.turns.append({

@@ -1,11 +1,21 @@
 """Running eval suites (``voiceforge.evals``) against a persona in a style, for `forge eval` and CI.
 
-Each scenario is a new conversation through the one turn pipeline (``Engine.pipeline``): typed
-text in the ``text`` style; in the ``voice`` style each line spoken by Piper (or the suite's
-audio file) and sent as one utterance, as Compare's batch style does. A turn that expects a tool
-whose declaration asks for confirmation gets the caller's "yes" when the agent asks, inside
-the same turn. ``--repeat N`` runs each scenario N times; ``within_ms`` then judges the median.
-The ``phone`` and ``realtime`` styles are refused with a clear error for now.
+Each scenario is a new conversation, in one of four styles:
+
+- ``text``: typed lines through the turn pipeline (``Engine.pipeline``);
+- ``voice``: each line spoken by Piper (or the suite's audio file) and sent as one utterance, as
+  Compare's batch style does;
+- ``phone``: one simulated Twilio call per scenario (``voiceforge.telephony.simulator``) against a
+  sidecar started for the run: μ-law 8 kHz in real time, per-turn ``silence_ms`` and
+  ``barge_in_after_ms``, latency on the caller's clock;
+- ``realtime``: one Realtime session per scenario (OpenAI's with a key, else Forge's offline
+  server started for the run), audio streamed in real time, the service's VAD ending turns.
+
+A turn that expects a tool whose declaration asks for confirmation gets the caller's "yes" when
+the agent asks, inside the same turn (on a call, where lines are played as scripted, a "yes"
+follows every such turn). ``--repeat N`` runs each scenario N times; ``within_ms`` then judges
+the median. ``now:`` reaches the text and voice styles only: the phone and realtime styles run
+the agent in another process, so a suite that sets it is refused there.
 
 JUnit XML (``--junit``): one ``testsuite`` per suite file, one ``testcase`` per scenario; a
 failing expectation is a ``failure`` with the transcript, a run that broke an ``error``, and a
@@ -38,8 +48,8 @@ from voiceforge.evals import (
 )
 from voiceforge.providers.dialogue import is_confirmation
 
-RUNNABLE = ("text", "voice")
-"""Styles `forge eval` runs today."""
+RUNNABLE = ("text", "voice", "phone", "realtime")
+"""Styles `forge eval` runs."""
 FIRST_REPLY_MARKS = ("first_frame_sent", "first_audio_delta", "tts_first_audio", "first_sentence", "turn_done")
 """A turn's first agent output, in order of preference: audio on the wire, synthesized audio, reply text."""
 YES = "Yes, please."
@@ -59,6 +69,17 @@ class SuiteRun:
         return all(s.passed(strict) for s in self.scenarios)
 
 
+def expected_tools(turn: TurnSpec) -> set[str]:
+    """The tools a turn expects (``tool``, or ``tool_any_of``)."""
+    return {turn.expect["tool"]} if "tool" in turn.expect else set(turn.expect.get("tool_any_of") or ())
+
+
+def awaits_yes(turn: TurnSpec, reply: str, tool_calls: list[dict[str, Any]]) -> bool:
+    """Whether the agent asked to confirm instead of running the tool the turn expects."""
+    wanted = expected_tools(turn)
+    return bool(wanted) and is_confirmation(reply) and not wanted & {c["name"] for c in tool_calls}
+
+
 def first_reply_ms(timings: dict[str, float]) -> float | None:
     """A turn's latency for ``within_ms``: ms from the end of the caller's input to the first agent output."""
     return next((float(timings[m]) for m in FIRST_REPLY_MARKS if m in timings), None)
@@ -73,6 +94,7 @@ class Runner:
             raise ValueError("repeat must be 1 or more")
         self.engine, self.repeat, self.strict = engine, repeat, strict
         self._speech: dict[str, tuple[bytes, int]] = {}
+        self._line: Any = None  # the phone style's sidecar (URL, token, key), or the realtime style's service
 
     async def run(self, suite: Suite, persona: str | None = None, style: str | None = None,
                   progress: Callable[[str], None] | None = None) -> SuiteRun:
@@ -87,7 +109,12 @@ class Runner:
         style = style or suite.style
         persona = persona or suite.persona
         if style not in RUNNABLE:
-            raise SuiteError(f"{suite.path}: style {style!r} cannot run in forge eval yet (text and voice can)")
+            raise SuiteError(f"{suite.path}: style {style!r} is not one of {', '.join(RUNNABLE)}")
+        if style in ("phone", "realtime") and suite.now is not None:
+            raise SuiteError(f"{suite.path}: now: fixes the clock of the text and voice styles only (the {style} "
+                             "style's agent runs in another process)")
+        if style == "realtime" and any(t.barge_in_after_ms is not None for s in suite.scenarios for t in s.turns):
+            raise SuiteError(f"{suite.path}: barge_in_after_ms runs in the phone style (not realtime yet)")
         if suite.version is not None:
             raise SuiteError(f"{suite.path}: version {suite.version}: persona versions are not kept yet")
         try:
@@ -95,7 +122,16 @@ class Runner:
         except PersonaError as exc:
             raise SuiteError(f"{suite.path}: {exc}") from None
         run = SuiteRun(suite, persona, style)
-        with clock.frozen(suite.now) if suite.now else contextlib.nullcontext():
+        async with contextlib.AsyncExitStack() as stack:
+            if style == "phone":
+                from forge.processes import local_sidecar
+
+                self._line = await stack.enter_async_context(local_sidecar())
+            elif style == "realtime":
+                from forge.compare import realtime_service
+
+                self._line = await stack.enter_async_context(realtime_service(self.engine))
+            stack.enter_context(clock.frozen(suite.now) if suite.now else contextlib.nullcontext())
             for scenario in suite.scenarios:
                 if progress:
                     progress(scenario.name)
@@ -109,12 +145,17 @@ class Runner:
         ended = False
         try:
             for _ in range(self.repeat):
-                pipeline = self.engine.pipeline(persona, channel="eval", persist=False)
-                for number, turn in enumerate(scenario.turns):
-                    outcomes[number].append(await self._turn(pipeline, turn, style))
-                    if pipeline.ended:
-                        break
-                ended = pipeline.ended
+                if style == "phone":
+                    ended = await self._call(scenario, persona, outcomes)
+                elif style == "realtime":
+                    ended = await self._session(scenario, persona, outcomes)
+                else:
+                    pipeline = self.engine.pipeline(persona, channel="eval", persist=False)
+                    for number, turn in enumerate(scenario.turns):
+                        outcomes[number].append(await self._turn(pipeline, turn, style))
+                        if pipeline.ended:
+                            break
+                    ended = pipeline.ended
         except Exception as exc:  # noqa: BLE001 - a broken run is the scenario's error, the suite goes on
             result.error = f"the run broke: {type(exc).__name__}: {exc}"
         for spec, runs in zip(scenario.turns, outcomes, strict=True):
@@ -126,7 +167,7 @@ class Runner:
             merged = TurnOutcome(heard=runs[0].heard, reply=runs[0].reply, tool_calls=runs[0].tool_calls,
                                  latency_ms=[v for r in runs for v in r.latency_ms],
                                  error=next((r.error for r in runs if r.error), None), confirmed=runs[0].confirmed,
-                                 timings_ms=runs[0].timings_ms)
+                                 interrupted=runs[0].interrupted, timings_ms=runs[0].timings_ms)
             checks = check_turn(spec.expect, merged)
             if "judge" in spec.expect:
                 checks.append(await self._judge(spec.expect["judge"], scenario.turns, outcomes))
@@ -139,11 +180,10 @@ class Runner:
     async def _turn(self, pipeline: Any, turn: TurnSpec, style: str) -> TurnOutcome:
         record = await self._say(pipeline, turn, style, turn.user)
         outcome = TurnOutcome(heard=record.user_text, reply=record.reply, tool_calls=list(record.tool_calls),
-                              error=record.error, timings_ms=dict(record.timings_ms))
+                              error=record.error, interrupted=record.interrupted, timings_ms=dict(record.timings_ms))
         if (latency := first_reply_ms(record.timings_ms)) is not None:
             outcome.latency_ms.append(latency)
-        wanted = {turn.expect["tool"]} if "tool" in turn.expect else set(turn.expect.get("tool_any_of") or ())
-        if wanted and is_confirmation(record.reply) and not wanted & {c["name"] for c in record.tool_calls}:
+        if awaits_yes(turn, record.reply, record.tool_calls):
             yes = await self._say(pipeline, turn, style, YES)  # the caller confirms, as the agent asked
             outcome.reply = f"{record.reply} {yes.reply}".strip()
             outcome.tool_calls += yes.tool_calls
@@ -154,14 +194,79 @@ class Runner:
     async def _say(self, pipeline: Any, turn: TurnSpec, style: str, words: str | None) -> Any:
         if style == "text" and words is not None and (turn.audio is None or words == YES):
             return await pipeline.text_turn(words)
+        pcm, rate = await self._audio(turn, words)
+        return await pipeline.voice_turn(pcm, rate, speak=True)
+
+    async def _audio(self, turn: TurnSpec, words: str | None) -> tuple[bytes, int]:
+        """The turn's audio file, or ``words`` spoken by Piper: (PCM16 mono, Hz)."""
         if turn.audio is not None and words != YES:
             from voiceforge.audio.decode import decode_audio
 
-            pcm, rate = await asyncio.to_thread(decode_audio, turn.audio.read_bytes(),
-                                                self.engine.settings.forge_max_turn_s)
-        else:
-            pcm, rate = await self._spoken(words or "")
-        return await pipeline.voice_turn(pcm, rate, speak=True)
+            return await asyncio.to_thread(decode_audio, turn.audio.read_bytes(), self.engine.settings.forge_max_turn_s)
+        return await self._spoken(words or "")
+
+    def _asks_first(self, turn: TurnSpec, persona: str) -> bool:
+        """Whether a tool the turn expects is declared ``confirm = true`` (the agent asks before it runs)."""
+        wanted = expected_tools(turn)
+        tools = self.engine.pipeline(persona, channel="eval", persist=False).tools
+        return any(t.name in wanted and t.confirm is True for t in tools)
+
+    async def _call(self, scenario: Any, persona: str, outcomes: list[list[TurnOutcome]]) -> bool:
+        """One simulated phone call of the scenario; appends each turn's outcome; whether the agent hung up."""
+        from voiceforge.telephony.simulator import simulate_call
+
+        base, token, key = self._line
+        lines: list[tuple[int, tuple[bytes, int], dict[str, int | None]]] = []
+        for number, turn in enumerate(scenario.turns):
+            each: dict[str, int | None] = {}
+            if turn.silence_ms:
+                each["silence_ms"] = turn.silence_ms
+            if turn.barge_in_after_ms is not None:
+                each["barge_in_ms"] = turn.barge_in_after_ms
+            lines.append((number, await self._audio(turn, turn.user), each))
+            if self._asks_first(turn, persona):
+                lines.append((number, await self._spoken(YES), {}))  # played as scripted: the yes follows
+        call = await simulate_call(base, token, [audio for _, audio, _ in lines], persona, api_key=key,
+                                   each=[each for _, _, each in lines])
+        merged: dict[int, TurnOutcome] = {}
+        for (number, _, _), row in zip(lines, call["turns"], strict=False):
+            calls = [{"name": c["name"], "arguments": c.get("arguments") or {}} for c in row.get("tool_calls") or []]
+            if number in merged:  # the caller's yes to a confirmation
+                first = merged[number]
+                first.reply = f"{first.reply} {row['reply']}".strip()
+                first.tool_calls += calls
+                first.error = first.error or row.get("error")
+                first.confirmed = True
+                continue
+            merged[number] = TurnOutcome(heard=row["transcript"], reply=row["reply"], tool_calls=calls,
+                                         latency_ms=[row["latency_ms"]] if row.get("latency_ms") is not None else [],
+                                         error=row.get("error"), interrupted=bool(row.get("interrupted")),
+                                         timings_ms=row.get("timings_ms") or {})
+        for number, outcome in merged.items():
+            outcomes[number].append(outcome)
+        return any(c["name"] == "end_call" for o in merged.values() for c in o.tool_calls)
+
+    async def _session(self, scenario: Any, persona: str, outcomes: list[list[TurnOutcome]]) -> bool:
+        """One Realtime session of the scenario; appends each turn's outcome; whether the agent ended it."""
+        from forge.compare import realtime_session, realtime_turn
+
+        async with realtime_session(self.engine, persona, "eval", self._line) as client:
+            for number, turn in enumerate(scenario.turns):
+                said = await realtime_turn(client, *await self._audio(turn, turn.user), silence_ms=turn.silence_ms)
+                outcome = TurnOutcome(heard=said.user_text, reply=said.reply, tool_calls=list(said.tool_calls),
+                                      error=said.error, interrupted=said.interrupted, timings_ms=dict(said.timings_ms))
+                if (latency := said.timings_ms.get("first_audio_delta")) is not None:
+                    outcome.latency_ms.append(float(latency))
+                if awaits_yes(turn, said.reply, said.tool_calls):
+                    yes = await realtime_turn(client, *await self._spoken(YES))
+                    outcome.reply = f"{said.reply} {yes.reply}".strip()
+                    outcome.tool_calls += yes.tool_calls
+                    outcome.error = outcome.error or yes.error
+                    outcome.confirmed = True
+                outcomes[number].append(outcome)
+                if client.ended:
+                    return True
+        return False
 
     async def _spoken(self, text: str) -> tuple[bytes, int]:
         """``text`` in Piper's voice with 0.3 s of silence either side (each line synthesized once)."""
@@ -198,7 +303,7 @@ def transcript_lines(result: ScenarioResult) -> list[str]:
                                                              if outcome.heard and outcome.heard != spec.user else ""))
         if outcome.confirmed:
             lines.append(f"     caller: {YES}  (the agent asked to confirm)")
-        lines.append(f"     agent: {outcome.reply}")
+        lines.append(f"     agent: {outcome.reply}" + ("  (interrupted)" if outcome.interrupted else ""))
         for call in outcome.tool_calls:
             lines.append(f"     tool: {call['name']}({call.get('arguments')})")
         if outcome.latency_ms:
@@ -219,6 +324,7 @@ def to_json(run: SuiteRun, strict: bool = False) -> dict[str, Any]:
         "scenarios": [{
             "name": s.name, "passed": s.passed(strict), "failure": s.failure, "seconds": round(s.seconds, 2),
             "turns": [{"user": spec.label, "heard": o.heard, "reply": o.reply, "confirmed": o.confirmed,
+                       "interrupted": o.interrupted,
                        "tool_calls": [{"name": c["name"], "arguments": c.get("arguments")} for c in o.tool_calls],
                        "latency_ms": o.latency_ms, "error": o.error,
                        "checks": [{"expectation": c.expectation, "passed": c.passed, "detail": c.detail}

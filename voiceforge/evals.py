@@ -231,6 +231,7 @@ class TurnOutcome:
         latency_ms: one figure per repeat (see the module docstring), None when nothing was said.
         error: the error the turn stored, if any.
         confirmed: the runner answered the agent's confirmation question with "yes" in this turn.
+        interrupted: the caller talked over the reply (a live style's ``barge_in_after_ms`` on the next turn).
         timings_ms: the turn's stage marks (the first repeat's), for the transcript.
     """
 
@@ -240,6 +241,7 @@ class TurnOutcome:
     latency_ms: list[float] = field(default_factory=list)
     error: str | None = None
     confirmed: bool = False
+    interrupted: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 

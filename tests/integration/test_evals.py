@@ -14,7 +14,7 @@ import pytest
 
 from forge.evals import Runner
 from voiceforge.audio.codecs import wrap_wav
-from voiceforge.evals import load_suite
+from voiceforge.evals import SuiteError, load_suite
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,3 +151,67 @@ def test_the_starter_suites_pass_offline(tmp_path):
     out = forge_eval(str(ROOT / "evals"), data=tmp_path / "data")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "FAIL" not in out.stdout and " scenarios passed" in out.stdout
+
+
+LIVE = """
+persona: customer_service
+style: {style}
+scenarios:
+  - name: counts the customers
+    turns:
+      - user: "How many customers are there?"
+        silence_ms: 400
+        expect: {{tool: run_sql, reply_matches: "\\\\b40\\\\b"}}
+  - name: books with a confirmation
+    turns:
+      - user: "I'd like a repair visit on Thursday at 2 pm. I'm customer 6."
+        expect: {{tool: schedule_appointment, args: {{customer_id: 6, service: repair}}}}
+"""
+
+
+async def test_the_phone_style_calls_a_sidecar_and_talks_over_an_answer(offline_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGE_DATA_DIR", str(offline_engine.settings.forge_data_dir))
+    from voiceforge.config import get_settings
+
+    get_settings.cache_clear()  # the sidecar started for the run reads this process's settings
+    path = tmp_path / "suite.yaml"
+    path.write_text(LIVE.format(style="phone") + """
+  - name: talks over a long answer
+    turns:
+      - user: "Tell me a joke about the weather."
+      - user: "Wait, how many customers are there?"
+        barge_in_after_ms: 1200
+        expect: {tool: run_sql}
+""")
+    try:
+        run = await Runner(offline_engine).run(load_suite(path))
+    finally:
+        get_settings.cache_clear()
+    results = {s.name: s for s in run.scenarios}
+    assert all(s.passed() for s in run.scenarios), {n: s.failure for n, s in results.items()}
+    (_, counted, _), = results["counts the customers"].turns
+    assert counted.latency_ms and 0 < counted.latency_ms[0] < 10_000  # the caller's clock
+    (_, booked, _), = results["books with a confirmation"].turns
+    assert booked.confirmed and booked.reply.startswith("Just to confirm, shall I ")
+    (_, joke, _), (_, question, _) = results["talks over a long answer"].turns
+    assert joke.interrupted and not question.interrupted
+
+
+async def test_the_realtime_style_runs_a_session_on_the_offline_server(offline_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGE_DATA_DIR", str(offline_engine.settings.forge_data_dir))
+    from voiceforge.config import get_settings
+
+    get_settings.cache_clear()
+    path = tmp_path / "suite.yaml"
+    path.write_text(LIVE.format(style="realtime"))
+    try:
+        run = await Runner(offline_engine).run(load_suite(path))
+    finally:
+        get_settings.cache_clear()
+    assert run.passed(), [s.failure for s in run.scenarios]
+    (_, booked, _), = run.scenarios[1].turns
+    assert booked.confirmed and booked.latency_ms and booked.latency_ms[0] > 0
+    barge = tmp_path / "barge.yaml"
+    barge.write_text(LIVE.format(style="realtime").replace("silence_ms: 400", "barge_in_after_ms: 500"))
+    with pytest.raises(SuiteError, match="barge_in_after_ms runs in the phone style"):
+        await Runner(offline_engine).run(load_suite(barge))

@@ -86,6 +86,7 @@ async def simulate_call(
     timeout_s: float = 90.0,
     api_key: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    each: list[dict[str, int | None]] | None = None,
 ) -> dict[str, Any]:
     """Run one simulated call; returns {"call_sid", "turns": [...], "clears", ...}.
 
@@ -102,6 +103,8 @@ async def simulate_call(
         progress: called (from the event loop) with ``{"event": "greeting", "seconds"}``,
             ``{"event": "speaking", "turn", "of"}`` and ``{"event": "answered", "turn", "latency_ms"}``
             as the call goes; turn numbers start at 1.
+        each: per utterance, ``{"barge_in_ms": ..., "silence_ms": ...}`` overriding the two
+            arguments above for that utterance (an eval's per-turn settings).
     """
     call_sid = "CA" + secrets.token_hex(16)
     stream_sid = "MZ" + secrets.token_hex(16)
@@ -132,7 +135,10 @@ async def simulate_call(
             receiver = asyncio.create_task(_receive(ws, line))
             player = asyncio.create_task(_play(ws, line))
             try:
-                await asyncio.wait_for(_speak(ws, line, frames, barge_in_ms, silence_ms, stream_sid), timeout_s)
+                overrides = (each or []) + [{}] * len(frames)
+                settings = [{"barge_in_ms": barge_in_ms, "silence_ms": silence_ms, **overrides[i]}
+                            for i in range(len(frames))]
+                await asyncio.wait_for(_speak(ws, line, frames, settings, stream_sid), timeout_s)
             except websockets.ConnectionClosed:
                 pass  # the agent hung up (end_call)
             finally:
@@ -232,8 +238,9 @@ def last_voiced_frame(ulaw: bytes) -> int:
     return last
 
 
-async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | None, silence_ms: int,
+async def _speak(ws, line: _Line, utterances: list[bytes], settings: list[dict[str, int | None]],
                  stream_sid: str) -> None:  # noqa: ANN001
+    """Play each utterance in real time; ``settings[i]`` has its ``barge_in_ms`` and ``silence_ms``."""
     clock = time.perf_counter()
 
     async def send_frame(ulaw: bytes) -> None:
@@ -246,6 +253,7 @@ async def _speak(ws, line: _Line, utterances: list[bytes], barge_in_ms: int | No
     silence = b"\xff" * FRAME
     started = time.perf_counter()
     for i, ulaw in enumerate(utterances):
+        barge_in_ms, silence_ms = settings[i]["barge_in_ms"], int(settings[i]["silence_ms"] or 0)
         previous = line.turns[-1] if line.turns else None
         # Wait for the agent: until it is quiet, or (barge-in) N ms into its reply.
         while True:
