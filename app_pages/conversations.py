@@ -69,7 +69,8 @@ st.subheader(f"#{conv_id} · {conv['title'] or '(untitled)'}")
 billed_seconds, billed_texts = store.billed_usage(engine.db, [conv_id])
 spent = engine.prices.spent(sum(t.get("cost_usd") or 0.0 for t in turns), billed_seconds.get(conv_id, []),
                             billed_texts.get(conv_id, 0))
-st.caption(f"{conv['channel']} · persona {conv['persona']} · {conv['created_at']:%Y-%m-%d %H:%M} · "
+version = f" (version {conv['persona_version']})" if conv.get("persona_version") else ""
+st.caption(f"{conv['channel']} · persona {conv['persona']}{version} · {conv['created_at']:%Y-%m-%d %H:%M} · "
            f"{len(turns)} turn{'' if len(turns) == 1 else 's'} · {forge_ui.spent_line(spent)}")
 try:  # what the conversation left open, rebuilt from its stored turns as a resumed call would
     state_line = forge_ui.dialogue_state_line(engine.resume(conv_id, channel=conv["channel"]).dialogue_state())

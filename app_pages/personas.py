@@ -10,10 +10,12 @@ from voiceforge.agent.persona import (
     PersonaError,
     list_personas,
     load_personalization,
-    persona_overrides,
-    save_persona_overrides,
+    reset_persona,
+    rollback_persona,
+    save_persona_edits,
     save_personalization,
 )
+from voiceforge.agent.versions import PersonaVersions
 
 engine = forge_ui.engine()
 st.title("🎭 Personas & settings")
@@ -25,7 +27,6 @@ st.markdown(f"**{persona.name}** — {persona.description}")
 st.caption(f"Tools: {', '.join(persona.tools)} · phone replies ≤ {persona.phone_max_sentences} sentences")
 
 data_dir = engine.settings.forge_data_dir
-overrides = persona_overrides(data_dir, pid)
 tts = engine.tts
 voices = list(tts.capabilities.voices)
 # After "Back to the shipped persona" the form's widgets get new keys: the browser keeps a widget's
@@ -33,13 +34,14 @@ voices = list(tts.capabilities.voices)
 resets = st.session_state.get(f"persona_resets_{pid}", 0)
 fresh = f"_{resets}" if resets else ""
 with st.form(f"persona_edit_{pid}"):
-    st.markdown("**Edit this persona** (kept in the data folder; the file in prompts/ stays as shipped)")
+    st.markdown(f"**Edit this persona** (version {persona.version}; each save is a new version in the data "
+                "folder, and the file in prompts/ stays as shipped)")
     st.caption("Offline (no LLM configured), the brain uses the greeting, the voice, the turn-taking settings, "
                "the facts and FAQ (it answers a question closest in meaning to one of them) and the persona's "
                "tools. The system prompt's instructions are followed only by an LLM (OpenAI, Azure or an "
                "OpenAI-compatible server), which gets the facts and FAQ too. LLM in use: "
                + engine.describe().get("llm", "?") + ".")
-    prompt = st.text_area("System prompt", overrides.get("system_prompt") or persona.system_prompt, height=220,
+    prompt = st.text_area("System prompt", persona.system_prompt, height=220,
                           key=f"pe_prompt_{pid}{fresh}")
     shown_facts, shown_faq = knowledge.to_lines(persona.knowledge)
     cols = st.columns(2)
@@ -48,7 +50,7 @@ with st.form(f"persona_edit_{pid}"):
     faq_text = cols[1].text_area("FAQ, one a line: question | answer", shown_faq, height=160,
                                  key=f"pe_faq_{pid}{fresh}",
                                  placeholder="Do you deliver? | Yes, within five miles of the shop.")
-    greeting = st.text_input("Greeting", overrides.get("greeting") or persona.greeting, key=f"pe_greeting_{pid}{fresh}")
+    greeting = st.text_input("Greeting", persona.greeting, key=f"pe_greeting_{pid}{fresh}")
     cols = st.columns(3)
     current = persona.voice.get(tts.provider_id) or tts.voice
     voice = cols[0].selectbox(f"Voice ({tts.name})", voices or [current or "default"],
@@ -66,21 +68,43 @@ with st.form(f"persona_edit_{pid}"):
 if save:
     try:
         facts, faq = knowledge.from_lines(facts_text, faq_text)
-        values = {"system_prompt": prompt, "greeting": greeting, "endpointing_ms": silence, "vad_threshold": threshold,
+        # Only what was changed on the form: an untouched field keeps the version's own value
+        # (its prompt template, say, rather than the text filled from the personalization).
+        shown_values = {"system_prompt": persona.system_prompt, "greeting": persona.greeting,
+                        "endpointing_ms": int(persona.endpointing_ms or engine.settings.forge_endpointing_ms),
+                        "vad_threshold": float(persona.vad_threshold or 0.5),
+                        "facts": knowledge.from_lines(shown_facts, "")[0], "faq": knowledge.from_lines("", shown_faq)[1]}
+        edited = {"system_prompt": prompt, "greeting": greeting, "endpointing_ms": silence, "vad_threshold": threshold,
                   "facts": facts, "faq": faq}
-        if voices:
+        values = {k: v for k, v in edited.items() if v != shown_values[k]}
+        if voices and voice != current:
             values["voice"] = {tts.provider_id: voice}
-        path = save_persona_overrides(data_dir, pid, values)
-        st.success(f"Saved to {path}; it applies from the next conversation (the prompt from the next turn).")
+        version = save_persona_edits(data_dir, pid, values)
+        st.success(f"Saved as version {version.number} ({version.note}); it applies from the next conversation "
+                   "(the prompt from the next turn).")
     except (PersonaError, knowledge.KnowledgeError) as exc:
         st.error(str(exc))
 if reset:
-    (data_dir / "personas" / f"{pid}.json").unlink(missing_ok=True)
+    version = reset_persona(data_dir, pid)
     st.session_state[f"persona_resets_{pid}"] = resets + 1  # the form shows the shipped values again
-    st.session_state.persona_note = "Back to the shipped persona."
+    st.session_state.persona_note = f"Back to the shipped persona (version {version.number})."
     st.rerun()
 if st.session_state.get("persona_note"):
     st.success(st.session_state.pop("persona_note"))
+
+with st.expander("Version history"):
+    history = PersonaVersions(data_dir, pid).all()[::-1]
+    st.dataframe([{"version": v.number, "saved (UTC)": v.created_at.replace("T", " ")[:19], "source": v.source,
+                   "what changed": v.note} for v in history], hide_index=True, key=f"pv_table_{pid}")
+    numbers = [v.number for v in history]
+    shown = st.selectbox("Show the changes of version", numbers, key=f"pv_pick_{pid}")
+    chosen = next(v for v in history if v.number == shown)
+    st.code(chosen.diff or "(the first version: nothing before it)", language="diff")
+    if shown != persona.version and st.button(f"Make version {shown} current", key=f"pv_rollback_{pid}"):
+        version = rollback_persona(data_dir, pid, shown)
+        st.session_state[f"persona_resets_{pid}"] = resets + 1
+        st.session_state.persona_note = f"Version {shown} is current again, as version {version.number}."
+        st.rerun()
 
 st.subheader("Personalization (customer-service persona)")
 values = load_personalization(data_dir)

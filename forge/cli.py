@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="runs per scenario; within_ms judges the median")
     p.add_argument("--junit", default=None, help="write JUnit XML here")
     p.add_argument("--strict", action="store_true", help="a skipped judge (no LLM configured) fails")
+    p.add_argument("--version", type=int, default=None, help="run on this persona version (default: the current)")
+    p.add_argument("--versions", default=None, help="comma-separated persona versions to run side by side, e.g. 2,3")
     common(p)
     p = sub.add_parser("device-sim", help="simulate a push-to-talk device (the ESP32's protocol)")
     p.add_argument("wavs", nargs="+", help="one WAV per press")

@@ -176,7 +176,7 @@ def suite_files(paths: list[str]) -> list[Path]:
 async def run_evals(args: argparse.Namespace) -> int:
     """`forge eval`: each scenario's result (the failing expectation and the transcript when it fails);
     exit 0 only when every scenario of every suite passed, 1 otherwise, 2 when a suite cannot run."""
-    from forge.evals import Runner, to_json, transcript_lines, write_junit
+    from forge.evals import Runner, compare_versions, to_json, transcript_lines, write_junit
     from voiceforge.engine import Engine
     from voiceforge.evals import load_suite
 
@@ -186,13 +186,23 @@ async def run_evals(args: argparse.Namespace) -> int:
     runner = Runner(engine, repeat=args.repeat, strict=args.strict)
     as_json = getattr(args, "json", False)
     runs = []
-    for suite in suites:
-        run = await runner.run(suite, getattr(args, "persona", None), args.style)
+    if args.versions:
+        try:
+            numbers = [int(v) for v in args.versions.split(",")]
+        except ValueError:
+            raise ValueError("--versions takes version numbers, like 2,3") from None
+        for suite in suites:
+            side = [await runner.run(suite, getattr(args, "persona", None), args.style, version=n) for n in numbers]
+            runs += side
+            print(f"{suite.path} ({side[0].persona}, {side[0].style})")
+            print("\n".join(compare_versions(side)))
+    for suite in suites if not args.versions else []:
+        run = await runner.run(suite, getattr(args, "persona", None), args.style, version=args.version)
         runs.append(run)
         if as_json:
             print(json.dumps(to_json(run, args.strict), default=str))
             continue
-        print(f"{suite.path} ({run.persona}, {run.style})")
+        print(f"{suite.path} ({run.persona} version {run.version}, {run.style})")
         for result in run.scenarios:
             ok = result.passed(args.strict)
             skipped = any(c.passed is None for c in result.checks)

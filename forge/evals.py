@@ -63,6 +63,8 @@ class SuiteRun:
     persona: str
     style: str
     scenarios: list[ScenarioResult] = field(default_factory=list)
+    version: int | None = None
+    """The persona version the suite ran on."""
 
     def passed(self, strict: bool = False) -> bool:
         """Every scenario passed."""
@@ -95,19 +97,24 @@ class Runner:
         self.engine, self.repeat, self.strict = engine, repeat, strict
         self._speech: dict[str, tuple[bytes, int]] = {}
         self._line: Any = None  # the phone style's sidecar (URL, token, key), or the realtime style's service
+        self._version: int | None = None  # the persona version a run is pinned to (None: the current one)
+        self._warm: bool | None = None  # None: nothing loaded yet; False: the brain; True: the speech models too
 
     async def run(self, suite: Suite, persona: str | None = None, style: str | None = None,
-                  progress: Callable[[str], None] | None = None) -> SuiteRun:
-        """Every scenario of ``suite`` (``persona`` and ``style`` override the file's).
+                  progress: Callable[[str], None] | None = None, version: int | None = None) -> SuiteRun:
+        """Every scenario of ``suite`` (``persona``, ``style`` and ``version`` override the file's).
 
         Raises:
-            SuiteError: a style that cannot run yet, a persona version (not kept yet), or an
-                unknown persona.
+            SuiteError: an unknown style, persona or version; ``now:`` or a version other than
+                the current one in a style whose agent runs in another process; a barge-in in
+                the realtime style.
         """
         from voiceforge.agent.persona import PersonaError
+        from voiceforge.agent.versions import VersionError
 
         style = style or suite.style
         persona = persona or suite.persona
+        version = version or suite.version
         if style not in RUNNABLE:
             raise SuiteError(f"{suite.path}: style {style!r} is not one of {', '.join(RUNNABLE)}")
         if style in ("phone", "realtime") and suite.now is not None:
@@ -115,13 +122,20 @@ class Runner:
                              "style's agent runs in another process)")
         if style == "realtime" and any(t.barge_in_after_ms is not None for s in suite.scenarios for t in s.turns):
             raise SuiteError(f"{suite.path}: barge_in_after_ms runs in the phone style (not realtime yet)")
-        if suite.version is not None:
-            raise SuiteError(f"{suite.path}: version {suite.version}: persona versions are not kept yet")
         try:
-            self.engine.persona(persona)
-        except PersonaError as exc:
+            current = self.engine.persona(persona).version
+            loaded = self.engine.persona(persona, version).version
+        except (PersonaError, VersionError) as exc:
             raise SuiteError(f"{suite.path}: {exc}") from None
-        run = SuiteRun(suite, persona, style)
+        if style in ("phone", "realtime") and loaded != current:
+            raise SuiteError(f"{suite.path}: the {style} style runs the current version of {persona} ({current}); "
+                             f"version {version} runs in the text and voice styles")
+        self._version = version
+        speech = style == "voice"  # the other styles' speech models run in the sidecar or the Realtime server
+        if self._warm is None or (speech and not self._warm):  # loaded before the first timed turn, not in it
+            await asyncio.to_thread(self.engine.warm_up, speech)
+            self._warm = speech or bool(self._warm)
+        run = SuiteRun(suite, persona, style, version=loaded)
         async with contextlib.AsyncExitStack() as stack:
             if style == "phone":
                 from forge.processes import local_sidecar
@@ -150,7 +164,8 @@ class Runner:
                 elif style == "realtime":
                     ended = await self._session(scenario, persona, outcomes)
                 else:
-                    pipeline = self.engine.pipeline(persona, channel="eval", persist=False)
+                    pipeline = self.engine.pipeline(persona, channel="eval", persist=False,
+                                                    persona_version=self._version)
                     for number, turn in enumerate(scenario.turns):
                         outcomes[number].append(await self._turn(pipeline, turn, style))
                         if pipeline.ended:
@@ -167,7 +182,8 @@ class Runner:
             merged = TurnOutcome(heard=runs[0].heard, reply=runs[0].reply, tool_calls=runs[0].tool_calls,
                                  latency_ms=[v for r in runs for v in r.latency_ms],
                                  error=next((r.error for r in runs if r.error), None), confirmed=runs[0].confirmed,
-                                 interrupted=runs[0].interrupted, timings_ms=runs[0].timings_ms)
+                                 interrupted=runs[0].interrupted, timings_ms=runs[0].timings_ms,
+                                 cost_usd=sum(r.cost_usd for r in runs))
             checks = check_turn(spec.expect, merged)
             if "judge" in spec.expect:
                 checks.append(await self._judge(spec.expect["judge"], scenario.turns, outcomes))
@@ -180,7 +196,8 @@ class Runner:
     async def _turn(self, pipeline: Any, turn: TurnSpec, style: str) -> TurnOutcome:
         record = await self._say(pipeline, turn, style, turn.user)
         outcome = TurnOutcome(heard=record.user_text, reply=record.reply, tool_calls=list(record.tool_calls),
-                              error=record.error, interrupted=record.interrupted, timings_ms=dict(record.timings_ms))
+                              error=record.error, interrupted=record.interrupted, timings_ms=dict(record.timings_ms),
+                              cost_usd=record.cost_usd)
         if (latency := first_reply_ms(record.timings_ms)) is not None:
             outcome.latency_ms.append(latency)
         if awaits_yes(turn, record.reply, record.tool_calls):
@@ -188,6 +205,7 @@ class Runner:
             outcome.reply = f"{record.reply} {yes.reply}".strip()
             outcome.tool_calls += yes.tool_calls
             outcome.error = outcome.error or yes.error
+            outcome.cost_usd += yes.cost_usd
             outcome.confirmed = True
         return outcome
 
@@ -236,12 +254,13 @@ class Runner:
                 first.reply = f"{first.reply} {row['reply']}".strip()
                 first.tool_calls += calls
                 first.error = first.error or row.get("error")
+                first.cost_usd += float(row.get("cost_usd") or 0.0)
                 first.confirmed = True
                 continue
             merged[number] = TurnOutcome(heard=row["transcript"], reply=row["reply"], tool_calls=calls,
                                          latency_ms=[row["latency_ms"]] if row.get("latency_ms") is not None else [],
                                          error=row.get("error"), interrupted=bool(row.get("interrupted")),
-                                         timings_ms=row.get("timings_ms") or {})
+                                         timings_ms=row.get("timings_ms") or {}, cost_usd=float(row.get("cost_usd") or 0.0))
         for number, outcome in merged.items():
             outcomes[number].append(outcome)
         return any(c["name"] == "end_call" for o in merged.values() for c in o.tool_calls)
@@ -254,7 +273,8 @@ class Runner:
             for number, turn in enumerate(scenario.turns):
                 said = await realtime_turn(client, *await self._audio(turn, turn.user), silence_ms=turn.silence_ms)
                 outcome = TurnOutcome(heard=said.user_text, reply=said.reply, tool_calls=list(said.tool_calls),
-                                      error=said.error, interrupted=said.interrupted, timings_ms=dict(said.timings_ms))
+                                      error=said.error, interrupted=said.interrupted, timings_ms=dict(said.timings_ms),
+                                      cost_usd=float((said.cost or {}).get("total", 0.0)))
                 if (latency := said.timings_ms.get("first_audio_delta")) is not None:
                     outcome.latency_ms.append(float(latency))
                 if awaits_yes(turn, said.reply, said.tool_calls):
@@ -262,6 +282,7 @@ class Runner:
                     outcome.reply = f"{said.reply} {yes.reply}".strip()
                     outcome.tool_calls += yes.tool_calls
                     outcome.error = outcome.error or yes.error
+                    outcome.cost_usd += float((yes.cost or {}).get("total", 0.0))
                     outcome.confirmed = True
                 outcomes[number].append(outcome)
                 if client.ended:
@@ -320,7 +341,8 @@ def transcript_lines(result: ScenarioResult) -> list[str]:
 def to_json(run: SuiteRun, strict: bool = False) -> dict[str, Any]:
     """One suite run as a JSON-ready dict (``forge eval --json`` prints one a line)."""
     return {
-        "suite": str(run.suite.path), "persona": run.persona, "style": run.style, "passed": run.passed(strict),
+        "suite": str(run.suite.path), "persona": run.persona, "version": run.version, "style": run.style,
+        "passed": run.passed(strict),
         "scenarios": [{
             "name": s.name, "passed": s.passed(strict), "failure": s.failure, "seconds": round(s.seconds, 2),
             "turns": [{"user": spec.label, "heard": o.heard, "reply": o.reply, "confirmed": o.confirmed,
@@ -342,7 +364,7 @@ def write_junit(runs: list[SuiteRun], path: Path, strict: bool = False) -> None:
 
     xml = JUnitXml("forge eval")
     for run in runs:
-        suite = TestSuite(f"{run.suite.path.stem} ({run.persona}, {run.style})")
+        suite = TestSuite(f"{run.suite.path.stem} ({run.persona} version {run.version}, {run.style})")
         for result in run.scenarios:
             case = TestCase(result.name, classname=f"{run.suite.path.stem}.{run.style}", time=round(result.seconds, 3))
             transcript = "\n".join(transcript_lines(result))
@@ -358,3 +380,36 @@ def write_junit(runs: list[SuiteRun], path: Path, strict: bool = False) -> None:
             suite.add_testcase(case)
         xml.add_testsuite(suite)
     xml.write(str(path), pretty=True)
+
+
+def compare_versions(runs: list[SuiteRun]) -> list[str]:
+    """The same suite run on several persona versions, side by side, as Markdown lines.
+
+    Per version: scenarios passed, first-reply p50/p95 over every timed turn, cost per
+    conversation (scenario); then each turn whose reply differs between the versions.
+    """
+    from voiceforge.cost import format_usd
+    from voiceforge.scoring import percentile
+
+    head = "| | " + " | ".join(f"version {r.version}" for r in runs) + " |"
+    lines = [head, "|---" * (len(runs) + 1) + "|"]
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("passed", [f"{sum(s.passed() for s in r.scenarios)} of {len(r.scenarios)}" for r in runs])
+    timed = [[v for s in r.scenarios for _, o, _ in s.turns for v in o.latency_ms] for r in runs]
+    row("first reply p50 / p95 ms", [f"{percentile(t, 50):,.0f} / {percentile(t, 95):,.0f}" if t else "—"
+                                     for t in timed])
+    row("cost per conversation", [format_usd(sum(o.cost_usd for s in r.scenarios for _, o, _ in s.turns)
+                                             / max(1, len(r.scenarios))) for r in runs])
+    changed = []
+    for scenarios in zip(*(r.scenarios for r in runs), strict=True):
+        for number, turns in enumerate(zip(*(s.turns for s in scenarios), strict=False), start=1):
+            replies = [o.reply for _, o, _ in turns]
+            if len(set(replies)) > 1:
+                changed.append(f"- {scenarios[0].name}, turn {number}: "
+                               + " → ".join(f"v{r.version}: “{reply}”" for r, reply in zip(runs, replies, strict=True)))
+    lines.append("")
+    lines.append(f"Replies that changed: {len(changed)}")
+    return lines + changed

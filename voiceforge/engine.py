@@ -79,18 +79,18 @@ class Engine:
             mockdata.generate(self.business_db, self.settings.forge_mock_customers)
 
     def warm_up(self, speech: bool = True) -> float:
-        """Load the speech models and the offline brain's embeddings now (blocking); return the time in ms.
+        """Load the offline brain's embeddings and (``speech``) the speech models now (blocking); return ms.
 
         Offline models load on first use otherwise, which would land in the first turn's STT
         or TTS time, and the brain embeds every tool's example phrasings (about 1.4 s).
         """
         start = time.perf_counter()
+        self.llm.warm_up(self.registry.select(self.registry.names()))  # every tool, the opt-in ones too
         if speech:
             for provider in (self.stt, self.tts):
                 warm = getattr(provider, "warm_up", None)
                 if warm is not None:
                     warm()
-            self.llm.warm_up(self.registry.select(self.registry.names()))  # every tool, the opt-in ones too
             from faster_whisper.vad import get_vad_model
 
             get_vad_model()  # Silero, which confirms interruptions
@@ -133,13 +133,14 @@ class Engine:
             log.warning("could not read persona %s for STT hints", self.settings.forge_persona)
             return []
 
-    def persona(self, persona_id: str | None = None) -> Persona:
-        """Load a persona (re-read each time, so personalization edits apply on the next turn).
+    def persona(self, persona_id: str | None = None, version: int | None = None) -> Persona:
+        """Load a persona's current version (or ``version``); re-read each time, so edits apply on the next turn.
 
         Raises:
             PersonaError: no such persona, or its file is broken.
+            VersionError: no such ``version``.
         """
-        return load_persona(persona_id or self.settings.forge_persona, self.settings.forge_data_dir)
+        return load_persona(persona_id or self.settings.forge_persona, self.settings.forge_data_dir, version=version)
 
     def provider_labels(self) -> dict[str, str]:
         """Labels of the STT, LLM and TTS in use (or configured, before they are built)."""
@@ -156,14 +157,20 @@ class Engine:
                         price=self.turn_cost, persona=self.persona, services=self.services, phrases=self.phrases)
 
     def pipeline(self, persona_id: str | None = None, channel: str = "chat", conversation_id: int | None = None,
-                 caller: str | None = None, child_id: int | None = None, persist: bool = True) -> TurnPipeline:
+                 caller: str | None = None, child_id: int | None = None, persist: bool = True,
+                 persona_version: int | None = None) -> TurnPipeline:
         """A turn pipeline for a new conversation (stored on its first turn) or a stored one.
+
+        It runs on the persona's current version, or on ``persona_version``.
 
         Raises:
             PersonaError: no such persona.
+            VersionError: no such ``persona_version``.
         """
-        return TurnPipeline(self.turn_deps(), self.persona(persona_id), channel, conversation_id, caller, child_id,
-                            persist)
+        pipeline = TurnPipeline(self.turn_deps(), self.persona(persona_id, persona_version), channel, conversation_id,
+                                caller, child_id, persist)
+        pipeline.pinned_version = persona_version
+        return pipeline
 
     def resume(self, conversation_id: int, persona_id: str | None = None, channel: str = "api",
                caller: str | None = None) -> TurnPipeline:

@@ -243,7 +243,7 @@ def test_a_persona_edited_on_the_settings_page_drives_the_next_conversation(app)
     app.slider(key="pe_vad_friendly_guide").set_value(0.8)
     app.button(key="FormSubmitter:persona_edit_friendly_guide-Save persona").click().run()
     assert not app.exception, app.exception
-    assert app.success[0].value.startswith("Saved to")
+    assert app.success[0].value.startswith("Saved as version 2 (edited endpointing_ms, greeting, vad_threshold")
 
     class Silent(Transport):
         async def send_audio(self, pcm16, sample_rate): ...
@@ -276,6 +276,17 @@ def test_back_to_the_shipped_persona_shows_the_shipped_values(app):
     assert not app.exception, app.exception
     (shown,) = [t for t in app.text_input if t.label == "Greeting"]
     assert shown.value == shipped  # not the edited value
-    assert "Back to the shipped persona." in [s.value for s in app.success]
+    assert "Back to the shipped persona (version 3)." in [s.value for s in app.success]
     app.button(key="FormSubmitter:persona_edit_friendly_guide-Save persona").click().run()
     assert load_persona("friendly_guide", data_dir).greeting == shipped  # Save does not re-apply the edit
+    from voiceforge.agent.versions import PersonaVersions
+
+    history = PersonaVersions(data_dir, "friendly_guide").all()
+    assert [(v.number, v.source) for v in history] == [(1, "file"), (2, "app"), (3, "reset")]  # nothing unchanged saved
+    assert '-  "greeting": "Hi, I\'m Sunny!' in history[1].diff and '+  "greeting": "An edited greeting."' in history[1].diff
+    app.selectbox(key="pv_pick_friendly_guide").set_value(2).run()
+    app.button(key="pv_rollback_friendly_guide").click().run()
+    assert not app.exception, app.exception
+    assert load_persona("friendly_guide", data_dir).greeting == "An edited greeting."
+    assert PersonaVersions(data_dir, "friendly_guide").latest().note == "rollback to version 2"
+    assert "Version 2 is current again, as version 4." in [s.value for s in app.success]

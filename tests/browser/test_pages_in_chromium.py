@@ -133,9 +133,9 @@ def test_a_filtered_delete_and_a_persona_reset_show_the_truth_in_chromium(stream
             expect(greeting).to_have_value(shipped, timeout=30_000)
             greeting.fill("An edited greeting.")
             page.get_by_role("button", name="Save persona").click()
-            expect(page.get_by_text("Saved to")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Saved as version 2")).to_be_visible(timeout=30_000)
             page.get_by_role("button", name="Back to the shipped persona").click()
-            expect(page.get_by_text("Back to the shipped persona.")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Back to the shipped persona (version 3).")).to_be_visible(timeout=30_000)
             expect(page.get_by_label("Greeting")).to_have_value(shipped)
 
             page.goto(base + "/devices")

@@ -215,3 +215,26 @@ async def test_the_realtime_style_runs_a_session_on_the_offline_server(offline_e
     barge.write_text(LIVE.format(style="realtime").replace("silence_ms: 400", "barge_in_after_ms: 500"))
     with pytest.raises(SuiteError, match="barge_in_after_ms runs in the phone style"):
         await Runner(offline_engine).run(load_suite(barge))
+
+
+def test_two_persona_versions_side_by_side(tmp_path):
+    from voiceforge.agent.persona import save_persona_edits
+
+    data = tmp_path / "data"
+    path = tmp_path / "suite.yaml"
+    path.write_text("""
+persona: customer_service
+scenarios:
+  - name: opening hours
+    turns:
+      - user: "what time do you shut on saturdays"
+        expect: {reply_matches: "6 pm"}
+""")
+    save_persona_edits(data, "customer_service", {"facts": ["We are open from 8 am to 8 pm every day."]})  # version 2
+    out = forge_eval(str(path), "--versions", "1,2", "--junit", str(tmp_path / "v.xml"), data=data)
+    assert out.returncode == 1, out.stdout + out.stderr  # version 2 fails the scenario
+    assert "| | version 1 | version 2 |" in out.stdout
+    assert "| passed | 1 of 1 | 0 of 1 |" in out.stdout
+    assert "Replies that changed: 1" in out.stdout and "v2: “We are open from 8 am to 8 pm every day.”" in out.stdout
+    alone = forge_eval(str(path), "--version", "1", "--json", data=data)
+    assert alone.returncode == 0 and json.loads(alone.stdout)["version"] == 1

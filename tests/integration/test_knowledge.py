@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from voiceforge.agent import knowledge
-from voiceforge.agent.persona import PersonaError, save_persona_overrides
+from voiceforge.agent.persona import PersonaError, reset_persona, save_persona_edits
 from voiceforge.engine import Engine
 
 pytestmark = pytest.mark.integration
@@ -51,16 +51,16 @@ async def test_a_persona_without_facts_admits_it_does_not_know(engine):
 async def test_edited_facts_apply_to_the_next_conversation(engine):
     data = engine.settings.forge_data_dir
     facts, faq = knowledge.from_lines("", "Is there parking? | Yes, free parking behind the shop for an hour.")
-    save_persona_overrides(data, "customer_service", {"facts": facts, "faq": faq})
+    save_persona_edits(data, "customer_service", {"facts": facts, "faq": faq})
     try:
         parking = await ask(engine, "Is there somewhere to park?")
         assert parking.reply == "Yes, free parking behind the shop for an hour.", parking.reply
         hours = await ask(engine, "What time do you shut on Saturdays?")
         assert "9 am" not in hours.reply  # the edit replaced the shipped facts
     finally:
-        (data / "personas" / "customer_service.json").unlink()
+        reset_persona(data, "customer_service")
     with pytest.raises(PersonaError, match="at most 600"):
-        save_persona_overrides(data, "customer_service", {"facts": ["x" * 601]})
+        save_persona_edits(data, "customer_service", {"facts": ["x" * 601]})
     with pytest.raises(knowledge.KnowledgeError, match="question \\| answer"):
         knowledge.from_lines("", "Is there parking? Yes.")
 

@@ -11,8 +11,9 @@ session), ``sql_for_unknown_texters`` (run_sql for SMS from numbers that are no 
 A persona with ``personalized = true`` fills ``{assistant_name}``, ``{user_name}``,
 ``{missing_data}`` and ``{system_message_suffix}`` from the personalization file.
 
-Edits made on the settings page (system prompt, greeting, voices, turn detection) are kept in
-``<data dir>/personas/<id>.json`` and laid over the file, so the repository's files stay as shipped.
+Edits made on the Personas page (system prompt, greeting, voices, turn detection, facts) are
+new versions of the persona in the data folder (:mod:`voiceforge.agent.versions`), so the
+repository's files stay as shipped; a changed file becomes a new version when it is next read.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voiceforge.agent import knowledge
+from voiceforge.agent import knowledge, versions
 from voiceforge.config import ROOT
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class Persona:
     turn_detector: str | None = None
     """"model" or "silence" (None: ``FORGE_TURN_DETECTOR``)."""
     knowledge: list[knowledge.Entry] = field(default_factory=list)
-    """Facts and FAQ pairs (the file's ``facts`` and ``faq``, or the settings page's edits)."""
+    """Facts and FAQ pairs (``facts`` and ``faq``)."""
+    version: int | None = None
+    """The persona version this was loaded from (:mod:`voiceforge.agent.versions`)."""
     keypad: dict[str, str] = field(default_factory=dict)
     """Keypad digits (or digit strings ended by ``#``) mapped to what the caller means by them,
     e.g. ``{"1": "I want to check my order"}``; others reach the agent as "I pressed 1 on the keypad"."""
@@ -132,75 +135,133 @@ def save_personalization(data_dir: Path, values: dict[str, str]) -> Path:
     return path
 
 
-OVERRIDE_KEYS = ("system_prompt", "greeting", "voice", "endpointing_ms", "vad_threshold", "facts", "faq")
-"""What the settings page may change per persona."""
+EDITABLE_KEYS = ("system_prompt", "greeting", "voice", "endpointing_ms", "vad_threshold", "facts", "faq")
+"""What the Personas page may change; each save is a new version (:mod:`voiceforge.agent.versions`)."""
 
 
-def persona_overrides(data_dir: Path, persona_id: str) -> dict:
-    """The saved edits of ``persona_id`` (empty when none).
-
-    Raises:
-        PersonaError: the overrides file is not valid JSON.
-    """
-    path = data_dir / "personas" / f"{persona_id}.json"
-    if not path.exists():
-        return {}
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PersonaError(f"{path} is not valid JSON: {exc}") from None
-    return {k: v for k, v in raw.items() if k in OVERRIDE_KEYS} if isinstance(raw, dict) else {}
-
-
-def save_persona_overrides(data_dir: Path, persona_id: str, values: dict) -> Path:
-    """Keep edits of a persona (only :data:`OVERRIDE_KEYS`; None or "" drops one) in the data folder.
+def _file(persona_id: str, folder: Path) -> tuple[Path, str, dict]:
+    """(path, text, table) of ``folder/<persona_id>.toml``.
 
     Raises:
-        PersonaError: no such persona, an empty system prompt, an endpointing silence outside
-            100–5,000 ms or a VAD threshold outside 0.3–0.95.
-    """
-    load_persona(persona_id, data_dir)  # it must exist
-    clean = {k: v for k, v in values.items() if k in OVERRIDE_KEYS and v not in (None, "", {})}
-    if "system_prompt" in values and not str(values["system_prompt"] or "").strip():
-        raise PersonaError("the system prompt cannot be empty")
-    if "endpointing_ms" in clean and not 100 <= int(clean["endpointing_ms"]) <= 5000:
-        raise PersonaError("endpointing silence must be 100-5000 ms")
-    if "vad_threshold" in clean and not 0.3 <= float(clean["vad_threshold"]) <= 0.95:
-        raise PersonaError("VAD threshold must be 0.3-0.95")
-    for key in ("facts", "faq"):  # an emptied list is an edit too: the persona then knows nothing
-        if isinstance(values.get(key), list):
-            clean[key] = values[key]
-    try:
-        knowledge.entries(clean.get("facts", []), clean.get("faq", []))
-    except knowledge.KnowledgeError as exc:
-        raise PersonaError(str(exc)) from None
-    folder = data_dir / "personas"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{persona_id}.json"
-    path.write_text(json.dumps(clean, indent=2))
-    return path
-
-
-def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Persona:
-    """Load ``folder/<persona_id>.toml``.
-
-    Raises:
-        PersonaError: no such file, invalid TOML, or a required field missing.
+        PersonaError: no such file, or invalid TOML.
     """
     path = folder / f"{persona_id}.toml"
     if not path.is_file() or not persona_id.replace("_", "").isalnum():
         raise PersonaError(f"no persona {persona_id!r} in {folder}")
+    text = path.read_text(encoding="utf-8")
     try:
-        raw = tomllib.loads(path.read_text())
+        return path, text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PersonaError(f"{path.name}: {exc}") from None
+
+
+def current_version(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> versions.Version:
+    """The persona's newest version, made first when the file is new or changed since the last one.
+
+    A data folder from before versions were kept may hold the Personas page's edits as
+    ``personas/<id>.json``: they become version 2 over the file's version 1.
+
+    Raises:
+        PersonaError: no such persona file, or invalid TOML.
+    """
+    path, text, table = _file(persona_id, folder)
+    store = versions.PersonaVersions(data_dir, persona_id)
+    sha = versions.file_sha(text)
+    latest = store.latest()
+    if latest is None:
+        latest = store.add(table, "file", f"{path.name} as first read", sha)
+        legacy = data_dir / "personas" / f"{persona_id}.json"
+        if legacy.is_file():
+            try:
+                edits = json.loads(legacy.read_text())
+            except json.JSONDecodeError:
+                edits = {}
+            if isinstance(edits, dict) and (kept := {k: v for k, v in edits.items() if k in EDITABLE_KEYS}):
+                latest = store.add(_edited(table, kept), "app", "edits saved before versions were kept", sha)
+            legacy.rename(legacy.with_suffix(".json.migrated"))
+    elif latest.file_sha != sha:
+        latest = store.add(table, "file", f"{path.name} changed", sha)
+    return latest
+
+
+def _edited(definition: dict, values: dict) -> dict:
+    """``definition`` with the Personas page's ``values`` applied (None or "" removes a key; voices merge)."""
+    out = dict(definition)
+    for key, value in values.items():
+        if key == "voice" and isinstance(value, dict):
+            out["voice"] = {**dict(out.get("voice") or {}), **value}
+        elif value is None or value == "":
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def save_persona_edits(data_dir: Path, persona_id: str, values: dict, folder: Path = PROMPTS) -> versions.Version:
+    """Save edits of a persona (only :data:`EDITABLE_KEYS`) as a new version; returns it.
+
+    Raises:
+        PersonaError: no such persona, an empty system prompt, an endpointing silence outside
+            100–5,000 ms, a VAD threshold outside 0.3–0.95, or malformed facts or FAQ.
+    """
+    current = current_version(persona_id, data_dir, folder)
+    clean = {k: v for k, v in values.items() if k in EDITABLE_KEYS}
+    if "system_prompt" in clean and not str(clean["system_prompt"] or "").strip():
+        raise PersonaError("the system prompt cannot be empty")
+    if clean.get("endpointing_ms") and not 100 <= int(clean["endpointing_ms"]) <= 5000:
+        raise PersonaError("endpointing silence must be 100-5000 ms")
+    if clean.get("vad_threshold") and not 0.3 <= float(clean["vad_threshold"]) <= 0.95:
+        raise PersonaError("VAD threshold must be 0.3-0.95")
+    definition = _edited(current.definition, clean)
+    try:
+        knowledge.entries(definition.get("facts", []), definition.get("faq", []))
+    except knowledge.KnowledgeError as exc:
+        raise PersonaError(str(exc)) from None
+    changed = sorted(k for k in clean if definition.get(k) != current.definition.get(k))
+    note = "edited " + ", ".join(changed) if changed else "saved unchanged"
+    return versions.PersonaVersions(data_dir, persona_id).add(definition, "app", note, current.file_sha)
+
+
+def reset_persona(data_dir: Path, persona_id: str, folder: Path = PROMPTS) -> versions.Version:
+    """A new version equal to the persona's file (the Personas page's "Back to the shipped persona").
+
+    Raises:
+        PersonaError: no such persona file, or invalid TOML.
+    """
+    current_version(persona_id, data_dir, folder)
+    path, text, table = _file(persona_id, folder)
+    return versions.PersonaVersions(data_dir, persona_id).add(table, "reset", f"back to {path.name}",
+                                                              versions.file_sha(text))
+
+
+def rollback_persona(data_dir: Path, persona_id: str, number: int, folder: Path = PROMPTS) -> versions.Version:
+    """Make version ``number`` current again, as a new version (history is never rewritten).
+
+    Raises:
+        PersonaError: no such persona file.
+        versions.VersionError: no such version.
+    """
+    current = current_version(persona_id, data_dir, folder)
+    store = versions.PersonaVersions(data_dir, persona_id)
+    return store.add(store.get(number).definition, "rollback", f"rollback to version {number}", current.file_sha)
+
+
+def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS, version: int | None = None) -> Persona:
+    """The persona as of its current version (or ``version``), templates filled.
+
+    Raises:
+        PersonaError: no such file, invalid TOML, or a required field missing.
+        versions.VersionError: no such ``version``.
+    """
+    current = current_version(persona_id, data_dir, folder)
+    chosen = versions.PersonaVersions(data_dir, persona_id).get(version) if version else current
+    raw = chosen.definition
     missing = [k for k in ("name", "greeting", "system_prompt") if k not in raw]
     if missing:
-        raise PersonaError(f"{path.name} lacks {', '.join(missing)}")
-    overrides = persona_overrides(data_dir, persona_id)
+        raise PersonaError(f"{persona_id} (version {chosen.number}) lacks {', '.join(missing)}")
     name = raw["name"]
-    greeting = overrides.get("greeting") or raw["greeting"]
-    prompt = overrides.get("system_prompt") or raw["system_prompt"]
+    greeting = raw["greeting"]
+    prompt = raw["system_prompt"]
     if raw.get("personalized"):
         values = load_personalization(data_dir)
         name = values["assistant_name"] or name
@@ -218,28 +279,29 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> Per
         # Whisper's prompt is heard in ordinary speech ("mm-hmm" and "about Hanuman" came back
         # as "Ava." with the customer-service persona's name in it).
         domain_words=list(raw.get("domain_words", [])),
-        voice={**dict(raw.get("voice", {})), **dict(overrides.get("voice") or {})},
+        voice=dict(raw.get("voice", {})),
         kid_safe=bool(raw.get("kid_safe", False)),
         realtime=bool(raw.get("realtime", False)),
-        endpointing_ms=int(overrides["endpointing_ms"]) if overrides.get("endpointing_ms") else None,
-        vad_threshold=float(overrides["vad_threshold"]) if overrides.get("vad_threshold") else None,
+        endpointing_ms=int(raw["endpointing_ms"]) if raw.get("endpointing_ms") else None,
+        vad_threshold=float(raw["vad_threshold"]) if raw.get("vad_threshold") else None,
         sql_for_unknown_texters=bool(raw.get("sql_for_unknown_texters", False)),
-        knowledge=_knowledge(raw, overrides, path.name),
-        **_turn_taking(raw, path.name),
+        knowledge=_knowledge(raw, f"{persona_id}.toml"),
+        version=chosen.number,
+        **_turn_taking(raw, f"{persona_id}.toml"),
     )
 
 
 KEYPAD_KEYS = frozenset("0123456789*#")
 
 
-def _knowledge(raw: dict, overrides: dict, file: str) -> list[knowledge.Entry]:
-    """The persona's facts and FAQ: the settings page's edits of each, else the file's.
+def _knowledge(raw: dict, file: str) -> list[knowledge.Entry]:
+    """The persona's facts and FAQ.
 
     Raises:
         PersonaError: either is malformed (see :func:`voiceforge.agent.knowledge.entries`).
     """
     try:
-        return knowledge.entries(overrides.get("facts", raw.get("facts", [])), overrides.get("faq", raw.get("faq", [])))
+        return knowledge.entries(raw.get("facts", []), raw.get("faq", []))
     except knowledge.KnowledgeError as exc:
         raise PersonaError(f"{file}: {exc}") from None
 

@@ -21,10 +21,11 @@ from voiceforge.store.db import Database
 from voiceforge.store.models import Call, Conversation, Customer, SmsMessage, ToolCallRecord, Turn
 
 
-def create_conversation(db: Database, channel: str, persona: str, title: str = "") -> int:
-    """Store a new conversation and return its id."""
+def create_conversation(db: Database, channel: str, persona: str, title: str = "",
+                        persona_version: int | None = None) -> int:
+    """Store a new conversation and return its id (``persona_version``: the persona version it runs on)."""
     with db.db_session() as s:
-        conv = Conversation(channel=channel, persona=persona, title=title[:200])
+        conv = Conversation(channel=channel, persona=persona, title=title[:200], persona_version=persona_version)
         s.add(conv)
         s.flush()
         return conv.id
@@ -229,7 +230,8 @@ def get_conversation(db: Database, conversation_id: int) -> dict[str, Any] | Non
         if conv is None:
             return None
         return {"id": conv.id, "created_at": conv.created_at, "channel": conv.channel, "persona": conv.persona,
-                "title": conv.title, "turns": [turn_dict(t) for t in conv.turns]}
+                "persona_version": conv.persona_version, "title": conv.title,
+                "turns": [turn_dict(t) for t in conv.turns]}
 
 
 def spend(db: Database) -> dict[str, Any]:

@@ -66,6 +66,8 @@ class Conversation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     channel: Mapped[str] = mapped_column(String(20), default="chat")
     persona: Mapped[str] = mapped_column(String(64), default="customer_service")
+    persona_version: Mapped[int | None] = mapped_column(Integer)
+    """The persona version the conversation ran on (voiceforge/agent/versions.py); None before versions."""
     title: Mapped[str] = mapped_column(String(200), default="")
     summary: Mapped[str] = mapped_column(Text, default="")
     ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

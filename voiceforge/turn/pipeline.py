@@ -77,7 +77,10 @@ class TurnPipeline(ConversationState):
 
     # --- conversation -------------------------------------------------------------------------
     def _refresh_persona(self) -> None:
-        # Re-read the persona so that personalization edits apply from the next turn on.
+        # Re-read the persona so that personalization edits apply from the next turn on; a
+        # pipeline pinned to one version (an eval of an older version) keeps it.
+        if self.pinned_version is not None:
+            return
         try:
             self.persona = self._agent.persona = self.deps.persona(self.persona.id)
         except Exception:  # noqa: BLE001 - a file edited into a broken state keeps the last good one

@@ -38,6 +38,7 @@ class ConversationState:
     def __init__(self, deps: TurnDeps, persona: Persona, channel: str, conversation_id: int | None = None,
                  caller: str | None = None, child_id: int | None = None, persist: bool = True) -> None:
         self.deps, self.persona, self.channel = deps, persona, channel
+        self.pinned_version: int | None = None  # a persona version the conversation must keep (not the newest)
         self.conversation_id = conversation_id
         self.child_id, self.persist = child_id, persist
         self._creating = threading.Lock()  # one conversation, however many tasks ask for it at once
@@ -185,5 +186,5 @@ class ConversationState:
         with self._creating:
             if self.conversation_id is None:
                 self.conversation_id = conversations.create_conversation(self.deps.db, self.channel,
-                                                                         self.persona.id, title)
+                                                                         self.persona.id, title, self.persona.version)
                 self._ctx.conversation_id = self.conversation_id
