@@ -17,6 +17,7 @@ pages = [
     st.Page("app_pages/voice_chat.py", title="Voice Chat", icon="🎙️", url_path="voice-chat"),
     st.Page("app_pages/live.py", title="Live", icon="🗣️", url_path="live"),
     st.Page("app_pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
+    st.Page("app_pages/evals.py", title="Evals", icon="🧪", url_path="evals"),
     st.Page("app_pages/tools.py", title="Tools", icon="🔧", url_path="tools"),
     st.Page("app_pages/phone.py", title="Phone & SMS", icon="📞", url_path="phone"),
     st.Page("app_pages/devices.py", title="Devices", icon="📟", url_path="devices"),

@@ -176,7 +176,7 @@ def suite_files(paths: list[str]) -> list[Path]:
 async def run_evals(args: argparse.Namespace) -> int:
     """`forge eval`: each scenario's result (the failing expectation and the transcript when it fails);
     exit 0 only when every scenario of every suite passed, 1 otherwise, 2 when a suite cannot run."""
-    from forge.evals import Runner, compare_versions, to_json, transcript_lines, write_junit
+    from forge.evals import Runner, compare_versions, save_run, to_json, transcript_lines, write_junit
     from voiceforge.engine import Engine
     from voiceforge.evals import load_suite
 
@@ -186,6 +186,7 @@ async def run_evals(args: argparse.Namespace) -> int:
     runner = Runner(engine, repeat=args.repeat, strict=args.strict)
     as_json = getattr(args, "json", False)
     runs = []
+    numbers: list[int] = []
     if args.versions:
         try:
             numbers = [int(v) for v in args.versions.split(",")]
@@ -213,6 +214,9 @@ async def run_evals(args: argparse.Namespace) -> int:
                 print("\n".join("      " + line for line in transcript_lines(result)))
     if args.junit:
         write_junit(runs, Path(args.junit), args.strict)
+    group = len(numbers) or 1  # one saved run per suite, with each version it ran on
+    for start in range(0, len(runs), group):  # kept for the Evals page
+        save_run(engine.settings.forge_data_dir, runs[start : start + group], args.strict)
     total = sum(len(r.scenarios) for r in runs)
     passed = sum(s.passed(args.strict) for r in runs for s in r.scenarios)
     if not as_json:

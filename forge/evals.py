@@ -348,7 +348,8 @@ def to_json(run: SuiteRun, strict: bool = False) -> dict[str, Any]:
             "turns": [{"user": spec.label, "heard": o.heard, "reply": o.reply, "confirmed": o.confirmed,
                        "interrupted": o.interrupted,
                        "tool_calls": [{"name": c["name"], "arguments": c.get("arguments")} for c in o.tool_calls],
-                       "latency_ms": o.latency_ms, "error": o.error,
+                       "latency_ms": o.latency_ms, "error": o.error, "timings_ms": o.timings_ms,
+                       "cost_usd": o.cost_usd,
                        "checks": [{"expectation": c.expectation, "passed": c.passed, "detail": c.detail}
                                   for c in checks]}
                       for spec, o, checks in s.turns],
@@ -413,3 +414,48 @@ def compare_versions(runs: list[SuiteRun]) -> list[str]:
     lines.append("")
     lines.append(f"Replies that changed: {len(changed)}")
     return lines + changed
+
+
+MAX_KEPT_RUNS = 200
+"""Eval runs kept in the data folder; the oldest go first."""
+
+
+def save_run(data_dir: Path, runs: list[SuiteRun], strict: bool = False) -> Path:
+    """Keep one eval run (a suite on one or more versions) as ``<data dir>/eval-runs/<UTC time>.json``.
+
+    Written atomically (a temporary file renamed into place); beyond :data:`MAX_KEPT_RUNS` the
+    oldest are removed. Returns the file.
+    """
+    import datetime as dt
+    import json
+    import os
+    import tempfile
+
+    folder = data_dir / "eval-runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC)
+    payload = {"started_at": stamp.isoformat(timespec="seconds"), "suite": str(runs[0].suite.path),
+               "persona": runs[0].persona, "style": runs[0].style, "runs": [to_json(r, strict) for r in runs]}
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(payload, out, default=str)
+        out.flush()
+        os.fsync(out.fileno())
+    path = folder / f"{stamp:%Y%m%dT%H%M%S%fZ}.json"
+    os.replace(temporary, path)
+    for old in sorted(folder.glob("*.json"))[:-MAX_KEPT_RUNS]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def past_runs(data_dir: Path) -> list[dict[str, Any]]:
+    """The kept eval runs, newest first, each the saved JSON plus its ``path``."""
+    import json
+
+    out = []
+    for path in sorted((data_dir / "eval-runs").glob("*.json"), reverse=True):
+        try:
+            out.append({**json.loads(path.read_text(encoding="utf-8")), "path": str(path)})
+        except (OSError, ValueError):
+            continue  # a file being replaced right now, or not one of ours
+    return out

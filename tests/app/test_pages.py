@@ -290,3 +290,24 @@ def test_back_to_the_shipped_persona_shows_the_shipped_values(app):
     assert load_persona("friendly_guide", data_dir).greeting == "An edited greeting."
     assert PersonaVersions(data_dir, "friendly_guide").latest().note == "rollback to version 2"
     assert "Version 2 is current again, as version 4." in [s.value for s in app.success]
+
+
+def test_evals_page_runs_a_suite_on_two_versions_and_keeps_the_run(app):
+    from voiceforge.agent.persona import save_persona_edits
+
+    data_dir = load_settings().forge_data_dir
+    save_persona_edits(data_dir, "calm_concierge", {"greeting": "A second version."})
+    goto(app, "app_pages/evals.py")
+    app.selectbox(key="ev_suite").set_value("calm_concierge.yaml").run()
+    app.multiselect(key="ev_versions_calm_concierge.yaml_calm_concierge").set_value([1, 2]).run()
+    app.button(key="ev_run").click().run()
+    assert not app.exception, app.exception
+    matrix = app.table[0].value
+    assert list(matrix.columns) == ["version 1", "version 2"]
+    assert set(matrix.index) == {"introduces itself", "looks a customer up by number", "counts the customers",
+                                 "refuses what it cannot do"}
+    assert (matrix == "✅ pass").all().all()
+    assert len(list((data_dir / "eval-runs").glob("*.json"))) == 1  # kept
+    goto(app, "app_pages/evals.py")  # a fresh visit lists it
+    (shown,) = app.selectbox(key="ev_shown").options
+    assert "calm_concierge.yaml · calm_concierge · text" in shown

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.wallclock]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-PAGES = ["home", "voice-chat", "compare", "tools", "phone", "devices", "conversations", "personas"]
+PAGES = ["home", "voice-chat", "compare", "evals", "tools", "phone", "devices", "conversations", "personas"]
 """Pages screenshotted here (the Live page has its own test, which leaves live.png)."""
 
 
@@ -312,5 +312,55 @@ def test_compare_shows_failed_turns_and_whole_names_in_chromium(tmp_path, monkey
             cut = table.evaluate("t => [...t.querySelectorAll('td, th')].filter(c => c.scrollWidth > c.clientWidth + 1)"
                                  ".map(c => c.innerText)")
             assert cut == [], cut
+        finally:
+            browser.close()
+
+
+def test_the_evals_page_runs_an_uploaded_suite_and_opens_a_failure(streamlit_app, tmp_path):
+    """A malformed suite is refused before it is kept; a good one runs; the matrix shows the pass and
+    the failing expectation; the failing scenario opens on its transcript and checks."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, folder = streamlit_app
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("persona: customer_service\nscenarios: [{name: a, turns: [{user: hi, expect: {toool: x}}]}]")
+    good = tmp_path / "mine.yaml"
+    good.write_text("""
+persona: customer_service
+scenarios:
+  - name: counts the customers
+    turns:
+      - user: "how many customers are there"
+        expect: {tool: run_sql}
+  - name: wrong on purpose
+    turns:
+      - user: "how many customers are there"
+        expect: {tool: lookup_customer}
+""")
+    with sync_playwright() as pw:
+        browser, page = chromium(pw)
+        try:
+            page.goto(base + "/evals")
+            page.get_by_text("Add a suite").click()
+            uploader = page.get_by_test_id("stFileUploaderDropzoneInput")
+            uploader.set_input_files(str(broken))
+            page.get_by_role("button", name="Keep this suite").click()
+            expect(page.get_by_text("unknown key 'toool'")).to_be_visible(timeout=30_000)
+            assert not (folder / "data" / "evals" / "broken.yaml").exists()
+            page.get_by_role("button", name="Remove broken.yaml").click()
+            uploader.set_input_files(str(good))
+            page.get_by_role("button", name="Keep this suite").click()
+            expect(page.get_by_text("Kept mine.yaml.")).to_be_visible(timeout=30_000)
+            expect(page.get_by_role("combobox", name="Suite")).to_have_value("mine.yaml (uploaded)")
+            page.get_by_role("button", name="Run the suite").click()
+            table = page.get_by_test_id("stTable")
+            expect(table).to_contain_text("✅ pass", timeout=120_000)
+            expect(table).to_contain_text("❌ turn 1: tool: expected lookup_customer; ran run_sql")
+            failing = page.get_by_test_id("stExpander").filter(has_text="❌ wrong on purpose")
+            failing.get_by_text("❌ wrong on purpose").click()
+            expect(failing.get_by_text("The answer is 40.")).to_be_visible(timeout=30_000)
+            expect(failing.get_by_text("❌ tool: expected lookup_customer; ran run_sql")).to_be_visible()
+            expect(failing.locator("[data-testid='stVegaLiteChart']")).to_be_visible()  # the turn's waterfall
+            page.screenshot(path=str(ARTIFACTS / "evals-run.png"), full_page=True)
         finally:
             browser.close()
