@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 import forge_ui
-from forge.evals import RUNNABLE, Runner, past_runs, save_run
+from forge.evals import RUNNABLE, Runner, compare_versions, past_runs, save_run
 from voiceforge.agent.persona import list_personas
 from voiceforge.agent.versions import PersonaVersions
 from voiceforge.config import ROOT
@@ -119,8 +119,13 @@ st.subheader("Scenarios × versions")
 matrix = pd.DataFrame({label: {s["name"]: ("✅ pass" if s["passed"] else f"❌ {s['failure']}") for s in r["scenarios"]}
                        for label, r in by_version.items()})
 st.table(matrix)  # a table wraps the failing expectation instead of cutting it off
-passed = {label: sum(s["passed"] for s in r["scenarios"]) for label, r in by_version.items()}
-st.caption(" · ".join(f"{label}: {n} of {len(by_version[label]['scenarios'])} passed" for label, n in passed.items()))
+if len(by_version) > 1:
+    st.subheader("Versions side by side")
+    st.markdown("\n".join(compare_versions(run["runs"])))
+else:
+    passed = {label: sum(s["passed"] for s in r["scenarios"]) for label, r in by_version.items()}
+    st.caption(" · ".join(f"{label}: {n} of {len(by_version[label]['scenarios'])} passed"
+                          for label, n in passed.items()))
 
 st.subheader("Transcripts")
 for label, r in by_version.items():

@@ -4,7 +4,8 @@ Prints, per style, the median and the slowest scenario in ms and the pass count.
 scenario of a run includes loading the models; each style's figures are taken on a warm engine
 (one untimed pass first).
 
-Run: .venv/bin/python bench/evals.py [--styles text,voice]
+Run: .venv/bin/python bench/evals.py [--styles text,voice,phone,realtime]  (all four by default; the
+phone and realtime styles start a sidecar and the offline Realtime server and take a few minutes)
 """
 
 from __future__ import annotations

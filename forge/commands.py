@@ -196,7 +196,7 @@ async def run_evals(args: argparse.Namespace) -> int:
             side = [await runner.run(suite, getattr(args, "persona", None), args.style, version=n) for n in numbers]
             runs += side
             print(f"{suite.path} ({side[0].persona}, {side[0].style})")
-            print("\n".join(compare_versions(side)))
+            print("\n".join(compare_versions([to_json(r, args.strict) for r in side])))
     for suite in suites if not args.versions else []:
         run = await runner.run(suite, getattr(args, "persona", None), args.style, version=args.version)
         runs.append(run)

@@ -195,7 +195,7 @@ async def run_phone(engine: Engine, utterances: list[Utterance], persona: str | 
     from voiceforge.telephony.simulator import simulate_call
 
     run = StyleRun("phone")
-    async with local_sidecar() as (base, token, key):
+    async with local_sidecar(settings=engine.settings) as (base, token, key):
         if progress:
             progress("phone", 0, len(utterances))
         result = await simulate_call(base, token, [(u.pcm16, u.rate) for u in utterances], persona, api_key=key)
@@ -216,9 +216,9 @@ async def run_phone(engine: Engine, utterances: list[Utterance], persona: str | 
 
 
 @contextlib.asynccontextmanager
-async def realtime_service(engine: Engine) -> AsyncIterator[tuple[Any, str]]:
+async def realtime_service(engine: Engine, **extra: str) -> AsyncIterator[tuple[Any, str]]:
     """(openai SDK client, model) for Realtime sessions: OpenAI's Realtime API when a key is set,
-    else Forge's offline Realtime server, started for the block."""
+    else Forge's offline Realtime server, started for the block (``extra``: more environment for it)."""
     import openai
 
     from forge.processes import local_realtime_server
@@ -228,7 +228,7 @@ async def realtime_service(engine: Engine) -> AsyncIterator[tuple[Any, str]]:
     if settings.openai_configured:
         yield make_client(settings)
         return
-    async with local_realtime_server() as url:
+    async with local_realtime_server(settings=settings, **extra) as url:
         key, _ = settings.ensure_api_key()
         yield openai.AsyncOpenAI(api_key=key, websocket_base_url=url, max_retries=0), OFFLINE_MODEL
 
@@ -244,39 +244,58 @@ async def realtime_session(engine: Engine, persona: str | None, channel: str,
         yield client
 
 
+class RealtimeLine:
+    """A caller's side of a Realtime session: audio streamed in real time, 20 ms frames at 24 kHz.
+
+    Silence is sent between utterances (:meth:`quiet_until`) as a microphone would, so the
+    service's VAD hears the end of each turn.
+    """
+
+    def __init__(self, client: Any) -> None:
+        from realtime.client import PCM_RATE
+
+        self.client, self.rate = client, PCM_RATE
+        self.frame = PCM_RATE // 50 * 2
+        self.clock = time.perf_counter()
+
+    async def send(self, audio: bytes, forever: bool = False) -> None:
+        """Send ``audio`` (PCM16 at 24 kHz) in real time; with ``forever``, silence after it until cancelled."""
+        k = 0
+        while forever or k < len(audio):
+            chunk = audio[k : k + self.frame] if k < len(audio) else b"\0" * self.frame
+            await self.client.send_audio(chunk.ljust(self.frame, b"\0"), self.rate)
+            k += self.frame
+            self.clock = max(self.clock + 0.02, time.perf_counter() - 0.1)  # never a burst to catch up
+            await asyncio.sleep(max(0.0, self.clock - time.perf_counter()))
+
+    async def say(self, pcm16: bytes, rate: int, silence_ms: int = 0) -> None:
+        """``silence_ms`` of silence, then the utterance (PCM16 mono at ``rate`` Hz)."""
+        from voiceforge.audio.resample import resample
+
+        await self.send(b"\0" * (self.rate * 2 * silence_ms // 1000) + resample(pcm16, rate, self.rate))
+
+    async def quiet_until(self, waiting: Any) -> Any:
+        """Send silence until the awaitable ``waiting`` is done; return its result."""
+        silence = asyncio.create_task(self.send(b"", forever=True))
+        try:
+            return await waiting
+        finally:
+            silence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await silence
+
+
 async def realtime_turn(client: Any, pcm16: bytes, rate: int, silence_ms: int = 0, timeout_s: float = 90) -> Any:
-    """Stream one utterance to a Realtime session in real time (20 ms frames, after ``silence_ms``
-    of silence), then silence until the service's VAD ends the turn and the answer is stored.
+    """Stream one utterance to a Realtime session in real time (after ``silence_ms`` of silence), then
+    silence until the service's VAD ends the turn and the answer is stored.
 
     Returns:
         The finished :class:`realtime.client.RealtimeTurn` (``timings_ms["first_audio_delta"]``
         is voice-to-voice from the last voiced frame).
     """
-    from realtime.client import PCM_RATE
-    from voiceforge.audio.resample import resample
-
-    frame = PCM_RATE // 50 * 2
-    speech = b"\0" * (PCM_RATE * 2 * silence_ms // 1000) + resample(pcm16, rate, PCM_RATE)
-    clock = time.perf_counter()
-
-    async def stream(audio: bytes, forever: bool = False) -> None:
-        nonlocal clock
-        k = 0
-        while forever or k < len(audio):
-            chunk = audio[k : k + frame] if k < len(audio) else b"\0" * frame
-            await client.send_audio(chunk.ljust(frame, b"\0"), PCM_RATE)
-            k += frame
-            clock += 0.02
-            await asyncio.sleep(max(0.0, clock - time.perf_counter()))
-
-    await stream(speech)
-    silence = asyncio.create_task(stream(b"", forever=True))
-    try:
-        return await client.next_turn(timeout_s=timeout_s)
-    finally:
-        silence.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await silence
+    line = RealtimeLine(client)
+    await line.say(pcm16, rate, silence_ms)
+    return await line.quiet_until(client.next_turn(timeout_s=timeout_s))
 
 
 async def run_speech_to_speech(engine: Engine, utterances: list[Utterance], persona: str | None,

@@ -9,13 +9,14 @@ Each scenario is a new conversation, in one of four styles:
   sidecar started for the run: μ-law 8 kHz in real time, per-turn ``silence_ms`` and
   ``barge_in_after_ms``, latency on the caller's clock;
 - ``realtime``: one Realtime session per scenario (OpenAI's with a key, else Forge's offline
-  server started for the run), audio streamed in real time, the service's VAD ending turns.
+  server started for the run), audio streamed in real time, the service's VAD ending turns,
+  ``barge_in_after_ms`` timed from the first audio delta of the answer talked over.
 
 A turn that expects a tool whose declaration asks for confirmation gets the caller's "yes" when
 the agent asks, inside the same turn (on a call, where lines are played as scripted, a "yes"
 follows every such turn). ``--repeat N`` runs each scenario N times; ``within_ms`` then judges
-the median. ``now:`` reaches the text and voice styles only: the phone and realtime styles run
-the agent in another process, so a suite that sets it is refused there.
+the median. ``now:`` fixes the clock of this process for the run and, through ``FORGE_NOW``, of
+the sidecar or Realtime server it starts.
 
 JUnit XML (``--junit``): one ``testsuite`` per suite file, one ``testcase`` per scenario; a
 failing expectation is a ``failure`` with the transcript, a run that broke an ``error``, and a
@@ -105,9 +106,8 @@ class Runner:
         """Every scenario of ``suite`` (``persona``, ``style`` and ``version`` override the file's).
 
         Raises:
-            SuiteError: an unknown style, persona or version; ``now:`` or a version other than
-                the current one in a style whose agent runs in another process; a barge-in in
-                the realtime style.
+            SuiteError: an unknown style, persona or version, or a version other than the
+                current one in a style whose agent runs in another process.
         """
         from voiceforge.agent.persona import PersonaError
         from voiceforge.agent.versions import VersionError
@@ -117,11 +117,6 @@ class Runner:
         version = version or suite.version
         if style not in RUNNABLE:
             raise SuiteError(f"{suite.path}: style {style!r} is not one of {', '.join(RUNNABLE)}")
-        if style in ("phone", "realtime") and suite.now is not None:
-            raise SuiteError(f"{suite.path}: now: fixes the clock of the text and voice styles only (the {style} "
-                             "style's agent runs in another process)")
-        if style == "realtime" and any(t.barge_in_after_ms is not None for s in suite.scenarios for t in s.turns):
-            raise SuiteError(f"{suite.path}: barge_in_after_ms runs in the phone style (not realtime yet)")
         try:
             current = self.engine.persona(persona).version
             loaded = self.engine.persona(persona, version).version
@@ -136,15 +131,16 @@ class Runner:
             await asyncio.to_thread(self.engine.warm_up, speech)
             self._warm = speech or bool(self._warm)
         run = SuiteRun(suite, persona, style, version=loaded)
+        fixed = {"FORGE_NOW": suite.now.isoformat()} if suite.now else {}  # the servers' own clock
         async with contextlib.AsyncExitStack() as stack:
             if style == "phone":
                 from forge.processes import local_sidecar
 
-                self._line = await stack.enter_async_context(local_sidecar())
+                self._line = await stack.enter_async_context(local_sidecar(settings=self.engine.settings, **fixed))
             elif style == "realtime":
                 from forge.compare import realtime_service
 
-                self._line = await stack.enter_async_context(realtime_service(self.engine))
+                self._line = await stack.enter_async_context(realtime_service(self.engine, **fixed))
             stack.enter_context(clock.frozen(suite.now) if suite.now else contextlib.nullcontext())
             for scenario in suite.scenarios:
                 if progress:
@@ -266,25 +262,51 @@ class Runner:
         return any(c["name"] == "end_call" for o in merged.values() for c in o.tool_calls)
 
     async def _session(self, scenario: Any, persona: str, outcomes: list[list[TurnOutcome]]) -> bool:
-        """One Realtime session of the scenario; appends each turn's outcome; whether the agent ended it."""
-        from forge.compare import realtime_session, realtime_turn
+        """One Realtime session of the scenario; appends each turn's outcome; whether the agent ended it.
+
+        A turn whose next turn has ``barge_in_after_ms`` is not waited for: silence follows it
+        until the answer's first audio, then that long, then the next line is spoken over it.
+        """
+        from forge.compare import RealtimeLine, realtime_session
 
         async with realtime_session(self.engine, persona, "eval", self._line) as client:
+            line = RealtimeLine(client)
+            spoken: list[int] = []  # turns said whose answers are not collected yet
             for number, turn in enumerate(scenario.turns):
-                said = await realtime_turn(client, *await self._audio(turn, turn.user), silence_ms=turn.silence_ms)
-                outcome = TurnOutcome(heard=said.user_text, reply=said.reply, tool_calls=list(said.tool_calls),
-                                      error=said.error, interrupted=said.interrupted, timings_ms=dict(said.timings_ms),
-                                      cost_usd=float((said.cost or {}).get("total", 0.0)))
-                if (latency := said.timings_ms.get("first_audio_delta")) is not None:
-                    outcome.latency_ms.append(float(latency))
-                if awaits_yes(turn, said.reply, said.tool_calls):
-                    yes = await realtime_turn(client, *await self._spoken(YES))
-                    outcome.reply = f"{said.reply} {yes.reply}".strip()
-                    outcome.tool_calls += yes.tool_calls
-                    outcome.error = outcome.error or yes.error
-                    outcome.cost_usd += float((yes.cost or {}).get("total", 0.0))
-                    outcome.confirmed = True
-                outcomes[number].append(outcome)
+                await line.say(*await self._audio(turn, turn.user),
+                               silence_ms=0 if turn.barge_in_after_ms is not None else turn.silence_ms)
+                spoken.append(number)
+                following = scenario.turns[number + 1] if number + 1 < len(scenario.turns) else None
+                if following is not None and following.barge_in_after_ms is not None:
+                    answering = asyncio.Event()
+
+                    async def heard(event: Any, answering: asyncio.Event = answering) -> None:
+                        if event.type == "response.output_audio.delta":
+                            answering.set()
+
+                    client.on_event = heard
+                    await line.quiet_until(asyncio.wait_for(answering.wait(), 60))
+                    client.on_event = None
+                    await line.quiet_until(asyncio.sleep(following.barge_in_after_ms / 1000))
+                    continue  # the next line talks over this answer
+                for waiting in spoken:
+                    said = await line.quiet_until(client.next_turn(timeout_s=90))
+                    outcome = TurnOutcome(heard=said.user_text, reply=said.reply, tool_calls=list(said.tool_calls),
+                                          error=said.error, interrupted=said.interrupted,
+                                          timings_ms=dict(said.timings_ms),
+                                          cost_usd=float((said.cost or {}).get("total", 0.0)))
+                    if (latency := said.timings_ms.get("first_audio_delta")) is not None:
+                        outcome.latency_ms.append(float(latency))
+                    if awaits_yes(scenario.turns[waiting], said.reply, said.tool_calls):
+                        await line.say(*await self._spoken(YES))
+                        yes = await line.quiet_until(client.next_turn(timeout_s=90))
+                        outcome.reply = f"{said.reply} {yes.reply}".strip()
+                        outcome.tool_calls += yes.tool_calls
+                        outcome.error = outcome.error or yes.error
+                        outcome.cost_usd += float((yes.cost or {}).get("total", 0.0))
+                        outcome.confirmed = True
+                    outcomes[waiting].append(outcome)
+                spoken.clear()
                 if client.ended:
                     return True
         return False
@@ -383,37 +405,35 @@ def write_junit(runs: list[SuiteRun], path: Path, strict: bool = False) -> None:
     xml.write(str(path), pretty=True)
 
 
-def compare_versions(runs: list[SuiteRun]) -> list[str]:
-    """The same suite run on several persona versions, side by side, as Markdown lines.
-
-    Per version: scenarios passed, first-reply p50/p95 over every timed turn, cost per
-    conversation (scenario); then each turn whose reply differs between the versions.
-    """
+def compare_versions(runs: list[dict[str, Any]]) -> list[str]:
+    """The same suite run on several persona versions (each :func:`to_json`'s dict), side by side,
+    as Markdown lines: per version the scenarios passed, first-reply p50/p95 over every timed
+    turn and cost per conversation (scenario); then each turn whose reply differs."""
     from voiceforge.cost import format_usd
     from voiceforge.scoring import percentile
 
-    head = "| | " + " | ".join(f"version {r.version}" for r in runs) + " |"
-    lines = [head, "|---" * (len(runs) + 1) + "|"]
+    lines = ["| | " + " | ".join(f"version {r['version']}" for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
 
     def row(label: str, cells: list[str]) -> None:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
-    row("passed", [f"{sum(s.passed() for s in r.scenarios)} of {len(r.scenarios)}" for r in runs])
-    timed = [[v for s in r.scenarios for _, o, _ in s.turns for v in o.latency_ms] for r in runs]
+    def turns(run: dict[str, Any]) -> list[dict[str, Any]]:
+        return [t for s in run["scenarios"] for t in s["turns"]]
+
+    row("passed", [f"{sum(s['passed'] for s in r['scenarios'])} of {len(r['scenarios'])}" for r in runs])
+    timed = [[v for t in turns(r) for v in t["latency_ms"]] for r in runs]
     row("first reply p50 / p95 ms", [f"{percentile(t, 50):,.0f} / {percentile(t, 95):,.0f}" if t else "—"
                                      for t in timed])
-    row("cost per conversation", [format_usd(sum(o.cost_usd for s in r.scenarios for _, o, _ in s.turns)
-                                             / max(1, len(r.scenarios))) for r in runs])
+    row("cost per conversation", [format_usd(sum(t["cost_usd"] for t in turns(r)) / max(1, len(r["scenarios"])))
+                                  for r in runs])
     changed = []
-    for scenarios in zip(*(r.scenarios for r in runs), strict=True):
-        for number, turns in enumerate(zip(*(s.turns for s in scenarios), strict=False), start=1):
-            replies = [o.reply for _, o, _ in turns]
+    for scenarios in zip(*(r["scenarios"] for r in runs), strict=True):
+        for number, said in enumerate(zip(*(s["turns"] for s in scenarios), strict=False), start=1):
+            replies = [t["reply"] for t in said]
             if len(set(replies)) > 1:
-                changed.append(f"- {scenarios[0].name}, turn {number}: "
-                               + " → ".join(f"v{r.version}: “{reply}”" for r, reply in zip(runs, replies, strict=True)))
-    lines.append("")
-    lines.append(f"Replies that changed: {len(changed)}")
-    return lines + changed
+                changed.append(f"- {scenarios[0]['name']}, turn {number}: " + " → ".join(
+                    f"v{r['version']}: “{reply}”" for r, reply in zip(runs, replies, strict=True)))
+    return [*lines, "", f"Replies that changed: {len(changed)}", *changed]
 
 
 MAX_KEPT_RUNS = 200

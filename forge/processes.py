@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -77,31 +78,43 @@ async def _child(command: list[str], env: dict[str, str], base: str, what: str,
         errors.close()
 
 
+def _same_data(settings: Any) -> dict[str, str]:
+    """Environment that gives a child process ``settings``' data folder and database."""
+    env = {"FORGE_DATA_DIR": str(settings.forge_data_dir)}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    return env
+
+
 @contextlib.asynccontextmanager
-async def local_sidecar(timeout_s: float = 180.0) -> AsyncIterator[tuple[str, str, str]]:
+async def local_sidecar(timeout_s: float = 180.0, settings: Any = None,
+                        **extra: str) -> AsyncIterator[tuple[str, str, str]]:
     """Start ``forge serve`` on a free loopback port for a simulator; yields (URL, Twilio token, API key).
 
-    The sidecar runs with this machine's settings and data folder, plus a throwaway Twilio auth
-    token (unless one is set) and PUBLIC_BASE_URL pointing at itself; it is stopped on exit.
+    The sidecar runs with ``settings``' data folder and database (default: this process's
+    settings), its API key, a throwaway Twilio auth token (unless one is set) and PUBLIC_BASE_URL
+    pointing at itself, plus ``extra`` environment (``FORGE_NOW`` for an eval's fixed clock); it
+    is stopped on exit.
     """
-    settings = get_settings()
+    settings = settings or get_settings()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     token = settings.twilio_auth_token or secrets.token_hex(16)
     key, _ = settings.ensure_api_key()
-    env = {**os.environ, "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token, "FORGE_API_KEY": key,
-           "FORGE_DATA_DIR": str(settings.forge_data_dir)}
+    env = {**os.environ, **extra, **_same_data(settings), "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token,
+           "FORGE_API_KEY": key}
     async with _child(forge_command("serve", "--port", str(port)), env, base, "local sidecar", timeout_s):
         yield base, token, key
 
 
 @contextlib.asynccontextmanager
-async def local_realtime_server(timeout_s: float = 180.0) -> AsyncIterator[str]:
-    """Start ``forge realtime-server`` on a free loopback port; yields its ``ws://…/v1`` base URL."""
-    settings = get_settings()
+async def local_realtime_server(timeout_s: float = 180.0, settings: Any = None, **extra: str) -> AsyncIterator[str]:
+    """Start ``forge realtime-server`` on a free loopback port with ``settings``' data folder, database
+    and API key (default: this process's) and ``extra`` environment; yields its ``ws://…/v1`` base URL."""
+    settings = settings or get_settings()
     port = free_port()
     key, _ = settings.ensure_api_key()
-    env = {**os.environ, "FORGE_API_KEY": key, "FORGE_DATA_DIR": str(settings.forge_data_dir)}
+    env = {**os.environ, **extra, **_same_data(settings), "FORGE_API_KEY": key}
     async with _child(forge_command("realtime-server", "--port", str(port)), env, f"http://127.0.0.1:{port}",
                       "Realtime server", timeout_s):
         yield f"ws://127.0.0.1:{port}/v1"

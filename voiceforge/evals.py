@@ -300,14 +300,15 @@ def check_turn(expect: dict[str, Any], outcome: TurnOutcome) -> list[Check]:
         out.append(Check("reply_matches", ok, "" if ok else f"/{expect['reply_matches']}/ does not match the reply"))
     if expect.get("no_tool"):
         out.append(Check("no_tool", not names, f"ran {', '.join(names)}" if names else ""))
-    wanted_tools = [expect["tool"]] if "tool" in expect else expect.get("tool_any_of")
-    candidates = outcome.tool_calls
-    if wanted_tools:
-        candidates = [c for c in outcome.tool_calls if c["name"] in wanted_tools]
-        key = "tool" if "tool" in expect else "tool_any_of"
-        out.append(Check(key, bool(candidates),
-                         f"ran {candidates[0]['name']}" if candidates else
-                         f"expected {' or '.join(wanted_tools)}; ran {', '.join(names) or 'no tool'}"))
+    expected = {key: [expect["tool"]] if key == "tool" else expect[key]
+                for key in ("tool", "tool_any_of") if key in expect}
+    for key, wanted in expected.items():
+        matching = [c for c in outcome.tool_calls if c["name"] in wanted]
+        out.append(Check(key, bool(matching), f"ran {matching[0]['name']}" if matching else
+                         f"expected {' or '.join(wanted)}; ran {', '.join(names) or 'no tool'}"))
+    # ``args`` is checked against the calls of the expected tool (``tool`` first), else against every call.
+    wanted = next(iter(expected.values()), None)
+    candidates = [c for c in outcome.tool_calls if wanted is None or c["name"] in wanted]
     if "args" in expect:
         want = expect["args"]
 

@@ -307,6 +307,8 @@ def test_evals_page_runs_a_suite_on_two_versions_and_keeps_the_run(app):
     assert set(matrix.index) == {"introduces itself", "looks a customer up by number", "counts the customers",
                                  "refuses what it cannot do"}
     assert (matrix == "✅ pass").all().all()
+    side = " ".join(m.value for m in app.markdown)
+    assert "| passed | 4 of 4 | 4 of 4 |" in side and "Replies that changed: 0" in side  # a greeting edit changes none
     assert len(list((data_dir / "eval-runs").glob("*.json"))) == 1  # kept
     goto(app, "app_pages/evals.py")  # a fresh visit lists it
     (shown,) = app.selectbox(key="ev_shown").options

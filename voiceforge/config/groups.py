@@ -6,6 +6,7 @@ A field marked ``json_schema_extra=SECRET_FIELD`` is a secret: ``forge config`` 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import secrets
@@ -172,6 +173,11 @@ class ForgeSettings(BaseSettings):
     forge_tool_delay_ms: int = Field(default=0, ge=0, le=60_000)
     forge_filler_after_ms: int = Field(default=600, ge=0, le=10_000)
     forge_mock_customers: int = Field(default=40, ge=1, le=100_000)
+    forge_now: dt.datetime | None = Field(
+        default=None,
+        description="Fix the clock that tools and relative dates read (ISO 8601; naive means UTC), for demos "
+                    "and evals; unset: the real clock. forge eval sets it for the servers an eval starts.",
+    )
     forge_instance: str = Field(
         default="", max_length=128,
         description="This sidecar's name on the calls it serves (default: the host name); sidecars sharing a "
