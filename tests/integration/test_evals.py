@@ -153,75 +153,6 @@ def test_the_starter_suites_pass_offline(tmp_path):
     assert "FAIL" not in out.stdout and " scenarios passed" in out.stdout
 
 
-LIVE = """
-persona: customer_service
-style: {style}
-scenarios:
-  - name: counts the customers
-    turns:
-      - user: "How many customers are there?"
-        silence_ms: 400
-        expect: {{tool: run_sql, reply_matches: "\\\\b40\\\\b"}}
-  - name: books with a confirmation
-    turns:
-      - user: "I'd like a repair visit on Thursday at 2 pm. I'm customer 6."
-        expect: {{tool: schedule_appointment, args: {{customer_id: 6, service: repair}}}}
-"""
-
-
-async def test_the_phone_style_calls_a_sidecar_and_talks_over_an_answer(offline_engine, tmp_path, monkeypatch):
-    monkeypatch.setenv("FORGE_DATA_DIR", str(offline_engine.settings.forge_data_dir))
-    from voiceforge.config import get_settings
-
-    get_settings.cache_clear()  # the sidecar started for the run reads this process's settings
-    path = tmp_path / "suite.yaml"
-    path.write_text(LIVE.format(style="phone") + """
-  - name: talks over a long answer
-    turns:
-      - user: "Tell me a joke about the weather."
-      - user: "Wait, how many customers are there?"
-        barge_in_after_ms: 1200
-        expect: {tool: run_sql}
-""")
-    try:
-        run = await Runner(offline_engine).run(load_suite(path))
-    finally:
-        get_settings.cache_clear()
-    results = {s.name: s for s in run.scenarios}
-    assert all(s.passed() for s in run.scenarios), {n: s.failure for n, s in results.items()}
-    (_, counted, _), = results["counts the customers"].turns
-    assert counted.latency_ms and 0 < counted.latency_ms[0] < 10_000  # the caller's clock
-    (_, booked, _), = results["books with a confirmation"].turns
-    assert booked.confirmed and booked.reply.startswith("Just to confirm, shall I ")
-    (_, joke, _), (_, question, _) = results["talks over a long answer"].turns
-    assert joke.interrupted and not question.interrupted
-
-
-async def test_the_realtime_style_runs_a_session_on_the_offline_server(offline_engine, tmp_path, monkeypatch):
-    monkeypatch.setenv("FORGE_DATA_DIR", str(offline_engine.settings.forge_data_dir))
-    from voiceforge.config import get_settings
-
-    get_settings.cache_clear()
-    path = tmp_path / "suite.yaml"
-    path.write_text(LIVE.format(style="realtime") + """
-  - name: talks over a long answer
-    turns:
-      - user: "Tell me a joke about the weather."
-      - user: "Wait, how many customers are there?"
-        barge_in_after_ms: 1000
-        expect: {tool: run_sql}
-""")
-    try:
-        run = await Runner(offline_engine).run(load_suite(path))
-    finally:
-        get_settings.cache_clear()
-    assert run.passed(), [s.failure for s in run.scenarios]
-    (_, booked, _), = run.scenarios[1].turns
-    assert booked.confirmed and booked.latency_ms and booked.latency_ms[0] > 0
-    (_, joke, _), (_, question, _) = run.scenarios[2].turns
-    assert joke.interrupted and not question.interrupted and "customers" in question.heard.lower()
-
-
 def test_two_persona_versions_side_by_side(tmp_path):
     from voiceforge.agent.persona import save_persona_edits
 
@@ -277,14 +208,20 @@ scenarios:
           no_tool: true
           within_ms: 0
     expect_conversation: {no_error: false, ended: true}
+  - name: talks over a long answer
+    turns:
+      - user: "Tell me a joke about the weather."
+      - user: "Wait, how many customers are there?"
+        barge_in_after_ms: 1200
+        expect: {tool: run_sql}
 """
 
 
 @pytest.mark.parametrize("style", ["text", "voice", "phone", "realtime"])
 async def test_every_expectation_passes_and_fails_in_every_style(style, offline_engine, tmp_path, monkeypatch):
     """One suite through each style (the clock fixed by now: in this process and in the servers the
-    run starts): every expectation is met in one scenario and missed in the other; the judge is
-    skipped (no LLM)."""
+    run starts): every expectation is met in one scenario and missed in the other (the judge is
+    skipped: no LLM); a confirmation is answered; on a live line the caller talks over an answer."""
     monkeypatch.setenv("FORGE_DATA_DIR", str(offline_engine.settings.forge_data_dir))
     from voiceforge.config import get_settings
 
@@ -295,7 +232,7 @@ async def test_every_expectation_passes_and_fails_in_every_style(style, offline_
         run = await Runner(offline_engine).run(load_suite(path), style=style)
     finally:
         get_settings.cache_clear()
-    met, missed = run.scenarios
+    met, missed, barge = run.scenarios
     assert met.error is None and missed.error is None, (met.error, missed.error)
     assert {c.expectation: c.passed for c in met.checks} == {
         "reply_contains_any": True, "reply_not_contains": True, "reply_matches": True, "tool": True,
@@ -305,3 +242,11 @@ async def test_every_expectation_passes_and_fails_in_every_style(style, offline_
     assert [c.expectation for c in missed.checks if c.passed is not False] == [], \
         [(c.expectation, c.passed, c.detail) for c in missed.checks]
     assert len(missed.checks) == 10
+    (_, booked, _) = met.turns[1]
+    assert booked.confirmed and booked.reply.startswith("Just to confirm, shall I ")  # the caller said yes
+    assert barge.passed(), barge.failure
+    (_, joke, _), (_, question, _) = barge.turns
+    assert "customers" in question.heard.lower()
+    if style in ("phone", "realtime"):  # a live line: the question was spoken over the answer
+        assert joke.interrupted and not question.interrupted
+        assert all(o.latency_ms and 0 < o.latency_ms[0] < 10_000 for _, o, _ in met.turns)  # the caller's clock
