@@ -73,6 +73,9 @@ def test_a_carried_call_costs_its_minutes_a_simulated_one_nothing_and_pages_agre
 
     monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("FORGE_SIDECAR_URL", "http://127.0.0.1:9")
+    from voiceforge.config import get_settings
+
+    get_settings.cache_clear()  # the call's tools read the clock's settings before these were set
     import streamlit as st
 
     st.cache_resource.clear()
