@@ -179,7 +179,7 @@ class Runner:
                                  latency_ms=[v for r in runs for v in r.latency_ms],
                                  error=next((r.error for r in runs if r.error), None), confirmed=runs[0].confirmed,
                                  interrupted=runs[0].interrupted, timings_ms=runs[0].timings_ms,
-                                 cost_usd=sum(r.cost_usd for r in runs))
+                                 cost_usd=sum(r.cost_usd for r in runs) / len(runs))
             checks = check_turn(spec.expect, merged)
             if "judge" in spec.expect:
                 checks.append(await self._judge(spec.expect["judge"], scenario.turns, outcomes))

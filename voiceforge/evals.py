@@ -233,7 +233,7 @@ class TurnOutcome:
         confirmed: the runner answered the agent's confirmation question with "yes" in this turn.
         interrupted: the caller talked over the reply (a live style's ``barge_in_after_ms`` on the next turn).
         timings_ms: the turn's stage marks (the first repeat's), for the transcript.
-        cost_usd: what the providers would bill for the turn (every repeat's, summed), USD.
+        cost_usd: what the providers would bill for the turn (the mean over repeats), USD.
     """
 
     heard: str

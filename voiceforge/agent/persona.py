@@ -18,6 +18,7 @@ repository's files stay as shipped; a changed file becomes a new version when it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tomllib
@@ -178,7 +179,8 @@ def current_version(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> 
                 edits = {}
             if isinstance(edits, dict) and (kept := {k: v for k, v in edits.items() if k in EDITABLE_KEYS}):
                 latest = store.add(_edited(table, kept), "app", "edits saved before versions were kept", sha)
-            legacy.rename(legacy.with_suffix(".json.migrated"))
+            with contextlib.suppress(FileNotFoundError):  # another process migrated it first
+                legacy.rename(legacy.with_suffix(".json.migrated"))
     elif latest.file_sha != sha:
         latest = store.add(table, "file", f"{path.name} changed", sha)
     return latest
