@@ -12,8 +12,9 @@ for "expect: none", when no tool runs at the last turn (the out-of-scope one) an
 side effects runs at all. Reported: success rate, the turns it took (the
 caller turn at which the tool ran), and per dialogue what went wrong with ``--verbose``.
 
-Out-of-scope requests are each the first turn of a new conversation: precision and recall of
-"answered without a tool" (recall: out-of-scope requests answered without a tool; precision:
+Out-of-scope requests are each the first turn of a new conversation: how many were refused or
+answered honestly (no tool, and no slot question or "did you want me to ..." that takes the
+request for a tool's), and precision and recall of "answered without a tool" (recall: out-of-scope requests answered without a tool; precision:
 of all the requests answered without a tool, in both sets, how many were out of scope, with
 the dialogues' opening turns that expect a tool as the in-scope side).
 
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from voiceforge.config import load_settings  # noqa: E402
 from voiceforge.engine import Engine  # noqa: E402
+from voiceforge.providers.dialogue import asked, slot_questions  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 SIDE_EFFECTS = {"schedule_appointment", "reschedule_appointment", "cancel_appointment", "send_sms",
@@ -141,10 +143,18 @@ async def main() -> None:
             if not ok:
                 failed.append((dialogue, log))
         # Out of scope: each request alone; in scope: the first turn of each dialogue that expects a tool.
-        no_tool_oos = 0
+        no_tool_oos = honest = 0
         for text in requests:
-            result = await engine.pipeline("customer_service", channel="bench", persist=False).text_turn(text)
+            pipeline = engine.pipeline("customer_service", channel="bench", persist=False)
+            result = await pipeline.text_turn(text)
             no_tool_oos += not result.tool_calls
+            # Honest: no tool, and no question that takes the request for a tool's (a slot or
+            # "did you want me to ..."); the reply says what the agent cannot do, or answers.
+            questioned = asked(result.reply, slot_questions(pipeline.tools)) is not None \
+                or result.reply.startswith("Did you want me to ")
+            honest += not result.tool_calls and not questioned
+            if args.verbose and not result.tool_calls and questioned:
+                print(f"out of scope, but asked as if for a tool: {text!r} -> {result.reply!r}")
             if args.verbose and result.tool_calls:
                 print(f"out of scope, but ran {result.tool_calls[0]['name']}: {text!r} -> {result.reply!r}")
         in_scope = [d for d in dialogues if d.expect_tool and len(d.turns) == 1]
@@ -162,6 +172,8 @@ async def main() -> None:
         print(f"- caller turns to success: median {statistics.median(turns):.0f}, max {max(turns)}")
     print(f"- out of scope answered without a tool (recall): {no_tool_oos} of {len(requests)} "
           f"({no_tool_oos / len(requests):.0%})")
+    print(f"- out of scope refused or answered honestly (no tool and no question taking it for a tool's): "
+          f"{honest} of {len(requests)} ({honest / len(requests):.0%})")
     answered_plain = no_tool_oos + no_tool_in
     if answered_plain:
         print(f"- precision of 'no tool' (single-turn in-scope requests that got no tool: {no_tool_in} of "
