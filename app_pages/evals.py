@@ -14,11 +14,11 @@ import pandas as pd
 import streamlit as st
 
 import forge_ui
-from forge.evals import RUNNABLE, Runner, compare_versions, past_runs, save_run
+from forge.evals import Runner, compare_versions, past_runs, save_run
 from voiceforge.agent.persona import list_personas
 from voiceforge.agent.versions import PersonaVersions
 from voiceforge.config import ROOT
-from voiceforge.evals import MAX_SUITE_BYTES, SuiteError, load_suite
+from voiceforge.evals import MAX_SUITE_BYTES, STYLES, SuiteError, load_suite
 
 engine = forge_ui.engine()
 data_dir = engine.settings.forge_data_dir
@@ -73,7 +73,7 @@ current = engine.persona(persona).version
 numbers = PersonaVersions(data_dir, persona).numbers() or [current]
 versions = cols[2].multiselect("Versions", numbers, default=[current], key=f"ev_versions_{picked}_{persona}",
                                format_func=lambda n: f"{n} (current)" if n == current else str(n))
-style = cols[3].selectbox("Style", list(RUNNABLE), index=list(RUNNABLE).index(suite.style), key=f"ev_style_{picked}")
+style = cols[3].selectbox("Style", list(STYLES), index=list(STYLES).index(suite.style), key=f"ev_style_{picked}")
 st.caption(f"{len(suite.scenarios)} scenarios · " + " · ".join(s.name for s in suite.scenarios))
 
 if st.button("Run the suite", type="primary", key="ev_run", disabled=not versions):

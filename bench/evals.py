@@ -19,17 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from forge.evals import RUNNABLE, Runner  # noqa: E402
+from forge.evals import Runner  # noqa: E402
 from voiceforge.config import load_settings  # noqa: E402
 from voiceforge.engine import Engine  # noqa: E402
-from voiceforge.evals import load_suite  # noqa: E402
+from voiceforge.evals import STYLES, load_suite  # noqa: E402
 
 SUITES = sorted((Path(__file__).resolve().parent.parent / "evals").glob("*.yaml"))
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--styles", default=",".join(RUNNABLE))
+    parser.add_argument("--styles", default=",".join(STYLES))
     args = parser.parse_args()
     suites = [load_suite(p) for p in SUITES]
     with tempfile.TemporaryDirectory() as folder:

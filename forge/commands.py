@@ -183,7 +183,7 @@ async def run_evals(args: argparse.Namespace) -> int:
     suites = [load_suite(path) for path in suite_files(args.paths)]  # every file checked before any runs
     engine = Engine()
     engine.ensure_mock_data()
-    runner = Runner(engine, repeat=args.repeat, strict=args.strict)
+    runner = Runner(engine, repeat=args.repeat)
     as_json = getattr(args, "json", False)
     runs = []
     numbers: list[int] = []

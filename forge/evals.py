@@ -36,6 +36,7 @@ from typing import Any
 
 from voiceforge import clock
 from voiceforge.evals import (
+    STYLES,
     Check,
     ScenarioResult,
     Suite,
@@ -49,8 +50,6 @@ from voiceforge.evals import (
 )
 from voiceforge.providers.dialogue import is_confirmation
 
-RUNNABLE = ("text", "voice", "phone", "realtime")
-"""Styles `forge eval` runs."""
 FIRST_REPLY_MARKS = ("first_frame_sent", "first_audio_delta", "tts_first_audio", "first_sentence", "turn_done")
 """A turn's first agent output, in order of preference: audio on the wire, synthesized audio, reply text."""
 YES = "Yes, please."
@@ -91,11 +90,11 @@ def first_reply_ms(timings: dict[str, float]) -> float | None:
 class Runner:
     """Runs suites on one engine (models loaded once for every suite)."""
 
-    def __init__(self, engine: Any, repeat: int = 1, strict: bool = False) -> None:
+    def __init__(self, engine: Any, repeat: int = 1) -> None:
         """``engine``: a :class:`voiceforge.engine.Engine`; ``repeat``: runs per scenario (1 or more)."""
         if repeat < 1:
             raise ValueError("repeat must be 1 or more")
-        self.engine, self.repeat, self.strict = engine, repeat, strict
+        self.engine, self.repeat = engine, repeat
         self._speech: dict[str, tuple[bytes, int]] = {}
         self._line: Any = None  # the phone style's sidecar (URL, token, key), or the realtime style's service
         self._version: int | None = None  # the persona version a run is pinned to (None: the current one)
@@ -115,8 +114,8 @@ class Runner:
         style = style or suite.style
         persona = persona or suite.persona
         version = version or suite.version
-        if style not in RUNNABLE:
-            raise SuiteError(f"{suite.path}: style {style!r} is not one of {', '.join(RUNNABLE)}")
+        if style not in STYLES:
+            raise SuiteError(f"{suite.path}: style {style!r} is not one of {', '.join(STYLES)}")
         try:
             current = self.engine.persona(persona).version
             loaded = self.engine.persona(persona, version).version
@@ -198,11 +197,7 @@ class Runner:
             outcome.latency_ms.append(latency)
         if awaits_yes(turn, record.reply, record.tool_calls):
             yes = await self._say(pipeline, turn, style, YES)  # the caller confirms, as the agent asked
-            outcome.reply = f"{record.reply} {yes.reply}".strip()
-            outcome.tool_calls += yes.tool_calls
-            outcome.error = outcome.error or yes.error
-            outcome.cost_usd += yes.cost_usd
-            outcome.confirmed = True
+            outcome.add_confirmation(yes.reply, yes.tool_calls, yes.error, yes.cost_usd)
         return outcome
 
     async def _say(self, pipeline: Any, turn: TurnSpec, style: str, words: str | None) -> Any:
@@ -219,17 +214,14 @@ class Runner:
             return await asyncio.to_thread(decode_audio, turn.audio.read_bytes(), self.engine.settings.forge_max_turn_s)
         return await self._spoken(words or "")
 
-    def _asks_first(self, turn: TurnSpec, persona: str) -> bool:
-        """Whether a tool the turn expects is declared ``confirm = true`` (the agent asks before it runs)."""
-        wanted = expected_tools(turn)
-        tools = self.engine.pipeline(persona, channel="eval", persist=False).tools
-        return any(t.name in wanted and t.confirm is True for t in tools)
 
     async def _call(self, scenario: Any, persona: str, outcomes: list[list[TurnOutcome]]) -> bool:
         """One simulated phone call of the scenario; appends each turn's outcome; whether the agent hung up."""
         from voiceforge.telephony.simulator import simulate_call
 
         base, token, key = self._line
+        confirming = {t.name for t in self.engine.pipeline(persona, channel="eval", persist=False).tools
+                      if t.confirm is True}  # the agent asks before these run
         lines: list[tuple[int, tuple[bytes, int], dict[str, int | None]]] = []
         for number, turn in enumerate(scenario.turns):
             each: dict[str, int | None] = {}
@@ -238,7 +230,7 @@ class Runner:
             if turn.barge_in_after_ms is not None:
                 each["barge_in_ms"] = turn.barge_in_after_ms
             lines.append((number, await self._audio(turn, turn.user), each))
-            if self._asks_first(turn, persona):
+            if expected_tools(turn) & confirming:
                 lines.append((number, await self._spoken(YES), {}))  # played as scripted: the yes follows
         call = await simulate_call(base, token, [audio for _, audio, _ in lines], persona, api_key=key,
                                    each=[each for _, _, each in lines])
@@ -246,12 +238,7 @@ class Runner:
         for (number, _, _), row in zip(lines, call["turns"], strict=False):
             calls = [{"name": c["name"], "arguments": c.get("arguments") or {}} for c in row.get("tool_calls") or []]
             if number in merged:  # the caller's yes to a confirmation
-                first = merged[number]
-                first.reply = f"{first.reply} {row['reply']}".strip()
-                first.tool_calls += calls
-                first.error = first.error or row.get("error")
-                first.cost_usd += float(row.get("cost_usd") or 0.0)
-                first.confirmed = True
+                merged[number].add_confirmation(row["reply"], calls, row.get("error"), float(row.get("cost_usd") or 0.0))
                 continue
             merged[number] = TurnOutcome(heard=row["transcript"], reply=row["reply"], tool_calls=calls,
                                          latency_ms=[row["latency_ms"]] if row.get("latency_ms") is not None else [],
@@ -300,11 +287,8 @@ class Runner:
                     if awaits_yes(scenario.turns[waiting], said.reply, said.tool_calls):
                         await line.say(*await self._spoken(YES))
                         yes = await line.quiet_until(client.next_turn(timeout_s=90))
-                        outcome.reply = f"{said.reply} {yes.reply}".strip()
-                        outcome.tool_calls += yes.tool_calls
-                        outcome.error = outcome.error or yes.error
-                        outcome.cost_usd += float((yes.cost or {}).get("total", 0.0))
-                        outcome.confirmed = True
+                        outcome.add_confirmation(yes.reply, yes.tool_calls, yes.error,
+                                                 float((yes.cost or {}).get("total", 0.0)))
                     outcomes[waiting].append(outcome)
                 spoken.clear()
                 if client.ended:

@@ -246,6 +246,15 @@ class TurnOutcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     cost_usd: float = 0.0
 
+    def add_confirmation(self, reply: str, tool_calls: list[dict[str, Any]], error: str | None,
+                         cost_usd: float) -> None:
+        """Fold in the turn the caller's "yes" to the agent's confirmation question produced."""
+        self.reply = f"{self.reply} {reply}".strip()
+        self.tool_calls = [*self.tool_calls, *tool_calls]
+        self.error = self.error or error
+        self.cost_usd += cost_usd
+        self.confirmed = True
+
 
 @dataclass
 class Check:

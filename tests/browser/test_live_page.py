@@ -95,6 +95,21 @@ def launch(pw):  # noqa: ANN001, ANN201
     ])
 
 
+def start_live(browser, base: str, backend: str | None = None):  # noqa: ANN001, ANN201
+    """Open the Live page with the scripted microphone, pick ``backend`` (its radio label), press START."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    context.add_init_script(MICROPHONE)
+    page = context.new_page()
+    page.goto(base + "/live")
+    if backend:
+        page.get_by_text(backend).click()
+    start = page.frame_locator("iframe[title='streamlit_webrtc.component.webrtc_streamer']") \
+        .get_by_role("button", name="START")
+    start.wait_for(timeout=60_000)
+    start.click()
+    return page
+
+
 def clip(speak, text: str) -> str:
     """A Piper clip at 48 kHz with 0.2 s of silence either side, as a base64 WAV."""
     pcm, rate = speak(text)
@@ -124,14 +139,7 @@ def test_live_page_holds_a_spoken_conversation_with_barge_in(live_app, speak):
     with sync_playwright() as pw:
         browser = launch(pw)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1200})
-            context.add_init_script(MICROPHONE)
-            page = context.new_page()
-            page.goto(base + "/live")
-            component = page.frame_locator("iframe[title='streamlit_webrtc.component.webrtc_streamer']")
-            start = component.get_by_role("button", name="START")
-            start.wait_for(timeout=60_000)
-            start.click()
+            page = start_live(browser, base)
             state = page.get_by_text("State:")
             expect(state).to_contain_text("speaking", timeout=60_000)  # the greeting
             expect(state).to_contain_text("listening", timeout=60_000)
@@ -212,14 +220,7 @@ def test_the_live_keypad_reaches_the_agent(live_app):
     with sync_playwright() as p:
         browser = launch(p)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1200})
-            context.add_init_script(MICROPHONE)
-            page = context.new_page()
-            page.goto(base + "/live")
-            start = page.frame_locator("iframe[title='streamlit_webrtc.component.webrtc_streamer']") \
-                .get_by_role("button", name="START")
-            start.wait_for(timeout=60_000)
-            start.click()
+            page = start_live(browser, base)
             chat = page.get_by_test_id("stChatMessage")
             expect(chat.first).to_be_visible(timeout=60_000)  # the greeting was said: the conversation runs
             expect(page.get_by_text("State:")).to_contain_text("listening", timeout=60_000)
@@ -278,15 +279,7 @@ def test_speech_to_speech_on_the_live_page_keeps_one_bubble_per_turn_in_order(re
     with sync_playwright() as pw:
         browser = launch(pw)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1200})
-            context.add_init_script(MICROPHONE)
-            page = context.new_page()
-            page.goto(base + "/live")
-            page.get_by_text("Speech-to-speech (Realtime)").click()
-            component = page.frame_locator("iframe[title='streamlit_webrtc.component.webrtc_streamer']")
-            start = component.get_by_role("button", name="START")
-            start.wait_for(timeout=60_000)
-            start.click()
+            page = start_live(browser, base, "Speech-to-speech (Realtime)")
             chat = page.get_by_test_id("stChatMessage")
             expect(page.get_by_text("State:")).to_contain_text("speaking", timeout=60_000)  # the greeting
             frame = next(f for f in page.frames if f != page.main_frame and f.evaluate("!!window.forgeSpeak"))
