@@ -144,9 +144,12 @@ def test_a_filtered_delete_and_a_persona_reset_show_the_truth_in_chromium(stream
             page.get_by_text("A parent consents").click()
             page.get_by_role("button", name="Add").click()
             expect(page.get_by_text("Added Meera")).to_be_visible(timeout=30_000)
+            settled(page)  # the rerun after Add has drawn the child's profile (no stale copy of its buttons)
             page.get_by_text("Delete everything about this child").click()
             page.get_by_text("Yes, delete Meera's data").click()
-            delete = page.get_by_role("button", name="Delete", exact=True)
+            settled(page)
+            delete = page.get_by_test_id("stExpander").filter(has_text="Delete everything about this child") \
+                .get_by_role("button", name="Delete", exact=True).last
             expect(delete).to_be_enabled(timeout=30_000)
             delete.click()
             expect(page.get_by_text("Deleted Meera")).to_be_visible(timeout=30_000)
@@ -235,6 +238,7 @@ def test_a_press_on_the_devices_page_shows_its_stages_and_its_device_can_go(stre
                 page.get_by_role("tab", name="Devices").click()
                 table = page.get_by_test_id("stDataFrame").first
                 expect(table.locator("td").filter(has_text="simulator (Simulate a press)")).to_have_count(1)
+            settled(page)  # the rerun after the press is done before the delete is clicked
             page.get_by_text("Delete a device").click()
             page.get_by_role("button", name="Delete the device").click()
             expect(page.get_by_text("No devices yet.")).to_be_visible(timeout=30_000)
