@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
 
     app.include_router(api.public)
     if sidecar:  # api, voice, seed and devices.admin need the API key (server.auth.protected_router)
-        from server.routers import devices, seed, twilio, voice
+        from server.routers import demo, devices, seed, twilio, voice
 
         app.include_router(api.router)
         app.include_router(voice.router)
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         app.include_router(twilio.router)  # signature-checked
         app.include_router(twilio.webhooks)
         app.include_router(seed.router)
+        app.include_router(demo.router)  # the pizza-shop agent's order endpoint (prompts/pizza_shop.toml)
         app.include_router(devices.admin)
         app.include_router(devices.device_routes)  # each route checks the device's own token
     if "realtime" in roles:

@@ -11,8 +11,14 @@ session), ``sql_for_unknown_texters`` (run_sql for SMS from numbers that are no 
 A persona with ``personalized = true`` fills ``{assistant_name}``, ``{user_name}``,
 ``{missing_data}`` and ``{system_message_suffix}`` from the personalization file.
 
-Edits made on the Personas page (system prompt, greeting, voices, turn detection, facts) are
-new versions of the persona in the data folder (:mod:`voiceforge.agent.versions`), so the
+An agent file may also declare its own tools as data (``[[tool]]`` tables with a ``kind``:
+:mod:`voiceforge.tools.declared`) and name MCP servers (``[[mcp]]`` tables:
+:mod:`voiceforge.tools.mcp_servers`); every agent may name the tools of the shared tools files
+(``prompts/tools/*.toml``). The file name is the agent's id (an ``id`` key must match it).
+Agents made in the app (:mod:`voiceforge.agent.agents`) are files in ``<data dir>/agents/``.
+
+Edits made on the Personas page (system prompt, greeting, voices, turn detection, facts, tools)
+are new versions of the persona in the data folder (:mod:`voiceforge.agent.versions`), so the
 repository's files stay as shipped; a changed file becomes a new version when it is next read.
 """
 
@@ -26,10 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voiceforge.agent import knowledge, versions
-from voiceforge.config import ROOT
+from voiceforge.config import ROOT, get_settings
 
 log = logging.getLogger(__name__)
 PROMPTS = ROOT / "prompts"
+AGENTS = "agents"
+"""The folder of app-made agents in the data folder (``<data dir>/agents/<id>.toml``)."""
+SHARED_TOOLS = "tools"
+"""The folder of shared tools files next to the agent files (``prompts/tools/*.toml``, ``<data dir>/agents/tools/``)."""
 DEFAULT_PERSONALIZATION = PROMPTS / "personalization.json"
 PERSONALIZATION_KEYS = ("assistant_name", "user_name", "missing_data", "system_message_suffix")
 SEED_KEYS = {"ai_assistant_name": "assistant_name", "patient_name": "user_name"}
@@ -82,6 +92,23 @@ class Persona:
     keypad: dict[str, str] = field(default_factory=dict)
     """Keypad digits (or digit strings ended by ``#``) mapped to what the caller means by them,
     e.g. ``{"1": "I want to check my order"}``; others reach the agent as "I pressed 1 on the keypad"."""
+    own_tools: list = field(default_factory=list)
+    """Tools declared as data for this agent (its ``[[tool]]`` tables and the shared tools files'),
+    as :class:`voiceforge.tools.Tool`; offered when ``tools`` names them (or is ``["*"]``)."""
+    mcp: list = field(default_factory=list)
+    """Its MCP servers (:class:`voiceforge.tools.mcp_servers.McpServer`); their allowed tools are offered."""
+    made_in_app: bool = False
+    """The agent's file is in the data folder (made, duplicated or imported in the app), not in prompts/."""
+
+    def offered(self, own: list) -> list[str]:
+        """The tool names it may use, given its own tools ``own`` (declared and MCP).
+
+        ``tools = ["*"]`` means every built-in that is not opt-in and all its own; a list means
+        those names, plus the allowed tools of its MCP servers.
+        """
+        if "*" in self.tools:
+            return ["*", *(t.name for t in own)]
+        return [*self.tools, *(t.name for t in own if t.kind == "mcp" and t.name not in self.tools)]
 
     def prompt_for(self, channel: str) -> str:
         """The system prompt, then the persona's knowledge, then (on a call) the reply-length rule."""
@@ -136,24 +163,39 @@ def save_personalization(data_dir: Path, values: dict[str, str]) -> Path:
     return path
 
 
-EDITABLE_KEYS = ("system_prompt", "greeting", "voice", "endpointing_ms", "vad_threshold", "facts", "faq")
+EDITABLE_KEYS = ("system_prompt", "greeting", "voice", "endpointing_ms", "vad_threshold", "facts", "faq", "name",
+                 "description", "tools", "tool", "mcp", "turn_detector", "idle_s", "max_call_s")
 """What the Personas page may change; each save is a new version (:mod:`voiceforge.agent.versions`)."""
 
 
-def _file(persona_id: str, folder: Path) -> tuple[Path, str, dict]:
-    """(path, text, table) of ``folder/<persona_id>.toml``.
+def agent_path(persona_id: str, folder: Path = PROMPTS, data_dir: Path | None = None) -> Path | None:
+    """The file of agent ``persona_id``: ``folder/<id>.toml``, else ``<data dir>/agents/<id>.toml``; None if neither."""
+    if not persona_id or not persona_id.replace("_", "").isalnum() or not persona_id.isascii():
+        return None
+    for where in (folder, (data_dir or get_settings().forge_data_dir) / AGENTS):
+        path = where / f"{persona_id}.toml"
+        if path.is_file():
+            return path
+    return None
+
+
+def _file(persona_id: str, folder: Path, data_dir: Path | None = None) -> tuple[Path, str, dict]:
+    """(path, text, table) of the agent's file (:func:`agent_path`).
 
     Raises:
-        PersonaError: no such file, or invalid TOML.
+        PersonaError: no such file, invalid TOML, or an ``id`` that is not the file's name.
     """
-    path = folder / f"{persona_id}.toml"
-    if not path.is_file() or not persona_id.replace("_", "").isalnum():
-        raise PersonaError(f"no persona {persona_id!r} in {folder}")
+    path = agent_path(persona_id, folder, data_dir)
+    if path is None:
+        raise PersonaError(f"no persona {persona_id!r} in {folder} or the data folder's {AGENTS}/")
     text = path.read_text(encoding="utf-8")
     try:
-        return path, text, tomllib.loads(text)
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PersonaError(f"{path.name}: {exc}") from None
+    if "id" in table and table["id"] != persona_id:
+        raise PersonaError(f"{path.name}: id {table['id']!r} is not the file's name ({persona_id})")
+    return path, text, table
 
 
 def current_version(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> versions.Version:
@@ -165,7 +207,7 @@ def current_version(persona_id: str, data_dir: Path, folder: Path = PROMPTS) -> 
     Raises:
         PersonaError: no such persona file, or invalid TOML.
     """
-    path, text, table = _file(persona_id, folder)
+    path, text, table = _file(persona_id, folder, data_dir)
     store = versions.PersonaVersions(data_dir, persona_id)
     sha = versions.file_sha(text)
     latest = store.latest()
@@ -215,10 +257,7 @@ def save_persona_edits(data_dir: Path, persona_id: str, values: dict, folder: Pa
     if clean.get("vad_threshold") and not 0.3 <= float(clean["vad_threshold"]) <= 0.95:
         raise PersonaError("VAD threshold must be 0.3-0.95")
     definition = _edited(current.definition, clean)
-    try:
-        knowledge.entries(definition.get("facts", []), definition.get("faq", []))
-    except knowledge.KnowledgeError as exc:
-        raise PersonaError(str(exc)) from None
+    persona_from(persona_id, definition, data_dir, folder)  # the edit must load: PersonaError names what is wrong
     changed = sorted(k for k in clean if definition.get(k) != current.definition.get(k))
     note = "edited " + ", ".join(changed) if changed else "saved unchanged"
     return versions.PersonaVersions(data_dir, persona_id).add(definition, "app", note, current.file_sha)
@@ -231,7 +270,7 @@ def reset_persona(data_dir: Path, persona_id: str, folder: Path = PROMPTS) -> ve
         PersonaError: no such persona file, or invalid TOML.
     """
     current_version(persona_id, data_dir, folder)
-    path, text, table = _file(persona_id, folder)
+    path, text, table = _file(persona_id, folder, data_dir)
     return versions.PersonaVersions(data_dir, persona_id).add(table, "reset", f"back to {path.name}",
                                                               versions.file_sha(text))
 
@@ -257,10 +296,24 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS, versio
     """
     current = current_version(persona_id, data_dir, folder)
     chosen = versions.PersonaVersions(data_dir, persona_id).get(version) if version else current
-    raw = chosen.definition
-    missing = [k for k in ("name", "greeting", "system_prompt") if k not in raw]
+    return persona_from(persona_id, chosen.definition, data_dir, folder, chosen.number)
+
+
+def persona_from(persona_id: str, raw: dict, data_dir: Path, folder: Path = PROMPTS,
+                 number: int | None = None) -> Persona:
+    """A persona from its definition (a file's table, or a version's), templates filled.
+
+    Raises:
+        PersonaError: a required field missing, or a field, a declared tool or an MCP server malformed.
+    """
+    label = f"{persona_id}" + (f" (version {number})" if number else "")
+    missing = [k for k in ("name", "greeting", "system_prompt") if not str(raw.get(k) or "").strip()]
     if missing:
-        raise PersonaError(f"{persona_id} (version {chosen.number}) lacks {', '.join(missing)}")
+        raise PersonaError(f"{label} lacks {', '.join(missing)}")
+    tools = raw.get("tools", ["*"])
+    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+        raise PersonaError(f"{label}: tools is a list of tool names")
+    path = agent_path(persona_id, folder, data_dir)
     name = raw["name"]
     greeting = raw["greeting"]
     prompt = raw["system_prompt"]
@@ -288,9 +341,62 @@ def load_persona(persona_id: str, data_dir: Path, folder: Path = PROMPTS, versio
         vad_threshold=float(raw["vad_threshold"]) if raw.get("vad_threshold") else None,
         sql_for_unknown_texters=bool(raw.get("sql_for_unknown_texters", False)),
         knowledge=_knowledge(raw, f"{persona_id}.toml"),
-        version=chosen.number,
+        version=number,
+        own_tools=_own_tools(raw, f"{persona_id}.toml", data_dir, folder),
+        mcp=_mcp(raw, f"{persona_id}.toml", path.parent if path else folder),
+        made_in_app=bool(path and path.parent != folder),
         **_turn_taking(raw, f"{persona_id}.toml"),
     )
+
+
+def shared_tool_files(data_dir: Path, folder: Path = PROMPTS) -> list[Path]:
+    """The shared tools files every agent may name tools from: ``prompts/tools/*.toml``, ``<data dir>/agents/tools/*.toml``."""
+    return [*sorted((folder / SHARED_TOOLS).glob("*.toml")), *sorted((data_dir / AGENTS / SHARED_TOOLS).glob("*.toml"))]
+
+
+def _own_tools(raw: dict, file: str, data_dir: Path, folder: Path) -> list:
+    """The agent's declared tools (its ``[[tool]]`` tables), then the shared files' tools it names.
+
+    Raises:
+        PersonaError: a declaration is malformed (the message names the file, the tool and the key).
+    """
+    from voiceforge.tools import builtin_names
+    from voiceforge.tools.declaration import DeclarationError
+    from voiceforge.tools.declared import declared_tools
+
+    builtin = builtin_names()
+    try:
+        patterns = raw.get("patterns", {})
+        own = declared_tools(raw.get("tool", []), file, builtin, patterns if isinstance(patterns, dict) else {})
+        named = set(raw.get("tools", []))
+        for shared in shared_tool_files(data_dir, folder):
+            try:
+                table = tomllib.loads(shared.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise PersonaError(f"{shared.name}: {exc}") from None
+            for tool in declared_tools(table.get("tool", []), shared.name, builtin, table.get("patterns", {})):
+                if tool.name in named and all(t.name != tool.name for t in own):
+                    own.append(tool)
+    except DeclarationError as exc:
+        raise PersonaError(str(exc)) from None
+    return own
+
+
+def _mcp(raw: dict, file: str, folder: Path) -> list:
+    """The agent's MCP servers (``[[mcp]]``).
+
+    Raises:
+        PersonaError: a table is malformed.
+    """
+    if "mcp" not in raw:
+        return []
+    from voiceforge.tools.declaration import DeclarationError
+    from voiceforge.tools.mcp_servers import parse_servers
+
+    try:
+        return parse_servers(raw["mcp"], file, folder)
+    except DeclarationError as exc:
+        raise PersonaError(str(exc)) from None
 
 
 KEYPAD_KEYS = frozenset("0123456789*#")
@@ -340,6 +446,7 @@ def _turn_taking(raw: dict, file: str) -> dict:
     return out
 
 
-def list_personas(folder: Path = PROMPTS) -> list[str]:
-    """Ids of every persona file in ``folder``, sorted."""
-    return sorted(p.stem for p in folder.glob("*.toml"))
+def list_personas(folder: Path = PROMPTS, data_dir: Path | None = None) -> list[str]:
+    """Ids of every agent file in ``folder`` and in ``<data dir>/agents/`` (default: the settings'), sorted."""
+    app_made = (data_dir or get_settings().forge_data_dir) / AGENTS
+    return sorted({p.stem for p in folder.glob("*.toml")} | {p.stem for p in app_made.glob("*.toml")})

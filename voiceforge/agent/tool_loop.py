@@ -100,6 +100,7 @@ class ToolLoop:
         self.max_steps = max_steps
         self.filler_after_s = filler_after_ms / 1000
         self.allowed_tools: list[str] | None = None  # overrides the persona's (a Realtime client's tools)
+        self.persona_tools: list[str] | None = None  # the persona's names with its own tools (Persona.offered)
         self.instructions: str | None = None  # overrides the persona's prompt (a Realtime client's)
         self.withheld: set[str] = set()  # tools not offered in this conversation (run_sql to a stranger's text)
         self._caller_line: str | None = None  # who the caller's number belongs to, read once per conversation
@@ -107,7 +108,8 @@ class ToolLoop:
     @property
     def tools(self):  # noqa: ANN201
         """The tools this persona (or a client that declared its own) may call."""
-        offered = self.registry.select(self.allowed_tools if self.allowed_tools is not None else self.persona.tools)
+        names = self.allowed_tools if self.allowed_tools is not None else self.persona_tools or self.persona.tools
+        offered = self.registry.select(names)
         return [t for t in offered if t.name not in self.withheld]
 
     def _system_prompt(self, tools: list[Any]) -> str:

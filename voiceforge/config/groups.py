@@ -463,3 +463,13 @@ class SqlSettings(BaseSettings):
     forge_sql_reader_url: str | None = Field(
         default=None, description="A read-only PostgreSQL login for run_sql instead of Forge's own reader role."
     )
+    forge_http_tool_max_bytes: int = Field(
+        default=262_144, ge=1_000, le=10_000_000,
+        description="The largest answer an agent's declared HTTP tool reads, bytes (larger: a tool error).")
+    forge_http_tools_allow_link_local: bool = Field(
+        default=False, description="Let declared HTTP tools reach link-local addresses (169.254.0.0/16, fe80::/10), "
+                                   "where cloud metadata services answer.")
+    forge_mcp_timeout_s: float = Field(
+        default=10.0, gt=0, le=120,
+        description="How long an MCP server may take to start, list its tools or answer a call, s (an [[mcp]] "
+                    "table's timeout_s wins).")

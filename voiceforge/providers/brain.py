@@ -533,7 +533,10 @@ class OfflineBrain(LLM):
             kind = small_talk_kind(utterance)
         tags = {tag for t in tools for tag in t.tags}
         storyteller = "stories" in tags
-        offers = [offer for tag, offer in TAG_OFFERS.items() if tag in tags][:3]
+        offers = [offer for tag, offer in TAG_OFFERS.items() if tag in tags]
+        # a tool an agent declared says what it does through its own offer (it has no known tag)
+        offers += [t.offer for t in tools if t.offer and not set(t.tags) & set(TAG_OFFERS) and t.tags != ("calls",)]
+        offers = list(dict.fromkeys(offers))[:3]
         listed = f"{offers[0]}, {offers[1]}, or {offers[2]}" if len(offers) > 2 else " or ".join(offers)
         if kind == "greeting":
             return f"Hi, I'm {me}. How can I help you today?"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -149,7 +150,8 @@ def customers_view(columns: list[str], source: str, verified_customer: int | Non
     return f"SELECT {', '.join(shown)} FROM {source}"
 
 
-def _run_sqlite(path: str, sql: str, limits: QueryLimits, verified_customer: int | None) -> QueryResult:
+def _run_sqlite(path: str, sql: str, limits: QueryLimits, verified_customer: int | None,
+                params: dict[str, Any] | None = None) -> QueryResult:
     deadline = time.monotonic() + limits.timeout_ms / 1000
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=limits.timeout_ms / 1000,
                            check_same_thread=False)
@@ -163,7 +165,7 @@ def _run_sqlite(path: str, sql: str, limits: QueryLimits, verified_customer: int
         # Called every 1,000 VM instructions: a non-zero return aborts the statement.
         conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
         try:
-            cursor = conn.execute(sql)
+            cursor = conn.execute(sql, params or {})
             columns = [d[0] for d in cursor.description or ()]
             rows = []
             while len(rows) <= limits.max_rows and (row := cursor.fetchone()) is not None:
@@ -202,7 +204,8 @@ _DUCKDB_CONFIG = {
 }
 
 
-def _run_duckdb(path: str, sql: str, limits: QueryLimits, verified_customer: int | None) -> QueryResult:
+def _run_duckdb(path: str, sql: str, limits: QueryLimits, verified_customer: int | None,
+                params: dict[str, Any] | None = None) -> QueryResult:
     import duckdb
 
     try:  # the writer (the app or the sidecar) holds the file for a session at a time
@@ -226,7 +229,7 @@ def _run_duckdb(path: str, sql: str, limits: QueryLimits, verified_customer: int
             source = '"' + catalog.replace('"', '""') + '".main.customers'
             conn.execute("CREATE TEMP VIEW customers AS " + customers_view(columns, source, verified_customer))
             timer.start()
-            cursor = conn.execute(sql)
+            cursor = conn.execute(_named(sql, "$"), params) if params else conn.execute(sql)
             columns = [d[0] for d in cursor.description or ()]
             rows = [list(r) for r in cursor.fetchmany(limits.max_rows + 1)]
         except duckdb.InterruptException:
@@ -309,7 +312,7 @@ class _PostgresReader:
             url = url.set(drivername="postgresql+psycopg")
         self.engine = create_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True, hide_parameters=True)
 
-    def run(self, sql: str, limits: QueryLimits) -> QueryResult:
+    def run(self, sql: str, limits: QueryLimits, params: dict[str, Any] | None = None) -> QueryResult:
         import psycopg
 
         raw = self.engine.raw_connection()
@@ -321,7 +324,10 @@ class _PostgresReader:
                     cur.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_ms)}")
                     cur.execute("SET LOCAL work_mem = '4MB'")  # sorts and hashes spill early, not grow
                     # prepare=True: the extended protocol accepts exactly one statement.
-                    cur.execute(sql, prepare=True)
+                    if params:
+                        cur.execute(_named(sql.replace("%", "%%"), "%"), params, prepare=True)
+                    else:
+                        cur.execute(sql, prepare=True)
                     columns = [d.name for d in cur.description or ()]
                     rows = [list(r) for r in cur.fetchmany(limits.max_rows + 1)] if cur.description else []
             except psycopg.errors.QueryCanceled:
@@ -343,8 +349,21 @@ class _PostgresReader:
 _readers_lock = threading.Lock()
 
 
+_NAMED = re.compile(r"'(?:[^']|'')*'|(?<!:):([A-Za-z_]\w*)")
+
+
+def _named(sql: str, style: str) -> str:
+    """``:name`` parameters (outside string literals) in another driver's style: ``$`` → ``$name``, ``%`` → ``%(name)s``."""
+    def swap(match: re.Match[str]) -> str:
+        if match.group(1) is None:
+            return match.group(0)
+        return f"${match.group(1)}" if style == "$" else f"%({match.group(1)})s"
+
+    return _NAMED.sub(swap, sql)
+
+
 def run_query(db: Database, sql: str, limits: QueryLimits, reader_url: str | None = None,
-              verified_customer: int | None = None) -> QueryResult:
+              verified_customer: int | None = None, params: dict[str, Any] | None = None) -> QueryResult:
     """Run one read-only statement over the mock tables (blocking).
 
     Args:
@@ -354,6 +373,8 @@ def run_query(db: Database, sql: str, limits: QueryLimits, reader_url: str | Non
         reader_url: a read-only PostgreSQL login to use instead of Forge's own reader role.
         verified_customer: the customer id the caller is verified as (their own number called
             or texted): their row's personal columns are readable (SQLite, DuckDB); None: no row's.
+        params: values of the statement's ``:name`` parameters (a declared SQL tool's arguments),
+            bound by the driver, never pasted into the text.
 
     Raises:
         QueryRefused: not allowed by the database, not a single statement, too slow, or a
@@ -363,17 +384,17 @@ def run_query(db: Database, sql: str, limits: QueryLimits, reader_url: str | Non
         path = make_url(db.url).database
         if not path or path == ":memory:":
             raise QueryRefused("run_sql needs a SQLite database file")
-        return _run_sqlite(path, sql, limits, verified_customer)
+        return _run_sqlite(path, sql, limits, verified_customer, params)
     if db.dialect == "duckdb":
         path = make_url(db.url).database
         if not path or path == ":memory:":
             raise QueryRefused("run_sql needs a DuckDB database file")
-        return _run_duckdb(path, sql, limits, verified_customer)
+        return _run_duckdb(path, sql, limits, verified_customer, params)
     if db.dialect == "postgresql":
         with _readers_lock:
             readers = db.cache.setdefault("sql_readers", {})
             reader = readers.get(reader_url)
             if reader is None:
                 reader = readers[reader_url] = _PostgresReader(db, reader_url, limits)
-        return reader.run(sql, limits)
+        return reader.run(sql, limits, params)
     raise QueryRefused(f"run_sql does not support the {db.dialect} dialect")

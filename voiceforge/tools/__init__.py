@@ -1,5 +1,7 @@
 """Tools the agent can call: the registry and the built-in tools."""
 
+import functools
+
 from voiceforge.tools.registry import Fault, Tool, ToolContext, ToolError, ToolRegistry, ToolResult
 
 
@@ -16,4 +18,11 @@ def build_registry(default_delay_ms: int = 0) -> ToolRegistry:
     return registry
 
 
-__all__ = ["Fault", "Tool", "ToolContext", "ToolError", "ToolRegistry", "ToolResult", "build_registry"]
+@functools.cache
+def builtin_names() -> frozenset[str]:
+    """The built-in tools' names (a tool an agent declares may not take one)."""
+    return frozenset(build_registry().names())
+
+
+__all__ = ["Fault", "Tool", "ToolContext", "ToolError", "ToolRegistry", "ToolResult", "build_registry",
+           "builtin_names"]

@@ -98,6 +98,29 @@ class Tool:
     offer: str = ""
     broad_triggers: list[re.Pattern[str]] = field(default_factory=list)
     declaration: ToolDeclaration | None = None
+    kind: str = "built-in"
+    """Where it runs: "built-in" (Python), "http", "sql" or "mock" (declared in an agent's file), "mcp"."""
+
+    @classmethod
+    def declared(cls, declaration: ToolDeclaration, func: Callable[..., Any], parameters: dict[str, Any],
+                 description: str, kind: str = "built-in") -> Tool:
+        """A tool run by ``func`` that the offline brain reaches through ``declaration`` (its phrasings and slots).
+
+        Args:
+            declaration: the tool's declaration (name, examples, triggers, slots, say).
+            func: runs it: ``func(ctx, **arguments)``, async or not.
+            parameters: the JSON Schema object of its arguments.
+            description: what it does, for an LLM.
+            kind: see :attr:`kind`.
+        """
+        return cls(
+            name=declaration.name, description=description, parameters=parameters, func=func,
+            triggers=list(declaration.triggers), broad_triggers=list(declaration.broad_triggers),
+            extract=functools.partial(slots.extract, declaration),
+            phrase=functools.partial(slots.phrase, declaration) if declaration.say or declaration.say_with else None,
+            filler=declaration.filler, tags=declaration.tags, opt_in=declaration.opt_in,
+            examples=list(declaration.examples), offer=declaration.offer, declaration=declaration, kind=kind,
+        )
 
     @property
     def confirm(self) -> bool | str:
@@ -255,14 +278,7 @@ class ToolRegistry:
         required = set(parameters["required"])  # the signature says what is required, not the file
         declaration = dataclasses.replace(declaration, parameters=tuple(
             dataclasses.replace(p, required=p.name in required) for p in declaration.parameters))
-        return self.register(Tool(
-            name=name, description=declaration.description or description, parameters=parameters, func=func,
-            triggers=list(declaration.triggers), broad_triggers=list(declaration.broad_triggers),
-            extract=functools.partial(slots.extract, declaration),
-            phrase=functools.partial(slots.phrase, declaration) if declaration.say or declaration.say_with else None,
-            filler=declaration.filler, tags=declaration.tags, opt_in=declaration.opt_in,
-            examples=list(declaration.examples), offer=declaration.offer, declaration=declaration,
-        ))
+        return self.register(Tool.declared(declaration, func, parameters, declaration.description or description))
 
     def derive(self, replacements: dict[str, Callable[..., Any]]) -> ToolRegistry:
         """A registry with the same tools and faults, some run by other functions.
@@ -279,6 +295,20 @@ class ToolRegistry:
             derived.register(tool)
         return derived
 
+    def with_tools(self, tools: list[Tool]) -> ToolRegistry:
+        """A registry with these tools too (an agent's declared and MCP tools), after the built-ins.
+
+        Faults are shared with this registry (the Tools page's injected delay or failure apply).
+        With no ``tools`` this registry itself is returned.
+        """
+        if not tools:
+            return self
+        extended = ToolRegistry(self.default_delay_ms)
+        extended.faults = self.faults
+        for tool in [*self._tools.values(), *tools]:
+            extended.register(tool)
+        return extended
+
     def get(self, name: str) -> Tool | None:
         """The tool called ``name``, or None."""
         return self._tools.get(name)
@@ -288,16 +318,17 @@ class ToolRegistry:
         return list(self._tools)
 
     def select(self, names: list[str] | None) -> list[Tool]:
-        """The tools named (unknown names ignored), or all when ``names`` is None or ["*"].
+        """The tools named (unknown names ignored); ``*`` among them, or None, means every tool that is not opt-in.
 
-        ``*`` leaves out opt-in tools (a persona's own, like the storyteller's), which a persona
-        must name. Registration order is kept whatever the order of ``names``: the offline brain
-        takes the first tool whose triggers match.
+        ``*`` leaves out opt-in tools (a persona's own, like the storyteller's, and the tools an
+        agent declares), which must be named. Registration order is kept whatever the order of
+        ``names``: the offline brain takes the first tool whose triggers match.
         """
-        if names is None or names == ["*"]:
-            return [t for t in self._tools.values() if not t.opt_in]
+        if names is None:
+            names = ["*"]
         wanted = set(names)
-        return [t for n, t in self._tools.items() if n in wanted]
+        every = "*" in wanted
+        return [t for n, t in self._tools.items() if n in wanted or (every and not t.opt_in)]
 
     def set_fault(self, name: str, delay_ms: int = 0, fail: str | None = None) -> None:
         """Inject a delay (ms) and/or a failure message into one tool; zeros clear it."""

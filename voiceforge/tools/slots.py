@@ -15,7 +15,12 @@ Readers every declaration can use:
   follows the word; ``ask_time = "question"`` asks it when only a day was said.
 - ``number``: a number said after one of the words in ``after`` ("appointment seven"); with
   ``list_key``, also an item of the list a tool just returned ("the first one", "the repair"),
-  and with ``list_with`` (a tool's name) the brain reads that list out before asking.
+  and with ``list_with`` (a tool's name) the brain reads that list out before asking;
+  ``anywhere = true`` takes the first number said when none follows those words.
+- ``value``: one of ``values`` said as whole words ("large", "hawaiian"); else the words that
+  stand where a value stands in the tool's example requests (``contexts``: patterns with one
+  group, made by :mod:`voiceforge.tools.declared`); else, unless ``closed``, the caller's short
+  answer to this slot's own question.
 - ``phone``: an E.164 number. ``message``: the text of a message ("... saying I'm late").
 - ``choice``: one of ``choices`` named as a whole word (hyphens dropped: "check-up" → "checkup"),
   or a word of ``aliases`` (a table of word → choice: ``fix = "repair"``).
@@ -79,6 +84,10 @@ def _datetime(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Foun
 
 def _number(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
     value = spoken.number_after(text, *p.options.get("after", []))
+    if value is None and p.options.get("anywhere"):
+        said = (known.get("answers") or {}).get(p.ask) if p.ask else None
+        value = spoken.first_number(said) if said else None
+        value = spoken.first_number(text) if value is None else value
     if value is None and p.options.get("list_key") and known.get("last_list"):
         # "the first one", "the repair": an item of the list the agent just read out
         said = (known.get("answers") or {}).get(p.ask) or text
@@ -86,6 +95,34 @@ def _number(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
         if value is None and said is not text:
             value = spoken.item_in(text, known["last_list"], p.options["list_key"])
     return {p.name: value} if value is not None else None
+
+
+_ANSWER_FILLER = re.compile(r"^(?:(?:um+|uh+|er+|well|oh|so|yes|yeah|ok(?:ay)?|it'?s|it is|that'?s|that is|i'?d like|"
+                            r"i would like|i want|make it|let'?s do|let'?s go with|go with|the|an?|just)\b[\s,]*)+", re.I)
+_ANSWER_TAIL = re.compile(r"[\s,]*\b(?:please|thanks|thank you|one)?[\s.!?]*$", re.I)
+
+
+def short_answer(answer: str, max_words: int = 4) -> str | None:
+    """A short answer without its filler ("um, the lemon one please" → "lemon"), or None when it is long."""
+    said = _ANSWER_TAIL.sub("", _ANSWER_FILLER.sub("", answer.strip())).strip(" .,!?")
+    return said if said and len(said.split()) <= max_words else None
+
+
+def _value(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
+    values = [str(v) for v in p.options.get("values", [])]
+    answer = (known.get("answers") or {}).get(p.ask) if p.ask else None
+    for said in ([answer] if answer else []) + [text]:
+        for value in sorted(values, key=len, reverse=True):
+            if re.search(rf"\b{re.escape(value)}(?:s|es)?\b", said, re.I):  # "two margheritas"
+                return {p.name: value}
+    closed = bool(p.options.get("closed"))
+    for pattern in p.options.get("contexts", []):
+        m = re.search(pattern, text, re.I)
+        if m and (found := short_answer(m.group(1))) and not closed:
+            return {p.name: found}
+    if answer and not closed and (found := short_answer(answer)):
+        return {p.name: found}
+    return None
 
 
 def _phone(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
@@ -133,7 +170,8 @@ def _constant(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Foun
 
 
 for _name, _reader in (("customer", _customer), ("datetime", _datetime), ("number", _number), ("phone", _phone),
-                       ("message", _message), ("choice", _choice), ("pattern", _pattern), ("constant", _constant)):
+                       ("message", _message), ("choice", _choice), ("pattern", _pattern), ("constant", _constant),
+                       ("value", _value)):
     register_reader(_name, _reader)
 
 

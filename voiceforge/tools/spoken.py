@@ -102,6 +102,15 @@ def number_after(utterance: str, *keywords: str) -> int | None:
     return None
 
 
+def first_number(utterance: str) -> int | None:
+    """The first number in an utterance, in digits or words ("two large pizzas" → 2), or None."""
+    for m in re.finditer(rf"\b{_NUMBER}\b", utterance, re.I):
+        value = spoken_int(m.group(1))
+        if value is not None:
+            return value
+    return None
+
+
 def phone_in(utterance: str) -> str | None:
     """A phone number of 7 or more digits (spaces, dashes and dots allowed) as ``+digits``."""
     m = re.search(r"(\+?\d[\d\s().-]{6,}\d)", utterance)

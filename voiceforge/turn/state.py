@@ -46,8 +46,17 @@ class ConversationState:
         self._ctx = ToolContext(db=deps.db, business_db=deps.business_db, settings=deps.tool_settings,
                                 conversation_id=conversation_id, services=deps.services, caller=caller,
                                 child_id=child_id)
-        self._agent = ToolLoop(deps.providers.llm, deps.registry, persona, self._ctx, channel=channel,
+        own = list(persona.own_tools)
+        if persona.mcp:
+            from voiceforge.tools import builtin_names
+            from voiceforge.tools.mcp_servers import tools_for
+
+            own += tools_for(persona.mcp, deps.tool_settings, sorted(builtin_names()))
+        self.registry = deps.registry.with_tools(own)
+        """The tools this conversation may reach: the built-ins and the agent's own (declared, MCP)."""
+        self._agent = ToolLoop(deps.providers.llm, self.registry, persona, self._ctx, channel=channel,
                                filler_after_ms=deps.settings.filler_after_ms)
+        self._agent.persona_tools = persona.offered(own)
 
     @property
     def settings(self) -> TurnSettings:
@@ -111,7 +120,7 @@ class ConversationState:
         if instructions is not None:
             self._agent.instructions = instructions or None
         if client_tools is not None:
-            registry = self.deps.registry
+            registry = self.registry
             declared = [n for n in client_tools if registry.get(n)]
             if run_client_tool is not None:
                 def remote(name: str):  # noqa: ANN202
@@ -169,7 +178,7 @@ class ConversationState:
 
     async def run_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
         """Run one tool in this conversation's context (a Realtime model's call, the Tools page); never raises."""
-        return await self.deps.registry.execute(name, arguments, self._ctx)
+        return await self.registry.execute(name, arguments, self._ctx)
 
     # --- conversation -------------------------------------------------------------------------
     async def ensure_conversation(self, title: str = "") -> int | None:
