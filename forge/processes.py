@@ -93,7 +93,7 @@ async def local_sidecar(timeout_s: float = 180.0, settings: Any = None,
 
     The sidecar runs with ``settings``' data folder and database (default: this process's
     settings), its API key, a throwaway Twilio auth token (unless one is set) and PUBLIC_BASE_URL
-    pointing at itself, plus ``extra`` environment (``FORGE_NOW`` for an eval's fixed clock); it
+    and FORGE_SIDECAR_URL pointing at itself (an agent's HTTP tool may call it), plus ``extra`` environment (``FORGE_NOW`` for an eval's fixed clock); it
     is stopped on exit.
     """
     settings = settings or get_settings()
@@ -102,7 +102,7 @@ async def local_sidecar(timeout_s: float = 180.0, settings: Any = None,
     token = settings.twilio_auth_token or secrets.token_hex(16)
     key, _ = settings.ensure_api_key()
     env = {**os.environ, **extra, **_same_data(settings), "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token,
-           "FORGE_API_KEY": key}
+           "FORGE_API_KEY": key, "FORGE_SIDECAR_URL": base}
     async with _child(forge_command("serve", "--port", str(port)), env, base, "local sidecar", timeout_s):
         yield base, token, key
 

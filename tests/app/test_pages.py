@@ -62,7 +62,7 @@ def test_voice_chat_typed_turn_answers_and_is_stored(app):
 
 def test_tools_form_runs_a_tool(app):
     goto(app, "app_pages/tools.py")
-    app.selectbox(key="tools_pick").set_value("lookup_customer").run()
+    app.selectbox(key="tools_pick_customer_service").set_value("lookup_customer").run()
     # Form widgets only send their values with the submit, so set and click in one run.
     app.number_input(key="tool_arg_lookup_customer_customer_id").set_value(3)
     app.button(key="FormSubmitter:tool_form_lookup_customer-Run tool").click().run()
@@ -73,7 +73,7 @@ def test_tools_form_runs_a_tool(app):
 
 def test_tools_injected_failure_reaches_the_agent(app):
     goto(app, "app_pages/tools.py")
-    app.selectbox(key="tools_pick").set_value("run_sql").run()
+    app.selectbox(key="tools_pick_customer_service").set_value("run_sql").run()
     app.text_input(key="fault_fail_run_sql").set_value("the reporting database is down").run()
     app.chat_input(key="tools_chat").set_value("How many orders are shipped?").run()
     assert not app.exception
@@ -313,3 +313,61 @@ def test_evals_page_runs_a_suite_on_two_versions_and_keeps_the_run(app):
     goto(app, "app_pages/evals.py")  # a fresh visit lists it
     (shown,) = app.selectbox(key="ev_shown").options
     assert "calm_concierge.yaml · calm_concierge · text" in shown
+
+
+def test_an_agent_made_on_the_personas_page_gets_a_declared_tool_on_the_tools_page(app):
+    from voiceforge.agent.persona import load_persona
+
+    data_dir = load_settings().forge_data_dir
+    goto(app, "app_pages/personas.py")
+    app.text_input(key="agent_new_id").set_value("deli")
+    app.text_input(key="agent_new_name").set_value("Dee")
+    app.text_input(key="agent_new_greeting").set_value("Deli counter, Dee speaking.")
+    app.button(key="FormSubmitter:agent_new-Create agent").click().run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="personas_pick").value == "deli" and (data_dir / "agents" / "deli.toml").is_file()
+    assert app.success[0].value.startswith("Created deli")
+
+    goto(app, "app_pages/tools.py")
+    app.selectbox(key="tools_agent").set_value("deli").run()
+    app.selectbox(key="tools_template_deli").set_value("mock").run()
+    (editor,) = [t for t in app.text_area if t.label == "Declared tools (TOML)"]
+    assert 'name = "opening_hours"' in editor.value
+    editor.set_value(editor.value.replace("10 to 6", "8 to 8"))
+    app.button(key="tools_save_deli").click().run()
+    assert not app.exception, app.exception
+    assert app.success[0].value == "Saved as version 2 of deli."
+    deli = load_persona("deli", data_dir)
+    assert [t.name for t in deli.own_tools] == ["opening_hours"] and "opening_hours" in deli.tools
+    app.selectbox(key="tools_pick_deli").set_value("opening_hours").run()
+    app.text_input(key="fault_fail_opening_hours").set_value("the rota is missing").run()
+    app.chat_input(key="tools_chat").set_value("when is the south branch open").run()
+    assert "Sorry, the rota is missing." in [m.value for m in app.markdown]
+    app.text_input(key="fault_fail_opening_hours").set_value("").run()
+    app.chat_input(key="tools_chat").set_value("when is the south branch open").run()
+    assert "It is open 8 to 8." in [m.value for m in app.markdown]
+
+    (editor,) = [t for t in app.text_area if t.label == "Declared tools (TOML)"]
+    editor.set_value(editor.value.replace('name = "opening_hours"', 'name = "run_sql"'))
+    app.button(key="tools_save_deli").click().run()
+    assert "run_sql is a built-in tool's name" in app.error[0].value
+    assert load_persona("deli", data_dir).version == 2  # nothing saved
+
+
+def test_agents_are_duplicated_imported_and_deleted_on_the_personas_page(app):
+    data_dir = load_settings().forge_data_dir
+    goto(app, "app_pages/personas.py")
+    app.selectbox(key="agent_copy_source").set_value("pizza_shop")
+    app.text_input(key="agent_copy_id").set_value("pizza_two")
+    app.button(key="FormSubmitter:agent_copy-Duplicate").click().run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="personas_pick").value == "pizza_two"
+    assert any("place_order (http)" in c.value for c in app.caption)
+    assert app.get("download_button")  # the export
+    agents = app.dataframe[0].value
+    assert set(agents[agents["where"] == "app"]["id"]) == {"pizza_two"}
+    app.selectbox(key="agent_delete_pick").set_value("pizza_two")
+    app.checkbox(key="agent_delete_sure").check().run()
+    app.button(key="agent_delete_go").click().run()
+    assert not app.exception and not (data_dir / "agents" / "pizza_two.toml").exists()
+    assert "Deleted pizza_two." in [s.value for s in app.success]

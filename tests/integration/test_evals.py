@@ -35,8 +35,8 @@ scenarios:
 """
 
 
-def forge_eval(*args: str, data: Path) -> subprocess.CompletedProcess:
-    env = {"FORGE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin", "HOME": str(data)}
+def forge_eval(*args: str, data: Path, **extra: str) -> subprocess.CompletedProcess:
+    env = {"FORGE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin", "HOME": str(data), **extra}
     return subprocess.run([sys.executable, "-m", "forge", "eval", *args], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=300)
 
@@ -147,8 +147,16 @@ scenarios:
 
 
 @pytest.mark.wallclock  # the starter suites hold latency budgets: timed runs stay out of the parallel gate
-def test_the_starter_suites_pass_offline(tmp_path):
-    out = forge_eval(str(ROOT / "evals"), data=tmp_path / "data")
+async def test_the_starter_suites_pass_offline(tmp_path):
+    import asyncio
+
+    from forge.processes import local_sidecar
+    from voiceforge.config import load_settings
+
+    data = tmp_path / "data"
+    # with the sidecar up, as `make run` has it: the pizza shop's order tool calls its demo endpoint
+    async with local_sidecar(settings=load_settings(forge_data_dir=data)) as (base, _token, _key):
+        out = await asyncio.to_thread(forge_eval, str(ROOT / "evals"), data=data, FORGE_SIDECAR_URL=base)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "FAIL" not in out.stdout and " scenarios passed" in out.stdout
 

@@ -208,6 +208,10 @@ def _run_duckdb(path: str, sql: str, limits: QueryLimits, verified_customer: int
                 params: dict[str, Any] | None = None) -> QueryResult:
     import duckdb
 
+    # DuckDB's named parameters are $name; its table-name reader cannot bind them, so it reads NULLs
+    probe = _named(sql, "NULL") if params else sql
+    if params:
+        sql = _named(sql, "$")
     try:  # the writer (the app or the sidecar) holds the file for a session at a time
         conn = open_duckdb(duckdb.connect, path, read_only=True, config=_DUCKDB_CONFIG)
     except duckdb.Error as exc:
@@ -219,7 +223,7 @@ def _run_duckdb(path: str, sql: str, limits: QueryLimits, verified_customer: int
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
                 raise QueryRefused("only a single read-only SELECT statement is allowed")
             # Unqualified names only: "customers" must be the view below, not the table around it.
-            named = {name.split(" AS ", 1)[0].strip().lower() for name in duckdb.get_table_names(sql, qualified=True)}
+            named = {name.split(" AS ", 1)[0].strip().lower() for name in duckdb.get_table_names(probe, qualified=True)}
             if named - set(MOCK_TABLES):
                 raise QueryRefused(PERSONAL_REFUSED)
             catalog = conn.execute("SELECT current_database()").fetchone()[0]
@@ -229,7 +233,7 @@ def _run_duckdb(path: str, sql: str, limits: QueryLimits, verified_customer: int
             source = '"' + catalog.replace('"', '""') + '".main.customers'
             conn.execute("CREATE TEMP VIEW customers AS " + customers_view(columns, source, verified_customer))
             timer.start()
-            cursor = conn.execute(_named(sql, "$"), params) if params else conn.execute(sql)
+            cursor = conn.execute(sql, params) if params else conn.execute(sql)
             columns = [d[0] for d in cursor.description or ()]
             rows = [list(r) for r in cursor.fetchmany(limits.max_rows + 1)]
         except duckdb.InterruptException:
@@ -353,11 +357,11 @@ _NAMED = re.compile(r"'(?:[^']|'')*'|(?<!:):([A-Za-z_]\w*)")
 
 
 def _named(sql: str, style: str) -> str:
-    """``:name`` parameters (outside string literals) in another driver's style: ``$`` → ``$name``, ``%`` → ``%(name)s``."""
+    """``:name`` parameters (outside string literals) in another style: ``$`` → ``$name``, ``%`` → ``%(name)s``, ``NULL``."""
     def swap(match: re.Match[str]) -> str:
         if match.group(1) is None:
             return match.group(0)
-        return f"${match.group(1)}" if style == "$" else f"%({match.group(1)})s"
+        return {"$": f"${match.group(1)}", "%": f"%({match.group(1)})s"}.get(style, style)
 
     return _NAMED.sub(swap, sql)
 

@@ -53,6 +53,7 @@ import socket
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from voiceforge.tools import slots
 from voiceforge.tools.declaration import DeclarationError, ParameterDeclaration, ToolDeclaration, declaration_from_table
 from voiceforge.tools.registry import Tool, ToolContext, ToolError
 
@@ -133,12 +134,19 @@ def _dig(value: Any, path: str) -> Any:
     return value
 
 
-def _contexts(value_words: list[str], requests: tuple[str, ...]) -> list[str]:
-    """Patterns that find a value where an example value stands in the example requests.
+def _contexts(value_words: list[str], requests: tuple[str, ...], described: str = "") -> list[str]:
+    r"""Patterns that find a value where an example value stands in the example requests.
 
-    "is the lemon cake available today" with the value "lemon" gives ``\bthe\s+([\w'-]+)\s+cake\b``.
+    "is the lemon cake available today" with the value "lemon" gives ``the\s+([\w'-]+)\s+cake``.
+    Words of the parameter's name and description that the example requests use ("the cake
+    flavour" and "do you have chocolate cake": "cake") give a pattern for the word said just
+    before them ("carrot cake"), so a parameter with no example values is heard too.
     """
     out: list[str] = []
+    requests_text = " ".join(requests).lower()
+    for word in dict.fromkeys(re.findall(r"[a-z]{3,}", described.lower())):
+        if word not in slots.NOT_VALUES and re.search(rf"\b{word}(?:s|es)?\b", requests_text):
+            out.append(rf"\b({_WORD})\s+{word}(?:s|es)?\b")
     for request in requests:
         for value in value_words:
             m = re.search(rf"(?:^|\b({_WORD})\s+){re.escape(value)}(?:\s+({_WORD})\b|$)", request, re.I)
@@ -196,7 +204,7 @@ def infer_slot(parameter: ParameterDeclaration, requests: tuple[str, ...]) -> Pa
         values = enum or [str(v) for v in schema.get("examples", [])]
         options.setdefault("values", values)
         options.setdefault("closed", bool(enum))
-        options.setdefault("contexts", _contexts(values, requests))
+        options.setdefault("contexts", _contexts(values, requests, f"{words} {schema.get('description', '')}"))
         choices = ", ".join(enum[:-1]) + f" or {enum[-1]}" if len(enum) > 1 else ""
         ask = ask or (f"Which {words}: {choices}?" if choices and len(enum) <= 5 else f"Which {words}?")
     else:

@@ -102,6 +102,12 @@ _ANSWER_FILLER = re.compile(r"^(?:(?:um+|uh+|er+|well|oh|so|yes|yeah|ok(?:ay)?|i
 _ANSWER_TAIL = re.compile(r"[\s,]*\b(?:please|thanks|thank you|one)?[\s.!?]*$", re.I)
 
 
+NOT_VALUES = frozenset(
+    "a an the my your our their his her its this that these those some any one two no of for to in on at with and or "
+    "please me you i we it is are be do have has get got can could would like want need".split())
+"""Words that are never a parameter's value ("a cake" names no flavour)."""
+
+
 def short_answer(answer: str, max_words: int = 4) -> str | None:
     """A short answer without its filler ("um, the lemon one please" → "lemon"), or None when it is long."""
     said = _ANSWER_TAIL.sub("", _ANSWER_FILLER.sub("", answer.strip())).strip(" .,!?")
@@ -116,10 +122,11 @@ def _value(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
             if re.search(rf"\b{re.escape(value)}(?:s|es)?\b", said, re.I):  # "two margheritas"
                 return {p.name: value}
     closed = bool(p.options.get("closed"))
-    for pattern in p.options.get("contexts", []):
-        m = re.search(pattern, text, re.I)
-        if m and (found := short_answer(m.group(1))) and not closed:
-            return {p.name: found}
+    for pattern in [] if closed else p.options.get("contexts", []):
+        for m in re.finditer(pattern, text, re.I):
+            found = short_answer(m.group(1))
+            if found and found.lower() not in NOT_VALUES:
+                return {p.name: found}
     if answer and not closed and (found := short_answer(answer)):
         return {p.name: found}
     return None
