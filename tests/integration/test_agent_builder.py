@@ -352,3 +352,28 @@ async def test_the_shipped_pizza_agent_passes_its_starter_suite_against_a_real_s
     from forge.evals import transcript_lines
 
     assert run.passed(), "\n".join(line for s in run.scenarios if not s.passed() for line in transcript_lines(s))
+
+
+async def test_an_llm_gets_the_declared_tools_schemas_and_its_calls_run_them(oai, bakery):
+    """Through the official openai SDK against a local server that speaks the Chat Completions wire."""
+    from voiceforge.config import load_settings
+
+    server, url = oai
+    prompts, data, seen = bakery
+    (data / "agents").mkdir(parents=True)
+    (data / "agents" / "bakery.toml").write_text(BAKERY)
+    engine = Engine(load_settings(forge_data_dir=data, database_url=f"sqlite:///{data / 'forge.db'}",
+                                  openai_api_key="sk-local", openai_base_url=url, stt_provider="whisper",
+                                  tts_provider="piper", forge_failover=False))
+    server.chat_script += [{"tool_calls": [("check_cake", {"flavour": "pistachio"})]},
+                           {"text": "Yes, pistachio is in today."}]
+    turn = await engine.pipeline("bakery", channel="api", persist=False).text_turn("Any pistachio cake today?")
+    assert turn.reply == "Yes, pistachio is in today." and seen[-1]["path"] == "/cakes/pistachio"
+    first = server.requests[-2]["json"]
+    offered = {t["function"]["name"]: t["function"] for t in first["tools"]}
+    assert set(offered) == {"check_cake", "order_cake", "end_call"}
+    assert offered["check_cake"]["parameters"]["properties"]["flavour"] == {
+        "type": "string", "description": "the cake flavour, one word"}
+    assert offered["order_cake"]["parameters"]["required"] == ["flavour"]
+    assert "A birthday cake costs 30 dollars." in first["messages"][0]["content"]  # its facts, as context
+    assert '"available": true' in server.requests[-1]["json"]["messages"][-1]["content"]
