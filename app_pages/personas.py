@@ -36,6 +36,7 @@ if "agents_note" in st.session_state:
 
 def _open(agent_id: str, note: str) -> None:
     """Show ``agent_id`` in the picker after the rerun, with ``note``."""
+    forge_ui.persona_names.clear()  # the pickers list it now, not when the cache expires
     st.session_state.personas_pick = agent_id
     st.session_state.agents_note = note
     st.rerun()
@@ -50,7 +51,7 @@ with st.expander("Agents: new, duplicate, import, export, delete"):
         cols = st.columns(2)
         new_id = cols[0].text_input("Id (the file name)", placeholder="pizza_palace", key="agent_new_id")
         new_name = cols[1].text_input("Name", placeholder="Pia", key="agent_new_name")
-        new_greeting = st.text_input("Its greeting", placeholder="Hi, Pia at Pizza Palace. What can I get you?",
+        new_greeting = st.text_input("What it says first", placeholder="Hi, Pia at Pizza Palace. What can I get you?",
                                      key="agent_new_greeting")
         new_prompt = st.text_area("System prompt", placeholder="You are Pia, who takes pizza orders.",
                                   key="agent_new_prompt")
@@ -97,6 +98,7 @@ with st.expander("Agents: new, duplicate, import, export, delete"):
             sure = st.checkbox(f"Delete {gone} and its versions (its conversations stay)", key="agent_delete_sure")
             if st.button("Delete agent", key="agent_delete_go", disabled=not sure):
                 delete_agent(data_dir, gone)
+                forge_ui.persona_names.clear()
                 st.session_state.pop("personas_pick", None)
                 st.session_state.agents_note = f"Deleted {gone}."
                 st.rerun()
@@ -202,6 +204,8 @@ if save:
         if voices and voice != current:
             values["voice"] = {tts.provider_id: voice}
         version = save_persona_edits(data_dir, pid, values)
+        if "name" in values:
+            forge_ui.persona_names.clear()
         st.success(f"Saved as version {version.number} ({version.note}); it applies from the next conversation "
                    "(the prompt from the next turn).")
     except (PersonaError, knowledge.KnowledgeError) as exc:

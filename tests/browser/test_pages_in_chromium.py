@@ -368,3 +368,31 @@ scenarios:
             page.screenshot(path=str(ARTIFACTS / "evals-run.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_an_agent_made_on_the_personas_page_is_exported_as_one_file_in_chromium(streamlit_app):
+    """New agent → it opens in the picker → its export downloads the file a user would commit."""
+    import tomllib
+
+    from playwright.sync_api import expect, sync_playwright
+
+    base, folder = streamlit_app
+    with sync_playwright() as pw:
+        browser, page = chromium(pw, accept_downloads=True)
+        try:
+            page.goto(base + "/personas")
+            page.get_by_text("Agents: new, duplicate, import, export, delete").click()
+            page.get_by_label("Id (the file name)").fill("deli_counter")
+            page.get_by_label("Name", exact=True).first.fill("Dee")
+            page.get_by_label("What it says first").fill("Deli counter, Dee speaking.")
+            page.get_by_role("button", name="Create agent").click()
+            expect(page.get_by_text("Created deli_counter")).to_be_visible(timeout=30_000)
+            expect(page.get_by_role("combobox", name="Persona").last).to_have_value("Dee (deli counter)")
+            settled(page)
+            with page.expect_download(timeout=30_000) as download:
+                page.get_by_role("button", name="Export this agent (.toml)").click()
+            table = tomllib.loads(Path(download.value.path()).read_text())
+            assert table["id"] == "deli_counter" and table["greeting"] == "Deli counter, Dee speaking."
+            assert (folder / "data" / "agents" / "deli_counter.toml").is_file()
+        finally:
+            browser.close()
