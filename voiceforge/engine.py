@@ -86,6 +86,7 @@ class Engine:
         """
         start = time.perf_counter()
         self.llm.warm_up(self.registry.select(self.registry.names()))  # every tool, the opt-in ones too
+        self._warm_agents_own_tools()
         if speech:
             for provider in (self.stt, self.tts):
                 warm = getattr(provider, "warm_up", None)
@@ -103,6 +104,22 @@ class Engine:
                     log.warning("%s", exc)
         return (time.perf_counter() - start) * 1000
 
+    def _warm_agents_own_tools(self) -> None:
+        """Embed the examples of every agent's own tools (declared, MCP: their servers are listed now).
+
+        The offline brain keeps one index per set of offered tools, so an agent with tools of its
+        own would otherwise pay for its examples (about 10 ms each) in its first turn.
+        """
+        from voiceforge.agent.persona import PersonaError, list_personas
+
+        for persona_id in list_personas(data_dir=self.settings.forge_data_dir):
+            try:
+                persona = self.persona(persona_id)
+                if persona.own_tools or persona.mcp:
+                    self.llm.warm_up(self.pipeline(persona_id, persist=False).tools)
+            except PersonaError as exc:
+                log.warning("agent %s does not load: %s", persona_id, exc)
+
     async def prepare_phrases(self) -> int:
         """Synthesize every persona's fixed sentences and the apologies now.
 
@@ -114,7 +131,7 @@ class Engine:
 
         tts = self.tts
         wanted: list[tuple[str, str | None]] = []
-        for persona_id in list_personas():
+        for persona_id in list_personas(data_dir=self.settings.forge_data_dir):
             try:
                 persona = self.persona(persona_id)
             except PersonaError:

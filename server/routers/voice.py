@@ -98,10 +98,15 @@ async def resume_or_404(engine: Engine, conversation_id: int, persona: str | Non
 
 @router.get("/personas")
 def personas(engine: Engine = Depends(get_engine)) -> list[dict]:
-    """Every persona: id, name, description, greeting, tools."""
+    """Every agent (shipped and made in the app): id, name, description, greeting, tools (an agent that does
+    not load is listed with its ``error``)."""
     out = []
-    for pid in list_personas():
-        p = engine.persona(pid)
+    for pid in list_personas(data_dir=engine.settings.forge_data_dir):
+        try:
+            p = engine.persona(pid)
+        except PersonaError as exc:
+            out.append({"id": pid, "error": str(exc)})
+            continue
         out.append({"id": p.id, "name": p.name, "description": p.description, "greeting": p.greeting, "tools": p.tools})
     return out
 
