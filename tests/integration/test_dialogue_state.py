@@ -76,7 +76,9 @@ async def test_a_plain_no_runs_nothing(engine):
 async def test_an_unclear_request_never_ends_the_call(engine):
     pipeline = engine.pipeline("customer_service", channel="api")
     held = await pipeline.text_turn("hold on a second")
-    assert not held.tool_calls and not held.ended and held.reply.endswith("?"), held.reply  # asked, not hung up
+    assert not held.tool_calls and not held.ended and held.reply == "Sure, take your time.", held.reply  # waits
+    unsure = await pipeline.text_turn("alright then, we're all set I guess")  # near a goodbye, not surely one
+    assert not unsure.tool_calls and not unsure.ended and unsure.reply.endswith("?"), unsure.reply  # asked
     bye = await pipeline.text_turn("thanks, goodbye")
     assert [c["name"] for c in bye.tool_calls] == ["end_call"]
 

@@ -60,6 +60,10 @@ _SMALL_TALK_PATTERNS = [
     ("kind_words", re.compile(r"^\W*(i (really )?(love|like) you|you'?re (so |really )?(nice|kind|lovely|my (best )?friend))\W*$",
                               re.I)),
     ("hearing", re.compile(r"\bcan you hear me\b|\bare you (still )?there\b", re.I)),
+    # "Hold on a second": the caller needs a moment; never a goodbye, never a request.
+    ("wait", re.compile(r"^\W*((ok(ay)?|sorry|um+|uh+)\W+)*(hold on|hang on|wait|one (moment|sec(ond)?)"
+                        r"|just a (moment|sec(ond)?|minute)|give me a (moment|sec(ond)?|minute))"
+                        r"(\W+(a|one) (sec(ond)?|moment|minute))?(\W+please)?\W*$", re.I)),
     ("thanks", re.compile(rf"\b({_THANKS})\b", re.I)),
     ("greeting", re.compile(rf"^\W*({_GREETING})\b", re.I)),
 ]
@@ -297,7 +301,7 @@ class OfflineBrain(LLM):
         if hit is None or hit[1] < knowledge.ACCEPT:
             return None
         scores = self._meaning_scores(utterance, tools)
-        rivals = [score for name, score in scores.items() if name not in intents.SMALL_TALK]
+        rivals = [score for name, score in scores.items() if name not in intents.NOT_TOOLS]
         if intent is not None:
             rivals.append(scores.get(intent.name, 0.0))
         if rivals and max(rivals) >= hit[1]:
@@ -420,7 +424,7 @@ class OfflineBrain(LLM):
             else (small-talk kind by meaning, or None; None, None).
         """
         kind = small_talk_kind(utterance)
-        if kind == "repeat":  # never a tool: "sorry, say that again" is closest to end_call by meaning
+        if kind in ("repeat", "wait"):  # never a tool: "sorry, say that again", "hang on" are near end_call by meaning
             return kind, None, None
         match = self._meaning(utterance, tools)
         tool = next((t for t in tools if match is not None and t.name == match.intent), None)
@@ -442,7 +446,7 @@ class OfflineBrain(LLM):
     @staticmethod
     def _meaning_scores(utterance: str, tools: Sequence[Tool]) -> dict[str, float]:
         offered = [t for t in tools if t.examples]
-        allowed = {t.name for t in offered} | set(intents.SMALL_TALK)
+        allowed = {t.name for t in offered} | intents.NOT_TOOLS
         return intents.index_for(offered, spoken.canonical).scores(spoken.canonical(utterance), allowed)
 
     def _meaning(self, utterance: str, tools: Sequence[Tool]) -> intents.Match | None:
@@ -546,6 +550,8 @@ class OfflineBrain(LLM):
             return f"I'm {me}, an assistant running on Forge's offline brain."
         if kind == "hearing":
             return "Yes, I can hear you. How can I help?"
+        if kind == "wait":
+            return "Sure, take your time."
         if kind == "repeat":
             said = [m.get("content") for m in messages if m.get("role") == "assistant" and m.get("content")]
             # the last reply, not the question being answered now (messages end with the user's turn)

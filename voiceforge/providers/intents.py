@@ -95,6 +95,30 @@ SMALL_TALK: dict[str, list[str]] = {
 }
 """Small talk the offline brain answers itself, as intent → example phrasings."""
 
+OUT_OF_SCOPE = "out_of_scope"
+"""The intent of requests no voice agent's tools serve; when it is the closest, the brain says so."""
+OUT_OF_SCOPE_EXAMPLES = [
+    "what will the temperature be this afternoon", "is it sunny where you are", "give me today's headlines",
+    "who won the election", "how many legs does a spider have", "what year did the war end",
+    "what's the square root of eighty one", "convert fifty miles to kilometres", "put on some jazz",
+    "skip to the next song", "wake me at half past six", "start a countdown for five minutes",
+    "turn off the living room lights", "give me directions to the museum", "how long is the drive to Boston",
+    "what's a good movie to watch", "tell me a riddle", "write me a poem about the sea",
+    "what does serendipity mean", "how do you spell necessary", "what's the population of Canada",
+    "who painted the Mona Lisa", "how many calories are in an apple", "should I invest in bitcoin",
+    "what's the time in Tokyo", "can you do my taxes", "what should I cook for dinner", "play a podcast",
+    "do you believe in ghosts", "what's the meaning of this word",
+]
+"""Requests outside every agent's tools (weather, news, trivia, sums, media, alarms, directions,
+jokes, advice), a rival intent in the index: a request closer to these than to any tool is refused
+honestly instead of taken for the nearest tool. Written apart from the bench sets (neither
+bench/data/out_of_scope_*.txt nor any routing set holds them); the effect was measured on the
+development sets only (bench/dialogues.py --set dev, bench/routing.py --set dev)."""
+
+
+NOT_TOOLS = frozenset([*SMALL_TALK, OUT_OF_SCOPE])
+"""Intents of the index that are no tool."""
+
 
 @dataclass
 class Match:
@@ -329,7 +353,7 @@ _indexes_lock = threading.Lock()
 
 
 def index_for(tools: list[Tool], prepare: Callable[[str], str] = str) -> IntentIndex:
-    """The index of these tools' examples plus the small talk, built once per set of tools.
+    """The index of these tools' examples plus the small talk and out-of-scope requests, built once per set of tools.
 
     ``prepare`` rewrites each example the way utterances are rewritten before matching.
     """
@@ -337,7 +361,8 @@ def index_for(tools: list[Tool], prepare: Callable[[str], str] = str) -> IntentI
     with _indexes_lock:
         index = _indexes.get(key)
     if index is None:
-        examples = {**{t.name: list(t.examples) for t in tools if t.examples}, **SMALL_TALK}
+        examples = {**{t.name: list(t.examples) for t in tools if t.examples}, **SMALL_TALK,
+                    OUT_OF_SCOPE: OUT_OF_SCOPE_EXAMPLES}
         index = IntentIndex({name: [prepare(e) for e in texts] for name, texts in examples.items()})
         with _indexes_lock:
             _indexes[key] = index
