@@ -16,22 +16,15 @@ import pandas as pd
 import streamlit as st
 
 from voiceforge.engine import Engine
+from voiceforge.records import STAGE_MARKS, first_audio_ms, stage_spans  # noqa: F401 - first_audio_ms is the pages'
 
 UPLOAD_TYPES = ["wav", "mp3", "ogg", "opus", "webm", "m4a", "mp4", "flac"]
 """What the uploaders take (decoded by voiceforge/audio/decode.py)."""
 
-MARKS = [("stt_final", "STT"), ("llm_first_token", "LLM first token"), ("tool_end", "tool"),
-         ("first_sentence", "first sentence"), ("tts_first_audio", "TTS first audio"),
-         ("first_audio_delta", "Realtime first audio"), ("first_frame_sent", "first audio sent"),
-         ("playback_confirmed", "playback confirmed"), ("turn_done", "turn done")]
-"""Timeline marks (ms after the end of the user's speech) in the order a turn reaches them, and
-the waterfall stage that ends at each."""
 STAGE_COLORS = {"endpointing": "#bab0ac", "STT": "#4c78a8", "LLM first token": "#f58518", "tool": "#e45756",
                 "first sentence": "#ffbf79", "TTS first audio": "#54a24b", "Realtime first audio": "#72b7b2",
                 "first audio sent": "#b279a2", "playback confirmed": "#d6a5c9", "turn done": "#9d755d"}
 """One colour per stage, the same on every page."""
-FIRST_AUDIO = ("first_frame_sent", "first_audio_delta", "tts_first_audio")
-"""Which mark is "the agent starts speaking", best first (sent on the wire > Realtime delta > synthesised)."""
 
 @st.cache_resource
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -118,18 +111,8 @@ def waterfall(timings: dict[str, float]) -> pd.DataFrame:
     to ``tool_end``; the end of turn (the silence waited for, and how it was decided: see
     :func:`end_of_turn_label`) is drawn before zero.
     """
-    rows = []
-    if timings.get("endpointing_ms"):
-        rows.append({"stage": end_of_turn_label(timings), "kind": "endpointing",
-                     "start_ms": -float(timings["endpointing_ms"]), "end_ms": 0.0})
-    reached = 0.0
-    for mark, label in MARKS:
-        if mark not in timings:
-            continue
-        end = float(timings[mark])
-        start = float(timings.get("tool_start", reached)) if mark == "tool_end" else reached
-        rows.append({"stage": label, "kind": label, "start_ms": min(start, end), "end_ms": end})
-        reached = max(reached, end)
+    rows = [{"stage": end_of_turn_label(timings) if label == "endpointing" else label, "kind": label,
+             "start_ms": start, "end_ms": end} for label, start, end in stage_spans(timings)]
     df = pd.DataFrame(rows, columns=["stage", "kind", "start_ms", "end_ms"])
     df["length_ms"] = (df["end_ms"] - df["start_ms"]).round(0)
     return df
@@ -147,11 +130,6 @@ def end_of_turn_label(timings: dict[str, float]) -> str:
     if timings.get("end_of_turn_model") == 0:
         return "end of turn (silence; model said unfinished)"
     return "endpointing (silence)"
-
-
-def first_audio_ms(timings: dict[str, float]) -> float | None:
-    """Voice-to-voice of a turn: from the last voiced frame to the first agent audio, ms (None: not spoken)."""
-    return next((float(timings[m]) for m in FIRST_AUDIO if m in timings), None)
 
 
 def show_waterfall(timings: dict[str, float], key: str, x_max: float | None = None) -> None:
@@ -201,7 +179,7 @@ def latency_summary(turns: list[dict[str, Any]]) -> str | None:
 def timeline_max(turns: list[dict[str, Any]]) -> float:
     """The latest mark over ``turns`` (ms), for a scale shared by their waterfalls."""
     return max((float(v) for t in turns for k, v in (t.get("timings_ms") or {}).items()
-                if k in dict(MARKS)), default=0.0)
+                if k in dict(STAGE_MARKS)), default=0.0)
 
 
 def cost_line(cost_usd: float | None, usage: dict[str, Any] | None, unpriced: list[str] | None = None) -> str:

@@ -40,7 +40,7 @@ from server.logs import hide_query_strings
 from server.loopwatch import LagMonitor
 from server.perimeter import Perimeter, PerimeterCounts
 from server.ratelimit import RateLimiter
-from voiceforge import __version__
+from voiceforge import __version__, telemetry
 from voiceforge.config import Settings, get_settings
 from voiceforge.engine import Engine
 from voiceforge.store import conversations
@@ -96,8 +96,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         # Load the speech models now, off the loop, and synthesize the greetings, so the first call
         # waits for neither; /ready answers 503 until both are done.
         app.state.draining = False
+        telemetry.configure_tracing(settings.otel_exporter_otlp_endpoint,
+                                    "forge-sidecar" if "sidecar" in roles else "forge-realtime")
         app.state.warm = asyncio.create_task(warm_up(app.state.engine))
         yield
+        await asyncio.to_thread(telemetry.flush_traces)
         await app.state.connections.close_all()
         await app.state.telephony.aclose()
         await app.state.lag.stop()
@@ -112,9 +115,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
                     "`/`, `/health` and these docs needs "
                     "`Authorization: Bearer <FORGE_API_KEY>`.",
     )
+    from server import metrics
     from server.routers import api
 
     app.include_router(api.public)
+    app.include_router(metrics.router)  # /metrics (Prometheus), with the API key
     if sidecar:  # api, voice, seed and devices.admin need the API key (server.auth.protected_router)
         from server.routers import demo, devices, seed, twilio, voice
 

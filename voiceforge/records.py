@@ -8,6 +8,40 @@ from typing import Any
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.cost import Usage
 
+STAGE_MARKS = [("stt_final", "STT"), ("llm_first_token", "LLM first token"), ("tool_end", "tool"),
+               ("first_sentence", "first sentence"), ("tts_first_audio", "TTS first audio"),
+               ("first_audio_delta", "Realtime first audio"), ("first_frame_sent", "first audio sent"),
+               ("playback_confirmed", "playback confirmed"), ("turn_done", "turn done")]
+"""Timeline marks (ms after the end of the user's speech) in the order a turn reaches them, and
+the stage that ends at each (the waterfall's bars, the traces' spans, the metrics' stages)."""
+FIRST_AUDIO_MARKS = ("first_frame_sent", "first_audio_delta", "tts_first_audio")
+"""Which mark is "the agent starts speaking", best first (sent on the wire > Realtime delta > synthesised)."""
+
+
+def first_audio_ms(timings: dict[str, float]) -> float | None:
+    """Voice-to-voice of a turn: from the last voiced frame to the first agent audio, ms (None: not spoken)."""
+    return next((float(timings[m]) for m in FIRST_AUDIO_MARKS if m in timings), None)
+
+
+def stage_spans(timings: dict[str, float]) -> list[tuple[str, float, float]]:
+    """The turn's stages as (label, start ms, end ms), ms after the end of the user's speech.
+
+    Each stage runs from the latest earlier mark to its own; the tool stage from ``tool_start``
+    to ``tool_end``; the end of turn (the silence waited for, label "endpointing") comes before zero.
+    """
+    out: list[tuple[str, float, float]] = []
+    if timings.get("endpointing_ms"):
+        out.append(("endpointing", -float(timings["endpointing_ms"]), 0.0))
+    reached = 0.0
+    for mark, label in STAGE_MARKS:
+        if mark not in timings:
+            continue
+        end = float(timings[mark])
+        start = float(timings.get("tool_start", reached)) if mark == "tool_end" else reached
+        out.append((label, min(start, end), end))
+        reached = max(reached, end)
+    return out
+
 
 @dataclass
 class TurnRecord:

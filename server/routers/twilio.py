@@ -19,6 +19,7 @@ from server.dependencies import get_engine
 from server.perimeter import CheckedRoute, checked_before_body
 from server.transports import close
 from server.transports.twilio import TwilioMediaStream, receive_start
+from voiceforge import telemetry
 from voiceforge.agent.persona import PersonaError
 from voiceforge.config import ConfigError
 from voiceforge.conversation import ConversationLoop
@@ -199,6 +200,7 @@ async def stream(ws: WebSocket) -> None:
         await loop.run(transport.events())
     except media.MediaStreamError as exc:
         log.warning("closing media stream %s: %s", stream_sid, exc)
+        telemetry.count_error("media_stream")
         if ws.application_state is WebSocketState.CONNECTED:
             await ws.close(code=1008, reason=str(exc)[:120])
     except (WebSocketDisconnect, RuntimeError):

@@ -245,8 +245,8 @@ price_of = ["how much is a margherita", "what does a large pepperoni cost"]
 
 @pytest.mark.parametrize("transport", ["stdio", "streamable HTTP"])
 async def test_mcp_servers_tools_are_listed_checked_and_called(tmp_path: Path, transport: str):
-    from voiceforge.tools import mcp_servers
     from tests.support import mcp_menu
+    from voiceforge.tools import mcp_servers
 
     data = tmp_path / "data"
     (data / "agents").mkdir(parents=True)

@@ -151,8 +151,10 @@ def import_agent(data_dir: Path, text: str | bytes, agent_id: str | None = None,
     """Add an agent from one file's text (an export, or a file written by hand) to the data folder.
 
     Args:
+        data_dir: Forge's data folder (the agent goes to its ``agents/``).
         text: the TOML (at most :data:`MAX_AGENT_BYTES`).
         agent_id: its id; default the file's ``id`` key.
+        folder: the shipped agents' folder (an id one of them has is taken).
 
     Raises:
         PersonaError: too large, not UTF-8 TOML, no id, an ``id`` key that is not ``agent_id``,

@@ -178,6 +178,9 @@ class ForgeSettings(BaseSettings):
         description="Fix the clock that tools and relative dates read (ISO 8601; naive means UTC), for demos "
                     "and evals; unset: the real clock. forge eval sets it for the servers an eval starts.",
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OpenTelemetry: send a span per turn (a child per stage) over OTLP/HTTP to this "
+                                  "base URL (<url>/v1/traces); unset: no traces. No transcript or phone number is in them.")
     forge_instance: str = Field(
         default="", max_length=128,
         description="This sidecar's name on the calls it serves (default: the host name); sidecars sharing a "

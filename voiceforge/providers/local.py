@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from voiceforge import telemetry
 from voiceforge.audio.codecs import pcm16_to_float32
 from voiceforge.audio.resample import resample
 from voiceforge.providers.base import STT, TTS, Capabilities, ProviderError
@@ -299,7 +300,12 @@ class WhisperSTT(STT):
         load_whisper(self._model_arg, self._cache_dir)
 
     async def _transcribe(self, pcm16: bytes, sample_rate: int, words: Sequence[str]) -> tuple[str, str | None]:
-        return await asyncio.get_running_loop().run_in_executor(_WHISPER_POOL, self._run, pcm16, sample_rate, words)
+        telemetry.STT_QUEUE.inc()  # waiting for the one Whisper thread, or on it
+        try:
+            return await asyncio.get_running_loop().run_in_executor(_WHISPER_POOL, self._run, pcm16, sample_rate,
+                                                                    words)
+        finally:
+            telemetry.STT_QUEUE.dec()
 
     def _run(self, pcm16: bytes, sample_rate: int, words: Sequence[str] | None = None) -> tuple[str, str | None]:
         model = load_whisper(self._model_arg, self._cache_dir)

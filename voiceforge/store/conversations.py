@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from voiceforge.audio.codecs import wrap_wav
 from voiceforge.cost import PriceTable
-from voiceforge.records import TurnRecord
+from voiceforge.records import FIRST_AUDIO_MARKS, TurnRecord
 from voiceforge.store.db import Database
 from voiceforge.store.models import Call, Conversation, Customer, SmsMessage, ToolCallRecord, Turn
 
@@ -160,7 +160,6 @@ def list_conversations(db: Database, limit: int = 500) -> list[dict[str, Any]]:
              "cost_usd": float(r[6] or 0.0)} for r in rows]
 
 
-FIRST_AUDIO_MARKS = ("first_frame_sent", "first_audio_delta", "tts_first_audio")
 """A turn's voice-to-voice mark, best first (as the app's waterfall reads it)."""
 
 

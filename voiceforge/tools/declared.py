@@ -54,7 +54,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from voiceforge.tools import slots
-from voiceforge.tools.declaration import DeclarationError, ParameterDeclaration, ToolDeclaration, declaration_from_table
+from voiceforge.tools.declaration import (
+    DeclarationError,
+    ParameterDeclaration,
+    declaration_from_table,
+)
 from voiceforge.tools.registry import Tool, ToolContext, ToolError
 
 KINDS = {

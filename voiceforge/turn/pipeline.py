@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from voiceforge import telemetry
 from voiceforge.agent import (
     Filler,
     ReplyDone,
@@ -388,6 +389,7 @@ class TurnPipeline(ConversationState):
             record.error = record.error or failover.failures(record.failover)  # what failed, for turns.error
         record.providers = providers
         record.user_audio = user_audio if self.settings.enable_recordings else None  # the caller's voice: opt-in
+        telemetry.observe_turn(record, self.channel, self.persona.id)
         return record
 
     async def save(self, record: TurnRecord) -> int:
