@@ -166,15 +166,16 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, roles: tuple[str, ...]) -> int:
-    """Serve the app factory's ``roles`` (see server/main.py) with uvicorn until Ctrl-C."""
-    import uvicorn
-
+    """Serve the app factory's ``roles`` (see server/main.py) with uvicorn until Ctrl-C (at once) or
+    SIGTERM (after a drain: server/admission.py)."""
+    from server.admission import DrainingServer
     from server.main import create_app
     from server.serving import uvicorn_config
 
-    config = uvicorn_config(create_app(roles=roles), args.host, args.port, log_level="info" if args.verbose else "warning")
+    app = create_app(roles=roles)
+    config = uvicorn_config(app, args.host, args.port, log_level="info" if args.verbose else "warning")
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does: Ctrl-C is the way to stop
-        uvicorn.Server(config).run()
+        DrainingServer(config, app.state).run()
     return 0
 
 

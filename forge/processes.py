@@ -40,8 +40,8 @@ def forge_command(*args: str) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def _child(command: list[str], env: dict[str, str], base: str, what: str,
-                 timeout_s: float) -> AsyncIterator[None]:
-    """Run ``command`` until the block ends; wait first until ``base + /ready`` answers 200.
+                 timeout_s: float) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Run ``command`` until the block ends (yields its process); wait first until ``base + /ready`` answers 200.
 
     Raises:
         RuntimeError: the child exited (its last stderr lines are in the message) or was not
@@ -66,7 +66,7 @@ async def _child(command: list[str], env: dict[str, str], base: str, what: str,
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the {what} did not get ready in time")
                 await asyncio.sleep(0.2)
-        yield
+        yield proc
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
@@ -86,10 +86,20 @@ def _same_data(settings: Any) -> dict[str, str]:
     return env
 
 
+class SidecarProcess(tuple):
+    """What :func:`local_sidecar` yields: ``(base URL, Twilio token, API key)``, and ``.process``."""
+
+    def __new__(cls, base: str, token: str, key: str, process: asyncio.subprocess.Process) -> SidecarProcess:
+        out = super().__new__(cls, (base, token, key))
+        out.process = process
+        return out
+
+
 @contextlib.asynccontextmanager
 async def local_sidecar(timeout_s: float = 180.0, settings: Any = None,
-                        **extra: str) -> AsyncIterator[tuple[str, str, str]]:
-    """Start ``forge serve`` on a free loopback port for a simulator; yields (URL, Twilio token, API key).
+                        **extra: str) -> AsyncIterator[SidecarProcess]:
+    """Start ``forge serve`` on a free loopback port for a simulator; yields (URL, Twilio token, API key),
+    whose ``.process`` is the child (to signal it).
 
     The sidecar runs with ``settings``' data folder and database (default: this process's
     settings), its API key, a throwaway Twilio auth token (unless one is set) and PUBLIC_BASE_URL
@@ -103,8 +113,8 @@ async def local_sidecar(timeout_s: float = 180.0, settings: Any = None,
     key, _ = settings.ensure_api_key()
     env = {**os.environ, **extra, **_same_data(settings), "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token,
            "FORGE_API_KEY": key, "FORGE_SIDECAR_URL": base}
-    async with _child(forge_command("serve", "--port", str(port)), env, base, "local sidecar", timeout_s):
-        yield base, token, key
+    async with _child(forge_command("serve", "--port", str(port)), env, base, "local sidecar", timeout_s) as proc:
+        yield SidecarProcess(base, token, key, proc)
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -37,17 +38,32 @@ class Connections:
 
     def __init__(self) -> None:
         self._live: dict[str, Connection] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def add(self, kind: str, persona: str, close: Callable[[], Awaitable[None]],
             loop: ConversationLoop | None = None) -> Connection:
         """Register a conversation; returns it with a fresh id."""
         conn = Connection(secrets.token_hex(8), kind, persona, close, loop=loop)
         self._live[conn.id] = conn
+        self._empty.clear()
         return conn
 
     def remove(self, conn_id: str) -> None:
         """Forget a conversation that ended."""
         self._live.pop(conn_id, None)
+        if not self._live:
+            self._empty.set()
+
+    async def wait_empty(self, timeout_s: float) -> bool:
+        """Wait until no conversation is live, at most ``timeout_s``; True when none is."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), timeout_s)
+        return not self._live
+
+    def live(self) -> list[Connection]:
+        """The live conversations."""
+        return list(self._live.values())
 
     def get(self, conn_id: str) -> Connection | None:
         """A live conversation by id, or None."""

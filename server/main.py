@@ -35,6 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 
+from server.admission import LoadMonitor
 from server.connections import Connections
 from server.logs import hide_query_strings
 from server.loopwatch import LagMonitor
@@ -91,6 +92,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         app.state.rate_limiter = RateLimiter(settings.redis_url)
         app.state.lag = LagMonitor()
         app.state.lag.start()
+        app.state.load = LoadMonitor(settings.forge_stt_queue_full)
+        app.state.load.start()
         # send_sms reaches Twilio through the sidecar's one client (built on first use).
         app.state.engine.services.setdefault("twilio", lambda: app.state.telephony.twilio)
         # Load the speech models now, off the loop, and synthesize the greetings, so the first call
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         await app.state.connections.close_all()
         await app.state.telephony.aclose()
         await app.state.lag.stop()
+        await app.state.load.stop()
         await app.state.rate_limiter.aclose()
 
     sidecar = "sidecar" in roles

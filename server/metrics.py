@@ -45,6 +45,10 @@ class AppCollector(Collector):
         lag.add_metric(["0.99"], summary["p99_ms"] / 1000)
         lag.add_metric(["1"], summary["max_ms"] / 1000)
         yield lag
+        monitor = getattr(self.state, "load", None)
+        yield GaugeMetricFamily("forge_load", "This sidecar's load (0-1): the larger of its CPU share and its STT "
+                                "queue's fill; new calls are refused past FORGE_MAX_LOAD",
+                                value=monitor.load() if monitor is not None else 0.0)
         yield GaugeMetricFamily("forge_draining", "1 while the sidecar drains (it refuses new calls)",
                                 value=1 if getattr(self.state, "draining", False) else 0)
 

@@ -43,8 +43,31 @@ STAGE = Histogram("forge_turn_stage_seconds", "Each stage of a turn, s", ["stage
 STT_QUEUE = Gauge("forge_stt_queue_depth", "Utterances waiting for or in the embedded speech-to-text")
 ERRORS = Counter("forge_errors", "Failures by kind", ["kind"])
 
+_stt_lock = threading.Lock()
+_stt_waiting = 0
 _tracing_lock = threading.Lock()
 _tracing_configured = False
+
+
+def stt_enter() -> None:
+    """An utterance joins the embedded STT's queue (waiting for its thread, or on it)."""
+    global _stt_waiting
+    with _stt_lock:
+        _stt_waiting += 1
+        STT_QUEUE.set(_stt_waiting)
+
+
+def stt_leave() -> None:
+    """An utterance left the embedded STT (transcribed, or failed)."""
+    global _stt_waiting
+    with _stt_lock:
+        _stt_waiting = max(0, _stt_waiting - 1)
+        STT_QUEUE.set(_stt_waiting)
+
+
+def stt_queue_depth() -> int:
+    """Utterances waiting for or in the embedded STT now."""
+    return _stt_waiting
 
 
 def count_error(kind: str) -> None:
@@ -53,8 +76,9 @@ def count_error(kind: str) -> None:
 
 
 def configure_tracing(endpoint: str | None, service_name: str = "forge-sidecar") -> bool:
-    """Export spans over OTLP/HTTP to ``endpoint`` (``OTEL_EXPORTER_OTLP_ENDPOINT``, a base URL: spans
-    go to ``<endpoint>/v1/traces``), once per process; nothing when it is None.
+    """Export spans over OTLP/HTTP to ``endpoint`` (once per process; nothing when it is None).
+
+    ``endpoint`` is ``OTEL_EXPORTER_OTLP_ENDPOINT``, a base URL: spans go to ``<endpoint>/v1/traces``.
 
     Returns:
         True when an exporter is installed (now or before); False when tracing stays off.

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
+from server.admission import refusal
 from server.auth import protected_router
 from server.dependencies import get_engine, persona_or_404
 from server.ratelimit import limit
@@ -78,9 +79,9 @@ def ready(request: Request, response: Response) -> dict:
     that and while the sidecar drains. ``/health`` stays liveness (200 while the process serves).
     """
     warm = getattr(request.app.state, "warm", None)
-    if getattr(request.app.state, "draining", False):
+    if (why := refusal(request.app.state)) is not None:  # draining, or overloaded: send calls elsewhere
         response.status_code = 503
-        return {"ready": False, "reason": "draining"}
+        return {"ready": False, "reason": why}
     if warm is None or not warm.done():
         response.status_code = 503
         return {"ready": False, "reason": "warming up"}

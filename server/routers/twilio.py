@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from server.admission import BUSY_SENTENCE, refusal
 from server.dependencies import get_engine
 from server.perimeter import CheckedRoute, checked_before_body
 from server.transports import close
@@ -98,6 +99,13 @@ async def voice(request: Request, persona: str | None = None, realtime: bool = F
     if state.tokens.issued(call_sid):
         log.warning("call %s: voice webhook replayed; no new stream token", call_sid)
         return _xml(twiml.hangup())
+    if (why := refusal(request.app.state)) is not None:  # draining or overloaded: the call goes elsewhere
+        redirect = engine.settings.forge_drain_redirect_url
+        log.warning("call %s refused: %s%s", call_sid, why, f"; redirected to {redirect}" if redirect else "")
+        await asyncio.to_thread(call_store.add_status, engine.db, call_sid, "busy", None,
+                                direction="inbound" if form.get("Direction", "inbound") == "inbound" else "outbound",
+                                persona=persona_id, owner=engine.settings.instance)
+        return _xml(twiml.redirect(redirect) if redirect else twiml.say_and_hang_up(BUSY_SENTENCE))
     inbound = form.get("Direction", "inbound") == "inbound"
     person = form.get("From", "") if inbound else form.get("To", "")
     await asyncio.to_thread(

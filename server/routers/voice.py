@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from server.admission import TRY_AGAIN_LATER, refusal
 from server.auth import authorize_websocket, protected_router
 from server.dependencies import get_engine, persona_or_404
 from server.schemas import Id, PersonaId, Text
@@ -192,6 +193,9 @@ async def browser_stream(ws: WebSocket, persona: str | None = None) -> None:
     if not allowed:
         return
     await ws.accept(subprotocol=subprotocol)
+    if (why := refusal(ws.app.state)) is not None:  # draining or overloaded: another instance takes it
+        await close(ws, TRY_AGAIN_LATER, f"try again later: {why}")
+        return
     engine: Engine = ws.app.state.engine
     connections = ws.app.state.connections
     transport = BrowserSocket(ws, batch_output_rate=engine.tts.sample_rate)

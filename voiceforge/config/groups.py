@@ -296,6 +296,19 @@ class PerimeterSettings(ForgeSettings):
         description="The Streamlit app's password when no OIDC login is configured in .streamlit/secrets.toml; "
                     "with neither, the app serves only loopback.",
     )
+    forge_drain_s: float | None = Field(
+        default=None, ge=0, le=86_400,
+        description="On SIGTERM the sidecar drains: /ready answers 503, new calls are refused, and live ones may "
+                    "finish for this long before they hear the wrap-up, s (unset: FORGE_MAX_CALL_S).")
+    forge_drain_redirect_url: str | None = Field(
+        default=None, description="While draining or overloaded, new Twilio calls are redirected here (TwiML "
+                                  "<Redirect>, e.g. another instance's /twilio/voice) instead of told to call back.")
+    forge_max_load: float = Field(
+        default=0.7, ge=0, le=1,
+        description="New calls and sessions are refused past this load (0-1: the larger of this process's CPU "
+                    "share of the machine and the STT queue's fill, FORGE_STT_QUEUE_FULL); 0 turns it off.")
+    forge_stt_queue_full: int = Field(
+        default=4, ge=1, le=1000, description="Utterances waiting for speech-to-text that count as full load.")
     forge_allowed_origins: str = Field(
         default="http://127.0.0.1:8501,http://localhost:8501",
         description="Comma-separated browser origins allowed to open the sidecar's websockets.",

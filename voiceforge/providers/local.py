@@ -300,12 +300,12 @@ class WhisperSTT(STT):
         load_whisper(self._model_arg, self._cache_dir)
 
     async def _transcribe(self, pcm16: bytes, sample_rate: int, words: Sequence[str]) -> tuple[str, str | None]:
-        telemetry.STT_QUEUE.inc()  # waiting for the one Whisper thread, or on it
+        telemetry.stt_enter()  # waiting for the one Whisper thread, or on it
         try:
             return await asyncio.get_running_loop().run_in_executor(_WHISPER_POOL, self._run, pcm16, sample_rate,
                                                                     words)
         finally:
-            telemetry.STT_QUEUE.dec()
+            telemetry.stt_leave()
 
     def _run(self, pcm16: bytes, sample_rate: int, words: Sequence[str] | None = None) -> tuple[str, str | None]:
         model = load_whisper(self._model_arg, self._cache_dir)

@@ -43,3 +43,21 @@ def hangup() -> str:
     response = VoiceResponse()
     response.hangup()
     return response.to_xml()
+
+
+def say_and_hang_up(text: str) -> str:
+    """``<Response><Say>text</Say><Hangup/></Response>`` (a call this instance cannot take)."""
+    response = VoiceResponse()
+    response.say(text)
+    response.hangup()
+    return response.to_xml()
+
+
+def redirect(url: str) -> str:
+    """``<Response><Redirect method="POST">url</Redirect></Response>``.
+
+    Twilio then asks ``url`` for the call's TwiML instead (https://www.twilio.com/docs/voice/twiml/redirect).
+    """
+    response = VoiceResponse()
+    response.redirect(url, method="POST")
+    return response.to_xml()
