@@ -4,6 +4,7 @@
     forge --prompts "Hello|Where is my order"     chained text turns (--realtime: through a Realtime session)
     forge assistant --wav in.wav                  the Realtime assistant, speaking files as turns
     forge realtime-server                         Forge's offline OpenAI-Realtime-compatible server
+    forge serve-models [--workers N]              the embedded STT, TTS and brain as an OpenAI-compatible API
     forge say TEXT -o out.wav                     text to speech
     forge transcribe in.wav                       speech to text
     forge talk in.wav -o reply.wav                one spoken turn: transcript, reply, audio, timings
@@ -102,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("realtime-server", help="Forge's offline OpenAI-Realtime-compatible server")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8766)
+    p = sub.add_parser("serve-models", help="the embedded STT, TTS and offline brain behind an OpenAI-compatible "
+                       "API, for sidecars that set OPENAI_*_BASE_URL to it")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8767)
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the port, each with its own "
+                   "models (about 400 MB each)")
     p = sub.add_parser("serve", help="run the sidecar API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
@@ -145,6 +152,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from forge import simulate
 
         return asyncio.run(simulate.call_sim(args) if args.command == "call-sim" else simulate.device_sim(args))
+    if args.command == "serve-models":
+        return _serve_models(args)
     if args.command in ("serve", "realtime-server"):
         return _serve(args, ("sidecar",) if args.command == "serve" else ("realtime",))
     if args.command == "up":
@@ -176,6 +185,50 @@ def _serve(args: argparse.Namespace, roles: tuple[str, ...]) -> int:
     config = uvicorn_config(app, args.host, args.port, log_level="info" if args.verbose else "warning")
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does: Ctrl-C is the way to stop
         DrainingServer(config, app.state).run()
+    return 0
+
+
+def _serve_models(args: argparse.Namespace) -> int:
+    """``forge serve-models``: the "models" role in ``--workers`` processes sharing one listening socket.
+
+    The parent binds the port and forks the workers before any model loads (each loads its own);
+    SIGTERM or Ctrl-C to the parent reaches every worker, and a worker drains as ``forge serve`` does.
+    """
+    import multiprocessing
+    import os
+    import signal
+
+    from server.admission import DrainingServer
+    from server.main import create_app
+    from server.serving import uvicorn_config
+
+    def serve(sock) -> None:  # noqa: ANN001
+        app = create_app(roles=("models",))
+        config = uvicorn_config(app, args.host, args.port, log_level="info" if args.verbose else "warning")
+        with contextlib.suppress(KeyboardInterrupt):
+            DrainingServer(config, app.state).run(sockets=[sock])
+
+    if args.workers <= 1:
+        app = create_app(roles=("models",))
+        config = uvicorn_config(app, args.host, args.port, log_level="info" if args.verbose else "warning")
+        with contextlib.suppress(KeyboardInterrupt):
+            DrainingServer(config, app.state).run()
+        return 0
+    sock = uvicorn_config(create_app(roles=("models",)), args.host, args.port).bind_socket()
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=serve, args=(sock,), name=f"forge-models-{i}") for i in range(args.workers)]
+    for worker in workers:
+        worker.start()
+
+    def forward(sig: int, _frame) -> None:  # noqa: ANN001
+        for worker in workers:
+            if worker.is_alive() and worker.pid:
+                os.kill(worker.pid, sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
     return 0
 
 

@@ -118,6 +118,20 @@ async def local_sidecar(timeout_s: float = 180.0, settings: Any = None,
 
 
 @contextlib.asynccontextmanager
+async def local_model_host(timeout_s: float = 180.0, settings: Any = None, workers: int = 1,
+                           **extra: str) -> AsyncIterator[SidecarProcess]:
+    """Start ``forge serve-models`` on a free loopback port with ``settings``' data folder and API key;
+    yields (``http://…/v1`` base URL, "", API key) with ``.process``."""
+    settings = settings or get_settings()
+    port = free_port()
+    key, _ = settings.ensure_api_key()
+    env = {**os.environ, **extra, **_same_data(settings), "FORGE_API_KEY": key}
+    async with _child(forge_command("serve-models", "--port", str(port), "--workers", str(workers)), env,
+                      f"http://127.0.0.1:{port}", "model host", timeout_s) as proc:
+        yield SidecarProcess(f"http://127.0.0.1:{port}/v1", "", key, proc)
+
+
+@contextlib.asynccontextmanager
 async def local_realtime_server(timeout_s: float = 180.0, settings: Any = None, **extra: str) -> AsyncIterator[str]:
     """Start ``forge realtime-server`` on a free loopback port with ``settings``' data folder, database
     and API key (default: this process's) and ``extra`` environment; yields its ``ws://…/v1`` base URL."""

@@ -111,7 +111,7 @@ async def drain(state: Any) -> None:
     if not await connections.wait_empty(limit or 0):
         for conn in connections.live():
             if conn.loop is not None:
-                await conn.loop.end_with(conn.loop.pipeline.persona.wrap_up)
+                await conn.loop.wrap_up()
         await connections.wait_empty(30)
     await connections.close_all()
     log.warning("drained")

@@ -12,11 +12,13 @@ role          command                                paths
                                                      ``/sms``, ``/stream``), ``/device/*``
 ``realtime``  ``forge realtime-server``              ``/v1/realtime``, ``/openai/realtime`` (Azure),
                                                      ``/``, ``/health``
+``models``    ``forge serve-models``                 ``/v1/audio/transcriptions``, ``/v1/audio/speech``,
+                                                     ``/v1/chat/completions``, ``/v1/models`` (OpenAI-
+                                                     compatible: server/routers/models.py)
 ============  =====================================  ===============================================
 
-The roles share no path, so ``create_app(roles=("sidecar", "realtime"))`` serves both; a model
-host role (OpenAI-compatible ``/v1/audio/*`` and ``/v1/chat/completions``) fits beside the
-Realtime one under ``/v1``. Every route needs the API key except Twilio's (signature-checked),
+The roles share no path, so ``create_app(roles=("sidecar", "realtime", "models"))`` serves all
+three. Every route needs the API key except Twilio's (signature-checked),
 the devices' own routes (``/device/*``, their device token), ``/``, ``/health`` and the docs,
 which are served from a package (no CDN), so they work offline.
 """
@@ -49,7 +51,7 @@ from voiceforge.store import conversations
 log = logging.getLogger("forge.sidecar")
 
 
-ROLES = ("sidecar", "realtime")
+ROLES = ("sidecar", "realtime", "models")
 """The roles :func:`create_app` can serve (see the module docstring for their paths)."""
 
 
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         # waits for neither; /ready answers 503 until both are done.
         app.state.draining = False
         telemetry.configure_tracing(settings.otel_exporter_otlp_endpoint,
-                                    "forge-sidecar" if "sidecar" in roles else "forge-realtime")
+                                    "forge-sidecar" if "sidecar" in roles else f"forge-{roles[0]}")
         app.state.warm = asyncio.create_task(warm_up(app.state.engine))
         yield
         await asyncio.to_thread(telemetry.flush_traces)
@@ -112,7 +114,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
 
     sidecar = "sidecar" in roles
     app = FastAPIOffline(
-        title="Forge sidecar" if sidecar else "Forge Realtime-compatible server", version=__version__, lifespan=lifespan,
+        title="Forge sidecar" if sidecar else "Forge Realtime-compatible server" if "realtime" in roles
+        else "Forge model host", version=__version__, lifespan=lifespan,
         max_body_size=int(settings.forge_max_upload_mb * 1024 * 1024),
         description="Twilio webhooks and media stream, the browser and device websockets, outbound calls and SMS, "
                     "and a voice-agent REST API. Every route but Twilio's, the devices' (`/device/*`, their token), "
@@ -140,6 +143,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         from server.routers import realtime
 
         app.include_router(realtime.websockets)  # the key is checked before accept, in the route
+    if "models" in roles:
+        from server.routers import models
+
+        app.include_router(models.router)  # OpenAI-compatible STT, TTS and chat, with the API key
     app.state.settings = settings  # uvicorn's limits are read from it before the lifespan runs
     app.state.perimeter = PerimeterCounts(settings.forge_max_unauthenticated_per_address)
     app.add_middleware(Perimeter, counts=app.state.perimeter, body_idle_s=settings.forge_body_idle_s, body_timeout_s=settings.forge_body_timeout_s,

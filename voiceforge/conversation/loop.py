@@ -465,11 +465,12 @@ class ConversationLoop:
             await self._set_state("speaking")
         await self.turns.playout.resume()
 
-    async def end_with(self, text: str) -> None:
-        """Stop whatever the agent is doing, say ``text`` (a goodbye, a wrap-up), then hang up.
+    async def wrap_up(self) -> None:
+        """Say the persona's wrap-up and hang up (a draining server's last word to a live call)."""
+        await self.end_with(self.pipeline.persona.wrap_up)
 
-        The scaling work's drain uses this with the persona's wrap-up.
-        """
+    async def end_with(self, text: str) -> None:
+        """Stop whatever the agent is doing, say ``text`` (a goodbye, a wrap-up), then hang up."""
         if self.closed:
             return
         await self.turns.interrupt()

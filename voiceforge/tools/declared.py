@@ -57,6 +57,7 @@ from voiceforge.tools import slots
 from voiceforge.tools.declaration import (
     DeclarationError,
     ParameterDeclaration,
+    ToolDeclaration,
     declaration_from_table,
 )
 from voiceforge.tools.registry import Tool, ToolContext, ToolError
@@ -459,3 +460,25 @@ def declared_tools(tables: Any, source: str, builtin: set[str] | frozenset[str] 
             raise DeclarationError(f"{source}: tool {tool.name!r} is declared twice")
         out.append(tool)
     return out
+
+
+def tool_from_schema(name: str, description: str, schema: dict[str, Any], run: Any, examples: tuple[str, ...] = (),
+                     confirm: bool = False, kind: str = "mcp", source: str = "") -> Tool:
+    """A tool known only by its JSON Schema (an MCP server's, a chat client's), run by ``run(ctx, **args)``.
+
+    The offline brain reaches it by ``examples`` (default: its description) and fills its parameters
+    by :func:`infer_slot`; ``title`` keys (pydantic's) are dropped from the schema an LLM gets.
+    """
+    schema = dict(schema or {"type": "object", "properties": {}})
+    schema.pop("title", None)
+    properties = {p: {k: v for k, v in prop.items() if k != "title"}
+                  for p, prop in (schema.get("properties") or {}).items()}
+    required = set(schema.get("required") or [])
+    examples = tuple(e for e in (examples or ((description or "").strip(),)) if e)
+    parameters = tuple(infer_slot(ParameterDeclaration(name=p, schema=prop, required=p in required,
+                                                       default=prop.get("default")), examples)
+                       for p, prop in properties.items())
+    declaration = ToolDeclaration(name=name, description=description or name, parameters=parameters,
+                                  examples=examples, confirm=confirm, opt_in=True, source=source)
+    return Tool.declared(declaration, run, {**schema, "type": "object", "properties": properties,
+                                            "required": sorted(required)}, declaration.description, kind=kind)

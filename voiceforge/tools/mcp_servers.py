@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voiceforge.tools.declaration import DeclarationError, ParameterDeclaration, ToolDeclaration
-from voiceforge.tools.declared import infer_slot, setting_value
+from voiceforge.tools.declaration import DeclarationError
+from voiceforge.tools.declared import setting_value, tool_from_schema
 from voiceforge.tools.registry import Tool, ToolContext, ToolError
 
 log = logging.getLogger(__name__)
@@ -199,22 +199,11 @@ def _runner(server: McpServer, name: str, schema: dict[str, Any]):  # noqa: ANN2
 
 def _tool(server: McpServer, listed: Any) -> Tool:
     schema = dict(listed.input_schema or {"type": "object", "properties": {}})
-    schema.pop("title", None)
-    schema.setdefault("properties", {})
-    required = set(schema.get("required", []))
-    examples = dict(server.examples).get(listed.name) or ((listed.description or "").strip(),)
-    parameters = []
-    for pname, prop in schema["properties"].items():
-        prop = {k: v for k, v in prop.items() if k != "title"}
-        schema["properties"][pname] = prop
-        parameters.append(infer_slot(ParameterDeclaration(name=pname, schema=prop, required=pname in required,
-                                                          default=prop.get("default")), tuple(examples)))
-    schema["required"] = sorted(required)
-    declaration = ToolDeclaration(name=listed.name, description=listed.description or listed.name,
-                                  parameters=tuple(parameters), examples=tuple(e for e in examples if e),
-                                  confirm=listed.name in server.confirm, opt_in=True,
-                                  source=f"MCP server {server.name}")
-    return Tool.declared(declaration, _runner(server, listed.name, schema), schema, declaration.description, kind="mcp")
+    tool = tool_from_schema(listed.name, listed.description or listed.name, schema, None,
+                            dict(server.examples).get(listed.name, ()), listed.name in server.confirm,
+                            source=f"MCP server {server.name}")
+    tool.func = _runner(server, listed.name, tool.parameters)
+    return tool
 
 
 async def list_tools(server: McpServer, settings: Any, builtin: Sequence[str] = ()) -> list[Tool]:
