@@ -10,7 +10,11 @@ import pytest
 
 from voiceforge.config import Settings, get_settings
 
-_KEEP = {"FORGE_CACHE_DIR", "FORGE_TEST_POSTGRES_URL"}
+_KEEP = {"FORGE_CACHE_DIR", "FORGE_TEST_POSTGRES_URL", "FORGE_MAX_LOAD"}
+# Load-aware admission off: many servers share one test process, whose CPU is no one sidecar's
+# load (tests/integration/test_drain_and_load.py turns it on for its own sidecar). Set for the
+# whole session, so servers that module-scoped fixtures build see it too.
+os.environ["FORGE_MAX_LOAD"] = "0"
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +27,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     monkeypatch.setitem(Settings.model_config, "env_file", None)
     monkeypatch.setenv("FORGE_DATA_DIR", str(tmp_path_factory.getbasetemp() / "forge-data"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # Load-aware admission off: many servers share one test process, whose CPU is no one sidecar's
-    # load (tests/integration/test_drain_and_load.py turns it on for its own sidecar).
-    monkeypatch.setenv("FORGE_MAX_LOAD", "0")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
