@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from voiceforge.config import ConfigError, Settings
-from voiceforge.telephony.security import StreamTokens
+from voiceforge.telephony.security import SharedStreamTokens, StreamTokens
 
 if TYPE_CHECKING:
     from twilio.http import HttpClient
@@ -26,10 +26,49 @@ class TelephonyState:
     def __init__(self, settings: Settings, http_client: HttpClient | None = None) -> None:
         self.settings = settings
         self.tokens = StreamTokens(ttl_s=60)
+        self._redis = None
+        self.shared_tokens: SharedStreamTokens | None = None
+        """Stream tokens in Redis (``REDIS_URL``): a call's webhook and its stream may reach different sidecars."""
+        if settings.redis_url:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+            self.shared_tokens = SharedStreamTokens(self._redis, ttl_s=60)
         self.calls: dict[str, ConversationLoop] = {}
         self.http_client = http_client
         self._twilio: TwilioService | None = None
         self._background: set[asyncio.Task] = set()
+
+    async def issue_token(self, call_sid: str, meta: dict[str, str]) -> str:
+        """A stream token for ``call_sid`` (in Redis when shared; here if Redis cannot be reached)."""
+        if self.shared_tokens is not None:
+            try:
+                return await self.shared_tokens.issue(call_sid, meta)
+            except Exception as exc:  # noqa: BLE001 - Redis down: this instance can still take its own stream
+                log.warning("stream token kept in this process: Redis unavailable (%s)", type(exc).__name__)
+        return self.tokens.issue(call_sid, meta)
+
+    async def token_issued(self, call_sid: str) -> bool:
+        """Whether any instance (or this one) issued a token for ``call_sid`` (a replayed webhook)."""
+        if self.tokens.issued(call_sid):
+            return True
+        if self.shared_tokens is not None:
+            try:
+                return await self.shared_tokens.issued(call_sid)
+            except Exception:  # noqa: BLE001
+                log.warning("Redis unavailable: a replayed webhook is checked in this process only")
+        return False
+
+    async def consume_token(self, token: str, call_sid: str) -> dict[str, str] | None:
+        """The grant of a live token for ``call_sid``, spent once across every instance; None otherwise."""
+        if self.shared_tokens is not None:
+            try:
+                grant = await self.shared_tokens.consume(token, call_sid)
+                if grant is not None:
+                    return grant
+            except Exception as exc:  # noqa: BLE001
+                log.warning("Redis unavailable for a stream token (%s); trying this process's", type(exc).__name__)
+        return self.tokens.consume(token, call_sid)
 
     @property
     def twilio(self) -> TwilioService:
@@ -111,3 +150,6 @@ class TelephonyState:
         for task in list(self._background):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), 2)
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()

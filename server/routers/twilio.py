@@ -96,7 +96,7 @@ async def voice(request: Request, persona: str | None = None, realtime: bool = F
         persona_id = chosen.id
     except PersonaError:
         raise HTTPException(404, f"no persona {persona!r}") from None
-    if state.tokens.issued(call_sid):
+    if await state.token_issued(call_sid):
         log.warning("call %s: voice webhook replayed; no new stream token", call_sid)
         return _xml(twiml.hangup())
     if (why := refusal(request.app.state)) is not None:  # draining or overloaded: the call goes elsewhere
@@ -114,7 +114,8 @@ async def voice(request: Request, persona: str | None = None, realtime: bool = F
         to_number=form.get("To", "")[:20], persona=persona_id, owner=engine.settings.instance,
         billed=twilio_bills(form.get("AccountSid"), engine.settings.twilio_account_sid))
     over_realtime = realtime or chosen.realtime or engine.settings.forge_realtime_phone
-    token = state.tokens.issue(call_sid, {"persona": persona_id, "caller": person, "realtime": "1" if over_realtime else ""})
+    token = await state.issue_token(call_sid, {"persona": persona_id, "caller": person,
+                                               "realtime": "1" if over_realtime else ""})
     log.info("call %s from %s answered with persona %s", call_sid, mask_number(form.get("From")), persona_id)
     stream_path = request.url.path.rsplit("/", 1)[0] + "/stream"
     return _xml(twiml.connect_stream(state.stream_url(stream_path), {"persona": persona_id, "token": token}))
@@ -175,7 +176,7 @@ async def stream(ws: WebSocket) -> None:
         start = await receive_start(ws)
         if start is None:
             return
-        grant = state.tokens.consume(start.custom_parameters.get("token", ""), start.call_sid)
+        grant = await state.consume_token(start.custom_parameters.get("token", ""), start.call_sid)
         if grant is None:
             raise media.MediaStreamError("missing, spent or expired stream token")
         stream_sid, call_sid = start.stream_sid, start.call_sid

@@ -8,10 +8,7 @@ anonymous texter can steer reach only what they exist for.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import struct
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 
@@ -221,29 +218,6 @@ def test_the_rate_limit_counts_the_key_not_the_way_its_header_is_written(tmp_pat
         statuses = [c.post("/api/sms", json=body, headers={"Authorization": header}).status_code
                     for header in (f"Bearer {key}", f"BEARER {key}", f"bearer  {key}", f" Bearer {key} ")]
     assert statuses == [200, 200, 429, 429]  # one key, one allowance, however the header is spelled
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    server = shutil.which("redis-server")
-    if not server:
-        pytest.skip("redis-server not installed (apt-get install redis-server; .ci/run does)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(5)
 
 
 def test_rate_limits_are_shared_between_sidecars_through_redis(tmp_path, redis_url):

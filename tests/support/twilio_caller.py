@@ -72,19 +72,30 @@ class TwilioCaller:
     def _sign(self, url: str, params: dict[str, str]) -> str:
         return RequestValidator(self.token).compute_signature(url, params)
 
-    async def dial(self) -> None:
-        """The voice webhook, then the media stream's ``connected`` and ``start``."""
-        url = self.base + "/twilio/voice" + (f"?persona={self.persona}" if self.persona else "")
+    async def dial(self, webhook_via: str | None = None, stream_via: str | None = None) -> None:
+        """The voice webhook, then the media stream's ``connected`` and ``start``.
+
+        ``webhook_via`` and ``stream_via`` (``http://host:port``) send the webhook or open the
+        stream's socket there instead of at ``base`` (the public URL), as a load balancer routes
+        them to its instances; Twilio still signs the public URLs.
+        """
+        path = "/twilio/voice" + (f"?persona={self.persona}" if self.persona else "")
+        url = self.base + path
         form = {"CallSid": self.call_sid, "AccountSid": self.account_sid, "From": self.caller,
                 "To": "+15005550006", "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
         async with httpx.AsyncClient(timeout=10) as http:
-            reply = await http.post(url, data=form, headers={"X-Twilio-Signature": self._sign(url, form)})
+            reply = await http.post((webhook_via or self.base) + path, data=form,
+                                    headers={"X-Twilio-Signature": self._sign(url, form)})
         reply.raise_for_status()
         stream = ET.fromstring(reply.text).find("./Connect/Stream")
         assert stream is not None, reply.text
         ws_url = stream.get("url")
         parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-        self._ws = await websockets.connect(ws_url, additional_headers={"X-Twilio-Signature": self._sign(ws_url, {})},
+        target = ws_url
+        if stream_via:
+            path = ws_url.split("://", 1)[1].split("/", 1)[1]
+            target = stream_via.replace("http://", "ws://", 1) + "/" + path
+        self._ws = await websockets.connect(target, additional_headers={"X-Twilio-Signature": self._sign(ws_url, {})},
                                             max_size=2**20)
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self._send({"event": "start", "sequenceNumber": self._next(), "streamSid": self.stream_sid,

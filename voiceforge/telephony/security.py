@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import secrets
 import threading
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from twilio.request_validator import RequestValidator
 
@@ -76,3 +79,48 @@ class StreamTokens:
             sid, expires, meta = match[1]
             ok = expires > now and hmac.compare_digest(sid.encode(), call_sid.encode())
             return meta if ok else None
+
+
+class SharedStreamTokens:
+    """:class:`StreamTokens` kept in Redis, so the webhook and the media stream may reach different sidecars.
+
+    Twilio's voice webhook and the websocket it then opens are separate requests that a load
+    balancer may send to different instances (Twilio, "Media Streams": per-call context travels in
+    the TwiML ``<Parameter>``s or a shared store). A token is stored under its SHA-256 (never in
+    the clear) with the call's grant, for ``ttl_s``; ``consume`` takes it with ``GETDEL``, so it
+    is spent once across every instance. Each call's "a token was issued" mark lives
+    ``remember_s``. Keys: ``forge:stream-token:<sha256>``, ``forge:stream-call:<call SID>``.
+
+    Args:
+        redis: a ``redis.asyncio.Redis`` client.
+        ttl_s / remember_s: as :class:`StreamTokens`.
+    """
+
+    def __init__(self, redis: Any, ttl_s: float = 60.0, remember_s: float = 4 * 3600) -> None:
+        self.redis, self.ttl_s, self.remember_s = redis, ttl_s, remember_s
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return "forge:stream-token:" + hashlib.sha256(token.encode()).hexdigest()
+
+    async def issue(self, call_sid: str, meta: Mapping[str, str] | None = None) -> str:
+        """A new token for ``call_sid``, carrying ``meta`` (stored in Redis with its lifetime)."""
+        token = secrets.token_urlsafe(24)
+        grant = json.dumps({"call_sid": call_sid, **(meta or {})})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.set(self._key(token), grant, px=int(self.ttl_s * 1000)).set(
+                f"forge:stream-call:{call_sid}", "1", px=int(self.remember_s * 1000)).execute()
+        return token
+
+    async def issued(self, call_sid: str) -> bool:
+        """True when any instance issued a token for ``call_sid`` within ``remember_s``."""
+        return bool(await self.redis.exists(f"forge:stream-call:{call_sid}"))
+
+    async def consume(self, token: str, call_sid: str) -> dict[str, str] | None:
+        """What was issued with a live token for ``call_sid`` (once, across instances); spent either way."""
+        raw = await self.redis.getdel(self._key(token))
+        if raw is None:
+            return None
+        grant = json.loads(raw)
+        ok = hmac.compare_digest(str(grant.get("call_sid", "")).encode(), call_sid.encode())
+        return grant if ok else None

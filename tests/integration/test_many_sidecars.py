@@ -1,0 +1,85 @@
+"""Several sidecars, one database and one Redis: a call's webhook and its media stream on different
+instances (a load balancer's choice), with the caller written from Twilio's documentation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import xml.etree.ElementTree as ET
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+
+from server.main import create_app
+from tests.support.servers import free_port, serve
+from tests.support.twilio_caller import TwilioCaller
+from voiceforge.audio.resample import resample
+from voiceforge.config import load_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.wallclock]
+TOKEN = "many-sidecars-twilio-token"
+
+
+def _pair(folder, redis_url: str | None):  # noqa: ANN202
+    """Two sidecar apps behind one public URL (the load balancer's), on one database."""
+    public = f"http://127.0.0.1:{free_port()}"
+    common = {"public_base_url": public, "twilio_auth_token": TOKEN, "forge_api_key": "many-key",
+              "database_url": f"sqlite:///{folder / 'forge.db'}", "redis_url": redis_url}
+    return [create_app(load_settings(forge_data_dir=folder / name, forge_instance=name, **common))
+            for name in ("first", "second")]
+
+
+async def _heard_after(caller: TwilioCaller, since: float, timeout_s: float) -> float:
+    deadline = time.perf_counter() + timeout_s
+    last = -1.0
+    while time.perf_counter() < deadline:
+        heard = sum(len(a) for t, a in caller.heard.media if t > since) / 8000
+        if heard > 0 and heard == last:
+            return heard
+        last = heard
+        await asyncio.sleep(0.7)
+    return max(last, 0.0)
+
+
+async def test_a_stream_reaching_another_sidecar_finds_its_call_through_redis(tmp_path, redis_url, speak):
+    first, second = _pair(tmp_path, redis_url)
+    pcm, rate = speak("How many customers are there?")
+    with serve(first) as base_a, serve(second) as base_b:
+        public = first.state.settings.public_base_url  # the load balancer's, which Twilio signs
+        caller = TwilioCaller(public, TOKEN)
+
+        async def webhook_to(base: str, call_sid: str) -> ET.Element:
+            url_signed = public + "/twilio/voice"
+            form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15551230001",
+                    "To": "+15005550006", "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+            sig = RequestValidator(TOKEN).compute_signature(url_signed, form)
+            async with httpx.AsyncClient(timeout=10) as http:
+                reply = await http.post(base + "/twilio/voice", data=form, headers={"X-Twilio-Signature": sig})
+            reply.raise_for_status()
+            return ET.fromstring(reply.text)
+
+        await caller.dial(webhook_via=base_a, stream_via=base_b)  # the webhook on one, the stream on the other
+        assert await _heard_after(caller, 0, 20) > 1.0  # the greeting: the second sidecar took the call
+        assert [c["kind"] for c in second.state.connections.status()] == ["phone"]
+        assert first.state.connections.status() == []
+        asked = time.perf_counter()
+        await caller.send_audio(resample(pcm, rate, 8000) + bytes(16000))
+        assert await _heard_after(caller, asked, 30) > 0.5
+        replay = await webhook_to(base_b, caller.call_sid)  # a replayed webhook, on the other instance
+        assert replay.find("./Hangup") is not None and replay.find("./Connect") is None
+        await caller.hang_up()
+    from voiceforge.store.models import Turn
+
+    with first.state.engine.db.read_session() as s:
+        replies = [t.assistant_text for t in s.query(Turn)]
+    assert any("40" in r for r in replies), replies
+
+
+async def test_without_redis_the_other_sidecar_refuses_the_stream(tmp_path):
+    first, second = _pair(tmp_path, None)
+    with serve(first) as base_a, serve(second) as base_b:
+        caller = TwilioCaller(first.state.settings.public_base_url, TOKEN)
+        await caller.dial(webhook_via=base_a, stream_via=base_b)
+        await asyncio.sleep(1.5)
+        assert caller.closed_by_server and not caller.heard.media  # "missing, spent or expired stream token"
