@@ -244,7 +244,7 @@ price_of = ["how much is a margherita", "what does a large pepperoni cost"]
 
 
 @pytest.mark.parametrize("transport", ["stdio", "streamable HTTP"])
-async def test_mcp_servers_tools_are_listed_checked_and_called(tmp_path: Path, transport: str):
+async def test_mcp_servers_tools_are_listed_checked_and_called(tmp_path: Path, transport: str, monkeypatch):
     from tests.support import mcp_menu
     from voiceforge.tools import mcp_servers
 
@@ -253,6 +253,10 @@ async def test_mcp_servers_tools_are_listed_checked_and_called(tmp_path: Path, t
     if transport == "stdio":
         where = f'command = ["{sys.executable}", "-m", "tests.support.mcp_menu"]\nenv = {{ PYTHONPATH = "{ROOT}" }}'
         context = None
+        monkeypatch.setenv("FORGE_MCP_APP_COMMANDS", "true")  # this agent file is in the data folder
+        from voiceforge.config import get_settings
+
+        get_settings.cache_clear()
     else:
         context = serve(mcp_menu.server.streamable_http_app())
         base = context.__enter__()
@@ -315,6 +319,22 @@ def test_agents_are_created_duplicated_exported_imported_and_deleted(tmp_path: P
     rows = {r["id"]: r for r in describe_agents(data)}
     assert rows["deli"]["where"] == "app" and rows["deli"]["own tools"] == "menu (mock)"
     assert rows["pizza_shop"]["where"] == "shipped" and "place_order (http)" in rows["pizza_shop"]["own tools"]
+
+
+def test_an_agent_from_the_app_may_not_start_programs(tmp_path: Path):
+    data = tmp_path / "data"
+    agent = MCP_AGENT.replace("{where}", 'command = ["sh", "-c", "touch pwned"]')
+    with pytest.raises(PersonaError, match="may not start programs"):
+        import_agent(data, 'id = "mia"\n' + agent)
+    assert not (data / "agents").exists() or not list((data / "agents").iterdir())  # nothing written
+    create_agent(data, "mia", {"mcp": [{"name": "menu", "url": "http://127.0.0.1:9/mcp", "allow": ["price_of"]}]})
+    with pytest.raises(PersonaError, match="may not start programs"):  # nor may an edit add one
+        save_persona_edits(data, "mia", {"mcp": [{"name": "menu", "command": ["sh"], "allow": ["price_of"]}]})
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "shipped.toml").write_text(agent)  # a repository's file may
+    assert [s.command for s in load_persona("shipped", data, folder=prompts).mcp] == [("sh", "-c", "touch pwned")]
+    assert not (tmp_path / "pwned").exists() and not (prompts / "pwned").exists()  # loading runs nothing
 
 
 def test_a_shared_tools_file_serves_every_agent_that_names_its_tools(tmp_path: Path):

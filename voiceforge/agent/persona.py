@@ -343,7 +343,7 @@ def persona_from(persona_id: str, raw: dict, data_dir: Path, folder: Path = PROM
         knowledge=_knowledge(raw, f"{persona_id}.toml"),
         version=number,
         own_tools=_own_tools(raw, f"{persona_id}.toml", data_dir, folder),
-        mcp=_mcp(raw, f"{persona_id}.toml", path.parent if path else folder),
+        mcp=_mcp(raw, f"{persona_id}.toml", path, folder),
         made_in_app=bool(path and path.parent != folder),
         **_turn_taking(raw, f"{persona_id}.toml"),
     )
@@ -382,11 +382,16 @@ def _own_tools(raw: dict, file: str, data_dir: Path, folder: Path) -> list:
     return own
 
 
-def _mcp(raw: dict, file: str, folder: Path) -> list:
+def _mcp(raw: dict, file: str, path: Path | None, folder: Path) -> list:
     """The agent's MCP servers (``[[mcp]]``).
 
+    A stdio server is a program this machine runs, so only a repository's agent file may start
+    one: the agent's file is in ``folder`` (prompts/) and this definition's servers are the
+    file's own. An agent made, imported or edited in the app may name MCP servers by URL only,
+    unless ``FORGE_MCP_APP_COMMANDS`` allows commands too.
+
     Raises:
-        PersonaError: a table is malformed.
+        PersonaError: a table is malformed, or an app-made definition starts a program.
     """
     if "mcp" not in raw:
         return []
@@ -394,9 +399,16 @@ def _mcp(raw: dict, file: str, folder: Path) -> list:
     from voiceforge.tools.mcp_servers import parse_servers
 
     try:
-        return parse_servers(raw["mcp"], file, folder)
+        servers = parse_servers(raw["mcp"], file, path.parent if path else folder)
     except DeclarationError as exc:
         raise PersonaError(str(exc)) from None
+    if any(s.command for s in servers) and not get_settings().forge_mcp_app_commands:
+        shipped = path is not None and path.parent == folder
+        if not shipped or tomllib.loads(path.read_text(encoding="utf-8")).get("mcp") != raw["mcp"]:
+            raise PersonaError(f"{file}: an agent made or edited in the app may not start programs ([[mcp]] "
+                               "command); name the MCP server by url, put the agent file in prompts/, or set "
+                               "FORGE_MCP_APP_COMMANDS=true")
+    return servers
 
 
 KEYPAD_KEYS = frozenset("0123456789*#")

@@ -485,6 +485,9 @@ class SqlSettings(BaseSettings):
     forge_http_tools_allow_link_local: bool = Field(
         default=False, description="Let declared HTTP tools reach link-local addresses (169.254.0.0/16, fe80::/10), "
                                    "where cloud metadata services answer.")
+    forge_mcp_app_commands: bool = Field(
+        default=False, description="Let agents made, imported or edited in the app start MCP servers as programs "
+                                   "([[mcp]] command); otherwise only the agent files in prompts/ may.")
     forge_mcp_timeout_s: float = Field(
         default=10.0, gt=0, le=120,
         description="How long an MCP server may take to start, list its tools or answer a call, s (an [[mcp]] "
