@@ -155,6 +155,18 @@ def _tools(request: Request, declared: list[dict[str, Any]] | None) -> list[Any]
     return out
 
 
+def _plain(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages whose ``content`` is a list of parts (OpenAI's multi-part form) as their text alone."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            text = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+            m = {**m, "content": text}
+        out.append(m)
+    return out
+
+
 def _message(items: list[Any]) -> dict[str, Any]:
     text = "".join(i for i in items if isinstance(i, str))
     calls = [i.to_message() for i in items if isinstance(i, ToolCall)]
@@ -172,7 +184,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response | di
     reply_id = "chatcmpl-" + uuid.uuid4().hex[:24]
     created = int(time.time())
     try:
-        items = [i for i in [item async for item in engine.llm.stream(body.messages, tools)]
+        items = [i for i in [item async for item in engine.llm.stream(_plain(body.messages), tools)]
                  if isinstance(i, str | ToolCall)]
     except ProviderError as exc:
         return _error(502, str(exc), "server_error")
