@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import signal
@@ -34,6 +33,7 @@ from typing import Any
 
 import uvicorn
 
+from server.loopwatch import Sampler
 from voiceforge import telemetry
 
 log = logging.getLogger("forge.sidecar.admission")
@@ -42,28 +42,16 @@ TRY_AGAIN_LATER = 1013
 BUSY_SENTENCE = "Sorry, we can't take your call right now. Please call again in a few minutes."
 
 
-class LoadMonitor:
+class LoadMonitor(Sampler):
     """This process's load (0-1), sampled every ``interval_s`` over the last ``window`` samples."""
+
+    task_name = "load-monitor"
 
     def __init__(self, stt_queue_full: int = 4, interval_s: float = 1.0, window: int = 5) -> None:
         self.stt_queue_full = stt_queue_full
         self.interval_s = interval_s
         self.cpu: collections.deque[float] = collections.deque(maxlen=window)
         self.cores = os.cpu_count() or 1
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        """Start sampling on the running loop."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="load-monitor")
-
-    async def stop(self) -> None:
-        """Stop sampling."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         wall, used = time.monotonic(), time.process_time()

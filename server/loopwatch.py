@@ -13,18 +13,19 @@ import contextlib
 import time
 
 
-class LagMonitor:
-    """Samples event-loop lag every ``interval_ms`` into a ring of the last ``keep`` samples (ms)."""
+class Sampler:
+    """A background task on the running loop that a subclass's ``_run`` fills with samples."""
 
-    def __init__(self, interval_ms: float = 10.0, keep: int = 6000) -> None:
-        self.interval_s = interval_ms / 1000
-        self.samples: collections.deque[float] = collections.deque(maxlen=keep)
-        self._task: asyncio.Task | None = None
+    task_name = "sampler"
+    _task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
 
     def start(self) -> None:
         """Start sampling on the running loop."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="loop-lag-monitor")
+            self._task = asyncio.create_task(self._run(), name=self.task_name)
 
     async def stop(self) -> None:
         """Stop sampling."""
@@ -33,6 +34,16 @@ class LagMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class LagMonitor(Sampler):
+    """Samples event-loop lag every ``interval_ms`` into a ring of the last ``keep`` samples (ms)."""
+
+    task_name = "loop-lag-monitor"
+
+    def __init__(self, interval_ms: float = 10.0, keep: int = 6000) -> None:
+        self.interval_s = interval_ms / 1000
+        self.samples: collections.deque[float] = collections.deque(maxlen=keep)
 
     def reset(self) -> None:
         """Forget the samples so far (start a measurement window)."""

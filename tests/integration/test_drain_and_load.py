@@ -33,19 +33,6 @@ async def _webhook(base: str, token: str, call_sid: str) -> ET.Element:
     return ET.fromstring(reply.text)
 
 
-async def _heard_after(caller: TwilioCaller, since: float, timeout_s: float) -> float:
-    """Seconds of agent audio the caller received after ``since`` (waits until it stops coming)."""
-    deadline = time.perf_counter() + timeout_s
-    last = -1.0
-    while time.perf_counter() < deadline:
-        heard = sum(len(a) for t, a in caller.heard.media if t > since) / 8000
-        if heard > 0 and heard == last:
-            return heard
-        last = heard
-        await asyncio.sleep(0.7)
-    return last
-
-
 async def test_sigterm_drains_a_live_call_refuses_new_ones_and_exits(tmp_path, speak):
     from forge.processes import local_sidecar
     from voiceforge.config import load_settings
@@ -57,7 +44,7 @@ async def test_sigterm_drains_a_live_call_refuses_new_ones_and_exits(tmp_path, s
         base, token, key = sidecar
         caller = TwilioCaller(base, token)
         await caller.dial()
-        await _heard_after(caller, 0, 15)  # the greeting
+        await caller.heard_after(0, 15)  # the greeting
         sidecar.process.send_signal(signal.SIGTERM)
         async with httpx.AsyncClient(timeout=5) as http:
             ready = await http.get(base + "/ready")
@@ -68,7 +55,7 @@ async def test_sigterm_drains_a_live_call_refuses_new_ones_and_exits(tmp_path, s
 
         asked = time.perf_counter()
         await caller.send_audio(question)  # the call in progress goes on
-        assert await _heard_after(caller, asked, 30) > 0.5
+        assert await caller.heard_after(asked, 30) > 0.5
         assert sidecar.process.returncode is None  # still serving it
         await caller.hang_up()
         code = await asyncio.wait_for(sidecar.process.wait(), 30)  # the last call ended: the process exits
@@ -97,12 +84,12 @@ async def test_a_call_still_live_at_the_drain_limit_hears_the_wrap_up(tmp_path):
         base, token, _key = sidecar
         caller = TwilioCaller(base, token)
         await caller.dial()
-        await _heard_after(caller, 0, 15)
+        await caller.heard_after(0, 15)
         signalled = time.perf_counter()
         sidecar.process.send_signal(signal.SIGTERM)
         redirected = await _webhook(base, token, "CA" + "e" * 32)
         assert redirected.findtext("./Redirect") == "https://fallback.example.com/twilio/voice"
-        await _heard_after(caller, signalled + 1.5, 30)
+        await caller.heard_after(signalled + 1.5, 30)
         code = await asyncio.wait_for(sidecar.process.wait(), 30)
     assert code == 0 and caller.closed_by_server
     wrap_up = b"".join(a for t, a in caller.heard.media if t > signalled + 1.5)

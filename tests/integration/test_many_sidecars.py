@@ -30,18 +30,6 @@ def _pair(folder, redis_url: str | None):  # noqa: ANN202
             for name in ("first", "second")]
 
 
-async def _heard_after(caller: TwilioCaller, since: float, timeout_s: float) -> float:
-    deadline = time.perf_counter() + timeout_s
-    last = -1.0
-    while time.perf_counter() < deadline:
-        heard = sum(len(a) for t, a in caller.heard.media if t > since) / 8000
-        if heard > 0 and heard == last:
-            return heard
-        last = heard
-        await asyncio.sleep(0.7)
-    return max(last, 0.0)
-
-
 async def test_a_stream_reaching_another_sidecar_finds_its_call_through_redis(tmp_path, redis_url, speak):
     first, second = _pair(tmp_path, redis_url)
     pcm, rate = speak("How many customers are there?")
@@ -60,12 +48,12 @@ async def test_a_stream_reaching_another_sidecar_finds_its_call_through_redis(tm
             return ET.fromstring(reply.text)
 
         await caller.dial(webhook_via=base_a, stream_via=base_b)  # the webhook on one, the stream on the other
-        assert await _heard_after(caller, 0, 20) > 1.0  # the greeting: the second sidecar took the call
+        assert await caller.heard_after(0, 20) > 1.0  # the greeting: the second sidecar took the call
         assert [c["kind"] for c in second.state.connections.status()] == ["phone"]
         assert first.state.connections.status() == []
         asked = time.perf_counter()
         await caller.send_audio(resample(pcm, rate, 8000) + bytes(16000))
-        assert await _heard_after(caller, asked, 30) > 0.5
+        assert await caller.heard_after(asked, 30) > 0.5
         replay = await webhook_to(base_b, caller.call_sid)  # a replayed webhook, on the other instance
         assert replay.find("./Hangup") is not None and replay.find("./Connect") is None
         await caller.hang_up()

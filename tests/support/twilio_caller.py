@@ -171,6 +171,19 @@ class TwilioCaller:
         if self._reader is not None:
             await asyncio.wait({self._reader}, timeout=5)
 
+    async def heard_after(self, since: float, timeout_s: float) -> float:
+        """Seconds of agent audio received after ``since`` (``perf_counter``), once it stops coming
+        (nothing new for 0.7 s) or ``timeout_s`` passes."""
+        deadline = time.perf_counter() + timeout_s
+        last = -1.0
+        while time.perf_counter() < deadline:
+            heard = sum(len(a) for t, a in self.heard.media if t > since) / 8000
+            if heard > 0 and heard == last:
+                return heard
+            last = heard
+            await asyncio.sleep(0.7)
+        return max(last, 0.0)
+
     @property
     def closed_by_server(self) -> bool:
         """The sidecar ended the stream (hung up)."""

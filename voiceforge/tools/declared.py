@@ -360,9 +360,9 @@ def _check_kind(table: dict[str, Any], where: str, parameters: set[str]) -> dict
     others = {k for k in set().union(*KINDS.values()) if k in table} - KINDS[kind]
     if others:
         raise DeclarationError(f"{where}: {', '.join(sorted(others))} do not apply to a {kind} tool")
-    for name in sorted(_env_names(spec) - {"FORGE_API_KEY"}):  # the sidecar's key is generated when first used
-        from voiceforge.config import get_settings
+    from voiceforge.config import get_settings
 
+    for name in sorted(_env_names(spec) - {"FORGE_API_KEY"}):  # the sidecar's key is generated when first used
         if setting_value(name, get_settings()) is None:
             raise DeclarationError(f"{where}: ${{{name}}} is not set (an environment variable or a Forge setting)")
     if kind == "http":
