@@ -5,14 +5,31 @@ from __future__ import annotations
 import re
 
 
-def words(text: str) -> list[str]:
-    """Normalised words for WER: lower case, no punctuation, "four" → "4", "a.m." → "am".
+# Contractions spelled out, as WER normalisers do (Whisper's EnglishTextNormalizer expands the
+# same endings): "where's" and "where is" are one utterance heard two ways, not a word error.
+# A bare "'s" is expanded only after words where it can only mean "is" (never a possessive).
+_CONTRACTIONS = [
+    (re.compile(r"\bwon't\b"), "will not"), (re.compile(r"\bcan't\b"), "can not"),
+    (re.compile(r"\bcannot\b"), "can not"), (re.compile(r"\blet's\b"), "let us"),
+    (re.compile(r"n't\b"), " not"), (re.compile(r"'re\b"), " are"), (re.compile(r"'ll\b"), " will"),
+    (re.compile(r"'ve\b"), " have"), (re.compile(r"'m\b"), " am"), (re.compile(r"'d\b"), " would"),
+    (re.compile(r"\b(where|what|who|how|when|why|there|here|it|that|he|she)'s\b"), r"\1 is"),
+]
 
-    Whisper writes numbers as digits or words at will; both spellings are the same word.
+
+def words(text: str) -> list[str]:
+    """Normalised words for WER: lower case, no punctuation, "four" → "4", "a.m." → "am",
+    contractions spelled out ("where's" → "where is", "don't" → "do not").
+
+    Whisper writes numbers as digits or words, and contractions joined or apart, at will;
+    both spellings are the same words.
     """
     from voiceforge.tools.spoken import spoken_int
 
-    text = re.sub(r"\b([ap])\.m\.", r"\1m", text.lower()).replace("-", " ").replace("lookup", "look up")
+    text = re.sub(r"\b([ap])\.m\.", r"\1m", text.lower().replace("\u2019", "'"))
+    text = text.replace("-", " ").replace("lookup", "look up")
+    for pattern, spelled in _CONTRACTIONS:
+        text = pattern.sub(spelled, text)
     out = []
     for word in re.findall(r"[a-z0-9']+", text):
         number = spoken_int(word)

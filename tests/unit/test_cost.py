@@ -65,3 +65,15 @@ def test_a_failed_turn_is_counted_and_left_out_of_the_percentiles():
     assert summary["failed"] == 1 and summary["turns"] == 3
     assert summary["v2v_p50_ms"] == 700.0 and summary["v2v_p95_ms"] <= 800.0
     assert summary["cost_per_turn_usd"] == 0.0  # a simulated call: no Twilio minutes
+
+
+def test_wer_counts_a_word_error_not_a_spelling_of_the_same_words():
+    from voiceforge.scoring import wer
+
+    assert wer("Where is my order? It has not arrived yet.", "Where's my order? It hasn't arrived yet.") == 0
+    assert wer("I need four at 3 p.m.", "I need 4 at three PM") == 0
+    assert wer("Let us not go.", "Let's not go.") == 0
+    # a possessive is not "is", and a real substitution still counts
+    assert wer("Laura is here", "Laura's here") == 2 / 3
+    assert wer("Can you look up the customer named Laura Garcia?",
+               "Can you look up the customer name for Garcia?") == 2 / 9
