@@ -92,6 +92,8 @@ async def drain(state: Any) -> None:
     conversation's own loop; conversations that do not close 30 s after it are closed.
     """
     state.draining = True
+    if (cluster := getattr(state, "cluster", None)) is not None:
+        cluster.changed()  # the other instances see it at once
     settings = state.settings
     limit = settings.forge_drain_s if settings.forge_drain_s is not None else settings.forge_max_call_s
     connections = state.connections

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Connection:
-    """One live conversation: its id, wire, persona, start time and how to end it."""
+    """One live conversation: its id, wire, persona, start time, how to end it, and a phone call's SID."""
 
     id: str
     kind: str
@@ -24,10 +24,11 @@ class Connection:
     close: Callable[[], Awaitable[None]]
     started: float = field(default_factory=time.time)
     loop: ConversationLoop | None = None
+    call_sid: str | None = None
 
     def status(self) -> dict[str, Any]:
-        """JSON: id, kind, persona, seconds open, conversation id, turns stored so far."""
-        return {"id": self.id, "kind": self.kind, "persona": self.persona,
+        """JSON: id, kind, persona, call SID (phone), seconds open, conversation id, turns stored so far."""
+        return {"id": self.id, "kind": self.kind, "persona": self.persona, "call_sid": self.call_sid,
                 "open_s": round(time.time() - self.started, 1),
                 "conversation_id": self.loop.conversation_id if self.loop is not None else None,
                 "turns_stored": self.loop.turns_stored if self.loop is not None else 0}
@@ -40,18 +41,23 @@ class Connections:
         self._live: dict[str, Connection] = {}
         self._empty = asyncio.Event()
         self._empty.set()
+        self.on_change: Callable[[], None] | None = None
+        """Called when a conversation starts or ends (the cluster publishes its registry then)."""
 
     def add(self, kind: str, persona: str, close: Callable[[], Awaitable[None]],
-            loop: ConversationLoop | None = None) -> Connection:
+            loop: ConversationLoop | None = None, call_sid: str | None = None) -> Connection:
         """Register a conversation; returns it with a fresh id."""
-        conn = Connection(secrets.token_hex(8), kind, persona, close, loop=loop)
+        conn = Connection(secrets.token_hex(8), kind, persona, close, loop=loop, call_sid=call_sid)
         self._live[conn.id] = conn
         self._empty.clear()
+        if self.on_change is not None:
+            self.on_change()
         return conn
 
     def remove(self, conn_id: str) -> None:
         """Forget a conversation that ended."""
-        self._live.pop(conn_id, None)
+        if self._live.pop(conn_id, None) is not None and self.on_change is not None:
+            self.on_change()
         if not self._live:
             self._empty.set()
 

@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
             await app.state.telephony.close_stale_calls(app.state.engine.db, at_start=True)
             app.state.telephony.sweep_stale_calls(app.state.engine.db)
         app.state.connections = Connections()
+        app.state.cluster = None
         app.state.busy_devices = set()  # devices with a press or a socket in progress (409 for another)
         app.state.rate_limiter = RateLimiter(settings.redis_url)
         app.state.lag = LagMonitor()
@@ -101,12 +102,23 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         # Load the speech models now, off the loop, and synthesize the greetings, so the first call
         # waits for neither; /ready answers 503 until both are done.
         app.state.draining = False
+        if "sidecar" in roles and settings.redis_url:  # heartbeat, registry and call control across instances
+            from server.cluster import Cluster
+
+            app.state.cluster = Cluster(
+                settings.redis_url, settings.instance, app.state.connections, heartbeat_s=settings.forge_heartbeat_s,
+                ttl_s=settings.forge_instance_ttl_s,
+                describe=lambda: {"load": round(app.state.load.load(), 2), "draining": app.state.draining})
+            app.state.connections.on_change = app.state.cluster.changed
+            await app.state.cluster.start(app.state.engine.db)
         telemetry.configure_tracing(settings.otel_exporter_otlp_endpoint,
                                     "forge-sidecar" if "sidecar" in roles else f"forge-{roles[0]}")
         app.state.warm = asyncio.create_task(warm_up(app.state.engine))
         yield
         await asyncio.to_thread(telemetry.flush_traces)
         await app.state.connections.close_all()
+        if app.state.cluster is not None:
+            await app.state.cluster.leave()
         await app.state.telephony.aclose()
         await app.state.lag.stop()
         await app.state.load.stop()

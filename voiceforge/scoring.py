@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 # Contractions spelled out, as WER normalisers do (Whisper's EnglishTextNormalizer expands the
 # same endings): "where's" and "where is" are one utterance heard two ways, not a word error.
 # A bare "'s" is expanded only after words where it can only mean "is" (never a possessive).
@@ -18,10 +17,9 @@ _CONTRACTIONS = [
 
 
 def words(text: str) -> list[str]:
-    """Normalised words for WER: lower case, no punctuation, "four" → "4", "a.m." → "am",
-    contractions spelled out ("where's" → "where is", "don't" → "do not").
+    """Normalised words for WER: lower case, no punctuation, "four" → "4", "a.m." → "am", "don't" → "do not".
 
-    Whisper writes numbers as digits or words, and contractions joined or apart, at will;
+    Contractions are spelled out ("where's" → "where is"). Whisper writes numbers as digits or words, and contractions joined or apart, at will;
     both spellings are the same words.
     """
     from voiceforge.tools.spoken import spoken_int

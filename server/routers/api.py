@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from server.admission import refusal
 from server.auth import protected_router
+from server.cluster import ControlError, control
 from server.dependencies import get_engine, persona_or_404
 from server.ratelimit import limit
 from server.schemas import PersonaId, Text
@@ -144,6 +145,53 @@ def call(call_sid: str = CALL_SID, engine: Engine = Depends(get_engine)) -> dict
     if found is None:
         raise HTTPException(404, f"no call {call_sid}")
     return found
+
+
+class SayRequest(BaseModel):
+    """What the agent says now on a live call."""
+
+    text: Text = Field(min_length=1, max_length=500)
+
+
+async def _call_control(request: Request, action: str, call_sid: str, text: str = "") -> dict:
+    try:
+        return await control(request.app.state, action, call_sid, text)
+    except ControlError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+
+
+@router.post("/api/calls/{call_sid}/hangup")
+async def call_hangup(request: Request, call_sid: str = CALL_SID, engine: Engine = Depends(get_engine)) -> dict:
+    """Hang up a call now, on whichever sidecar holds its media stream (over Redis when another does).
+
+    A call with no live stream anywhere (still ringing) is ended over Twilio's REST API when it
+    is stored and not finished. 404: no such open call; 503: its sidecar or Twilio did not answer.
+    """
+    try:
+        return await _call_control(request, "hangup", call_sid)
+    except HTTPException as exc:
+        if exc.status_code != 404:
+            raise
+        found = await asyncio.to_thread(call_store.get_call, engine.db, call_sid)
+        if found is None or found["status"] in call_store.FINAL_STATUSES:
+            raise
+    try:
+        await request.app.state.telephony.twilio.hangup(call_sid)
+    except (ConfigError, TelephonyError) as exc:
+        raise HTTPException(503, str(exc)) from exc
+    return {"done": "hangup", "call_sid": call_sid, "instance": None}
+
+
+@router.post("/api/calls/{call_sid}/say")
+async def call_say(body: SayRequest, request: Request, call_sid: str = CALL_SID) -> dict:
+    """Make the agent on a live call say ``text`` now (not stored as a turn), wherever the call is held."""
+    return await _call_control(request, "say", call_sid, body.text)
+
+
+@router.post("/api/calls/{call_sid}/end")
+async def call_end(request: Request, call_sid: str = CALL_SID) -> dict:
+    """End a live call gracefully: the agent says the persona's wrap-up, then hangs up."""
+    return await _call_control(request, "end", call_sid)
 
 
 @router.get("/api/conversations")

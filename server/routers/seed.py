@@ -12,6 +12,7 @@ from fastapi import HTTPException, Path, Request
 from fastapi.responses import Response
 
 from server.auth import protected_router
+from server.cluster import ControlError, control
 from server.routers import voice
 
 router = protected_router(tags=["seed API"])
@@ -23,21 +24,37 @@ router.post("/tools/conversation/process")(voice.conversation_process)
 
 
 @router.get("/ws/status")
-def ws_status(request: Request) -> dict:
-    """The live websocket conversations of this process (id, kind, persona, age, turns), and its sockets.
+async def ws_status(request: Request) -> dict:
+    """The live websocket conversations of this process (id, kind, persona, call SID, age, turns), and its sockets.
 
     ``active`` counts conversations; ``sockets_open`` every open websocket, ``sockets_silent``
     those accepted that have not sent a message yet (closed after ``FORGE_FIRST_MESSAGE_S``).
+    With REDIS_URL, ``instances`` lists every live sidecar (name, load, draining, conversations)
+    and ``everywhere`` every instance's conversations, each with its ``instance``; without,
+    ``everywhere`` is this process's.
     """
-    live = request.app.state.connections.status()
-    return {"active": len(live), "connections": live, **request.app.state.perimeter.status()}
+    state = request.app.state
+    live = state.connections.status()
+    instance = state.settings.instance
+    if state.cluster is not None:
+        beats = await state.cluster.instances()
+        instances = [{k: v for k, v in beat.items() if k != "live"} | {"active": len(beat["live"])} for beat in beats]
+        everywhere = [{**c, "instance": beat["instance"]} for beat in beats for c in beat["live"]]
+    else:
+        instances = [{"instance": instance, "active": len(live), "draining": state.draining}]
+        everywhere = [{**c, "instance": instance} for c in live]
+    return {"active": len(live), "connections": live, "instance": instance, "instances": instances,
+            "everywhere": everywhere, **state.perimeter.status()}
 
 
 @router.post("/ws/disconnect/{connection_id}")
 async def ws_disconnect(request: Request, connection_id: str = Path(max_length=32, pattern=r"^[0-9a-f]+$")) -> dict:
-    """End one live conversation (what it said so far stays stored)."""
-    conn = request.app.state.connections.get(connection_id)
-    if conn is None:
-        raise HTTPException(404, f"no live connection {connection_id}")
-    await conn.close()
-    return {"disconnected": connection_id}
+    """End one live conversation, on whichever instance holds it (what it said so far stays stored).
+
+    404 when no instance holds it; 503 when its instance does not answer.
+    """
+    try:
+        done = await control(request.app.state, "disconnect", connection_id)
+    except ControlError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+    return {"disconnected": connection_id, "instance": done["instance"]}

@@ -196,7 +196,7 @@ async def stream(ws: WebSocket) -> None:
 
         loop = ConversationLoop(pipeline, transport, name=call_sid, on_dtmf=on_dtmf)
         state.calls[call_sid] = loop
-        connection = ws.app.state.connections.add("phone", pipeline.persona.id, transport.hang_up, loop)
+        connection = ws.app.state.connections.add("phone", pipeline.persona.id, transport.hang_up, loop, call_sid)
 
         async def link() -> None:
             conversation_id = await retry_transient(lambda: pipeline.ensure_conversation(),
@@ -232,7 +232,7 @@ async def _bridge_to_realtime(ws: WebSocket, engine: Engine, transport: TwilioMe
     from realtime.bridge import RealtimePhoneBridge
 
     bridge = RealtimePhoneBridge(engine, transport, grant.get("persona"), grant.get("caller") or None, call_sid)
-    connection = ws.app.state.connections.add("phone", bridge.persona_id, transport.hang_up)
+    connection = ws.app.state.connections.add("phone", bridge.persona_id, transport.hang_up, call_sid=call_sid)
     try:
         conversation_id = await retry_transient(lambda: bridge.ensure_conversation(),
                                                 f"starting the conversation of call {call_sid}")

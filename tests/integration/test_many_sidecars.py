@@ -71,3 +71,40 @@ async def test_without_redis_the_other_sidecar_refuses_the_stream(tmp_path):
         await caller.dial(webhook_via=base_a, stream_via=base_b)
         await asyncio.sleep(1.5)
         assert caller.closed_by_server and not caller.heard.media  # "missing, spent or expired stream token"
+
+
+async def test_every_instance_lists_every_call_and_controls_it_where_it_is_held(tmp_path, redis_url):
+    first, second = _pair(tmp_path, redis_url)
+    with serve(first) as base_a, serve(second) as base_b:
+        caller = TwilioCaller(first.state.settings.public_base_url, TOKEN)
+        await caller.dial(webhook_via=base_a, stream_via=base_a)  # the first holds the call
+        assert await caller.heard_after(0, 20) > 1.0
+        headers = {"Authorization": "Bearer many-key"}
+        async with httpx.AsyncClient(base_url=base_b, headers=headers, timeout=15) as second_api:
+            status = (await second_api.get("/ws/status")).json()
+            assert status["active"] == 0  # nothing on the second itself …
+            listed = [c for c in status["everywhere"] if c["call_sid"] == caller.call_sid]
+            assert [c["instance"] for c in listed] == ["first"]  # … but it sees the first's call
+            assert sorted(i["instance"] for i in status["instances"]) == ["first", "second"]
+
+            spoke = time.perf_counter()  # "say" asked of the second, spoken by the first
+            reply = await second_api.post(f"/api/calls/{caller.call_sid}/say", json={"text": "One moment please."})
+            assert reply.status_code == 200 and reply.json()["instance"] == "first", reply.text
+            assert await caller.heard_after(spoke, 15) > 0.5
+
+            reply = await second_api.post(f"/api/calls/{caller.call_sid}/hangup")
+            assert reply.status_code == 200 and reply.json()["instance"] == "first", reply.text
+            for _ in range(50):
+                if caller.closed_by_server:
+                    break
+                await asyncio.sleep(0.1)
+            assert caller.closed_by_server  # the first closed the media stream
+            assert (await second_api.post("/ws/disconnect/0123456789abcdef")).status_code == 404
+            assert (await second_api.post(f"/api/calls/{caller.call_sid}/say", json={"text": "hi"})).status_code == 404
+            for _ in range(50):
+                call = (await second_api.get(f"/api/calls/{caller.call_sid}")).json()
+                if call["status"] == "completed":
+                    break
+                await asyncio.sleep(0.1)
+            assert call["status"] == "completed" and call["ended_at"], call
+            assert (await second_api.get("/ws/status")).json()["everywhere"] == []

@@ -186,6 +186,13 @@ class ForgeSettings(BaseSettings):
         description="This sidecar's name on the calls it serves (default: the host name); sidecars sharing a "
                     "database need different names, since a restart closes the calls its namesake left open.",
     )
+    forge_heartbeat_s: float = Field(
+        default=5.0, ge=0.1, le=60,
+        description="With REDIS_URL: how often each sidecar publishes its heartbeat and live conversations, s.")
+    forge_instance_ttl_s: float = Field(
+        default=15.0, ge=0.5, le=600,
+        description="With REDIS_URL: a sidecar whose heartbeat is this old is gone, and another closes its calls "
+                    "as failed, s (at least twice FORGE_HEARTBEAT_S).")
 
     @property
     def instance(self) -> str:

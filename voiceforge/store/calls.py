@@ -54,8 +54,9 @@ def add_status(db: Database, call_sid: str, status: str, sequence: int | None = 
         else:
             if create.get("billed"):
                 call.billed = True  # a call placed elsewhere on this account, its webhook reaching us
-            if any(e.status == status and (status in FINAL_STATUSES or e.sequence == sequence) for e in call.events):
-                return False  # a repeat; a call ends once, whichever side reported it first
+            if any(e.status == status and (status in FINAL_STATUSES or e.sequence in (sequence, None))
+                   for e in call.events):
+                return False  # a repeat, or what this sidecar saw first; a call ends once, whoever reported it
         call.events.append(CallEvent(status=status, sequence=sequence))
         if call.status not in FINAL_STATUSES:  # a late "ringing" never reopens a finished call
             call.status = status
@@ -66,13 +67,20 @@ def add_status(db: Database, call_sid: str, status: str, sequence: int | None = 
 
 def attach_stream(db: Database, call_sid: str, stream_sid: str, conversation_id: int | None,
                   owner: str | None = None) -> None:
-    """Link a call to its media stream and conversation; ``owner``, the sidecar serving the stream, owns it now."""
+    """Link a call to its media stream and conversation; ``owner``, the sidecar serving the stream, owns it now.
+
+    A call still queued, initiated or ringing becomes ``in-progress``: its stream started, so it was
+    answered (Twilio sends no status callback for that unless asked to).
+    """
     with db.db_session() as s:
         call = s.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
         if call is None:
             call = Call(call_sid=call_sid, direction="inbound", status="in-progress")
             s.add(call)
         call.stream_sid = stream_sid
+        if call.status in NOT_CONNECTED:  # the stream started: the call was answered
+            call.status = "in-progress"
+            call.events.append(CallEvent(status="in-progress"))
         if owner:
             call.owner = owner
         if conversation_id:
@@ -130,6 +138,26 @@ def close_stale_calls(db: Database, owner: str, at_start: bool, ring_timeout_s: 
             call.events.append(CallEvent(status="failed"))
             closed.append(call.call_sid)
     return closed
+
+
+def close_orphaned_calls(db: Database, owner: str, reason: str, now: dt.datetime | None = None) -> list[str]:
+    """Close, as failed with ``reason``, the calls whose media stream ``owner`` held when it died.
+
+    Only connected calls (a stream attached) are closed: a call still ringing may yet reach
+    another instance, and :func:`close_stale_calls` ends it if it never does.
+
+    Returns:
+        The call SIDs closed.
+    """
+    now = now or utcnow()
+    with db.db_session() as s:
+        open_calls = s.scalars(select(Call).where(Call.owner == owner, Call.ended_at.is_(None),
+                                                  Call.stream_sid.is_not(None),
+                                                  Call.status.not_in(FINAL_STATUSES))).all()
+        for call in open_calls:
+            call.status, call.ended_at, call.end_reason = "failed", now, reason[:200]
+            call.events.append(CallEvent(status="failed"))
+        return [c.call_sid for c in open_calls]
 
 
 def add_dtmf(db: Database, call_sid: str, digit: str) -> None:
@@ -203,7 +231,7 @@ def call_dict(call: Call) -> dict[str, Any]:
         "call_sid": call.call_sid, "stream_sid": call.stream_sid, "direction": call.direction,
         "from": call.from_number, "to": call.to_number, "status": call.status, "persona": call.persona,
         "created_at": _iso(call.created_at), "ended_at": _iso(call.ended_at), "dtmf": call.dtmf,
-        "conversation_id": call.conversation_id, "end_reason": call.end_reason,
+        "conversation_id": call.conversation_id, "end_reason": call.end_reason, "owner": call.owner,
         "history": [{"status": e.status, "sequence": e.sequence, "at": _iso(e.at)} for e in call.events],
     }
     return out
