@@ -14,6 +14,8 @@ from voiceforge.store import conversations as store
 
 engine = forge_ui.engine()
 st.title("🗂️ Conversations")
+with st.expander("Live now, on every sidecar", expanded=False):
+    forge_ui.live_everywhere("conv")
 
 COLUMNS = ["id", "started", "channel", "persona", "title", "turns", "duration_s", "median_latency_ms", "errors",
            "interruptions", "cost_usd"]

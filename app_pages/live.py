@@ -163,3 +163,7 @@ def live_panel() -> None:
 
 
 live_panel()
+
+with st.expander("Calls and sessions live on every sidecar", expanded=False):
+    st.caption("Phone calls, browser sockets and devices held by the sidecars (with REDIS_URL, every instance).")
+    forge_ui.live_everywhere("live")

@@ -314,6 +314,38 @@ def live_call_status(call_sid: str) -> None:
         st.caption(f"Closed by Forge: {call['end_reason']}")
 
 
+@st.fragment(run_every=3)
+def live_everywhere(prefix: str) -> None:
+    """The conversations live right now on every sidecar (with REDIS_URL, every instance; else
+    this one), refreshed every 3 s, with a button that ends the one picked wherever it is held."""
+    ok, status = sidecar("GET", "/ws/status", timeout=5)
+    if not ok:
+        st.caption(f"Live conversations unknown: {status}")
+        return
+    live = status.get("everywhere", [])
+    instances = status.get("instances", [])
+    st.caption(f"{len(live)} live on {len(instances)} sidecar(s): "
+               + ", ".join(f"{i['instance']} ({i.get('active', 0)}{', draining' if i.get('draining') else ''})"
+                           for i in instances))
+    if not live:
+        return
+    table = pd.DataFrame([{"instance": c["instance"], "kind": c["kind"], "persona": c["persona"],
+                           "call SID": c.get("call_sid") or "", "open (s)": c["open_s"], "turns": c["turns_stored"],
+                           "conversation": c.get("conversation_id")} for c in live])
+    st.dataframe(table, hide_index=True, key=f"{prefix}_live_table")
+    labels = {c["id"]: f"{c.get('call_sid') or c['id']} · {c['kind']} on {c['instance']}" for c in live}
+    picked = st.selectbox("Conversation", list(labels), format_func=labels.get, key=f"{prefix}_live_pick")
+    if st.button("Hang up", key=f"{prefix}_live_hangup", help="Ends it on the sidecar that holds it; what was "
+                                                           "said so far stays stored"):
+        conn = next(c for c in live if c["id"] == picked)
+        path = f"/api/calls/{conn['call_sid']}/hangup" if conn.get("call_sid") else f"/ws/disconnect/{conn['id']}"
+        done, body = sidecar("POST", path)
+        if done:
+            st.success(f"Ended on {body.get('instance') or 'Twilio'}")
+        else:
+            st.error(f"Not ended: {body}")
+
+
 def show_turn(turn: Any, key: str, autoplay: bool = False, x_max: float | None = None) -> None:
     """One stored or live turn: user text, reply, tool calls, reply audio, cost, waterfall (``x_max``:
     the shared scale's right edge, ms)."""

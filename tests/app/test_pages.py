@@ -371,3 +371,41 @@ def test_agents_are_duplicated_imported_and_deleted_on_the_personas_page(app):
     app.button(key="agent_delete_go").click().run()
     assert not app.exception and not (data_dir / "agents" / "pizza_two.toml").exists()
     assert "Deleted pizza_two." in [s.value for s in app.success]
+
+
+async def test_conversations_page_lists_a_live_call_and_hangs_it_up(tmp_path, monkeypatch):
+    """A phone call held by a real sidecar shows under "Live now", and its Hang up button ends it there."""
+    import asyncio
+
+    import streamlit as st
+
+    from server.main import create_app
+    from tests.support.servers import free_port, serve
+    from tests.support.twilio_caller import TwilioCaller
+    from voiceforge.config import get_settings
+
+    port, token = free_port(), "live-now-token"
+    env = {"FORGE_DATA_DIR": str(tmp_path), "FORGE_SIDECAR_URL": f"http://127.0.0.1:{port}",
+           "FORGE_API_KEY": "live-now-key", "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "TWILIO_AUTH_TOKEN": token}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    with serve(create_app(load_settings()), port=port) as base:
+        caller = TwilioCaller(base, token)
+        await caller.dial()
+        assert await caller.heard_after(0, 30) > 0.5
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.run()
+        goto(at, "app_pages/conversations.py")
+        live = at.dataframe[0].value
+        assert list(live["call SID"]) == [caller.call_sid] and list(live["kind"]) == ["phone"], live
+        at.button(key="conv_live_hangup").click().run()
+        assert not at.exception and "Ended on" in at.success[0].value
+        for _ in range(50):
+            if caller.closed_by_server:
+                break
+            await asyncio.sleep(0.1)
+        assert caller.closed_by_server
+    get_settings.cache_clear()
