@@ -124,11 +124,12 @@ def db(args: argparse.Namespace) -> int:
         db.reset()
         if business is not db:
             business.reset()
-    if args.action in ("seed", "reset") or (args.action == "init" and business.is_empty()):
-        counts = mockdata.generate(business, args.customers or settings.forge_mock_customers, seed=args.seed)
-        print(f"{business.describe()}: seeded {counts}")
-    elif args.action == "init":
-        print(f"{business.describe()}: migrated, data kept")
+    with business.exclusive("seed"):  # sidecars starting together seed an empty database once
+        if args.action in ("seed", "reset") or (args.action == "init" and business.is_empty()):
+            counts = mockdata.generate(business, args.customers or settings.forge_mock_customers, seed=args.seed)
+            print(f"{business.describe()}: seeded {counts}")
+        elif args.action == "init":
+            print(f"{business.describe()}: migrated, data kept")
     if args.action == "export":
         print(mockdata.export_json(business, settings.forge_data_dir / "exports"))
     return 0

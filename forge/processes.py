@@ -103,16 +103,17 @@ async def local_sidecar(timeout_s: float = 180.0, settings: Any = None,
 
     The sidecar runs with ``settings``' data folder and database (default: this process's
     settings), its API key, a throwaway Twilio auth token (unless one is set) and PUBLIC_BASE_URL
-    and FORGE_SIDECAR_URL pointing at itself (an agent's HTTP tool may call it), plus ``extra`` environment (``FORGE_NOW`` for an eval's fixed clock); it
-    is stopped on exit.
+    and FORGE_SIDECAR_URL pointing at itself (an agent's HTTP tool may call it), then ``extra``
+    environment, which wins (``FORGE_NOW`` for an eval's fixed clock; ``PUBLIC_BASE_URL`` of a load
+    balancer in front); it is stopped on exit.
     """
     settings = settings or get_settings()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     token = settings.twilio_auth_token or secrets.token_hex(16)
     key, _ = settings.ensure_api_key()
-    env = {**os.environ, **extra, **_same_data(settings), "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token,
-           "FORGE_API_KEY": key, "FORGE_SIDECAR_URL": base}
+    env = {**os.environ, **_same_data(settings), "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token,
+           "FORGE_API_KEY": key, "FORGE_SIDECAR_URL": base, **extra}
     async with _child(forge_command("serve", "--port", str(port)), env, base, "local sidecar", timeout_s) as proc:
         yield SidecarProcess(base, token, key, proc)
 

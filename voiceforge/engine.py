@@ -72,11 +72,14 @@ class Engine:
         return self.providers.tts
 
     def ensure_mock_data(self) -> None:
-        """Seed the mock business data when the database has none (first run)."""
-        if self.business_db.is_empty():
-            from voiceforge.store import mockdata
+        """Seed the mock business data when the database has none (first run; one process at a time)."""
+        if not self.business_db.is_empty():
+            return
+        with self.business_db.exclusive("seed"):
+            if self.business_db.is_empty():  # another process may have seeded it meanwhile
+                from voiceforge.store import mockdata
 
-            mockdata.generate(self.business_db, self.settings.forge_mock_customers)
+                mockdata.generate(self.business_db, self.settings.forge_mock_customers)
 
     def warm_up(self, speech: bool = True) -> float:
         """Load the offline brain's embeddings and (``speech``) the speech models now (blocking); return ms.

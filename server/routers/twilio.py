@@ -100,6 +100,10 @@ async def voice(request: Request, persona: str | None = None, realtime: bool = F
         log.warning("call %s: voice webhook replayed; no new stream token", call_sid)
         return _xml(twiml.hangup())
     if (why := refusal(request.app.state)) is not None:  # draining or overloaded: the call goes elsewhere
+        if engine.settings.forge_refuse_with_503:  # a load balancer in front passes it to another sidecar
+            log.warning("call %s refused with 503 (%s): stored by the sidecar that takes it", call_sid, why)
+            return Response(f"this sidecar takes no new call: {why}", status_code=503, headers={"Retry-After": "1"},
+                             media_type="text/plain")
         redirect = engine.settings.forge_drain_redirect_url
         log.warning("call %s refused: %s%s", call_sid, why, f"; redirected to {redirect}" if redirect else "")
         await asyncio.to_thread(call_store.add_status, engine.db, call_sid, "busy", None,
@@ -166,6 +170,12 @@ async def stream(ws: WebSocket) -> None:
                                       ws.headers.get("x-twilio-signature")):
         log.warning("rejected media stream upgrade: bad Twilio signature")
         await ws.close(code=1008)
+        return
+    if ws.app.state.draining and state.settings.forge_refuse_with_503:
+        # Its webhook was admitted elsewhere: the load balancer in front retries the upgrade on a sidecar
+        # that is not draining (an overloaded one still takes it, or the admitted call would be lost).
+        log.warning("media stream upgrade refused with 503: draining")
+        await ws.send_denial_response(Response("draining", status_code=503, headers={"Retry-After": "1"}))
         return
     await ws.accept()
     loop: ConversationLoop | None = None

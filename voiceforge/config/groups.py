@@ -310,6 +310,12 @@ class PerimeterSettings(ForgeSettings):
     forge_drain_redirect_url: str | None = Field(
         default=None, description="While draining or overloaded, new Twilio calls are redirected here (TwiML "
                                   "<Redirect>, e.g. another instance's /twilio/voice) instead of told to call back.")
+    forge_refuse_with_503: bool = Field(
+        default=False,
+        description="While draining or overloaded, answer a new call's Twilio webhook with HTTP 503 and store "
+                    "nothing, so a load balancer in front retries it on another sidecar (deploy/nginx/forge.conf: "
+                    "proxy_next_upstream http_503 non_idempotent); Twilio alone would use the number's fallback URL. "
+                    "Off: TwiML that says so and hangs up, or FORGE_DRAIN_REDIRECT_URL.")
     forge_max_load: float = Field(
         default=0.7, ge=0, le=1,
         description="New calls and sessions are refused past this load (0-1: the larger of this process's CPU "

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import DDL, Engine, Integer, create_engine, event, inspect
+from sqlalchemy import DDL, Engine, Integer, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
@@ -84,6 +84,42 @@ class Database:
                 db_session.rollback()
                 raise
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a lock named ``name`` across every process using this database, for the block.
+
+        Sidecars started together must not migrate or seed the same database at once (the loser
+        of a race on an empty PostgreSQL database fails with a duplicate ``pg_type`` row). On
+        PostgreSQL it is a session-level advisory lock (``pg_advisory_lock``) on a connection of
+        its own; on a SQLite file, ``flock`` on ``<file>.<name>.lock`` beside it; otherwise (DuckDB,
+        an in-memory database) this process's lock alone.
+        """
+        import zlib
+
+        if self.dialect == "postgresql":
+            key = zlib.crc32(f"forge:{name}".encode()) - 2**31  # a signed 32-bit key
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                connection.commit()
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    connection.commit()
+            return
+        database = make_url(self.url).database
+        if self.dialect == "sqlite" and database and database != ":memory:":
+            import fcntl
+
+            with open(f"{database}.{name}.lock", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        yield
+
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent, once per process).
 
@@ -101,7 +137,7 @@ class Database:
 
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS))
-            with self.engine.begin() as connection:
+            with self.exclusive("migrate"), self.engine.begin() as connection:
                 cfg.attributes["connection"] = connection
                 command.upgrade(cfg, "head")
             self._migrated = True
