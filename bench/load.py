@@ -15,6 +15,8 @@ sending the worst run_sql requests back to back (a four-way cross join that runs
 deadline, and a printf bomb the authorizer refuses) and 200 authenticated sockets that never
 say a word (each reopened when the first-message deadline closes it).
 
+It ends with the capacity: the most concurrent calls whose p95 stays within 1.5 s, per core.
+
 Run: .venv/bin/python bench/load.py [--calls 1,2,4,8,16] [--streams 25,50,100,200] [--attack 8]
 """
 
@@ -82,8 +84,9 @@ async def calls_round(base: str, token: str, key: str, pid: int, n: int) -> dict
 
 
 @contextlib.asynccontextmanager
-async def sidecar():  # noqa: ANN201
-    """``forge serve`` in its own process with models loaded; yields (base URL, Twilio token, API key, pid)."""
+async def sidecar(**extra: str):  # noqa: ANN201
+    """``forge serve`` in its own process with models loaded (``extra`` environment added); yields
+    (base URL, Twilio token, API key, pid)."""
     folder = Path(tempfile.mkdtemp())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,7 +94,8 @@ async def sidecar():  # noqa: ANN201
     base, token, key = f"http://127.0.0.1:{port}", secrets.token_hex(8), secrets.token_hex(16)
     env = {**os.environ, "PUBLIC_BASE_URL": base, "TWILIO_AUTH_TOKEN": token, "FORGE_API_KEY": key,
            "FORGE_DATA_DIR": str(folder), "FORGE_RATE_CALLS_PER_MIN": "10000",
-           "FORGE_MAX_UNAUTHENTICATED_PER_ADDRESS": "1000"}  # every bench client shares 127.0.0.1
+           "FORGE_MAX_UNAUTHENTICATED_PER_ADDRESS": "1000",  # every bench client shares 127.0.0.1
+           "FORGE_MAX_LOAD": "0", **extra}  # measure past the admission threshold
     proc = subprocess.Popen([sys.executable, "-m", "forge", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -117,12 +121,42 @@ def row(r: dict) -> str:
             f"{r['lag_p99']:>6.1f}ms {r['cpu_pct']:>5.0f}%")
 
 
-async def part_one(sizes: list[int]) -> None:
-    async with sidecar() as (base, token, key, pid):
-        print("concurrent calls (2 caller turns each), offline providers, sidecar in its own process")
+P95_TARGET_MS = 1500.0
+"""The capacity bar: voice-to-voice p95 at the caller within 1.5 s."""
+
+
+async def part_one(sizes: list[int], model_workers: int = 0) -> int:
+    """Print the concurrency table and the capacity line; returns the capacity (calls within the bar).
+
+    ``model_workers``: 0 runs the models in the sidecar's process; N puts them on a ``forge
+    serve-models --workers N`` host on this machine (the sidecar's STT, LLM and TTS over HTTP).
+    """
+    if model_workers:
+        from forge.processes import local_model_host
+
+        async with local_model_host(settings=load_settings(forge_data_dir=Path(tempfile.mkdtemp())),
+                                    workers=model_workers) as (url, _, host_key):
+            return await _sweep(sizes, f"models on a serve-models host with {model_workers} workers",
+                                OPENAI_API_KEY=host_key, OPENAI_BASE_URL=url, STT_PROVIDER="openai",
+                                LLM_PROVIDER="openai", TTS_PROVIDER="openai")
+    return await _sweep(sizes, "models in the sidecar's process")
+
+
+async def _sweep(sizes: list[int], where: str, **extra: str) -> int:
+    async with sidecar(**extra) as (base, token, key, pid):
+        print(f"concurrent calls (2 caller turns each), offline providers, {where}, sidecar in its own process "
+              "(admission off: FORGE_MAX_LOAD=0)")
         print(HEADER)
+        within = 0
         for n in sizes:
-            print(row(await calls_round(base, token, key, pid, n)), flush=True)
+            result = await calls_round(base, token, key, pid, n)
+            print(row(result), flush=True)
+            if result["p95"] <= P95_TARGET_MS and result["answered"] == result["turns"]:
+                within = max(within, n)
+        cores = os.cpu_count() or 1
+        print(f"capacity: {within} concurrent calls with voice-to-voice p95 <= {P95_TARGET_MS:.0f} ms at the caller, "
+              f"on {cores} cores ({where}): {within / cores:.1f} calls per core")
+    return within
 
 
 WORST_SQL = [
@@ -258,6 +292,8 @@ def tight_loop(frames: list[str], n: int = 20000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", default="1,2,4,8,16")
+    parser.add_argument("--model-workers", type=int, default=0,
+                        help="put the models on a forge serve-models host with this many workers")
     parser.add_argument("--streams", default="25,50,100,200")
     parser.add_argument("--attack", type=int, default=0, metavar="CALLS",
                         help="instead: CALLS concurrent calls without and with an attack (worst run_sql, idle sockets)")
@@ -267,9 +303,10 @@ def main() -> None:
         asyncio.run(part_attack(args.attack, args.idle_sockets))
         return
     if args.calls:
-        asyncio.run(part_one([int(x) for x in args.calls.split(",")]))
+        asyncio.run(part_one([int(x) for x in args.calls.split(",")], args.model_workers))
     if args.streams:
         asyncio.run(part_two([int(x) for x in args.streams.split(",")]))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -19,8 +19,8 @@ _CONTRACTIONS = [
 def words(text: str) -> list[str]:
     """Normalised words for WER: lower case, no punctuation, "four" → "4", "a.m." → "am", "don't" → "do not".
 
-    Contractions are spelled out ("where's" → "where is"). Whisper writes numbers as digits or words, and contractions joined or apart, at will;
-    both spellings are the same words.
+    Whisper writes numbers as digits or words, and contractions joined or apart, at will; both
+    spellings are the same words.
     """
     from voiceforge.tools.spoken import spoken_int
 

@@ -119,3 +119,37 @@ async def test_the_state_survives_a_reconnect_and_is_described(engine):
     assert booked["name"] == "schedule_appointment", booked
     assert booked["arguments"]["customer_id"] == 6 and booked["arguments"]["service"] == "repair"
     assert again.dialogue_state() == {}  # nothing left open
+
+
+async def test_a_spoken_phone_dialogue_keeps_its_request_through_identification_correction_and_confirmation(
+        tmp_path, speak):
+    """The same dialogue state on the phone path: Piper speaks each caller turn, the call runs over
+    the media stream (μ-law 8 kHz), Whisper transcribes, and the stored turns show the booking made
+    only after the confirmation, with the corrected day; an out-of-scope question runs no tool."""
+    from server.main import create_app
+    from tests.support.servers import free_port, serve
+    from voiceforge.config import load_settings
+    from voiceforge.store import calls
+    from voiceforge.store.db import get_database
+    from voiceforge.telephony.simulator import simulate_call
+
+    port = free_port()
+    settings = load_settings(public_base_url=f"http://127.0.0.1:{port}", twilio_auth_token="dialogue-token",
+                             forge_api_key="dialogue-key", forge_data_dir=tmp_path,
+                             database_url=f"sqlite:///{tmp_path / 'forge.db'}")
+    said = ["Could I arrange a repair visit?", "Customer number six.", "Thursday at two in the afternoon.",
+            "No, Friday.", "Yes, please.", "What's the weather going to be tomorrow?"]
+    with serve(create_app(settings), port=port) as base:
+        result = await simulate_call(base, "dialogue-token", [speak(s) for s in said], api_key="dialogue-key",
+                                     timeout_s=240)
+    turns = calls.get_call(get_database(settings.database_url_resolved), result["call_sid"])["turns"]
+    assert len(turns) == len(said), [t["user_text"] for t in turns]
+    tools = [[c["name"] for c in t["tool_calls"]] for t in turns]
+    assert tools[:4] == [[], [], [], []], list(zip([t["user_text"] for t in turns], tools, strict=True))
+    assert turns[3]["assistant_text"].startswith("Just to confirm") and "Friday" in turns[3]["assistant_text"]
+    (booked,) = turns[4]["tool_calls"]
+    when = dt.datetime.fromisoformat(booked["arguments"]["starts_at"])
+    assert booked["name"] == "schedule_appointment" and booked["arguments"]["customer_id"] == 6
+    assert (when.strftime("%A"), when.hour) == ("Friday", 14)  # the day corrected, the time kept
+    refusal = turns[5]["assistant_text"]
+    assert tools[5] == [] and "can't" in refusal and "I can " in refusal, refusal  # honest, and says what it can do

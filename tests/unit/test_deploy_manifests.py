@@ -47,3 +47,35 @@ def test_the_manifests_agree_with_the_servers():
     assert "forge_load" in (ROOT / "server" / "metrics.py").read_text()  # the gauge /metrics serves
     assert docs[("PodDisruptionBudget", "forge-sidecar")]["spec"]["selector"]["matchLabels"] == \
         docs[("Deployment", "forge-sidecar")]["spec"]["selector"]["matchLabels"]
+
+
+def test_the_scaled_compose_file_agrees_with_nginx_and_the_settings():
+    """deploy/docker-compose.scale.yml: nginx's upstreams are its sidecars, each a distinct instance
+    with Redis, and every variable it sets is a Forge setting (the YAML merge keys resolved)."""
+    import re
+
+    from voiceforge.config import Settings
+
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.scale.yml").read_text())
+    services = compose["services"]
+    nginx_conf = (ROOT / "deploy" / "nginx" / "forge.conf").read_text()
+    mounted = services["nginx"]["volumes"][0].split(":")[0]
+    assert (ROOT / "deploy" / mounted).resolve() == (ROOT / "deploy" / "nginx" / "forge.conf")
+    upstreams = re.findall(r"^\s*server ([\w.-]+):(\d+)", nginx_conf, re.M)
+    sidecars = {name: s for name, s in services.items() if "serve" in s.get("command", [])}
+    assert {host for host, _ in upstreams} == set(sidecars)
+    listen = re.search(r"listen (\d+);", nginx_conf).group(1)
+    assert services["nginx"]["ports"] == [f"8765:{listen}"]
+    names = {n.upper() for n in Settings.model_fields}
+    instances = set()
+    for name, service in sidecars.items():
+        env = service["environment"]
+        assert env["REDIS_URL"] and env["DATABASE_URL"].startswith("postgresql://")
+        assert service["command"][-1] == dict(upstreams)[name]  # it listens where nginx sends
+        instances.add(env["FORGE_INSTANCE"])
+        assert set(env) <= names, set(env) - names
+    assert len(instances) == len(sidecars)  # sidecars sharing a database need different names
+    models = services["models"]["command"]
+    assert env["OPENAI_BASE_URL"] == f"http://models:{models[models.index('--port') + 1]}/v1"
+    for service in ("models", "app"):
+        assert set(services[service]["environment"]) <= names
