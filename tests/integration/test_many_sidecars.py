@@ -17,7 +17,7 @@ from tests.support.twilio_caller import TwilioCaller
 from voiceforge.audio.resample import resample
 from voiceforge.config import load_settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.wallclock]
+pytestmark = [pytest.mark.integration]
 TOKEN = "many-sidecars-twilio-token"
 
 

@@ -205,3 +205,34 @@ async def test_each_stage_may_point_at_its_own_server(oai, tmp_path):
         result = await engine.pipeline("customer_service").text_turn("Hi there")
     assert result.reply == "Hello from the other server."
     assert [r["path"] for r in other.requests] == ["/v1/chat/completions"] and server.requests == []
+
+
+async def test_an_llm_that_books_before_the_caller_says_yes_is_told_to_ask_first(oai, tmp_path):
+    """schedule_appointment is declared ``confirm = true``: called by an LLM (through the official
+    SDK) before any yes, it runs nothing and tells the model to ask; after the caller's yes, it runs."""
+    server, url = oai
+    engine = Engine(keyed(url, database_url=f"sqlite:///{tmp_path / 'f.db'}"))
+    engine.ensure_mock_data()
+    booking = {"customer_id": 6, "service": "repair", "starts_at": "2030-01-10T14:00:00"}
+    server.chat_script += [{"tool_calls": [("schedule_appointment", booking)]},
+                           {"text": "Just to confirm, a repair on January 10 at 2 PM?"},
+                           {"tool_calls": [("schedule_appointment", booking)]}, {"text": "You're booked."}]
+    pipeline = engine.pipeline("customer_service")
+    asked = await pipeline.text_turn("Book me a repair on January 10 at 2 pm, I'm customer 6.")
+    (held,) = asked.tool_calls
+    assert held["result"]["needs_confirmation"] and held["result"]["done"] is False, held
+    told = server.requests[-1]["json"]["messages"][-1]
+    assert told["role"] == "tool" and "needs_confirmation" in told["content"]
+    from voiceforge.store.models import Appointment
+
+    def booked() -> int:
+        with engine.business_db.read_session() as s:
+            return s.query(Appointment).filter(Appointment.customer_id == 6,
+                                               Appointment.status == "scheduled").count()
+
+    before = booked()
+    assert asked.reply == "Just to confirm, a repair on January 10 at 2 PM?"
+    done = await pipeline.text_turn("Yes, please.")
+    (ran,) = done.tool_calls
+    assert ran["name"] == "schedule_appointment" and ran["result"].get("appointment_id"), ran
+    assert booked() == before + 1 and done.reply == "You're booked."

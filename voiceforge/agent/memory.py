@@ -101,6 +101,16 @@ class ConversationMemory:
                     self.add_tool_result(call["id"], '{"error": "interrupted by the user"}')
         self._messages.append({"role": "assistant", "content": heard})
 
+    def last_exchange(self) -> tuple[str, str]:
+        """(What the agent said last before the caller's latest utterance, that utterance); "" where none."""
+        users = [i for i, m in enumerate(self._messages) if m["role"] == "user"]
+        if not users:
+            return "", ""
+        said = str(self._messages[users[-1]].get("content") or "")
+        before = next((str(m.get("content")) for m in reversed(self._messages[:users[-1]])
+                       if m["role"] == "assistant" and m.get("content")), "")
+        return before, said
+
     def messages(self, system_prompt: str) -> list[Message]:
         """The system message (with any summary) followed by the recent messages."""
         system = system_prompt

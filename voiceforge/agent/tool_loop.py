@@ -70,6 +70,15 @@ class ReplyDone:
 AgentEvent = TextDelta | Filler | ToolStarted | ToolFinished | ReplyDone
 
 
+CONFIRM_FIRST = {
+    "done": False,
+    "needs_confirmation": True,
+    "instruction": "Nothing was done. This action needs the caller's yes first: ask them to confirm exactly what "
+                   "you will do (what, for whom, when), then call the tool again once they say yes.",
+}
+"""The result an LLM gets for a tool declared ``confirm = true`` that it called before the caller said yes."""
+
+
 class ToolLoop:
     """One persona's agent over one conversation: the tool-calling loop (LLM → tools → LLM) of each turn.
 
@@ -211,10 +220,23 @@ class ToolLoop:
         self.memory.add_assistant(STEP_LIMIT_REPLY)
         yield done(("".join(reply_parts) + " " + STEP_LIMIT_REPLY).strip(), ended=ended)
 
+    def _caller_confirmed(self) -> bool:
+        """Whether the caller's latest utterance says yes to a question the agent just asked."""
+        from voiceforge.providers.dialogue import affirms
+
+        asked, said = self.memory.last_exchange()
+        return asked.rstrip().endswith("?") and affirms(said)
+
     async def _run_tool(self, call: ToolCall) -> AsyncIterator[Filler | ToolResult]:
         allowed = {t.name for t in self.tools}
         if call.name not in allowed:
             yield ToolResult(name=call.name, arguments=call.arguments, error=f"the tool {call.name!r} is not available")
+            return
+        declared = self.registry.get(call.name)
+        if declared is not None and declared.confirm is True and not self._caller_confirmed():
+            # A tool with side effects runs on the caller's yes to a question, whichever model
+            # called it: an LLM that skipped the question is told to ask it (nothing ran).
+            yield ToolResult(name=call.name, arguments=call.arguments, result=CONFIRM_FIRST)
             return
         task = asyncio.create_task(self.registry.execute(call.name, call.arguments, self.ctx))
         try:

@@ -27,6 +27,7 @@ from voiceforge.providers.base import LLM, Capabilities, Message, ToolCall
 from voiceforge.providers.dialogue import (
     CONFIRM_PREFIX,
     DialogueState,
+    affirms,
     is_confirmation,
     read_state,
     tool_results,
@@ -74,7 +75,6 @@ TAG_OFFERS = {
 }
 """What the brain says it can do, per tool tag, most useful first; a reply names three at most."""
 _CLARIFY_PREFIX = "Did you want me to "
-_YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|please|correct|right|exactly|that'?s (right|it)|uh-huh|ok(ay)?)\b", re.I)
 _NO = re.compile(r"^\W*(no|nope|not really|nah|wrong)\b", re.I)
 _PLAIN_NO = re.compile(r"\W*(no|nope|not really|nah|wrong|no thanks|no thank you|don'?t)\W*", re.I)
 
@@ -223,7 +223,7 @@ class OfflineBrain(LLM):
             offered = next((t for t in tools if t.offer and question == self._clarify(t)), None)
             if offered is not None and _NO.match(utterance):
                 return "Okay. What would you like me to do?"
-            if offered is not None and _YES.match(utterance) and offered.extract is not None:
+            if offered is not None and affirms(utterance) and offered.extract is not None:
                 earlier = str(messages[users[-2]].get("content") or "")
                 intent, args = offered, offered.extract(earlier + " " + utterance, known)
                 if args is None:
@@ -252,7 +252,7 @@ class OfflineBrain(LLM):
                 return fact
         if is_confirmation(question) and _PLAIN_NO.fullmatch(utterance):
             return "Okay, I won't. What would you like instead?"  # a plain no: nothing runs
-        confirmed = is_confirmation(question) and bool(_YES.match(utterance))
+        confirmed = is_confirmation(question) and bool(affirms(utterance))
         results = [m for m in messages[last + 1 :] if m.get("role") == "tool"]
         if not results:
             if intent is None:

@@ -17,6 +17,7 @@ same tool results (:func:`tool_results`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
 
 CONFIRM_PREFIX = "Just to confirm, shall I "
 """How the agent's confirmation of a tool with side effects begins (``confirm`` in its declaration)."""
+
+
+_YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|please|correct|right|exactly|that'?s (right|it)|uh-huh|ok(ay)?|"
+                  r"go ahead)\b", re.I)
+
+
+def affirms(utterance: str) -> bool:
+    """Whether the caller's ``utterance`` begins with a yes ("yes please", "sure", "go ahead")."""
+    return bool(_YES.match(utterance))
 
 
 def is_confirmation(text: str) -> bool:
