@@ -135,8 +135,9 @@ def test_ws_status_lists_live_connections_and_disconnect_ends_one(client):
         ws.send_json({"type": "text_input", "text": "How many customers are there?"})
         assert ws.receive_json()["reply"] == "The answer is 40."
         (live,) = client.get("/ws/status").json()["connections"]
-        assert live["kind"] == "browser" and live["persona"] == "customer_service"
-        assert client.post(f"/ws/disconnect/{live['id']}").json() == {"disconnected": live["id"]}
+        assert live["kind"] == "browser" and live["persona"] == "customer_service" and live["call_sid"] is None
+        here = client.get("/ws/status").json()["instance"]
+        assert client.post(f"/ws/disconnect/{live['id']}").json() == {"disconnected": live["id"], "instance": here}
         with pytest.raises(WebSocketDisconnect):
             while True:
                 ws.receive_json()

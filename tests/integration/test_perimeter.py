@@ -90,8 +90,11 @@ def test_every_route_but_twilios_and_the_open_ones_needs_the_key(client):
 
 def test_the_key_opens_the_routes(client):
     assert client.get("/api/calls", headers=AUTH).status_code == 200
-    assert client.get("/ws/status", headers=AUTH).json() == {"active": 0, "connections": [], "sockets_open": 0,
-                                                              "sockets_silent": 0, "unauthenticated": 0}
+    status = client.get("/ws/status", headers=AUTH).json()
+    instance = status["instance"]
+    assert status == {"active": 0, "connections": [], "sockets_open": 0, "sockets_silent": 0, "unauthenticated": 0,
+                      "instance": instance, "everywhere": [],
+                      "instances": [{"instance": instance, "active": 0, "draining": False}]}
     assert client.get("/personas", headers=AUTH).status_code == 200
 
 
