@@ -164,6 +164,7 @@ def live_panel() -> None:
 
 live_panel()
 
-with st.expander("Calls and sessions live on every sidecar", expanded=False):
-    st.caption("Phone calls, browser sockets and devices held by the sidecars (with REDIS_URL, every instance).")
+# Off by default: its refresh would rerun beside the live panel's during a conversation.
+if st.toggle("Show the calls and sessions live on every sidecar", key="live_everywhere_on",
+             help="Phone calls, browser sockets and devices held by the sidecars (with REDIS_URL, every instance)"):
     forge_ui.live_everywhere("live")
