@@ -64,6 +64,11 @@ class ControlError(Exception):
         self.status = status
 
 
+def conversations_of(beats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The live conversations listed in heartbeats (see :meth:`Cluster.heartbeat`), each with its ``instance``."""
+    return [{**conn, "instance": beat["instance"]} for beat in beats for conn in beat["live"]]
+
+
 def find(connections: Connections, target: str) -> Connection | None:
     """The live conversation of this process whose id or call SID is ``target``, or None."""
     conn = connections.get(target)
@@ -180,7 +185,7 @@ class Cluster:
 
     async def live_everywhere(self) -> list[dict[str, Any]]:
         """Every live conversation on every instance, each with its ``instance``."""
-        return [{**conn, "instance": beat["instance"]} for beat in await self.instances() for conn in beat["live"]]
+        return conversations_of(await self.instances())
 
     async def owner_of(self, target: str) -> str | None:
         """The instance holding conversation ``target`` (connection id or call SID), or None."""

@@ -168,13 +168,11 @@ async def call_hangup(request: Request, call_sid: str = CALL_SID, engine: Engine
     is stored and not finished. 404: no such open call; 503: its sidecar or Twilio did not answer.
     """
     try:
-        return await _call_control(request, "hangup", call_sid)
-    except HTTPException as exc:
-        if exc.status_code != 404:
-            raise
-        found = await asyncio.to_thread(call_store.get_call, engine.db, call_sid)
+        return await control(request.app.state, "hangup", call_sid)
+    except ControlError as exc:
+        found = await asyncio.to_thread(call_store.get_call, engine.db, call_sid) if exc.status == 404 else None
         if found is None or found["status"] in call_store.FINAL_STATUSES:
-            raise
+            raise HTTPException(exc.status, str(exc)) from exc
     try:
         await request.app.state.telephony.twilio.hangup(call_sid)
     except (ConfigError, TelephonyError) as exc:

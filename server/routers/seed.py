@@ -12,7 +12,7 @@ from fastapi import HTTPException, Path, Request
 from fastapi.responses import Response
 
 from server.auth import protected_router
-from server.cluster import ControlError, control
+from server.cluster import ControlError, control, conversations_of
 from server.routers import voice
 
 router = protected_router(tags=["seed API"])
@@ -36,15 +36,11 @@ async def ws_status(request: Request) -> dict:
     state = request.app.state
     live = state.connections.status()
     instance = state.settings.instance
-    if state.cluster is not None:
-        beats = await state.cluster.instances()
-        instances = [{k: v for k, v in beat.items() if k != "live"} | {"active": len(beat["live"])} for beat in beats]
-        everywhere = [{**c, "instance": beat["instance"]} for beat in beats for c in beat["live"]]
-    else:
-        instances = [{"instance": instance, "active": len(live), "draining": state.draining}]
-        everywhere = [{**c, "instance": instance} for c in live]
+    beats = await state.cluster.instances() if state.cluster is not None else \
+        [{"instance": instance, "draining": state.draining, "live": live}]
+    instances = [{k: v for k, v in beat.items() if k != "live"} | {"active": len(beat["live"])} for beat in beats]
     return {"active": len(live), "connections": live, "instance": instance, "instances": instances,
-            "everywhere": everywhere, **state.perimeter.status()}
+            "everywhere": conversations_of(beats), **state.perimeter.status()}
 
 
 @router.post("/ws/disconnect/{connection_id}")

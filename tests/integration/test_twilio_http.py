@@ -137,6 +137,21 @@ def test_outbound_call_request_through_the_sdk(client):
     assert calls[0]["call_sid"] == "CA" + "1" * 32 and calls[0]["to"] == "+14155550100"
 
 
+def test_a_call_still_ringing_is_hung_up_through_the_rest_api(client):
+    """No sidecar holds a stream for it yet: the hang-up goes to Twilio (the SDK's call update)."""
+    sid = client.post("/api/call", json={"to": "+14155550100"}).json()["call_sid"]
+    r = client.post(f"/api/calls/{sid}/hangup")
+    assert r.status_code == 200 and r.json() == {"done": "hangup", "call_sid": sid, "instance": None}, r.text
+    req = client.transport.requests[-1]
+    assert req["method"] == "POST" and req["uri"].endswith(f"/Calls/{sid}.json")
+    assert req["data"]["Status"] == "completed"
+    post_signed(client, "/twilio/status", {"CallSid": sid, "CallStatus": "completed", "SequenceNumber": "4"})
+    sent = len(client.transport.requests)
+    assert client.post(f"/api/calls/{sid}/hangup").status_code == 404  # finished: nothing to hang up
+    assert client.post("/api/calls/CA0123/hangup").status_code == 404  # unknown
+    assert len(client.transport.requests) == sent
+
+
 def test_status_callbacks_are_idempotent(client):
     client.post("/api/call", json={"to": "+14155550100"})
     sid = "CA" + "1" * 32
