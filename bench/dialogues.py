@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from voiceforge.config import load_settings  # noqa: E402
 from voiceforge.engine import Engine  # noqa: E402
 from voiceforge.providers.dialogue import asked, slot_questions  # noqa: E402
+from voiceforge.store import mockdata  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 SIDE_EFFECTS = {"schedule_appointment", "reschedule_appointment", "cancel_appointment", "send_sms",
@@ -136,6 +137,9 @@ async def main() -> None:
         engine.ensure_mock_data()
         won, turns, failed = 0, [], []
         for dialogue in dialogues:
+            # Each dialogue starts from the same data: an earlier one may have cancelled or moved
+            # the appointment this one is about.
+            mockdata.generate(engine.business_db, engine.settings.forge_mock_customers)
             ok, at, log = await run_dialogue(engine, dialogue)
             won += ok
             if ok and at is not None:

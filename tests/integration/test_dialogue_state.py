@@ -102,6 +102,53 @@ async def test_a_booking_is_picked_from_the_list_read_out(engine):
     assert [(c["name"], c["arguments"]) for c in done.tool_calls] == [("cancel_appointment", {"appointment_id": second})]
 
 
+async def test_a_request_that_names_its_item_goes_straight_to_confirming_it(engine):
+    """"Cancel the installation" names the item of the list read out: no "which one?" turn, and
+    the confirmation says what it is."""
+    pipeline = engine.pipeline("customer_service", channel="api")
+    assert (await pipeline.text_turn("I need to cancel the installation I booked")).reply == "Which appointment number is it?"
+    listed = await pipeline.text_turn("customer number 3")
+    assert [c["name"] for c in listed.tool_calls] == ["list_appointments"]
+    installation = [a for a in listed.tool_calls[0]["result"]["appointments"] if a["service"] == "installation"]
+    assert len(installation) == 1 and len(listed.tool_calls[0]["result"]["appointments"]) > 1
+    number = installation[0]["appointment_id"]
+    assert listed.reply.startswith("Just to confirm"), listed.reply
+    assert f"appointment {number}, the installation on " in listed.reply
+    done = await pipeline.text_turn("yes")
+    assert [(c["name"], c["arguments"]) for c in done.tool_calls] == [("cancel_appointment", {"appointment_id": number})]
+
+
+async def test_a_time_said_before_the_name_is_kept_until_the_name_comes(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    await pipeline.text_turn("I need a repair visit")
+    timed = await pipeline.text_turn("Saturday at 11 would suit me")  # a time, when asked who is calling
+    assert not timed.tool_calls and "name" in timed.reply, timed.reply
+    named = await pipeline.text_turn("Grace Wilson")
+    assert [(c["name"], c["arguments"]) for c in named.tool_calls] == [("lookup_customer", {"name": "Grace Wilson"})]
+    assert named.reply.startswith("Just to confirm") and "Grace Wilson" in named.reply, named.reply
+    (booked,) = (await pipeline.text_turn("yes")).tool_calls
+    when = dt.datetime.fromisoformat(booked["arguments"]["starts_at"])
+    assert booked["name"] == "schedule_appointment" and booked["arguments"]["customer_id"] == 12
+    assert booked["arguments"]["service"] == "repair" and (when.strftime("%A"), when.hour) == ("Saturday", 11)
+
+
+async def test_a_name_answering_which_appointment_lists_them_and_the_request_goes_on(engine):
+    """Who the caller is, said to "which appointment?": their list is read, the request's own
+    words pick the item, and the next question is the new time's."""
+    pipeline = engine.pipeline("customer_service", channel="api")
+    await pipeline.text_turn("can I shift my repair to another day")
+    listed = await pipeline.text_turn("Daniel Thomas")
+    assert [c["name"] for c in listed.tool_calls] == ["lookup_customer", "list_appointments"]
+    assert listed.reply.endswith("What new day and time would you like?"), listed.reply
+    repair = [a["appointment_id"] for a in listed.tool_calls[1]["result"]["appointments"] if a["service"] == "repair"]
+    confirm = await pipeline.text_turn("Friday at 4 pm")
+    assert confirm.reply.startswith("Just to confirm") and f"appointment {repair[0]}" in confirm.reply, confirm.reply
+    (moved,) = (await pipeline.text_turn("yes")).tool_calls
+    when = dt.datetime.fromisoformat(moved["arguments"]["starts_at"])
+    assert moved["name"] == "reschedule_appointment" and moved["arguments"]["appointment_id"] == repair[0]
+    assert (when.strftime("%A"), when.hour) == ("Friday", 16)
+
+
 async def test_the_state_survives_a_reconnect_and_is_described(engine):
     """A device or phone conversation that resumes (Engine.resume, as a reconnecting device does)
     keeps its open request: the state is rebuilt from the stored turns, and described for the pages."""

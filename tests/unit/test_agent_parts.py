@@ -143,6 +143,24 @@ def test_spoken_names(text, expected):
     assert spoken.name_in(text) == expected
 
 
+@pytest.mark.parametrize(
+    "answer, expected",
+    [("isabel white", {"name": "Isabel White"}),  # typed in lower case, still a name
+     ("it's Sophia Taylor, T A Y L O R", {"name": "Sophia Taylor"}),
+     ("number nine", {"customer_id": 9}),
+     ("could somebody fix it this week", {}),  # a sentence in lower case names nobody
+     ("Friday at 10", {})],
+)
+def test_an_answer_to_who_is_calling(answer, expected):
+    assert spoken.answer_ref(answer) == expected
+
+
+def test_a_list_item_is_said_with_what_it_is():
+    item = {"appointment_id": 4, "service": "repair", "starts_at": "2026-12-16T14:00", "duration_min": 60}
+    assert spoken.describe_item(item) == "the repair on Wednesday, December 16 at 2 PM"
+    assert spoken.describe_item({"order_id": 3}) is None
+
+
 def test_spoken_dates():
     now = dt.datetime(2026, 11, 23, 13, 0)  # a Monday
     assert spoken.when_in("tomorrow at 10 am", now) == "2026-11-24T10:00"

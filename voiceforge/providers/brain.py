@@ -28,7 +28,9 @@ from voiceforge.providers.dialogue import (
     CONFIRM_PREFIX,
     DialogueState,
     affirms,
+    identity_in,
     is_confirmation,
+    list_items,
     read_state,
     tool_results,
 )
@@ -212,6 +214,9 @@ class OfflineBrain(LLM):
             known["introduced"] = state.introduced
         if state.last_list:
             known["last_list"] = state.last_list
+        listed = [items for r in tool_results(messages[last + 1 :]) if (items := list_items(r))]
+        if listed:
+            known["last_list"] = listed[-1]  # a list read this turn: the request may already pick from it
         if state.pending and not _only_small_talk(utterance):
             # An answer to a slot question resumes the request it belongs to ("customer number 4"
             # after "I need a repair on Thursday"), however exactly it would match another tool alone.
@@ -258,7 +263,8 @@ class OfflineBrain(LLM):
             if intent is None:
                 return self._by_meaning(utterance, messages, tools, known)
             if isinstance(args, str):
-                return self._list_first(intent, args, known, state, by_name) or args
+                return self._list_first(intent, args, known, state, by_name) \
+                    or self._identify_first(intent, utterance, known, by_name) or args
             return self._plan(intent, args, by_name, fresh_customer=None, confirmed=confirmed, known=known,
                               asked=question)
         payload = json.loads(results[-1].get("content") or "{}")
@@ -277,12 +283,20 @@ class OfflineBrain(LLM):
             found = {**known, "customer_name": result.get("name") or known.get("customer_name")}
             return self._plan(intent, args, by_name, fresh_customer=result["customer_id"], confirmed=confirmed,
                               known=found, asked=question)
+        if intent is not None and isinstance(args, dict) and done is not None and done != intent.name \
+                and done in self._listers(intent, by_name):
+            # The list this turn read out, and the request already names one of its items ("cancel
+            # my repair"): straight to that item's confirmation, no "which one?" turn.
+            return self._plan(intent, args, by_name, fresh_customer=None, confirmed=False,
+                              known={**known, **_facts(messages)}, asked=question)
         if intent is not None and isinstance(args, str) and isinstance(result, dict):
             lister = self._lister(intent, args, by_name)
             if done == "lookup_customer" and lister is not None and result.get("customer_id"):
                 return self._call(lister, {"customer_id": result["customer_id"]})  # who it is, then their list
-            if done is not None and done == lister:
+            if done is not None and (done == lister or done in self._listers(intent, by_name)):
                 return f"{self._phrase(by_name.get(done), result)} {args}"  # the list read out, then the question
+            if done == "lookup_customer" and result.get("customer_id"):
+                return f"{self._phrase(by_name.get(done), result)} {args}"  # who it is, then what is still missing
         return self._phrase(by_name.get(done or ""), result)
 
     def _from_knowledge(self, utterance: str, messages: Sequence[Message], tools: Sequence[Tool],
@@ -307,6 +321,31 @@ class OfflineBrain(LLM):
         if rivals and max(rivals) >= hit[1]:
             return None
         return hit[0].answer
+
+    def _takes_customer(self, intent: Tool, by_name: dict[str, Tool]) -> bool:
+        """Whether ``intent`` needs to know who the caller is (a customer slot, or a list read per customer)."""
+        params = intent.declaration.parameters if intent.declaration is not None else ()
+        return any(p.slot == "customer" for p in params) or bool(self._listers(intent, by_name))
+
+    def _identify_first(self, intent: Tool, utterance: str, known: dict[str, Any],
+                        by_name: dict[str, Tool]) -> ToolCall | None:
+        """Look the caller up when they just said who they are and the request still misses something.
+
+        The pending request goes on after the lookup ("I found Brian Anderson … And at what
+        time?"); None when the customer is known already, nobody is named (or only by number), or
+        nothing can look up.
+        """
+        who = identity_in(utterance)  # a customer number needs no lookup: the slot takes it as said
+        if known.get("customer_id") or not who or "customer_id" in who or "lookup_customer" not in by_name \
+                or not self._takes_customer(intent, by_name):
+            return None
+        return self._call("lookup_customer", who)
+
+    @staticmethod
+    def _listers(intent: Tool, by_name: dict[str, Tool]) -> set[str]:
+        """The offered tools that list the choices of any of ``intent``'s parameters (``list_with``)."""
+        params = intent.declaration.parameters if intent.declaration is not None else ()
+        return {str(p.options["list_with"]) for p in params if p.options.get("list_with") in by_name}
 
     @staticmethod
     def _lister(intent: Tool, question: str, by_name: dict[str, Tool]) -> str | None:
@@ -370,9 +409,11 @@ class OfflineBrain(LLM):
                           {**known, "answers": earlier})
         if isinstance(now, str) and now != then:
             return tool, now
-        if isinstance(now, str) and spoken.answer_ref(state.request[-1]) \
-                and self._lister(tool, now, {t.name: t for t in tools}) is not None:
+        by_name = {t.name: t for t in tools}
+        if isinstance(now, str) and spoken.answer_ref(state.request[-1]) and self._lister(tool, now, by_name) is not None:
             return tool, now  # who the caller is, in answer to "which appointment": their list comes next
+        if isinstance(now, str) and identity_in(state.request[-1]) and self._takes_customer(tool, by_name):
+            return tool, now  # who the caller is, said out of order ("Brian Anderson" to "what time?")
         return None, None
 
     @staticmethod
@@ -388,7 +429,8 @@ class OfflineBrain(LLM):
     @staticmethod
     def _confirmation(tool: Tool, args: dict[str, Any], known: dict[str, Any]) -> str:
         """The question that asks the caller to confirm ``tool`` with ``args`` (see CONFIRM_PREFIX)."""
-        details = slots.spoken_arguments(tool.declaration, args) if tool.declaration is not None else ""
+        details = slots.spoken_arguments(tool.declaration, args, known.get("last_list")) \
+            if tool.declaration is not None else ""
         who = known.get("customer_name")
         action = tool.offer or tool.name.replace("_", " ")
         return f"{CONFIRM_PREFIX}{action}" + (f" for {who}" if who else "") + (f": {details}" if details else "") + "?"

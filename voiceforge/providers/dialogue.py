@@ -127,19 +127,35 @@ def read_state(messages: Sequence[Message], tools: Sequence[Tool]) -> DialogueSt
             if question in questions:
                 state.answers[question] = answer
     for index in users[: len(users) - len(state.request)]:  # before the open request
-        said = str(messages[index].get("content") or "")
-        named = customer_ref(said, {})
-        if not named and 2 <= len(said.split()) <= 3 and all(w[:1].isupper() for w in said.split()):
-            named = answer_ref(said)  # a bare full name ("Isabel Young") said first
+        named = identity_in(str(messages[index].get("content") or ""))
         if named:
             state.introduced = named
     for result in tool_results(messages):
         if result.get("customer_id"):
             state.introduced = {}  # a tool identified the customer (the brain's facts hold who)
-        items = next((v for v in result.values() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+        items = list_items(result)
         if items is not None:
             state.last_list = items
     return state
+
+
+def identity_in(said: str) -> dict[str, Any]:
+    """Who the caller says they are, unasked; {} when they do not say.
+
+    By a cue ("I'm customer 4", "this is James Jackson") or a bare full name ("Isabel Young":
+    two or three capitalised words). A bare number is not an identity here ("three" may be an hour); only an answer to the
+    agent's own "name or customer number?" is read that loosely (:func:`answer_ref`).
+    """
+    named = customer_ref(said, {})
+    words = said.strip(" .,!?").split()
+    if not named and 2 <= len(words) <= 3 and all(w[:1].isupper() for w in words):
+        named = answer_ref(said)
+    return named
+
+
+def list_items(result: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The items of a list a tool returned (its first value that is a list of objects), or None."""
+    return next((v for v in result.values() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
 
 
 def tool_results(messages: Sequence[Message]) -> Iterator[dict[str, Any]]:

@@ -67,7 +67,10 @@ def _customer(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Foun
     # The caller's answer to this slot's own question is read alone first; then any other answer
     # of the open request that is nothing but a name or number (people answer out of order).
     for question in [p.ask, *reversed(list(answers))]:
-        if question in answers and spoken.answer_ref(answers[question]):
+        named = spoken.answer_ref(answers[question]) if question in answers else {}
+        if named.get("name") and str(named["name"]).lower() == str(facts.get("customer_name", "")).lower():
+            break  # the one a tool has already identified: no second lookup
+        if named:
             facts["answer"] = answers[question]
             break
     return spoken.customer_ref(text, facts) or None
@@ -235,8 +238,13 @@ def correct(declaration: ToolDeclaration, args: dict[str, Any], correction: str)
     return out
 
 
-def spoken_arguments(declaration: ToolDeclaration, args: dict[str, Any]) -> str:
-    """The arguments as a confirmation says them: "cleaning, on Friday, December 11 at 10 AM"."""
+def spoken_arguments(declaration: ToolDeclaration, args: dict[str, Any],
+                     items: list[dict[str, Any]] | None = None) -> str:
+    """The arguments as a confirmation says them: "cleaning, on Friday, December 11 at 10 AM".
+
+    A number picked from ``items`` (the list a tool just read out; ``list_key`` in the slot)
+    is said with what it is: "appointment 4, the repair on Wednesday, December 16 at 2 PM".
+    """
     parts = []
     for parameter in declaration.parameters:
         value = args.get(parameter.name)
@@ -245,7 +253,10 @@ def spoken_arguments(declaration: ToolDeclaration, args: dict[str, Any]) -> str:
         if parameter.slot == "datetime":
             parts.append("on " + spoken.say_when(str(value)))
         elif parameter.slot == "number":
-            parts.append(f"{parameter.name.split('_')[0]} {value}")
+            key = parameter.options.get("list_key")
+            item = next((i for i in items or () if key and str(i.get(key)) == str(value)), None)
+            described = spoken.describe_item(item) if item else None
+            parts.append(f"{parameter.name.split('_')[0]} {value}" + (f", {described}" if described else ""))
         elif parameter.slot == "phone":
             parts.append(f"to {value}")
         elif parameter.slot == "message":

@@ -316,6 +316,8 @@ def answer_ref(answer: str) -> dict[str, Any]:
         if len(words) == 3:
             break
     others = [w for w in re.findall(r"[A-Za-z'-]+", rest) if len(w) > 1 and w not in words and w.lower() not in _STOP]
+    if len(re.findall(r"[A-Za-z'-]+", rest)) > 3 and not any(w[:1].isupper() for w in words):
+        return {}  # a sentence in lower case ("can someone repair it on Friday") names nobody
     if words and not others:  # the answer is the name (and perhaps its spelling), nothing else
         return {"name": " ".join(w.capitalize() if w.islower() else w for w in words)}
     return {}
@@ -349,6 +351,25 @@ def item_in(utterance: str, items: list[dict[str, Any]], key: str) -> Any:
     words = set(re.findall(r"[a-z]+", text.replace("-", "")))
     matching = [item for item in usable if marks(item) & words]
     return matching[0][key] if len(matching) == 1 else None
+
+
+def describe_item(item: dict[str, Any]) -> str | None:
+    """A list item as said, or None when it has neither a one-word value nor a date.
+
+    Its first one-word value and its first date and time: "the repair on Wednesday, December 16 at 2 PM".
+    """
+    kind = next((v for v in item.values() if isinstance(v, str) and v and " " not in v and not v[:1].isdigit()), None)
+    when = None
+    for v in item.values():
+        try:
+            when = say_when(str(v)) if isinstance(v, str) and v[:1].isdigit() else None
+        except ValueError:
+            continue
+        if when:
+            break
+    if kind is None and when is None:
+        return None
+    return "the " + " ".join(part for part in (kind or "one", f"on {when}" if when else "") if part)
 
 
 def say_when(iso: str) -> str:
