@@ -149,6 +149,33 @@ async def test_a_name_answering_which_appointment_lists_them_and_the_request_goe
     assert (when.strftime("%A"), when.hour) == ("Friday", 16)
 
 
+async def test_i_dont_know_keeps_the_request_and_asks_another_way(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    await pipeline.text_turn("could you check on something I bought")
+    unsure = await pipeline.text_turn("I've forgotten my customer number")
+    assert not unsure.tool_calls and unsure.reply.startswith("That's okay.") and unsure.reply.endswith("?"), unsure.reply
+    named = await pipeline.text_turn("Rachel Harris")
+    assert [c["name"] for c in named.tool_calls] == ["lookup_customer", "get_order_history"], named.tool_calls
+    assert named.tool_calls[1]["arguments"] == {"customer_id": 30}
+
+
+async def test_i_dont_know_the_appointment_number_asks_who_is_calling(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    await pipeline.text_turn("I'd like to move an appointment")
+    unsure = await pipeline.text_turn("no idea, sorry")
+    assert unsure.reply == "That's okay. Could you tell me your name or your customer number?", unsure.reply
+    listed = await pipeline.text_turn("Carmen Walker")
+    assert [c["name"] for c in listed.tool_calls] == ["lookup_customer", "list_appointments"], listed.tool_calls
+
+
+async def test_a_full_name_said_on_its_own_finds_the_account(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    found = await pipeline.text_turn("Sophia White")
+    assert [(c["name"], c["arguments"]) for c in found.tool_calls] == [("lookup_customer", {"name": "Sophia White"})]
+    subject = await engine.pipeline("customer_service", channel="api").text_turn("tell me about Rome")
+    assert not subject.tool_calls, subject.tool_calls  # a subject, not a caller
+
+
 async def test_the_state_survives_a_reconnect_and_is_described(engine):
     """A device or phone conversation that resumes (Engine.resume, as a reconnecting device does)
     keeps its open request: the state is rebuilt from the stored turns, and described for the pages."""

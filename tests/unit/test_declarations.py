@@ -122,3 +122,25 @@ def test_a_declaration_must_match_its_function(tmp_path):
         ToolRegistry().add(check_cake, load_declarations(path)["check_cake"])
     with pytest.raises(DeclarationError, match="is not for book_pickup"):
         ToolRegistry().add(book_pickup, load_declarations(path)["check_cake"])
+
+
+@pytest.mark.parametrize(("said", "service"), [
+    ("I'd like my gutters cleaned on Monday", "cleaning"),  # a choice, inflected
+    ("my cooker has stopped working", "repair"),  # an alias of several words
+    ("the new shower needs installing", "installation"),
+    ("could you squeeze me in on Monday", "consultation"),  # no service said: the declared default
+])
+def test_a_choice_slot_reads_inflections_and_aliases(said, service):
+    tool = build_registry().get("schedule_appointment")
+    args = tool.extract(f"{said} at 10 am, customer 4", {})
+    assert isinstance(args, dict) and args["service"] == service, args
+
+
+@pytest.mark.parametrize(("answer", "yes"), [
+    ("yes please", True), ("perfect, yes", True), ("sounds good", True), ("that works", True), ("go ahead", True),
+    ("no", False), ("no, Thursday", False), ("fine, but not Friday", False), ("hmm, what time was that", False),
+])
+def test_what_counts_as_a_yes(answer, yes):
+    from voiceforge.providers.dialogue import affirms
+
+    assert affirms(answer) is yes

@@ -28,11 +28,13 @@ from voiceforge.providers.dialogue import (
     CONFIRM_PREFIX,
     DialogueState,
     affirms,
+    does_not_know,
     identity_in,
     is_confirmation,
     list_items,
     read_state,
     tool_results,
+    without_ack,
 )
 from voiceforge.tools import slots, spoken
 
@@ -221,6 +223,10 @@ class OfflineBrain(LLM):
             # An answer to a slot question resumes the request it belongs to ("customer number 4"
             # after "I need a repair on Thursday"), however exactly it would match another tool alone.
             intent, args = self._resume(state, tools, known)
+            if intent is None and does_not_know(utterance):
+                again = self._ask_another_way(state, tools, known)
+                if again is not None:
+                    return again
         asked = messages[last - 1] if last > 0 else {}
         question = str(asked.get("content") or "") if asked.get("role") == "assistant" else ""
         if intent is None and question.startswith(_CLARIFY_PREFIX) and len(users) > 1:
@@ -294,9 +300,9 @@ class OfflineBrain(LLM):
             if done == "lookup_customer" and lister is not None and result.get("customer_id"):
                 return self._call(lister, {"customer_id": result["customer_id"]})  # who it is, then their list
             if done is not None and (done == lister or done in self._listers(intent, by_name)):
-                return f"{self._phrase(by_name.get(done), result)} {args}"  # the list read out, then the question
+                return f"{self._phrase(by_name.get(done), result)} {without_ack(args)}"  # the list, then the question
             if done == "lookup_customer" and result.get("customer_id"):
-                return f"{self._phrase(by_name.get(done), result)} {args}"  # who it is, then what is still missing
+                return f"{self._phrase(by_name.get(done), result)} {without_ack(args)}"  # who it is, then what is missing
         return self._phrase(by_name.get(done or ""), result)
 
     def _from_knowledge(self, utterance: str, messages: Sequence[Message], tools: Sequence[Tool],
@@ -414,7 +420,37 @@ class OfflineBrain(LLM):
             return tool, now  # who the caller is, in answer to "which appointment": their list comes next
         if isinstance(now, str) and identity_in(state.request[-1]) and self._takes_customer(tool, by_name):
             return tool, now  # who the caller is, said out of order ("Brian Anderson" to "what time?")
+        if isinstance(now, str) and not is_confirmation(last_question) and tool.declaration is not None:
+            # An answer that fills another slot than the one asked ("Saturday at 11" to "who is
+            # calling?") still belongs to the request: keep it, and ask again for what is missing.
+            said_now = " ".join([first, *filling])
+            said_then = " ".join([first, *filling[:-1]])
+            gained = slots.found(tool.declaration, said_now, {**known, "answers": state.answers})
+            had = slots.found(tool.declaration, said_then, {**known, "answers": earlier})
+            if any(had.get(k) != v for k, v in gained.items()):
+                return tool, now
         return None, None
+
+    def _ask_another_way(self, state: DialogueState, tools: Sequence[Tool], known: dict[str, Any]) -> str | None:
+        """The reply to "I don't know" said to a slot question: the request stays open.
+
+        "Which appointment number is it?" from a caller nobody has identified asks who they are
+        (their list can then be read out); any other slot question is asked again. None when
+        the question was a confirmation or the request's tool cannot be read.
+        """
+        question = state.exchanges[-1][0] if state.exchanges else ""
+        if not question or is_confirmation(question):
+            return None
+        tool, _ = self._match(state.request[0], tools, known)
+        if tool is None:
+            how, tool, _ = self._read_meaning(state.request[0], tools, known)
+            tool = tool if how == "tool" else None
+        by_name = {t.name: t for t in tools}
+        lister = by_name.get(self._lister(tool, question, by_name) or "") if tool is not None else None
+        if lister is not None and lister.declaration is not None and not known.get("customer_id"):
+            who = next((p.ask for p in lister.declaration.parameters if p.slot == "customer" and p.ask), None)
+            question = who or question
+        return f"That's okay. {without_ack(question)}"
 
     @staticmethod
     def _fill(tool: Tool, said: list[str], corrections: list[str], known: dict[str, Any]) -> Any:
@@ -505,9 +541,14 @@ class OfflineBrain(LLM):
         if how == "tool":
             if isinstance(args, str):
                 return args
-            return self._plan(tool, args, {t.name: t for t in tools}, fresh_customer=None)
+            return self._plan(tool, args, {t.name: t for t in tools}, fresh_customer=None, known=known)
         if how == "clarify":
             return self._clarify(tool)
+        who = identity_in(utterance) if how is None else {}
+        if who.get("name") and len(str(who["name"]).split()) < 2:
+            who = {}  # "tell me about Rome" names a subject, not the caller
+        if who and "lookup_customer" in {t.name for t in tools} and not known.get("customer_id"):
+            return self._call("lookup_customer", who)  # "James Jackson", said first: find their account
         return self._small_talk(utterance, messages, tools, how, known)
 
     def _match(self, utterance: str, tools: Sequence[Tool], known: dict[str, Any]):  # noqa: ANN202

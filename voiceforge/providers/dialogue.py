@@ -33,12 +33,18 @@ CONFIRM_PREFIX = "Just to confirm, shall I "
 """How the agent's confirmation of a tool with side effects begins (``confirm`` in its declaration)."""
 
 
-_YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|please|correct|right|exactly|that'?s (right|it)|uh-huh|ok(ay)?|"
-                  r"go ahead)\b", re.I)
+_YES = re.compile(r"^\W*((perfect|great|lovely|brilliant|good|fine|fab(ulous)?|excellent|wonderful|cool|oh|um+|uh+)\W+)*"
+                  r"(yes|yeah|yep|yup|sure|please|correct|right|exactly|that'?s (right|it|fine|good|great|perfect)"
+                  r"|uh-huh|ok(ay)?|go ahead|sounds (good|great|fine|perfect)|that (works|would be (great|perfect|fine))"
+                  r"|perfect|great|lovely|brilliant|fine|absolutely|definitely|of course|do it|book it)\b(?!\W*(but|not)\b)",
+                  re.I)
 
 
 def affirms(utterance: str) -> bool:
-    """Whether the caller's ``utterance`` begins with a yes ("yes please", "sure", "go ahead")."""
+    """Whether the caller's ``utterance`` begins with a yes.
+
+    "yes please", "sure", "perfect, yes", "sounds good"; not a yes taken back ("fine, but not Friday").
+    """
     return bool(_YES.match(utterance))
 
 
@@ -61,7 +67,24 @@ def asked(text: str, questions: set[str]) -> str | None:
     """
     if text in questions or is_confirmation(text):
         return text
-    return next((q for q in questions if text.endswith(" " + q)), None)
+    return next((q for q in questions if text.endswith(" " + q) or text.endswith(" " + without_ack(q))), None)
+
+
+_ACK = re.compile(r"^(sure|okay|ok|right|great|thanks)[.,!]\s+", re.I)
+
+
+def without_ack(question: str) -> str:
+    """A slot question without its leading acknowledgement ("Sure. Could you …" → "Could you …")."""
+    return _ACK.sub("", question)
+
+
+_DONT_KNOW = re.compile(r"\b(don'?t|do not|can'?t|cannot|couldn'?t) (know|remember|recall|find|think of)\b"
+                        r"|\bnot sure\b|\bno idea\b|\b(forgot|forgotten)\b", re.I)
+
+
+def does_not_know(answer: str) -> bool:
+    """Whether the caller's ``answer`` says they cannot give what was asked ("I don't know my number")."""
+    return bool(_DONT_KNOW.search(answer))
 
 
 @dataclass

@@ -108,6 +108,12 @@ OUT_OF_SCOPE_EXAMPLES = [
     "who painted the Mona Lisa", "how many calories are in an apple", "should I invest in bitcoin",
     "what's the time in Tokyo", "can you do my taxes", "what should I cook for dinner", "play a podcast",
     "do you believe in ghosts", "what's the meaning of this word",
+    # shopping, travel, tables and transfers: requests that borrow a tool's verbs ("book", "order",
+    # "text", "find") for something no agent here does
+    "I'd like to buy a laptop", "order me some flowers", "book me a flight to Rome",
+    "reserve a hotel room for the weekend", "call me a taxi", "get me a table for two tonight",
+    "transfer me to the billing department", "let me speak to your manager", "pay my phone bill",
+    "translate hello into Spanish", "what day is Christmas on this year",
 ]
 """Requests outside every agent's tools (weather, news, trivia, sums, media, alarms, directions,
 jokes, advice), a rival intent in the index: a request closer to these than to any tool is refused

@@ -155,12 +155,22 @@ def _message(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found
     return {p.name: body} if body else None
 
 
+_INFLECTION = r"(?:s|es|ed|d|ing|er|ers)?"
+"""Endings a choice or alias word may carry as said ("clean" → "cleaned", "repair" → "repairing")."""
+
+
+def _said(word: str, text: str) -> bool:
+    """Whether ``word`` (one or more words) is said in ``text``, its last word perhaps inflected."""
+    stem = re.sub(r"(?<=\w{4})(ing|ation|e)$", "", word) if " " not in word else word
+    return bool(re.search(rf"\b({re.escape(word)}|{re.escape(stem)}{_INFLECTION})\b", text, re.I))
+
+
 def _choice(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
     for choice in p.options.get("choices", []):
-        if re.search(rf"\b{re.escape(choice)}\b", text, re.I):
+        if _said(choice, text):
             return {p.name: choice.replace("-", "")}
     for word, choice in p.options.get("aliases", {}).items():  # "fix" means a repair
-        if re.search(rf"\b{re.escape(word)}\b", text, re.I):
+        if _said(word, text):
             return {p.name: choice}
     return None
 
@@ -213,6 +223,21 @@ def extract(declaration: ToolDeclaration, utterance: str, known: dict[str, Any])
             return parameter.ask
         elif parameter.required:
             return None
+    return args
+
+
+def found(declaration: ToolDeclaration, utterance: str, known: dict[str, Any]) -> dict[str, Any]:
+    """Every argument the utterance fills by the declared slots, whatever is still missing (no defaults).
+
+    Unlike :func:`extract` it does not stop at the first missing parameter: "Saturday at 11",
+    said when the agent asked who is calling, fills the time although the customer is unknown.
+    """
+    args: dict[str, Any] = {}
+    for parameter in declaration.parameters:
+        if parameter.slot is not None and parameter.slot != "constant":
+            got = READERS[parameter.slot](utterance, known, parameter)
+            if isinstance(got, dict):
+                args.update(got)
     return args
 
 

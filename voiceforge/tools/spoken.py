@@ -298,7 +298,7 @@ def answer_ref(answer: str) -> dict[str, Any]:
     phone = phone_in(answer)
     if phone:
         return {"phone": phone}
-    if re.search(r"\b(not|don'?t|no idea|forgot|can'?t)\b", answer, re.I) or time_in(answer):
+    if re.search(r"\b(not|don'?t|no idea|forgot(ten)?|can'?t|cannot|unsure)\b", answer, re.I) or time_in(answer):
         return {}  # "I'm not sure of my number", "Friday at 10": no identity in it
     number = re.search(rf"\b{_NUMBER}\b", answer, re.I)
     if number and spoken_int(number.group(1)) is not None:
