@@ -176,6 +176,29 @@ async def test_a_full_name_said_on_its_own_finds_the_account(engine):
     assert not subject.tool_calls, subject.tool_calls  # a subject, not a caller
 
 
+async def test_a_caller_with_one_appointment_is_not_asked_which(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    await pipeline.text_turn("I have to call off my appointment")
+    listed = await pipeline.text_turn("James Jackson")
+    (only,) = listed.tool_calls[-1]["result"]["appointments"]
+    assert listed.reply.startswith("Just to confirm"), listed.reply
+    assert f"appointment {only['appointment_id']}, the {only['service']} on " in listed.reply
+
+
+async def test_a_request_read_by_meaning_goes_on_after_the_lookup_it_needed(engine):
+    found = await engine.pipeline("customer_service", channel="api").text_turn(
+        "I'm phoning about a parcel that hasn't come, it's Victor Miller")
+    assert [(c["name"], c["arguments"]) for c in found.tool_calls] == [
+        ("lookup_customer", {"name": "Victor Miller"}), ("get_order_history", {"customer_id": 17})]
+
+
+async def test_a_service_named_instead_of_appointment_is_moved(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    asked = await pipeline.text_turn("Carmen Walker here, could I shift my checkup")
+    assert [c["name"] for c in asked.tool_calls] == ["lookup_customer", "list_appointments"], asked.tool_calls
+    assert asked.reply.endswith("What new day and time would you like?"), asked.reply
+
+
 async def test_the_state_survives_a_reconnect_and_is_described(engine):
     """A device or phone conversation that resumes (Engine.resume, as a reconnecting device does)
     keeps its open request: the state is rebuilt from the stored turns, and described for the pages."""

@@ -155,6 +155,22 @@ def test_an_answer_to_who_is_calling(answer, expected):
     assert spoken.answer_ref(answer) == expected
 
 
+def test_times_said_by_the_clock_and_names_after_its():
+    now = dt.datetime(2026, 11, 23, 13, 0)  # a Monday
+    assert spoken.when_in("Wednesday, say 4 o'clock", now) == "2026-11-25T16:00"
+    assert spoken.when_in("tomorrow at ten o clock", now) == "2026-11-24T10:00"
+    assert spoken.customer_ref("I rang about a refund last week, it's Rachel Harris", {}) == {"name": "Rachel Harris"}
+    assert spoken.customer_ref("it's Friday Morning I need", {}) == {}  # days are no names
+
+
+def test_a_greeting_before_a_request_is_not_what_is_answered():
+    from voiceforge.providers.brain import without_preamble
+
+    assert without_preamble("hello, um, so my order never came") == "my order never came"
+    assert without_preamble("hi there") == "hi there"  # a greeting alone stays a greeting
+    assert without_preamble("yes please") == "yes please"
+
+
 def test_a_list_item_is_said_with_what_it_is():
     item = {"appointment_id": 4, "service": "repair", "starts_at": "2026-12-16T14:00", "duration_min": 60}
     assert spoken.describe_item(item) == "the repair on Wednesday, December 16 at 2 PM"

@@ -136,6 +136,20 @@ def without_vocative(utterance: str, name: str | None) -> str:
     return out if out.strip(" ,.!?") else utterance
 
 
+_PREAMBLE = re.compile(rf"^\W*(?:{_GREETING})\b[\s,.!-]*(?:(?:so|um+|uh+|er+|erm|well|oh)\b[\s,.!-]*)*", re.I)
+
+
+def without_preamble(utterance: str) -> str:
+    """``utterance`` without the greeting (and the fillers after it) it opens with, when a request follows.
+
+    "hi, um, so my oven door won't close" → "my oven door won't close": the greeting is not
+    what the caller wants answered. A greeting alone ("hello there") is kept; a yes is never
+    taken off ("yes, I'm customer 3" answers a question).
+    """
+    rest = _PREAMBLE.sub("", utterance, count=1)
+    return rest if len(rest.split()) >= 3 and rest != utterance else utterance
+
+
 _BARE_COURTESY = re.compile(rf"^\W*({_THANKS}|{_GREETING})(\s+(so much|very much|a lot|again|there))?\W*$", re.I)
 
 
@@ -207,7 +221,7 @@ class OfflineBrain(LLM):
         if not users:
             return "Hello! How can I help?"
         last = users[-1]
-        utterance = without_vocative(str(messages[last].get("content") or ""), agent_name(messages))
+        utterance = without_preamble(without_vocative(str(messages[last].get("content") or ""), agent_name(messages)))
         by_name = {t.name: t for t in tools}
         known = _facts(messages[:last])
         intent, args = None, None
@@ -255,6 +269,12 @@ class OfflineBrain(LLM):
         own_request = intent is None and not state.pending
         if intent is None:
             intent, args = self._match(utterance, tools, known)
+        if intent is None and results_after(messages, last):
+            # A request read by meaning that needed a lookup first ("I'm calling about a delivery,
+            # it's Lucas Walker"): after the lookup it is read the same way again, and goes on.
+            how, tool, found = self._read_meaning(utterance, tools, known)
+            if how == "tool":
+                intent, args = tool, found
         certain = intent is not None and (intent.matches_exactly(utterance)
                                           or intent.matches_exactly(spoken.canonical(utterance)))
         if own_request and not certain and not results_after(messages, last):

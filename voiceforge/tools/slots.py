@@ -97,6 +97,9 @@ def _number(text: str, known: dict[str, Any], p: ParameterDeclaration) -> Found:
         value = spoken.item_in(said, known["last_list"], p.options["list_key"])
         if value is None and said is not text:
             value = spoken.item_in(text, known["last_list"], p.options["list_key"])
+        usable = [i for i in known["last_list"] if isinstance(i, dict) and p.options["list_key"] in i]
+        if value is None and len(usable) == 1:
+            value = usable[0][p.options["list_key"]]  # one item read out: that is the one (the confirmation names it)
     return {p.name: value} if value is not None else None
 
 

@@ -157,6 +157,9 @@ def name_in(utterance: str) -> str | None:
     if intro and not any(w.lower() in _STOP or w.lower() in ("i'm", "we're", "she's", "he's", "hello", "hi", "hey")
                          for w in intro.group(1).split()):
         return intro.group(1)  # "Grace Wilson calling, ...", "David Jackson here"
+    its = re.search(r"\bit'?s\s+([A-Z][a-z'-]+\s+[A-Z][a-z'-]+)\b", utterance)
+    if its and not any(w.lower() in _STOP or w.lower() in WEEKDAYS or w.lower() in MONTHS for w in its.group(1).split()):
+        return its.group(1)  # "…, it's Lucas Walker": a capitalised full name after "it's"
     # A lookahead lets candidates overlap: "look up the orders for Alice Johnson" yields both.
     for m in re.finditer(rf"\b{_NAME_CUES}\s+(?=((?:[A-Za-z'-]+\s*){{1,4}}))", utterance, re.I):
         weak = m.group(0).strip().lower() in _WEAK_CUES
@@ -191,6 +194,8 @@ def service_in(utterance: str) -> str | None:
 
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 """Weekday names, Monday first (``datetime.weekday()`` order)."""
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december"]
 HOURS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
 """Clock hours said in words, one to twelve."""
 _HOUR_WORD = rf"({'|'.join(HOURS)})"
@@ -217,6 +222,9 @@ def _spoken_clock(text: str) -> str:
     # "9 in the morning" -> "9 am", "3 in the afternoon" -> "3 pm", "noon" -> "12 pm"
     text = re.sub(r"\b(\d{1,2}(?::\d{2})?)\s+in the morning\b", r"\1 am", text)
     text = re.sub(r"\b(\d{1,2}(?::\d{2})?)\s+in the (?:afternoon|evening)\b", r"\1 pm", text)
+    # "3 o'clock", "say four o'clock": a time however it is led in
+    text = re.sub(rf"\b(?:at\s+)?(\d{{1,2}}|{'|'.join(HOURS)})\s*o'?\s*clock\b",
+                  lambda m: f"at {m.group(1) if m.group(1).isdigit() else hour(m.group(1))}", text)
     return re.sub(r"\b(?:at\s+)?(noon|midday)\b", "at 12 pm", text)
 
 
