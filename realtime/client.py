@@ -40,6 +40,12 @@ SESSION_CAP_S = 60 * 60
 """The Realtime API ends a session after 60 minutes (OpenAI Realtime docs); Forge rolls over before."""
 
 
+TRANSCRIPT_WAIT_S = 3.0
+"""How long a tool declared ``confirm = true`` waits for the caller's transcript before the confirmation
+gate reads it. The Realtime API transcribes input asynchronously ("transcription runs asynchronously
+with response creation", OpenAI Realtime guide), so the model's function call may come first."""
+
+
 class RealtimeError(RuntimeError):
     """The Realtime service sent an ``error`` event or dropped the connection; the message says which."""
 
@@ -123,6 +129,8 @@ class RealtimeClient:
         self.closed = False
         self.failure: RealtimeError | None = None
         self._failed = asyncio.Event()
+        self._transcribed = asyncio.Event()  # this turn's input transcript has come
+        self._tool_tasks: set[asyncio.Task] = set()
 
     # --- session --------------------------------------------------------------------------------
     async def __aenter__(self) -> RealtimeClient:
@@ -182,6 +190,8 @@ class RealtimeClient:
     async def close(self) -> None:
         """End the session (what was said so far is stored)."""
         self.closed = True
+        for task in list(self._tool_tasks):
+            task.cancel()
         if self._receiver is not None:
             self._receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -230,6 +240,7 @@ class RealtimeClient:
         """Push-to-talk release: the appended audio is the user's turn; ask for the answer."""
         self._timeline = Timeline()
         self._timeline.set("speech_end", 0.0)
+        self._transcribed = asyncio.Event()  # the committed audio's transcript is still to come
         await self.connection.input_audio_buffer.commit()
         await self.connection.response.create()
 
@@ -247,6 +258,8 @@ class RealtimeClient:
         await self._rollover_if_due()
         self._raise_failure()
         self._turn = RealtimeTurn(user_text=text, audio_format=self.audio_format)
+        self._transcribed = asyncio.Event()
+        self._transcribed.set()  # typed: the words are known already
         self._timeline = Timeline()
         self._timeline.set("speech_end", 0.0)
         await self.connection.conversation.item.create(
@@ -326,6 +339,7 @@ class RealtimeClient:
                         turn.interrupted = True
                 elif kind == "input_audio_buffer.speech_stopped":
                     self._turn = RealtimeTurn(audio_format=self.audio_format)
+                    self._transcribed = asyncio.Event()
                     zero = self._speech_end_clock(getattr(event, "audio_end_ms", None))
                     self._timeline = Timeline(zero) if zero else Timeline()
                     self._timeline.set("speech_end", 0.0)
@@ -333,6 +347,7 @@ class RealtimeClient:
                         self._timeline.mark("endpointing_ms")
                 elif kind == "conversation.item.input_audio_transcription.completed":
                     turn.user_text = event.transcript
+                    self._transcribed.set()
                     self._timeline.mark("stt_final")
                 elif kind == "response.created":
                     turn.response_id = event.response.id
@@ -346,7 +361,11 @@ class RealtimeClient:
                 elif kind == "response.output_audio_transcript.done":
                     turn.reply = (turn.reply + " " + event.transcript).strip()
                 elif kind == "response.function_call_arguments.done":
-                    await self._run_tool(event)
+                    # In its own task: a tool that must hear the caller's yes may wait for the
+                    # transcript, which comes through this very loop.
+                    task = asyncio.create_task(self._run_tool(event, turn, self._transcribed))
+                    self._tool_tasks.add(task)
+                    task.add_done_callback(self._tool_tasks.discard)
                 elif kind == "response.done":
                     await self._response_done(event.response)
                 elif kind == "error":
@@ -367,19 +386,32 @@ class RealtimeClient:
         if self.failure is not None:
             self._failed.set()  # only now: the caller's close() must not cut the store short
 
-    async def _run_tool(self, event: Any) -> None:
+    async def _run_tool(self, event: Any, turn: RealtimeTurn, transcribed: asyncio.Event) -> None:
+        """Run the model's tool call and send its output back; a confirmation-first tool waits for the caller's words."""
         try:
             arguments = json.loads(event.arguments or "{}")
         except json.JSONDecodeError:
             arguments = {"_invalid_json": event.arguments}
         self._timeline.mark("tool_start")
-        result = await self.pipeline.run_tool(event.name, arguments if isinstance(arguments, dict) else {})
-        self._timeline.mark("tool_end", once=False)
-        self._turn.tool_calls.append({"name": event.name, "arguments": result.arguments, "result": result.result,
-                                      "error": result.error, "duration_ms": round(result.duration_ms, 1)})
-        await self.connection.conversation.item.create(
-            item={"type": "function_call_output", "call_id": event.call_id, "output": result.for_llm()})
-        await self.connection.response.create()
+        tool = self.pipeline.registry.get(event.name)
+        if tool is not None and tool.confirm is True and not transcribed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(transcribed.wait(), TRANSCRIPT_WAIT_S)
+        said_before = self.pipeline.recent_exchanges()
+        asked = said_before[-1][1] if said_before else ""
+        try:
+            result = await self.pipeline.run_tool(event.name, arguments if isinstance(arguments, dict) else {},
+                                                  exchange=(asked, turn.user_text or ""))
+            self._timeline.mark("tool_end", once=False)
+            turn.tool_calls.append({"name": event.name, "arguments": result.arguments, "result": result.result,
+                                    "error": result.error, "duration_ms": round(result.duration_ms, 1)})
+            await self.connection.conversation.item.create(
+                item={"type": "function_call_output", "call_id": event.call_id, "output": result.for_llm()})
+            await self.connection.response.create()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a socket closed under the answer; the receiver reports it
+            log.warning("could not return the output of %s to the Realtime service: %s", event.name, exc)
 
     async def _response_done(self, response: Any) -> None:
         usage = getattr(response, "usage", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 
 import openai
@@ -15,6 +16,7 @@ from realtime.client import RealtimeClient, RealtimeError
 from server.main import create_app
 from tests.conftest import wer
 from tests.support.servers import free_port, serve
+from voiceforge import clock
 from voiceforge.audio.resample import resample
 from voiceforge.config import load_settings
 from voiceforge.engine import Engine
@@ -292,3 +294,92 @@ def test_forge_realtime_prompts_and_the_assistant_with_a_wav(tmp_path, monkeypat
     assert cli.main(["--wav", str(wav), "--json"]) == 0  # `forge` with no prompt: the push-to-talk assistant
     spoken = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert wer("How many customers are there?", spoken["transcript"]) <= 0.2 and spoken["reply"] == "The answer is 40."
+
+
+@pytest.fixture
+def booking_model():
+    """A Realtime "model" that books at once, speaking the GA wire (OpenAI Realtime API reference).
+
+    Every answer to a user turn is a ``schedule_appointment`` call; after its output comes back
+    it asks for a yes when the output says nothing was done, else says it is booked. For audio
+    (``input_audio_buffer.commit``) it sends the input transcript 300 ms after the function call,
+    as the real service may: transcription runs alongside the response.
+    """
+    outputs: list[dict] = []
+    friday = clock.now() + dt.timedelta(days=(4 - clock.now().weekday()) % 7 or 7)
+    # 1 PM: the mock data books on the hour but never at 1 PM, so the slot is free whatever the date
+    arguments = json.dumps({"customer_id": 6, "starts_at": friday.strftime("%Y-%m-%dT13:00"), "service": "repair"})
+
+    async def handler(ws) -> None:  # noqa: ANN001
+        sent = iter(range(1, 10_000))
+
+        async def send(event: dict) -> None:
+            await ws.send(json.dumps({"event_id": f"evt_{next(sent)}", **event}))
+
+        async def transcript_later() -> None:
+            await asyncio.sleep(0.3)
+            await send({"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_in",
+                        "content_index": 0, "transcript": "Yes, please."})
+
+        await send({"type": "session.created", "session": {"type": "realtime"}})
+        committed, answering, later = False, False, None
+        async for raw in ws:
+            event = json.loads(raw)
+            kind = event["type"]
+            if kind == "input_audio_buffer.commit":
+                committed = True
+            elif kind == "conversation.item.create" and event["item"]["type"] == "function_call_output":
+                outputs.append(json.loads(event["item"]["output"]))
+                answering = True
+            elif kind == "response.create" and answering:
+                answering = False
+                said = "Shall I book a repair for Friday at 1 PM?" if outputs[-1].get("result", {}).get(
+                    "needs_confirmation") else "You're booked for Friday at 1 PM."
+                await send({"type": "response.created", "response": {"id": "resp_say", "status": "in_progress"}})
+                await send({"type": "response.output_audio_transcript.done", "response_id": "resp_say",
+                            "item_id": "item_say", "output_index": 0, "content_index": 0, "transcript": said})
+                await send({"type": "response.done", "response": {"id": "resp_say", "status": "completed",
+                                                                   "output": []}})
+            elif kind == "response.create":
+                call = {"type": "function_call", "id": "item_call", "call_id": f"call_{len(outputs)}",
+                        "name": "schedule_appointment", "arguments": arguments, "status": "completed"}
+                await send({"type": "response.created", "response": {"id": "resp_call", "status": "in_progress"}})
+                await send({"type": "response.function_call_arguments.done", "response_id": "resp_call",
+                            "item_id": "item_call", "output_index": 0, "call_id": call["call_id"],
+                            "name": "schedule_appointment", "arguments": arguments})
+                await send({"type": "response.done", "response": {"id": "resp_call", "status": "completed",
+                                                                  "output": [call]}})
+                if committed:
+                    later = asyncio.create_task(transcript_later())
+                    committed = False
+        if later is not None:
+            later.cancel()
+
+    async def run():  # noqa: ANN202
+        port = free_port()
+        async with websockets.serve(handler, "127.0.0.1", port):
+            yield f"ws://127.0.0.1:{port}/v1", outputs
+
+    return run
+
+
+async def test_a_realtime_models_booking_waits_for_the_callers_yes(booking_model, tmp_path):
+    """A tool declared ``confirm = true`` runs on a Realtime model's call only after the caller's yes
+    to the agent's question, as in the cascade; the yes may be transcribed after the call comes."""
+    settings = load_settings(forge_api_key=KEY, forge_data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'b.db'}")
+    engine = Engine(settings)
+    engine.ensure_mock_data()
+    async for url, outputs in booking_model():
+        session = RealtimeClient(engine, "customer_service", sdk=sdk(url), model="gpt-realtime", server_vad=False)
+        async with session:
+            asked = await session.say("Book me a repair on Friday at 1 pm, I'm customer 6.")
+            assert outputs[-1]["result"]["needs_confirmation"] is True and asked.reply.startswith("Shall I book")
+            assert scheduled_appointments(engine.business_db, 6)[1] == []  # nothing was booked
+            await session.send_audio(b"\x00\x00" * 24000)  # push to talk: the words come as a late transcript
+            await session.commit()
+            booked = await session.next_turn(timeout_s=10)
+    assert booked.user_text == "Yes, please." and booked.reply.startswith("You're booked")
+    assert outputs[-1].get("result", {}).get("service") == "repair", outputs[-1]
+    (appointment,) = scheduled_appointments(engine.business_db, 6)[1]
+    assert appointment["service"] == "repair" and appointment["starts_at"].endswith("T13:00")
+    assert booked.tool_calls[0]["name"] == "schedule_appointment" and booked.tool_calls[0]["error"] is None

@@ -16,7 +16,7 @@ from typing import Any
 from voiceforge.agent.memory import ConversationMemory
 from voiceforge.agent.persona import Persona
 from voiceforge.providers.base import LLM, ProviderError, TokenUsage, ToolCall
-from voiceforge.tools.registry import ToolContext, ToolRegistry, ToolResult
+from voiceforge.tools.registry import Tool, ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,19 @@ CONFIRM_FIRST = {
                    "you will do (what, for whom, when), then call the tool again once they say yes.",
 }
 """The result an LLM gets for a tool declared ``confirm = true`` that it called before the caller said yes."""
+
+
+def needs_confirmation(tool: Tool | None, asked: str, said: str) -> bool:
+    """Whether a call of ``tool`` must wait for the caller's yes (and gets :data:`CONFIRM_FIRST` instead).
+
+    True for a tool declared ``confirm = true`` unless the caller's latest utterance ``said``
+    says yes to a question the agent ``asked`` just before it. The one gate for every model
+    that calls tools: an LLM in :class:`ToolLoop`, a Realtime model through
+    :meth:`voiceforge.turn.TurnPipeline.run_tool`.
+    """
+    from voiceforge.providers.dialogue import affirms
+
+    return tool is not None and tool.confirm is True and not (asked.rstrip().endswith("?") and affirms(said))
 
 
 class ToolLoop:
@@ -220,20 +233,12 @@ class ToolLoop:
         self.memory.add_assistant(STEP_LIMIT_REPLY)
         yield done(("".join(reply_parts) + " " + STEP_LIMIT_REPLY).strip(), ended=ended)
 
-    def _caller_confirmed(self) -> bool:
-        """Whether the caller's latest utterance says yes to a question the agent just asked."""
-        from voiceforge.providers.dialogue import affirms
-
-        asked, said = self.memory.last_exchange()
-        return asked.rstrip().endswith("?") and affirms(said)
-
     async def _run_tool(self, call: ToolCall) -> AsyncIterator[Filler | ToolResult]:
         allowed = {t.name for t in self.tools}
         if call.name not in allowed:
             yield ToolResult(name=call.name, arguments=call.arguments, error=f"the tool {call.name!r} is not available")
             return
-        declared = self.registry.get(call.name)
-        if declared is not None and declared.confirm is True and not self._caller_confirmed():
+        if needs_confirmation(self.registry.get(call.name), *self.memory.last_exchange()):
             # A tool with side effects runs on the caller's yes to a question, whichever model
             # called it: an LLM that skipped the question is told to ask it (nothing ran).
             yield ToolResult(name=call.name, arguments=call.arguments, result=CONFIRM_FIRST)

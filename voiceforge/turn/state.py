@@ -13,6 +13,7 @@ from typing import Any
 
 from voiceforge.agent import ToolLoop
 from voiceforge.agent.persona import Persona
+from voiceforge.agent.tool_loop import CONFIRM_FIRST, needs_confirmation
 from voiceforge.store import conversations
 from voiceforge.tools import ToolContext, ToolResult
 from voiceforge.transport import ClientToolRunner
@@ -176,8 +177,17 @@ class ConversationState:
         """The agent's last reply becomes exactly ``heard`` (a barge-in cut it, a cap, an apology)."""
         self._agent.memory.settle(heard)
 
-    async def run_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
-        """Run one tool in this conversation's context (a Realtime model's call, the Tools page); never raises."""
+    async def run_tool(self, name: str, arguments: dict[str, Any],
+                       exchange: tuple[str, str] | None = None) -> ToolResult:
+        """Run one tool in this conversation's context (a Realtime model's call, the Tools page); never raises.
+
+        ``exchange`` is (what the agent said last, what the caller said since) when a model
+        called the tool: a tool declared ``confirm = true`` then runs only on the caller's yes
+        to that question, and otherwise returns ``CONFIRM_FIRST`` (nothing ran), as in the
+        cascade's tool loop. The Tools page passes none: the person testing means to run it.
+        """
+        if exchange is not None and needs_confirmation(self.registry.get(name), *exchange):
+            return ToolResult(name=name, arguments=arguments, result=CONFIRM_FIRST)
         return await self.registry.execute(name, arguments, self._ctx)
 
     # --- conversation -------------------------------------------------------------------------
