@@ -199,6 +199,30 @@ async def test_a_service_named_instead_of_appointment_is_moved(engine):
     assert asked.reply.endswith("What new day and time would you like?"), asked.reply
 
 
+async def test_a_name_and_a_request_in_one_breath_are_both_heard(engine):
+    said = await engine.pipeline("customer_service", channel="api").text_turn(
+        "Grace Wilson speaking, has my stuff been posted yet")
+    assert [(c["name"], c["arguments"]) for c in said.tool_calls] == [
+        ("lookup_customer", {"name": "Grace Wilson"}), ("get_order_history", {"customer_id": 12})]
+
+
+async def test_a_service_named_to_which_appointment_asks_who_is_calling(engine):
+    pipeline = engine.pipeline("customer_service", channel="api")
+    await pipeline.text_turn("I want to cancel a booking")
+    who = await pipeline.text_turn("the cleaning one")
+    assert not who.tool_calls and who.reply == "Sure. Could you tell me your name or your customer number?", who.reply
+    confirm = await pipeline.text_turn("Sophia White")
+    assert [c["name"] for c in confirm.tool_calls] == ["lookup_customer", "list_appointments"]
+    assert confirm.reply.startswith("Just to confirm") and "appointment 20" in confirm.reply, confirm.reply
+
+
+async def test_text_me_what_the_agent_knows_sends_that(engine):
+    pipeline = engine.pipeline("customer_service", channel="api", caller="+15550000019")
+    confirm = await pipeline.text_turn("could you text me your delivery costs")
+    assert confirm.reply.startswith("Just to confirm") and "Delivery is free over 50 dollars" in confirm.reply, confirm.reply
+    assert "+15550000019" in confirm.reply
+
+
 async def test_the_state_survives_a_reconnect_and_is_described(engine):
     """A device or phone conversation that resumes (Engine.resume, as a reconnecting device does)
     keeps its open request: the state is rebuilt from the stored turns, and described for the pages."""

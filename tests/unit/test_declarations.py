@@ -129,6 +129,7 @@ def test_a_declaration_must_match_its_function(tmp_path):
     ("my cooker has stopped working", "repair"),  # an alias of several words
     ("the new shower needs installing", "installation"),
     ("could you squeeze me in on Monday", "consultation"),  # no service said: the declared default
+    ("the dryer upstairs keeps rattling and squealing", "repair"),  # no word for it: by meaning
 ])
 def test_a_choice_slot_reads_inflections_and_aliases(said, service):
     tool = build_registry().get("schedule_appointment")

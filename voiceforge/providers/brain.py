@@ -29,7 +29,6 @@ from voiceforge.providers.dialogue import (
     DialogueState,
     affirms,
     does_not_know,
-    identity_in,
     is_confirmation,
     list_items,
     read_state,
@@ -37,6 +36,7 @@ from voiceforge.providers.dialogue import (
     without_ack,
 )
 from voiceforge.tools import slots, spoken
+from voiceforge.tools.spoken import identity_in
 
 if TYPE_CHECKING:
     from voiceforge.tools.registry import Tool
@@ -224,6 +224,9 @@ class OfflineBrain(LLM):
         utterance = without_preamble(without_vocative(str(messages[last].get("content") or ""), agent_name(messages)))
         by_name = {t.name: t for t in tools}
         known = _facts(messages[:last])
+        told = knowledge.parse(str(messages[0].get("content") or "")) if messages[0].get("role") == "system" else []
+        if told:
+            known["knowledge"] = lambda words: self._knowledge_answer(words, told)
         intent, args = None, None
         state = read_state(messages[: last + 1], tools)
         if state.introduced and not known.get("customer_id"):
@@ -237,8 +240,8 @@ class OfflineBrain(LLM):
             # An answer to a slot question resumes the request it belongs to ("customer number 4"
             # after "I need a repair on Thursday"), however exactly it would match another tool alone.
             intent, args = self._resume(state, tools, known)
-            if intent is None and does_not_know(utterance):
-                again = self._ask_another_way(state, tools, known)
+            if intent is None:
+                again = self._ask_another_way(state, tools, known, utterance)
                 if again is not None:
                     return again
         asked = messages[last - 1] if last > 0 else {}
@@ -374,6 +377,12 @@ class OfflineBrain(LLM):
         return {str(p.options["list_with"]) for p in params if p.options.get("list_with") in by_name}
 
     @staticmethod
+    def _knowledge_answer(words: str, told: list[knowledge.Entry]) -> str | None:
+        """The persona's answer about ``words`` ("your opening hours"), when one is close enough in meaning."""
+        hit = knowledge.closest(spoken.canonical(f"what is {words}"), told)  # asked as a question, as entries answer
+        return hit[0].answer if hit is not None and hit[1] >= knowledge.ACCEPT else None
+
+    @staticmethod
     def _lister(intent: Tool, question: str, by_name: dict[str, Tool]) -> str | None:
         """The tool that lists the choices for the parameter ``question`` asks about (``list_with``), if offered."""
         if intent.declaration is None:
@@ -398,7 +407,7 @@ class OfflineBrain(LLM):
         if known.get("customer_id"):
             return self._call(lister, {"customer_id": known["customer_id"]})
         # An answer is read alone ("Hannah Thomas"); a request only by its cues ("I'm customer 2").
-        found = [spoken.answer_ref(text) for text in state.answers.values()]
+        found = [identity_in(text) for text in state.answers.values()]
         found += [spoken.customer_ref(text, {}) for text in state.request]
         who = next((f for f in found if f), known.get("introduced") or {})
         if who.get("customer_id"):
@@ -424,7 +433,7 @@ class OfflineBrain(LLM):
         confirming = [answer for question, answer in state.exchanges if is_confirmation(question)]
         filling = [answer for question, answer in state.exchanges if not is_confirmation(question)]
         # The slot that asked reads the answer alone too ("Isabel White", "number 9").
-        answering = {**known, "answers": state.answers}
+        answering = {**known, "answers": state.answers, "request": first}
         now = self._fill(tool, [first, *filling], confirming, answering)
         if isinstance(now, dict) or not state.exchanges:
             return tool, now
@@ -436,7 +445,7 @@ class OfflineBrain(LLM):
         if isinstance(now, str) and now != then:
             return tool, now
         by_name = {t.name: t for t in tools}
-        if isinstance(now, str) and spoken.answer_ref(state.request[-1]) and self._lister(tool, now, by_name) is not None:
+        if isinstance(now, str) and identity_in(state.request[-1]) and self._lister(tool, now, by_name) is not None:
             return tool, now  # who the caller is, in answer to "which appointment": their list comes next
         if isinstance(now, str) and identity_in(state.request[-1]) and self._takes_customer(tool, by_name):
             return tool, now  # who the caller is, said out of order ("Brian Anderson" to "what time?")
@@ -451,26 +460,32 @@ class OfflineBrain(LLM):
                 return tool, now
         return None, None
 
-    def _ask_another_way(self, state: DialogueState, tools: Sequence[Tool], known: dict[str, Any]) -> str | None:
-        """The reply to "I don't know" said to a slot question: the request stays open.
+    def _ask_another_way(self, state: DialogueState, tools: Sequence[Tool], known: dict[str, Any],
+                         utterance: str) -> str | None:
+        """The reply to an answer that does not fill the slot asked about, when the request stays open.
 
-        "Which appointment number is it?" from a caller nobody has identified asks who they are
-        (their list can then be read out); any other slot question is asked again. None when
-        the question was a confirmation or the request's tool cannot be read.
+        "I don't know" to any slot question asks it again ("That's okay. …"). To "Which
+        appointment number is it?" from a caller nobody has identified, "I don't know" or an
+        answer naming no number ("my installation") asks who they are: their list can then be
+        read out, and the request's own words pick from it. None otherwise (the answer is a new
+        request), and when the question was a confirmation or the request's tool cannot be read.
         """
         question = state.exchanges[-1][0] if state.exchanges else ""
         if not question or is_confirmation(question):
             return None
+        unsure = does_not_know(utterance)
         tool, _ = self._match(state.request[0], tools, known)
         if tool is None:
             how, tool, _ = self._read_meaning(state.request[0], tools, known)
             tool = tool if how == "tool" else None
         by_name = {t.name: t for t in tools}
         lister = by_name.get(self._lister(tool, question, by_name) or "") if tool is not None else None
-        if lister is not None and lister.declaration is not None and not known.get("customer_id"):
+        if lister is not None and lister.declaration is not None and not known.get("customer_id") \
+                and not identity_in(utterance) and not spoken.first_number(utterance):
             who = next((p.ask for p in lister.declaration.parameters if p.slot == "customer" and p.ask), None)
-            question = who or question
-        return f"That's okay. {without_ack(question)}"
+            if who:
+                return f"That's okay. {without_ack(who)}" if unsure else who
+        return f"That's okay. {without_ack(question)}" if unsure else None
 
     @staticmethod
     def _fill(tool: Tool, said: list[str], corrections: list[str], known: dict[str, Any]) -> Any:
@@ -524,6 +539,14 @@ class OfflineBrain(LLM):
         kind = small_talk_kind(utterance)
         if kind in ("repeat", "wait"):  # never a tool: "sorry, say that again", "hang on" are near end_call by meaning
             return kind, None, None
+        request = spoken.without_identity(utterance)
+        if request != utterance:
+            # "when's my checkup, I'm Carmen Walker": the request is read without the name, then
+            # filled from all of it (the name says who); a name and nothing else is a lookup.
+            how, tool, _ = self._read_meaning(request, tools, known)
+            args = _extract(tool, utterance, spoken.canonical(utterance), known) if how == "tool" else None
+            if how == "tool" and tool.name != "lookup_customer" and args is not None:
+                return "tool", tool, args
         match = self._meaning(utterance, tools)
         tool = next((t for t in tools if match is not None and t.name == match.intent), None)
         if tool is not None and match.confident:

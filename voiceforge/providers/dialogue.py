@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from voiceforge.tools.spoken import answer_ref, customer_ref
+from voiceforge.tools.spoken import identity_in
 
 if TYPE_CHECKING:
     from voiceforge.providers.base import Message
@@ -160,20 +160,6 @@ def read_state(messages: Sequence[Message], tools: Sequence[Tool]) -> DialogueSt
         if items is not None:
             state.last_list = items
     return state
-
-
-def identity_in(said: str) -> dict[str, Any]:
-    """Who the caller says they are, unasked; {} when they do not say.
-
-    By a cue ("I'm customer 4", "this is James Jackson") or a bare full name ("Isabel Young":
-    two or three capitalised words). A bare number is not an identity here ("three" may be an hour); only an answer to the
-    agent's own "name or customer number?" is read that loosely (:func:`answer_ref`).
-    """
-    named = customer_ref(said, {})
-    words = said.strip(" .,!?").split()
-    if not named and 2 <= len(words) <= 3 and all(w[:1].isupper() for w in words):
-        named = answer_ref(said)
-    return named
 
 
 def list_items(result: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -411,6 +411,37 @@ def change_when(iso: str, correction: str) -> str | None:
     return new.strftime("%Y-%m-%dT%H:%M")
 
 
+def identity_in(said: str) -> dict[str, Any]:
+    """Who the caller says they are, unasked; {} when they do not say.
+
+    By a cue ("I'm customer 4", "this is James Jackson") or a bare full name ("Isabel Young":
+    two or three capitalised words). A bare number is not an identity here ("three" may be an hour); only an answer to the
+    agent's own "name or customer number?" is read that loosely (:func:`answer_ref`).
+    """
+    named = customer_ref(said, {})
+    words = said.strip(" .,!?").split()
+    if not named and 2 <= len(words) <= 3 and all(w[:1].isupper() for w in words):
+        named = answer_ref(said)
+    return named
+
+
+def without_identity(utterance: str) -> str:
+    """``utterance`` without the words that say who the caller is, when a request is left.
+
+    "when's my checkup, I'm Carmen Walker" → "when's my checkup"; "David Smith here, where's my
+    order" → "where's my order". The name says who, not what: read by meaning, it pulls any
+    request toward looking the caller up. Unchanged when it names nobody by name or fewer than
+    two words remain.
+    """
+    name = identity_in(utterance).get("name")
+    if not name:
+        return utterance
+    lead = r"(?:(?:hi|hello|hey|um+|uh+)\W+)*(?:i'?m|i am|this is|it'?s|my name is|my name'?s)?\s*"
+    rest = re.sub(rf"\b{lead}{re.escape(str(name))}(?:\s+(?:here|calling|speaking))?\b", " ", utterance, flags=re.I)
+    rest = re.sub(r"\s+", " ", re.sub(r"^[\W_]+|[\s,;]+$", "", rest)).strip()
+    return rest if len(rest.split()) >= 2 else utterance
+
+
 def customer_ref(utterance: str, known: dict[str, Any]) -> dict[str, Any]:
     """How the utterance names a customer: {"customer_id"}, {"phone"}, {"name"}, or what is known.
 
