@@ -261,7 +261,7 @@ async def test_the_devices_page_press_runs_the_simulator_over_the_wire(speak):
     assert len(children.interactions(db, kid)) == 1  # remembered for the child
     assert [e["event"] for e in events] == ["sidecar", "pressed", "released", "answered", "done"]  # the page's stages
     assert abs(events[3]["latency_ms"] - turn["latency_ms"]) < 50
-    await run_local_device_press([speak("Tell me a story.")], "hanuman_storyteller", None)
+    await run_local_device_press([speak("What is your name?")], "hanuman_storyteller", None)
     simulators = [d for d in store.list_devices(db) if d["device_id"] == store.SIMULATOR_DEVICE]
     assert len(simulators) == 1 and simulators[0]["revoked"]  # one reusable device, not one per press
     assert len(store.list_devices(db)) == len({d["device_id"] for d in store.list_devices(db)})

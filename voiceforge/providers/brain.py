@@ -425,11 +425,9 @@ class OfflineBrain(LLM):
         confirmation corrects what it names ("no, Thursday", "make it 3 pm instead").
         """
         first = state.request[0]
-        tool, _ = self._match(first, tools, known)
+        tool = self._request_tool(first, tools, known)
         if tool is None:
-            how, tool, _ = self._read_meaning(first, tools, known)
-            if how != "tool":
-                return None, None
+            return None, None
         confirming = [answer for question, answer in state.exchanges if is_confirmation(question)]
         filling = [answer for question, answer in state.exchanges if not is_confirmation(question)]
         # The slot that asked reads the answer alone too ("Isabel White", "number 9").
@@ -460,6 +458,14 @@ class OfflineBrain(LLM):
                 return tool, now
         return None, None
 
+    def _request_tool(self, first: str, tools: Sequence[Tool], known: dict[str, Any]) -> Tool | None:
+        """The tool the open request's first utterance asked for (by trigger, else by meaning), or None."""
+        tool, _ = self._match(first, tools, known)
+        if tool is None:
+            how, tool, _ = self._read_meaning(first, tools, known)
+            tool = tool if how == "tool" else None
+        return tool
+
     def _ask_another_way(self, state: DialogueState, tools: Sequence[Tool], known: dict[str, Any],
                          utterance: str) -> str | None:
         """The reply to an answer that does not fill the slot asked about, when the request stays open.
@@ -474,10 +480,7 @@ class OfflineBrain(LLM):
         if not question or is_confirmation(question):
             return None
         unsure = does_not_know(utterance)
-        tool, _ = self._match(state.request[0], tools, known)
-        if tool is None:
-            how, tool, _ = self._read_meaning(state.request[0], tools, known)
-            tool = tool if how == "tool" else None
+        tool = self._request_tool(state.request[0], tools, known)
         by_name = {t.name: t for t in tools}
         lister = by_name.get(self._lister(tool, question, by_name) or "") if tool is not None else None
         if lister is not None and lister.declaration is not None and not known.get("customer_id") \

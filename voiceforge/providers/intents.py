@@ -111,8 +111,8 @@ OUT_OF_SCOPE_EXAMPLES = [
     # shopping, travel, tables and transfers: requests that borrow a tool's verbs ("book", "order",
     # "text", "find") for something no agent here does
     "I'd like to buy a laptop", "order me some flowers", "book me a flight to Rome",
-    "reserve a hotel room for the weekend", "call me a taxi", "get me a table for two tonight",
-    "transfer me to the billing department", "let me speak to your manager", "pay my phone bill",
+    "reserve a hotel room for the weekend", "get me a table for two tonight",
+    "let me speak to your manager", "pay my phone bill",
     "translate hello into Spanish", "what day is Christmas on this year",
 ]
 """Requests outside every agent's tools (weather, news, trivia, sums, media, alarms, directions,
