@@ -225,9 +225,11 @@ def test_the_live_keypad_reaches_the_agent(live_app):
             expect(chat.first).to_be_visible(timeout=60_000)  # the greeting was said: the conversation runs
             expect(page.get_by_text("State:")).to_contain_text("listening", timeout=60_000)
             page.get_by_role("button", name="Keypad").click()
-            for key in "42#":
+            # One key and "#": each click reruns the page, and on a busy machine two digits may land
+            # more than the keypad's 2 s apart and count as two entries, which a real caller's would too.
+            for key in "7#":
                 page.get_by_role("button", name=key, exact=True).click()
-            expect(chat.filter(has_text="I pressed 42 on the keypad.")).to_have_count(1, timeout=30_000)
+            expect(chat.filter(has_text="I pressed 7 on the keypad.")).to_have_count(1, timeout=30_000)
             expect(chat).to_have_count(3, timeout=60_000)  # the greeting, the keys, the agent's answer
         finally:
             browser.close()
