@@ -149,7 +149,8 @@ class TurnPipeline(ConversationState):
                     for sentence in splitter.push(event.text):
                         await out.put(Speak(sentence))
                 elif isinstance(event, Filler):
-                    await out.put(Speak(event.text, filler=True))
+                    if speak:  # a filler fills silence on a line; a texted or typed reply has none to fill
+                        await out.put(Speak(event.text, filler=True))
                 elif isinstance(event, ReplyDone):
                     for sentence in splitter.flush():
                         await out.put(Speak(sentence))
