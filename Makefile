@@ -32,7 +32,7 @@ run: db
 # beside another worker's Whisper measures the machine, not Forge).
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile -m "not wallclock"
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile -m wallclock
+	$(BIN)/python -m pytest -q -ra -m wallclock
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
