@@ -230,6 +230,7 @@ def test_a_press_on_the_devices_page_shows_its_stages_and_its_device_can_go(stre
                 page.get_by_role("tab", name="Simulate a press").click()
                 if press == 0:
                     page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(wav))
+                    settled(page)  # the upload reruns the page: a click during that rerun can be lost
                 page.get_by_role("button", name="Press", exact=True).click()
                 expect(page.get_by_text("Pressed: streaming")).to_be_visible(timeout=120_000)
                 expect(page.get_by_text("Released: waiting for the reply")).to_be_visible(timeout=60_000)
@@ -271,6 +272,7 @@ def test_a_simulated_call_opens_on_the_calls_tab_in_utc(streamlit_app, speak, tm
             page.goto(base + "/phone")
             page.get_by_role("tab", name="Call simulator").click()
             page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(wav))
+            settled(page)  # the upload reruns the page: a click during that rerun can be lost
             page.get_by_role("button", name="Run simulated call").click()
             summary = page.get_by_text(re.compile(r"^Call CA[0-9a-f]{32} \("))
             expect(summary).to_be_visible(timeout=180_000)
